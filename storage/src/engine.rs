@@ -1,0 +1,562 @@
+//! The storage engine of one node: opens the latest manifest and replays the
+//! log, commits transactions (group commit over conditional log writes),
+//! applies them to the tables, flushes segments, and serves scans.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::entity::{check_id_column, hash_column, EntityId};
+use crate::error::{Error, Result};
+use crate::log::{log_path, LogRecord, Op, OpKind, Transaction};
+use crate::manifest::{manifest_path, table_dir, Manifest, SegmentEntryManifest, TableManifest, FORMAT_VERSION};
+use crate::schema::{adapt_array, normalize_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO, VALID_FROM, VALID_TO};
+use crate::segment::{self, Bloom, Segment, SegmentData};
+use crate::store::{CreateOutcome, FaultHook, Storage, StoreLocation};
+use crate::table::{output_schema, scan_segment, valid_columns, DeletionVector, SegmentEntry, TableState};
+use crate::temporal::Coordinate;
+use crate::time::{fmt_micros, Clock, Micros, SystemClock};
+
+/// How to open an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub location: StoreLocation,
+    pub clock: Arc<dyn Clock>,
+    /// Flush the live index to segments once it holds this many rectangles.
+    pub flush_rows: usize,
+    pub fault: Option<Arc<dyn FaultHook>>,
+}
+
+impl EngineConfig {
+    pub fn new(location: StoreLocation) -> Self {
+        EngineConfig {
+            location,
+            clock: Arc::new(SystemClock),
+            flush_rows: 1_000_000,
+            fault: None,
+        }
+    }
+}
+
+/// What a committed transaction got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub seq: u64,
+    pub system_time: Micros,
+}
+
+/// A transaction to commit.
+#[derive(Debug, Clone, Default)]
+pub struct TxRequest {
+    pub ops: Vec<Op>,
+    /// `BEGIN READ WRITE WITH (SYSTEM_TIME = …)`.
+    pub system_time: Option<Micros>,
+}
+
+struct Pending {
+    tx: TxRequest,
+    reply: oneshot::Sender<Result<CommitInfo>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tables: BTreeMap<String, TableState>,
+    applied_seq: u64,
+    last_system_time: Micros,
+    manifest_version: u64,
+}
+
+impl State {
+    fn live_rows(&self) -> usize {
+        self.tables.values().map(|t| t.live.rects.len()).sum()
+    }
+}
+
+pub struct Engine {
+    storage: Storage,
+    clock: Arc<dyn Clock>,
+    flush_rows: usize,
+    state: RwLock<State>,
+    /// Held by whoever changes `state`: the group-commit leader, a flush, a catch-up.
+    writer: tokio::sync::Mutex<()>,
+    queue: Mutex<Vec<Pending>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("storage", &self.storage.describe()).finish()
+    }
+}
+
+/// A consistent view of one table for a scan: live rows already materialized,
+/// segments to read (pruned by metadata) with their deletion vectors.
+#[derive(Debug, Clone)]
+pub struct TableScan {
+    pub schema: SchemaRef,
+    pub table_schema: TableSchema,
+    pub coord: Coordinate,
+    pub ids: Option<Arc<Vec<(u64, EntityId)>>>,
+    pub live: Vec<RecordBatch>,
+    pub segments: Vec<(Arc<Segment>, Arc<DeletionVector>)>,
+    storage: Storage,
+}
+
+impl TableScan {
+    /// Visible rows of segment `i`.
+    pub async fn segment(&self, i: usize) -> Result<Option<RecordBatch>> {
+        let (seg, del) = &self.segments[i];
+        let data = seg.load(&self.storage).await?;
+        scan_segment(&self.table_schema, &self.schema, &data, del, &self.coord, self.ids.as_deref().map(|v| v.as_slice()))
+    }
+}
+
+impl Engine {
+    pub async fn open(config: EngineConfig) -> Result<Arc<Engine>> {
+        let mut storage = Storage::open(&config.location)?;
+        if let Some(f) = &config.fault {
+            storage = storage.with_fault_hook(f.clone());
+        }
+        let engine = Engine {
+            storage,
+            clock: config.clock,
+            flush_rows: config.flush_rows.max(1),
+            state: RwLock::new(State::default()),
+            writer: tokio::sync::Mutex::new(()),
+            queue: Mutex::new(Vec::new()),
+        };
+        let _w = engine.writer.lock().await;
+        engine.reload().await?;
+        drop(_w);
+        Ok(Arc::new(engine))
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Rebuild in-memory state from the latest manifest and the log after it.
+    /// Caller holds `writer`.
+    async fn reload(&self) -> Result<()> {
+        let m = Manifest::load_latest(&self.storage).await?;
+        let mut tables = BTreeMap::new();
+        for (name, tm) in &m.tables {
+            let mut t = TableState::new(name);
+            t.schema = TableSchema { columns: tm.columns.clone() };
+            for se in &tm.segments {
+                let bloom_bytes = self.storage.get(&se.meta.bloom_path).await?.ok_or_else(|| Error::Corrupt {
+                    path: se.meta.bloom_path.clone(),
+                    reason: "bloom filter listed in the manifest is missing".into(),
+                })?;
+                let bloom = Bloom::from_bytes(&se.meta.bloom_path, &bloom_bytes)?;
+                let rows = se.meta.rows as usize;
+                let deleted = match &se.deleted_path {
+                    Some(p) => {
+                        let b = self.storage.get(p).await?.ok_or_else(|| Error::Corrupt {
+                            path: p.clone(),
+                            reason: "deletion vector listed in the manifest is missing".into(),
+                        })?;
+                        DeletionVector::from_bytes(rows, &b).ok_or_else(|| Error::Corrupt {
+                            path: p.clone(),
+                            reason: "bad deletion vector".into(),
+                        })?
+                    }
+                    None => DeletionVector::with_rows(rows),
+                };
+                t.segments.push(SegmentEntry {
+                    seg: Arc::new(Segment::new(se.meta.clone(), bloom)),
+                    deleted: Arc::new(deleted),
+                    deleted_path: se.deleted_path.clone(),
+                    dirty: false,
+                });
+            }
+            tables.insert(name.clone(), t);
+        }
+        {
+            let mut s = self.state.write();
+            *s = State {
+                tables,
+                applied_seq: m.log_seq,
+                last_system_time: m.last_system_time,
+                manifest_version: m.version,
+            };
+        }
+        self.catch_up_locked().await?;
+        Ok(())
+    }
+
+    /// Apply log records written since we last looked (by this or another node).
+    pub async fn catch_up(&self) -> Result<u64> {
+        let _w = self.writer.lock().await;
+        self.catch_up_locked().await
+    }
+
+    async fn catch_up_locked(&self) -> Result<u64> {
+        let mut n = 0;
+        loop {
+            let seq = self.state.read().applied_seq + 1;
+            let path = log_path(seq);
+            let Some(bytes) = self.storage.get(&path).await? else {
+                return Ok(n);
+            };
+            let rec = LogRecord::decode(&path, &bytes)?;
+            if rec.seq != seq {
+                return Err(Error::Corrupt { path, reason: format!("record says seq {}", rec.seq) });
+            }
+            self.apply_record(&rec).await?;
+            n += 1;
+        }
+    }
+
+    /// Load the segments a record's events need, then apply it atomically.
+    async fn apply_record(&self, rec: &LogRecord) -> Result<()> {
+        let mut to_load: Vec<Arc<Segment>> = Vec::new();
+        {
+            let s = self.state.read();
+            for tx in &rec.txs {
+                for op in &tx.ops {
+                    if op.kind == OpKind::CreateTable {
+                        continue;
+                    }
+                    if let (Some(t), Some(ids)) = (s.tables.get(&op.table), op.batch.column_by_name(ID)) {
+                        to_load.extend(t.segments_to_load(&hash_column(ids.as_ref())));
+                    }
+                }
+            }
+        }
+        for seg in to_load {
+            seg.load(&self.storage).await?;
+        }
+        let mut s = self.state.write();
+        for tx in &rec.txs {
+            for op in &tx.ops {
+                let t = s.tables.entry(op.table.clone()).or_insert_with(|| TableState::new(&op.table));
+                match op.kind {
+                    OpKind::Put => t.apply_put(&op.batch, tx.system_time)?,
+                    OpKind::Delete => t.apply_delete(&op.batch, tx.system_time)?,
+                    OpKind::Erase => t.apply_erase(&op.batch)?,
+                    OpKind::CreateTable => {
+                        let fields: Vec<Field> = op.batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+                        t.schema = t.schema.merged(&op.table, &fields)?;
+                    }
+                }
+            }
+            s.last_system_time = tx.system_time;
+        }
+        s.applied_seq = rec.seq;
+        Ok(())
+    }
+
+    /// Commit a transaction: durable in the log when this returns `Ok`.
+    /// Concurrent callers share log writes (group commit).
+    pub async fn commit(&self, tx: TxRequest) -> Result<CommitInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.queue.lock().push(Pending { tx, reply });
+        {
+            let _w = self.writer.lock().await;
+            let batch = std::mem::take(&mut *self.queue.lock());
+            if !batch.is_empty() {
+                self.commit_group(batch).await;
+            }
+        }
+        rx.await.map_err(|_| Error::Internal("commit leader went away".into()))?
+    }
+
+    async fn commit_group(&self, batch: Vec<Pending>) {
+        let mut pending = batch;
+        loop {
+            if let Err(e) = self.catch_up_locked().await {
+                return fail_all(pending, &e);
+            }
+            // Assign system times and validate each transaction on its own.
+            let (seq, mut last, mut schemas) = {
+                let s = self.state.read();
+                let schemas: HashMap<String, TableSchema> =
+                    s.tables.iter().map(|(k, v)| (k.clone(), v.schema.clone())).collect();
+                (s.applied_seq + 1, s.last_system_time, schemas)
+            };
+            let mut accepted: Vec<(Pending, Transaction)> = Vec::new();
+            for p in pending {
+                let t = match p.tx.system_time {
+                    Some(t) if t <= last => {
+                        let e = Error::Invalid(format!(
+                            "system time {} is not after the last committed transaction's system time {}; pin a later time",
+                            fmt_micros(t),
+                            fmt_micros(last)
+                        ));
+                        let _ = p.reply.send(Err(e));
+                        continue;
+                    }
+                    Some(t) => t,
+                    None => self.clock.now_us().max(last + 1),
+                };
+                let mut scratch = schemas.clone();
+                match prepare_ops(&mut scratch, &p.tx.ops, t) {
+                    Ok(ops) => {
+                        schemas = scratch;
+                        last = t;
+                        accepted.push((p, Transaction { system_time: t, ops }));
+                    }
+                    Err(e) => {
+                        let _ = p.reply.send(Err(e));
+                    }
+                }
+            }
+            if accepted.is_empty() {
+                return;
+            }
+            let rec = LogRecord { seq, txs: accepted.iter().map(|(_, t)| t.clone()).collect() };
+            let bytes = match rec.encode() {
+                Ok(b) => b,
+                Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
+            };
+            match self.storage.create(&log_path(seq), bytes).await {
+                Ok(CreateOutcome::Created) => {}
+                Ok(CreateOutcome::AlreadyExists) => {
+                    // Another node took this sequence number: catch up and retry.
+                    pending = accepted.into_iter().map(|(mut p, _)| {
+                        p.tx.ops.shrink_to_fit();
+                        p
+                    }).collect();
+                    continue;
+                }
+                Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
+            }
+            let applied = self.apply_record(&rec).await;
+            for (p, t) in accepted {
+                let r = match &applied {
+                    Ok(()) => Ok(CommitInfo { seq, system_time: t.system_time }),
+                    Err(e) => Err(Error::Internal(format!("committed at seq {seq} but applying failed: {e}"))),
+                };
+                let _ = p.reply.send(r);
+            }
+            if applied.is_ok() && self.state.read().live_rows() >= self.flush_rows {
+                if let Err(e) = self.flush_locked().await {
+                    tracing::warn!("flush failed (will retry on a later commit): {e}");
+                }
+            }
+            return;
+        }
+    }
+
+    /// Write the live index out as segments and publish a new manifest.
+    pub async fn flush(&self) -> Result<()> {
+        let _w = self.writer.lock().await;
+        self.flush_locked().await
+    }
+
+    async fn flush_locked(&self) -> Result<()> {
+        let version;
+        let mut new_segments: Vec<(String, SegmentEntry)> = Vec::new();
+        let mut new_dels: Vec<(String, usize, String)> = Vec::new();
+        let mut manifest;
+        {
+            let s = self.state.read();
+            version = s.manifest_version + 1;
+            manifest = Manifest {
+                format: FORMAT_VERSION,
+                version,
+                log_seq: s.applied_seq,
+                last_system_time: s.last_system_time,
+                tables: BTreeMap::new(),
+            };
+            for (name, t) in &s.tables {
+                let dir = table_dir(name);
+                let mut tm = TableManifest { columns: t.schema.columns.clone(), segments: vec![] };
+                for (i, e) in t.segments.iter().enumerate() {
+                    let mut deleted_path = e.deleted_path.clone();
+                    if e.dirty {
+                        let stem = e.seg.meta.path.rsplit('/').next().unwrap_or("seg").trim_end_matches(".arrow").to_string();
+                        let p = format!("{dir}/{stem}.del-{version:010}");
+                        self.storage.put(&p, bytes::Bytes::from(e.deleted.to_bytes())).await?;
+                        new_dels.push((name.clone(), i, p.clone()));
+                        deleted_path = Some(p);
+                    }
+                    tm.segments.push(SegmentEntryManifest {
+                        meta: e.seg.meta.clone(),
+                        deleted_path,
+                        deleted_rows: e.deleted.count() as u64,
+                    });
+                }
+                if let Some(batch) = t.flush_batch()? {
+                    let path = format!("{dir}/seg-{version:010}.arrow");
+                    let bloom_path = format!("{dir}/seg-{version:010}.bloom");
+                    let (bytes, meta, bloom) = segment::encode(&path, &bloom_path, &batch)?;
+                    self.storage.put(&path, bytes).await?;
+                    self.storage.put(&bloom_path, bloom.to_bytes()).await?;
+                    tm.segments.push(SegmentEntryManifest { meta: meta.clone(), deleted_path: None, deleted_rows: 0 });
+                    let seg = Segment::with_data(meta, bloom, SegmentData { batch: batch.clone() });
+                    new_segments.push((name.clone(), SegmentEntry {
+                        deleted: Arc::new(DeletionVector::with_rows(batch.num_rows())),
+                        seg: Arc::new(seg),
+                        deleted_path: None,
+                        dirty: false,
+                    }));
+                }
+                manifest.tables.insert(name.clone(), tm);
+            }
+        }
+        match self.storage.create(&manifest_path(version), manifest.to_bytes()).await? {
+            CreateOutcome::Created => {}
+            CreateOutcome::AlreadyExists => {
+                // Another node published this version: adopt its view.
+                return self.reload().await;
+            }
+        }
+        let mut s = self.state.write();
+        for (table, i, p) in new_dels {
+            if let Some(t) = s.tables.get_mut(&table) {
+                t.segments[i].deleted_path = Some(p);
+                t.segments[i].dirty = false;
+            }
+        }
+        for t in s.tables.values_mut() {
+            t.clear_live();
+        }
+        for (table, e) in new_segments {
+            s.tables.get_mut(&table).expect("table vanished during flush").segments.push(e);
+        }
+        s.manifest_version = version;
+        Ok(())
+    }
+
+    /// The system time of the latest committed transaction (0 if none).
+    pub fn latest_system_time(&self) -> Micros {
+        self.state.read().last_system_time
+    }
+
+    pub fn applied_seq(&self) -> u64 {
+        self.state.read().applied_seq
+    }
+
+    pub fn table_names(&self) -> Vec<String> {
+        self.state.read().tables.keys().cloned().collect()
+    }
+
+    pub fn table_schema(&self, table: &str) -> Option<TableSchema> {
+        self.state.read().tables.get(table).map(|t| t.schema.clone())
+    }
+
+    /// Rows in the live index and segments per table (for stats and tests).
+    pub fn table_stats(&self, table: &str) -> Option<(usize, usize)> {
+        self.state.read().tables.get(table).map(|t| (t.live.alive, t.segments.len()))
+    }
+
+    /// A consistent scan of `table` at `coord`, optionally for a few entities only.
+    pub fn scan(&self, table: &str, coord: Coordinate, ids: Option<Vec<EntityId>>) -> Result<Option<TableScan>> {
+        let s = self.state.read();
+        let Some(t) = s.tables.get(table) else { return Ok(None) };
+        let schema = output_schema(&t.schema);
+        let ids: Option<Arc<Vec<(u64, EntityId)>>> = ids.map(|v| Arc::new(v.into_iter().map(|i| (i.hash(), i)).collect()));
+        let live = t.scan_live(&coord, ids.as_deref().map(|v| v.as_slice()), &schema)?;
+        let segments = t
+            .segments
+            .iter()
+            .filter(|e| {
+                let m = &e.seg.meta;
+                coord.system.may_match(m.system_from_min, m.system_to_max)
+                    && coord.valid.may_match(m.valid_from_min, m.valid_to_max)
+                    && e.deleted.count() < m.rows as usize
+                    && ids.as_ref().is_none_or(|ids| ids.iter().any(|(h, _)| e.seg.may_contain(*h)))
+            })
+            .map(|e| (e.seg.clone(), e.deleted.clone()))
+            .collect();
+        Ok(Some(TableScan {
+            schema,
+            table_schema: t.schema.clone(),
+            coord,
+            ids,
+            live,
+            segments,
+            storage: self.storage.clone(),
+        }))
+    }
+}
+
+fn fail_all(pending: Vec<Pending>, e: &Error) {
+    for p in pending {
+        let _ = p.reply.send(Err(Error::Conflict(format!("transaction not committed: {e}"))));
+    }
+}
+
+/// Validate and normalize a transaction's events against the table schemas
+/// (which it updates), so that applying them cannot fail.
+fn prepare_ops(schemas: &mut HashMap<String, TableSchema>, ops: &[Op], t: Micros) -> Result<Vec<Op>> {
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        if op.table.is_empty() {
+            return Err(Error::Invalid("table name must not be empty".into()));
+        }
+        let schema = schemas.entry(op.table.clone()).or_default();
+        let batch = &op.batch;
+        let mut fields = Vec::with_capacity(batch.num_columns());
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+            let name = f.name().as_str();
+            if name == SYSTEM_FROM || name == SYSTEM_TO {
+                return Err(Error::Invalid(format!(
+                    "cannot write `{name}`: system time columns are assigned by the database"
+                )));
+            }
+            if name == crate::schema::IID {
+                return Err(Error::Invalid("`_iid` is reserved for the entity hash".into()));
+            }
+            let c = if name == VALID_FROM || name == VALID_TO {
+                arrow::compute::cast(c, &timestamp_type()).map_err(|e| {
+                    Error::Invalid(format!("`{name}` must be a timestamp: {e}"))
+                })?
+            } else {
+                normalize_array(c)?
+            };
+            fields.push(Field::new(name, c.data_type().clone(), true));
+            cols.push(c);
+        }
+        let user: Vec<Field> = fields
+            .iter()
+            .filter(|f| f.name() != VALID_FROM && f.name() != VALID_TO)
+            .cloned()
+            .collect();
+        if op.kind != OpKind::CreateTable {
+            let idx = fields.iter().position(|f| f.name() == ID).ok_or_else(|| {
+                Error::Invalid(format!("every row written to `{}` needs an `_id` column", op.table))
+            })?;
+            check_id_column(&op.table, &cols[idx])?;
+        }
+        let merged = match op.kind {
+            OpKind::Put | OpKind::CreateTable => schema.merged(&op.table, &user)?,
+            OpKind::Delete | OpKind::Erase => {
+                let id_field: Vec<Field> = user.iter().filter(|f| f.name() == ID).cloned().collect();
+                schema.merged(&op.table, &id_field)?
+            }
+        };
+        // Bring values into the column types (an integer into a DOUBLE column, …).
+        for (i, f) in fields.iter_mut().enumerate() {
+            if let Some(j) = merged.index_of(f.name()) {
+                let target = merged.columns[j].data_type();
+                if target != f.data_type() && f.data_type() != &DataType::Null {
+                    cols[i] = adapt_array(&cols[i], target).map_err(|e| Error::TypeConflict {
+                        table: op.table.clone(),
+                        column: f.name().clone(),
+                        existing: crate::schema::type_name(target),
+                        offered: format!("{} ({e})", crate::schema::type_name(f.data_type())),
+                    })?;
+                    *f = Field::new(f.name(), target.clone(), true);
+                }
+            }
+        }
+        *schema = merged;
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            cols,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?;
+        if matches!(op.kind, OpKind::Put | OpKind::Delete) {
+            valid_columns(&batch, t)?;
+        }
+        out.push(Op { kind: op.kind, table: op.table.clone(), batch });
+    }
+    Ok(out)
+}

@@ -1,0 +1,23 @@
+//! Strata storage: the transaction log, live index, segments and manifest on
+//! object storage, and bitemporal resolution. Knows nothing of SQL.
+
+pub mod engine;
+pub mod entity;
+pub mod error;
+pub mod log;
+pub mod manifest;
+pub mod reference;
+pub mod schema;
+pub mod segment;
+pub mod store;
+pub mod table;
+pub mod temporal;
+pub mod time;
+
+pub use engine::{CommitInfo, Engine, EngineConfig, TableScan, TxRequest};
+pub use entity::EntityId;
+pub use error::{Error, ErrorKind, Result};
+pub use log::{Op, OpKind};
+pub use store::{FaultHook, StoreLocation};
+pub use temporal::{Coordinate, TimeSelector};
+pub use time::{Clock, Micros, SystemClock, TestClock, OPEN};

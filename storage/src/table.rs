@@ -1,0 +1,515 @@
+//! One table's state on a node: its schema, its segments (with deletion
+//! vectors), and the live index of rectangles not yet flushed. Applying an
+//! event here is where the bitemporal decomposition happens.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{filter_record_batch, interleave, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+
+use crate::entity::{hash_column, id_at, id_equals, EntityId};
+use crate::error::{Error, Result};
+use crate::schema::{adapt_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO, VALID_FROM, VALID_TO};
+use crate::segment::{iid_array, segment_schema, ts_array, Segment, SegmentData, SYSTEM_COLUMNS};
+use crate::temporal::Coordinate;
+use crate::time::{Micros, OPEN};
+
+/// One rectangle in the live index; its values are row `row` of source `src`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rect {
+    pub src: u32,
+    pub row: u32,
+    pub iid: u64,
+    pub vf: Micros,
+    pub vt: Micros,
+    pub sf: Micros,
+    pub st: Micros,
+    pub dead: bool,
+}
+
+/// Row-level deletion marks of one segment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeletionVector {
+    words: Vec<u64>,
+    count: usize,
+}
+
+impl DeletionVector {
+    pub fn with_rows(rows: usize) -> Self {
+        DeletionVector {
+            words: vec![0; rows.div_ceil(64)],
+            count: 0,
+        }
+    }
+    #[inline]
+    pub fn contains(&self, row: usize) -> bool {
+        self.words[row / 64] & (1 << (row % 64)) != 0
+    }
+    pub fn insert(&mut self, row: usize) {
+        if !self.contains(row) {
+            self.words[row / 64] |= 1 << (row % 64);
+            self.count += 1;
+        }
+    }
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    /// Serialized as little-endian u32 row numbers, ascending.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.count * 4);
+        for (w, word) in self.words.iter().enumerate() {
+            let mut x = *word;
+            while x != 0 {
+                let b = x.trailing_zeros() as usize;
+                out.extend_from_slice(&((w * 64 + b) as u32).to_le_bytes());
+                x &= x - 1;
+            }
+        }
+        out
+    }
+    pub fn from_bytes(rows: usize, b: &[u8]) -> Option<Self> {
+        if b.len() % 4 != 0 {
+            return None;
+        }
+        let mut dv = DeletionVector::with_rows(rows);
+        for c in b.chunks_exact(4) {
+            let r = u32::from_le_bytes(c.try_into().unwrap()) as usize;
+            if r >= rows {
+                return None;
+            }
+            dv.insert(r);
+        }
+        Some(dv)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentEntry {
+    pub seg: Arc<Segment>,
+    pub deleted: Arc<DeletionVector>,
+    /// Object path of the persisted deletion vector, if any.
+    pub deleted_path: Option<String>,
+    /// Marks added since the last manifest.
+    pub dirty: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct LiveIndex {
+    pub sources: Vec<RecordBatch>,
+    seg_sources: HashMap<String, u32>,
+    pub rects: Vec<Rect>,
+    by_iid: HashMap<u64, Vec<u32>>,
+    pub alive: usize,
+}
+
+#[derive(Debug)]
+pub struct TableState {
+    pub name: String,
+    pub schema: TableSchema,
+    pub segments: Vec<SegmentEntry>,
+    pub live: LiveIndex,
+}
+
+/// The schema a scan of a table produces: the table's columns then the four
+/// temporal columns (NULL = open bound).
+pub fn output_schema(schema: &TableSchema) -> SchemaRef {
+    let mut fields = schema.columns.clone();
+    for c in [VALID_FROM, VALID_TO, SYSTEM_FROM, SYSTEM_TO] {
+        fields.push(Field::new(c, timestamp_type(), true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn ts_nullable(v: &[i64]) -> ArrayRef {
+    let a: arrow::array::TimestampMicrosecondArray =
+        v.iter().map(|&x| (x != OPEN).then_some(x)).collect();
+    Arc::new(a.with_timezone("UTC"))
+}
+
+/// Assemble output rows from table columns of `user` plus temporal values.
+fn to_output(schema: &TableSchema, out: &SchemaRef, user: &RecordBatch, t: [&[i64]; 4]) -> Result<RecordBatch> {
+    let n = user.num_rows();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(out.fields().len());
+    for f in &schema.columns {
+        cols.push(match user.column_by_name(f.name()) {
+            Some(c) => adapt_array(c, f.data_type())?,
+            None => new_null_array(f.data_type(), n),
+        });
+    }
+    for v in t {
+        cols.push(ts_nullable(v));
+    }
+    Ok(RecordBatch::try_new(out.clone(), cols)?)
+}
+
+/// Entities a scan is restricted to (a point lookup), by hash and value.
+pub type IdFilter = [(u64, EntityId)];
+
+impl TableState {
+    pub fn new(name: &str) -> TableState {
+        TableState {
+            name: name.to_string(),
+            schema: TableSchema::default(),
+            segments: Vec::new(),
+            live: LiveIndex::default(),
+        }
+    }
+
+    /// Segments that might hold open rectangles of the given entity hashes and
+    /// are not loaded yet: the writer loads them before applying.
+    pub fn segments_to_load(&self, iids: &[u64]) -> Vec<Arc<Segment>> {
+        self.segments
+            .iter()
+            .filter(|e| e.seg.loaded().is_none() && e.seg.meta.system_to_max == OPEN)
+            .filter(|e| iids.iter().any(|&h| e.seg.may_contain(h)))
+            .map(|e| e.seg.clone())
+            .collect()
+    }
+
+    fn push_rect(&mut self, r: Rect) {
+        let i = self.live.rects.len() as u32;
+        self.live.rects.push(r);
+        self.live.by_iid.entry(r.iid).or_default().push(i);
+        self.live.alive += 1;
+    }
+
+    fn seg_source(&mut self, seg: &Segment, data: &SegmentData) -> u32 {
+        if let Some(&s) = self.live.seg_sources.get(&seg.meta.path) {
+            return s;
+        }
+        let s = self.live.sources.len() as u32;
+        self.live.sources.push(data.user());
+        self.live.seg_sources.insert(seg.meta.path.clone(), s);
+        s
+    }
+
+    /// Close every open rectangle of entity `id` that overlaps `[a, b)` at
+    /// system time `t`, issuing the replacements (see docs/architecture.md).
+    fn retire(&mut self, iid: u64, id: &EntityId, a: Micros, b: Micros, t: Micros) -> Result<()> {
+        let mut pieces: Vec<Rect> = Vec::new();
+        if let Some(list) = self.live.by_iid.get(&iid) {
+            for &ri in list {
+                let r = self.live.rects[ri as usize];
+                if r.dead || r.st != OPEN || r.vf >= b || a >= r.vt {
+                    continue;
+                }
+                let src = &self.live.sources[r.src as usize];
+                let ids = src.column_by_name(ID).expect("source without _id");
+                if !id_equals(ids.as_ref(), r.row as usize, id) {
+                    continue;
+                }
+                self.live.rects[ri as usize].dead = true;
+                self.live.alive -= 1;
+                pieces.extend(split(r, a, b, t));
+            }
+        }
+        for si in 0..self.segments.len() {
+            let e = &self.segments[si];
+            if e.seg.meta.system_to_max != OPEN || !e.seg.may_contain(iid) {
+                continue;
+            }
+            let seg = e.seg.clone();
+            let data = seg.loaded().cloned().ok_or_else(|| {
+                Error::Internal(format!("segment {} not loaded before apply", seg.meta.path))
+            })?;
+            let rows = data.rows_of(iid);
+            if rows.is_empty() {
+                continue;
+            }
+            let (vf, vt, sf, st) = (data.ts(1), data.ts(2), data.ts(3), data.ts(4));
+            let ids = data.batch.column(SYSTEM_COLUMNS).clone();
+            for row in rows {
+                if st[row] != OPEN || vf[row] >= b || a >= vt[row] || self.segments[si].deleted.contains(row) {
+                    continue;
+                }
+                if !id_equals(ids.as_ref(), row, id) {
+                    continue;
+                }
+                Arc::make_mut(&mut self.segments[si].deleted).insert(row);
+                self.segments[si].dirty = true;
+                let src = self.seg_source(&seg, &data);
+                let r = Rect { src, row: row as u32, iid, vf: vf[row], vt: vt[row], sf: sf[row], st: OPEN, dead: false };
+                pieces.extend(split(r, a, b, t));
+            }
+        }
+        for p in pieces {
+            self.push_rect(p);
+        }
+        Ok(())
+    }
+
+    /// Apply a put batch (already normalized: `_id`, `_valid_from`, `_valid_to`, user columns).
+    pub fn apply_put(&mut self, batch: &RecordBatch, t: Micros) -> Result<()> {
+        let ids = batch
+            .column_by_name(ID)
+            .ok_or_else(|| Error::Invalid(format!("put into `{}` without `_id`", self.name)))?
+            .clone();
+        let (vf, vt) = valid_columns(batch, t)?;
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| {
+                let n = batch.schema().field(i).name().clone();
+                n != VALID_FROM && n != VALID_TO
+            })
+            .collect();
+        let user = batch.project(&keep)?;
+        let fields: Vec<Field> = user.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        self.schema = self.schema.merged(&self.name, &fields)?;
+        let src = self.live.sources.len() as u32;
+        self.live.sources.push(user);
+        let hashes = hash_column(ids.as_ref());
+        for row in 0..batch.num_rows() {
+            let id = id_at(ids.as_ref(), row);
+            self.retire(hashes[row], &id, vf[row], vt[row], t)?;
+            self.push_rect(Rect {
+                src,
+                row: row as u32,
+                iid: hashes[row],
+                vf: vf[row],
+                vt: vt[row],
+                sf: t,
+                st: OPEN,
+                dead: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Apply a delete batch (`_id`, `_valid_from`, `_valid_to`).
+    pub fn apply_delete(&mut self, batch: &RecordBatch, t: Micros) -> Result<()> {
+        let ids = batch.column_by_name(ID).ok_or_else(|| Error::Invalid("delete without `_id`".into()))?.clone();
+        let (vf, vt) = valid_columns(batch, t)?;
+        let hashes = hash_column(ids.as_ref());
+        for row in 0..batch.num_rows() {
+            let id = id_at(ids.as_ref(), row);
+            self.retire(hashes[row], &id, vf[row], vt[row], t)?;
+        }
+        Ok(())
+    }
+
+    /// Hide every rectangle of the given entities, at every system and valid time.
+    pub fn apply_erase(&mut self, batch: &RecordBatch) -> Result<()> {
+        let ids = batch.column_by_name(ID).ok_or_else(|| Error::Invalid("erase without `_id`".into()))?.clone();
+        let hashes = hash_column(ids.as_ref());
+        for row in 0..batch.num_rows() {
+            let id = id_at(ids.as_ref(), row);
+            let iid = hashes[row];
+            if let Some(list) = self.live.by_iid.get(&iid).cloned() {
+                for ri in list {
+                    let r = self.live.rects[ri as usize];
+                    let src = &self.live.sources[r.src as usize];
+                    if !r.dead && id_equals(src.column_by_name(ID).unwrap().as_ref(), r.row as usize, &id) {
+                        self.live.rects[ri as usize].dead = true;
+                        self.live.alive -= 1;
+                    }
+                }
+            }
+            for si in 0..self.segments.len() {
+                if !self.segments[si].seg.may_contain(iid) {
+                    continue;
+                }
+                let data = self.segments[si].seg.loaded().cloned().ok_or_else(|| {
+                    Error::Internal("segment not loaded before erase".into())
+                })?;
+                let ids_col = data.batch.column(SYSTEM_COLUMNS).clone();
+                for r in data.rows_of(iid) {
+                    if !self.segments[si].deleted.contains(r) && id_equals(ids_col.as_ref(), r, &id) {
+                        Arc::make_mut(&mut self.segments[si].deleted).insert(r);
+                        self.segments[si].dirty = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of the live index visible at `coord`, as output batches.
+    pub fn scan_live(&self, coord: &Coordinate, ids: Option<&IdFilter>, out: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        let mut picked: Vec<u32> = Vec::new();
+        let visible = |r: &Rect| !r.dead && coord.matches(r.vf, r.vt, r.sf, r.st);
+        match ids {
+            Some(ids) => {
+                for (h, id) in ids {
+                    for &ri in self.live.by_iid.get(h).map(|v| v.as_slice()).unwrap_or(&[]) {
+                        let r = &self.live.rects[ri as usize];
+                        let src = &self.live.sources[r.src as usize];
+                        if visible(r) && id_equals(src.column_by_name(ID).unwrap().as_ref(), r.row as usize, id) {
+                            picked.push(ri);
+                        }
+                    }
+                }
+            }
+            None => {
+                for (i, r) in self.live.rects.iter().enumerate() {
+                    if visible(r) {
+                        picked.push(i as u32);
+                    }
+                }
+            }
+        }
+        // Group by source so each source is read with one `take`.
+        picked.sort_by_key(|&ri| (self.live.rects[ri as usize].src, self.live.rects[ri as usize].row));
+        let mut outv = Vec::new();
+        let mut start = 0;
+        while start < picked.len() {
+            let src = self.live.rects[picked[start] as usize].src;
+            let mut end = start;
+            while end < picked.len() && self.live.rects[picked[end] as usize].src == src {
+                end += 1;
+            }
+            let group = &picked[start..end];
+            let rows = UInt32Array::from(group.iter().map(|&ri| self.live.rects[ri as usize].row).collect::<Vec<_>>());
+            let source = &self.live.sources[src as usize];
+            let cols = source
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &rows, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let user = RecordBatch::try_new(source.schema(), cols)?;
+            let g = |f: fn(&Rect) -> i64| group.iter().map(|&ri| f(&self.live.rects[ri as usize])).collect::<Vec<_>>();
+            let (vf, vt, sf, st) = (g(|r| r.vf), g(|r| r.vt), g(|r| r.sf), g(|r| r.st));
+            outv.push(to_output(&self.schema, out, &user, [&vf, &vt, &sf, &st])?);
+            start = end;
+        }
+        Ok(outv)
+    }
+
+    /// The live rectangles that survive, as one segment batch sorted by
+    /// (`_iid`, `_system_from`, `_valid_from`); `None` if there are none.
+    pub fn flush_batch(&self) -> Result<Option<RecordBatch>> {
+        let mut alive: Vec<&Rect> = self.live.rects.iter().filter(|r| !r.dead).collect();
+        if alive.is_empty() {
+            return Ok(None);
+        }
+        alive.sort_by_key(|r| (r.iid, r.sf, r.vf));
+        // Per source: take the referenced rows, adapt them to the table schema.
+        let mut per_src: HashMap<u32, Vec<u32>> = HashMap::new();
+        for r in &alive {
+            per_src.entry(r.src).or_default().push(r.row);
+        }
+        let mut srcs: Vec<u32> = per_src.keys().copied().collect();
+        srcs.sort();
+        let mut parts: Vec<Vec<ArrayRef>> = Vec::new();
+        let mut pos: HashMap<(u32, u32), (usize, usize)> = HashMap::new();
+        for (pi, s) in srcs.iter().enumerate() {
+            let rows = &per_src[s];
+            for (k, &row) in rows.iter().enumerate() {
+                pos.insert((*s, row), (pi, k));
+            }
+            let idx = UInt32Array::from(rows.clone());
+            let source = &self.live.sources[*s as usize];
+            let mut cols = Vec::new();
+            for f in &self.schema.columns {
+                cols.push(match source.column_by_name(f.name()) {
+                    Some(c) => adapt_array(&take(c.as_ref(), &idx, None)?, f.data_type())?,
+                    None => new_null_array(f.data_type(), rows.len()),
+                });
+            }
+            parts.push(cols);
+        }
+        let order: Vec<(usize, usize)> = alive.iter().map(|r| pos[&(r.src, r.row)]).collect();
+        let mut cols: Vec<ArrayRef> = vec![
+            iid_array(alive.iter().map(|r| r.iid).collect()),
+            ts_array(alive.iter().map(|r| r.vf).collect()),
+            ts_array(alive.iter().map(|r| r.vt).collect()),
+            ts_array(alive.iter().map(|r| r.sf).collect()),
+            ts_array(alive.iter().map(|r| r.st).collect()),
+        ];
+        for ci in 0..self.schema.columns.len() {
+            let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[ci].as_ref()).collect();
+            cols.push(interleave(&arrays, &order)?);
+        }
+        Ok(Some(RecordBatch::try_new(segment_schema(&self.schema.columns), cols)?))
+    }
+
+    /// Drop the live index after its rows went into a segment.
+    pub fn clear_live(&mut self) {
+        self.live = LiveIndex::default();
+    }
+}
+
+/// Replacement pieces of open rectangle `r` when `[a, b)` is overridden at `t`.
+fn split(r: Rect, a: Micros, b: Micros, t: Micros) -> Vec<Rect> {
+    let mut out = Vec::with_capacity(3);
+    let (lo, hi) = (r.vf.max(a), r.vt.min(b));
+    if r.sf < t && lo < hi {
+        out.push(Rect { vf: lo, vt: hi, st: t, dead: false, ..r });
+    }
+    if r.vf < a {
+        out.push(Rect { vt: a, st: OPEN, dead: false, ..r });
+    }
+    if b < r.vt {
+        out.push(Rect { vf: b, st: OPEN, dead: false, ..r });
+    }
+    out
+}
+
+/// The valid period of each row: NULL `_valid_from` = `t`, NULL `_valid_to` = open.
+pub(crate) fn valid_columns(batch: &RecordBatch, t: Micros) -> Result<(Vec<i64>, Vec<i64>)> {
+    let n = batch.num_rows();
+    let get = |name: &str, default: i64| -> Result<Vec<i64>> {
+        match batch.column_by_name(name) {
+            None => Ok(vec![default; n]),
+            Some(c) => {
+                let c = arrow::compute::cast(c, &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())))?;
+                let a = c.as_primitive::<TimestampMicrosecondType>();
+                Ok((0..n).map(|i| if a.is_null(i) { default } else { a.value(i) }).collect())
+            }
+        }
+    };
+    let vf = get(VALID_FROM, t)?;
+    let vt = get(VALID_TO, OPEN)?;
+    for i in 0..n {
+        if vf[i] >= vt[i] {
+            return Err(Error::Invalid(format!(
+                "`_valid_from` ({}) must be earlier than `_valid_to` ({})",
+                crate::time::fmt_micros(vf[i]),
+                crate::time::fmt_micros(vt[i])
+            )));
+        }
+    }
+    Ok((vf, vt))
+}
+
+/// Rows of a segment visible at `coord`, as one output batch.
+pub fn scan_segment(
+    schema: &TableSchema,
+    out: &SchemaRef,
+    data: &SegmentData,
+    deleted: &DeletionVector,
+    coord: &Coordinate,
+    ids: Option<&IdFilter>,
+) -> Result<Option<RecordBatch>> {
+    let (vf, vt, sf, st) = (data.ts(1), data.ts(2), data.ts(3), data.ts(4));
+    let n = data.batch.num_rows();
+    let mut mask = vec![false; n];
+    let mut any = false;
+    let mut check = |r: usize| {
+        if !deleted.contains(r) && coord.matches(vf[r], vt[r], sf[r], st[r]) {
+            mask[r] = true;
+            any = true;
+        }
+    };
+    match ids {
+        Some(ids) => {
+            let id_col = data.batch.column(SYSTEM_COLUMNS).clone();
+            for (h, id) in ids {
+                for r in data.rows_of(*h) {
+                    if id_equals(id_col.as_ref(), r, id) {
+                        check(r);
+                    }
+                }
+            }
+        }
+        None => (0..n).for_each(&mut check),
+    }
+    if !any {
+        return Ok(None);
+    }
+    let filtered = filter_record_batch(&data.batch, &BooleanArray::from(mask))?;
+    let ts = |i: usize| filtered.column(i).as_primitive::<TimestampMicrosecondType>().values().to_vec();
+    let user_idx: Vec<usize> = (SYSTEM_COLUMNS..filtered.num_columns()).collect();
+    let user = filtered.project(&user_idx)?;
+    Ok(Some(to_output(schema, out, &user, [&ts(1), &ts(2), &ts(3), &ts(4)])?))
+}
