@@ -1,1 +1,10 @@
-pub fn x(){}
+//! Strata query: temporal SQL planned on DataFusion, table providers over
+//! storage, and the session layer the Postgres and Flight front ends share.
+//! Knows nothing of sockets.
+
+pub mod error;
+pub mod provider;
+pub mod session;
+
+pub use error::{QueryError, Result};
+pub use session::{Database, Output, Session};

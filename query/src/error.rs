@@ -1,0 +1,168 @@
+//! Query errors: what went wrong, in words a user can act on, with the
+//! SQLSTATE the Postgres front end sends.
+
+use datafusion::error::DataFusionError;
+use strata_storage::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    UndefinedTable(String),
+    #[error("{0}")]
+    UndefinedColumn(String),
+    #[error("{0}")]
+    TypeConflict(String),
+    #[error("{0}")]
+    Transaction(String),
+    #[error("{0}")]
+    Storage(strata_storage::Error),
+    #[error("{0}")]
+    Execution(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+impl QueryError {
+    /// The Postgres SQLSTATE for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            QueryError::Syntax(_) => "42601",
+            QueryError::Unsupported(_) => "0A000",
+            QueryError::Invalid(_) => "22023",
+            QueryError::UndefinedTable(_) => "42P01",
+            QueryError::UndefinedColumn(_) => "42703",
+            QueryError::TypeConflict(_) => "42804",
+            QueryError::Transaction(_) => "25000",
+            QueryError::Storage(e) => match e.kind() {
+                ErrorKind::Invalid => match e {
+                    strata_storage::Error::TypeConflict { .. } => "42804",
+                    _ => "22023",
+                },
+                ErrorKind::Unavailable => "58030",
+                ErrorKind::Corrupt => "XX001",
+                ErrorKind::Conflict => "40001",
+                ErrorKind::NotFound => "42P01",
+                ErrorKind::Internal => "XX000",
+            },
+            QueryError::Execution(_) => "22000",
+            QueryError::Internal(_) => "XX000",
+        }
+    }
+}
+
+impl From<strata_storage::Error> for QueryError {
+    fn from(e: strata_storage::Error) -> Self {
+        QueryError::Storage(e)
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for QueryError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        QueryError::Execution(e.to_string())
+    }
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(e: DataFusionError) -> Self {
+        let e = e.find_root().clone_shallow();
+        match e {
+            DataFusionError::SQL(p, _) => QueryError::Syntax(p.to_string()),
+            DataFusionError::External(inner) => match inner.downcast::<strata_storage::Error>() {
+                Ok(se) => QueryError::Storage(*se),
+                Err(other) => QueryError::Execution(other.to_string()),
+            },
+            DataFusionError::NotImplemented(m) => QueryError::Unsupported(m),
+            DataFusionError::SchemaError(se, _) => {
+                let m = se.to_string();
+                if m.contains("o field named") || m.contains("not found") {
+                    QueryError::UndefinedColumn(m)
+                } else {
+                    QueryError::Invalid(m)
+                }
+            }
+            DataFusionError::Plan(m) => {
+                if m.contains("does not exist") && m.contains("table") {
+                    QueryError::UndefinedTable(m)
+                } else {
+                    QueryError::Invalid(m)
+                }
+            }
+            DataFusionError::ArrowError(a, _) => QueryError::Execution(a.to_string()),
+            DataFusionError::Execution(m) => QueryError::Execution(m),
+            other => QueryError::Execution(other.to_string()),
+        }
+    }
+}
+
+trait CloneShallow {
+    fn clone_shallow(&self) -> DataFusionError;
+}
+
+impl CloneShallow for DataFusionError {
+    fn clone_shallow(&self) -> DataFusionError {
+        match self {
+            DataFusionError::SQL(p, b) => DataFusionError::SQL(p.clone(), b.clone()),
+            DataFusionError::NotImplemented(m) => DataFusionError::NotImplemented(m.clone()),
+            DataFusionError::Plan(m) => DataFusionError::Plan(m.clone()),
+            DataFusionError::Execution(m) => DataFusionError::Execution(m.clone()),
+            DataFusionError::External(e) => {
+                if let Some(se) = e.downcast_ref::<strata_storage::Error>() {
+                    DataFusionError::External(Box::new(clone_storage(se)))
+                } else {
+                    DataFusionError::Execution(e.to_string())
+                }
+            }
+            other => DataFusionError::Execution(strip(other.to_string())),
+        }
+    }
+}
+
+fn clone_storage(e: &strata_storage::Error) -> strata_storage::Error {
+    use strata_storage::Error as E;
+    match e {
+        E::Invalid(m) => E::Invalid(m.clone()),
+        E::TypeConflict { table, column, existing, offered } => E::TypeConflict {
+            table: table.clone(),
+            column: column.clone(),
+            existing: existing.clone(),
+            offered: offered.clone(),
+        },
+        E::Conflict(m) => E::Conflict(m.clone()),
+        E::NotFound(m) => E::NotFound(m.clone()),
+        other => E::Internal(other.to_string()),
+    }
+}
+
+fn strip(m: String) -> String {
+    m
+}
+
+/// The candidate closest to `name` by edit distance, if reasonably close.
+pub fn closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    let lev = |a: &str, b: &str| -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1; b.len() + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur[j + 1] = (prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1);
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    };
+    candidates
+        .iter()
+        .map(|c| (lev(&name.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}

@@ -1,0 +1,274 @@
+//! Tables as DataFusion sees them: a catalog whose tables are Strata tables
+//! read at one temporal coordinate, scanned as streams of visible rectangles.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session as DfSession, TableProvider};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::ExecutionPlan;
+use futures::StreamExt;
+use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
+use strata_storage::{Coordinate, Engine, EntityId, TableScan};
+
+/// The coordinates a query reads at, by table reference name.
+#[derive(Debug, Clone)]
+pub struct QueryTimes {
+    /// Default coordinate for table references without a temporal clause.
+    pub default: Coordinate,
+    /// Temporal columns the query names; only these are exposed (so that
+    /// `SELECT *` returns `_id` and user columns only).
+    pub temporal_columns: HashSet<String>,
+    /// Coordinates of rewritten table references (`FOR SYSTEM_TIME …`), by synthetic name.
+    pub overrides: Vec<(String, String, Coordinate)>,
+}
+
+/// The `strata` catalog with one schema, `public`.
+#[derive(Debug)]
+pub struct StrataCatalog {
+    pub schema: Arc<StrataSchema>,
+}
+
+impl CatalogProvider for StrataCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        vec!["public".to_string()]
+    }
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        (name == "public").then(|| self.schema.clone() as Arc<dyn SchemaProvider>)
+    }
+}
+
+#[derive(Debug)]
+pub struct StrataSchema {
+    pub engine: Arc<Engine>,
+    pub times: Arc<QueryTimes>,
+}
+
+impl StrataSchema {
+    fn provider(&self, table: &str, coord: Coordinate) -> Option<Arc<dyn TableProvider>> {
+        let ts = self.engine.table_schema(table)?;
+        let full = strata_storage::table::output_schema(&ts);
+        let keep: Vec<usize> = full
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                !TEMPORAL_COLUMNS.contains(&f.name().as_str()) || self.times.temporal_columns.contains(f.name())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let schema = Arc::new(full.project(&keep).expect("projection in range"));
+        Some(Arc::new(StrataTable {
+            engine: self.engine.clone(),
+            table: table.to_string(),
+            coord,
+            schema,
+            full_indices: keep,
+        }))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for StrataSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.engine.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some((_, table, coord)) = self.times.overrides.iter().find(|(n, _, _)| n == name) {
+            return match self.provider(table, *coord) {
+                Some(p) => Ok(Some(p)),
+                None => Err(unknown_table(&self.engine, table)),
+            };
+        }
+        Ok(self.provider(name, self.times.default))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.engine.table_schema(name).is_some()
+    }
+}
+
+/// "table `x` does not exist", with the closest existing name when there is one.
+pub fn unknown_table(engine: &Engine, name: &str) -> DataFusionError {
+    let hint = crate::error::closest(name, &engine.table_names())
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default();
+    DataFusionError::Plan(format!("table `{name}` does not exist{hint}"))
+}
+
+/// One Strata table at one temporal coordinate.
+#[derive(Debug)]
+pub struct StrataTable {
+    engine: Arc<Engine>,
+    table: String,
+    coord: Coordinate,
+    /// The exposed schema: table columns plus the temporal columns the query names.
+    schema: SchemaRef,
+    /// Indices of the exposed columns in the full scan output.
+    full_indices: Vec<usize>,
+}
+
+/// `_id = lit` / `lit = _id` / `_id IN (lits)`: the ids a filter pins down.
+fn id_filter(e: &Expr) -> Option<Vec<EntityId>> {
+    fn lit_id(e: &Expr) -> Option<EntityId> {
+        match e {
+            Expr::Literal(v, _) => scalar_id(v),
+            Expr::Cast(c) => lit_id(&c.expr),
+            Expr::TryCast(c) => lit_id(&c.expr),
+            _ => None,
+        }
+    }
+    fn is_id(e: &Expr) -> bool {
+        matches!(e, Expr::Column(c) if c.name == ID)
+    }
+    match e {
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+            if is_id(&b.left) {
+                lit_id(&b.right).map(|i| vec![i])
+            } else if is_id(&b.right) {
+                lit_id(&b.left).map(|i| vec![i])
+            } else {
+                None
+            }
+        }
+        Expr::InList(l) if !l.negated && is_id(&l.expr) => l.list.iter().map(lit_id).collect(),
+        _ => None,
+    }
+}
+
+pub fn scalar_id(v: &ScalarValue) -> Option<EntityId> {
+    match v {
+        ScalarValue::Int64(Some(x)) => Some(EntityId::Int(*x)),
+        ScalarValue::Int32(Some(x)) => Some(EntityId::Int(*x as i64)),
+        ScalarValue::Int16(Some(x)) => Some(EntityId::Int(*x as i64)),
+        ScalarValue::Int8(Some(x)) => Some(EntityId::Int(*x as i64)),
+        ScalarValue::UInt32(Some(x)) => Some(EntityId::Int(*x as i64)),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
+            Some(EntityId::Text(s.clone()))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl TableProvider for StrataTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if id_filter(f).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // Intersect the id sets of all pushed-down id filters.
+        let mut ids: Option<Vec<EntityId>> = None;
+        for f in filters {
+            if let Some(v) = id_filter(f) {
+                ids = Some(match ids {
+                    None => v,
+                    Some(prev) => prev.into_iter().filter(|x| v.contains(x)).collect(),
+                });
+            }
+        }
+        let scan = self
+            .engine
+            .scan(&self.table, self.coord, ids)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .ok_or_else(|| unknown_table(&self.engine, &self.table))?;
+        let scan = Arc::new(scan);
+        let n_parts = state.config().target_partitions().max(1);
+        let mut parts: Vec<Arc<dyn PartitionStream>> = Vec::new();
+        let seg_count = scan.segments.len();
+        let groups = n_parts.min(seg_count.max(1));
+        for g in 0..groups {
+            let segs: Vec<usize> = (0..seg_count).filter(|i| i % groups == g).collect();
+            parts.push(Arc::new(ScanPartition {
+                scan: scan.clone(),
+                schema: self.schema.clone(),
+                indices: self.full_indices.clone(),
+                with_live: g == 0,
+                segments: segs,
+            }));
+        }
+        let exec = StreamingTableExec::try_new(self.schema.clone(), parts, projection, vec![], false, limit)?;
+        Ok(Arc::new(exec))
+    }
+}
+
+/// A share of a scan: optionally the live rows, plus some segments.
+struct ScanPartition {
+    scan: Arc<TableScan>,
+    schema: SchemaRef,
+    indices: Vec<usize>,
+    with_live: bool,
+    segments: Vec<usize>,
+}
+
+impl fmt::Debug for ScanPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScanPartition(live={}, segments={:?})", self.with_live, self.segments)
+    }
+}
+
+impl PartitionStream for ScanPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let scan = self.scan.clone();
+        let schema = self.schema.clone();
+        let indices = self.indices.clone();
+        let live: Vec<_> = if self.with_live { scan.live.clone() } else { vec![] };
+        let live_stream = futures::stream::iter(live.into_iter().map(Ok));
+        let segs = self.segments.clone();
+        let seg_stream = futures::stream::iter(segs)
+            .then(move |i| {
+                let scan = scan.clone();
+                async move { scan.segment(i).await }
+            })
+            .filter_map(|r| async move {
+                match r {
+                    Ok(Some(b)) => Some(Ok(b)),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
+        let out_schema = schema.clone();
+        let stream = live_stream.chain(seg_stream).map(move |r| {
+            let b = r.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let cols = indices.iter().map(|&i| b.column(i).clone()).collect();
+            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(out_schema.clone(), cols)?)
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+}

@@ -1,0 +1,429 @@
+//! The session layer every front end shares: parse a statement, plan it on
+//! DataFusion at a temporal coordinate, turn writes into storage events, and
+//! keep per-connection state (the open transaction).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::MemoryCatalogProviderList;
+use datafusion::catalog::CatalogProviderList;
+use datafusion::common::ParamValues;
+use datafusion::common::ScalarValue;
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{self, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use futures::TryStreamExt;
+use strata_storage::log::{Op, OpKind};
+use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
+use strata_storage::{Coordinate, Engine, EngineConfig, TimeSelector, TxRequest};
+
+use crate::error::{QueryError, Result};
+use crate::provider::{QueryTimes, StrataCatalog, StrataSchema};
+
+/// What a statement produced.
+pub enum Output {
+    /// A result set, streamed.
+    Rows { schema: SchemaRef, stream: SendableRecordBatchStream },
+    /// A command's tag (`INSERT 0 3`, `BEGIN`, …) and affected row count.
+    Command { tag: String, rows: u64 },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            Output::Command { tag, .. } => write!(f, "Command({tag})"),
+        }
+    }
+}
+
+impl Output {
+    /// Collect a result set (commands give no batches).
+    pub async fn collect(self) -> Result<Vec<RecordBatch>> {
+        match self {
+            Output::Rows { stream, .. } => Ok(stream.try_collect().await?),
+            Output::Command { .. } => Ok(vec![]),
+        }
+    }
+}
+
+/// The engine plus the DataFusion state every query starts from.
+pub struct Database {
+    engine: Arc<Engine>,
+    base: SessionState,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Database({:?})", self.engine)
+    }
+}
+
+impl Database {
+    pub async fn open(config: EngineConfig) -> Result<Arc<Database>> {
+        let engine = Engine::open(config).await?;
+        let cfg = SessionConfig::new()
+            .with_default_catalog_and_schema("strata", "public")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        let base = SessionStateBuilder::new().with_config(cfg).with_default_features().build();
+        Ok(Arc::new(Database { engine, base }))
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn session(self: &Arc<Self>) -> Session {
+        Session { db: self.clone(), tx: None }
+    }
+
+    /// The default coordinate: latest committed system time, valid time now.
+    fn default_coordinate(&self) -> Coordinate {
+        let s = self.engine.latest_system_time();
+        let now = strata_storage::SystemClock.now_us_public();
+        Coordinate::as_of(s, now.max(s))
+    }
+
+    fn context(&self, times: QueryTimes) -> SessionContext {
+        let list = MemoryCatalogProviderList::new();
+        let schema = Arc::new(StrataSchema { engine: self.engine.clone(), times: Arc::new(times) });
+        list.register_catalog("strata".into(), Arc::new(StrataCatalog { schema }));
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(Arc::new(list) as Arc<dyn CatalogProviderList>)
+            .build();
+        SessionContext::new_with_state(state)
+    }
+}
+
+trait NowPublic {
+    fn now_us_public(&self) -> i64;
+}
+impl NowPublic for strata_storage::SystemClock {
+    fn now_us_public(&self) -> i64 {
+        use strata_storage::Clock;
+        self.now_us()
+    }
+}
+
+/// An open `BEGIN … COMMIT` block.
+#[derive(Debug, Default)]
+struct OpenTx {
+    ops: Vec<Op>,
+    system_time: Option<i64>,
+    failed: Option<String>,
+}
+
+/// One connection's state.
+pub struct Session {
+    db: Arc<Database>,
+    tx: Option<OpenTx>,
+}
+
+/// Split SQL into statements.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| QueryError::Syntax(e.to_string()))
+}
+
+/// Which temporal columns does the SQL name?
+fn temporal_columns_named(sql: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    if let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() {
+        for t in tokens {
+            if let Token::Word(w) = t {
+                let v = w.value.to_ascii_lowercase();
+                if TEMPORAL_COLUMNS.contains(&v.as_str()) {
+                    out.insert(v);
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Session {
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Run every statement in `sql`; parameters (`$1`, …) bind by position.
+    pub async fn execute(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<Output>> {
+        let stmts = parse(sql)?;
+        let mut out = Vec::with_capacity(stmts.len());
+        for s in stmts {
+            out.push(self.execute_statement(s, sql, params).await?);
+        }
+        Ok(out)
+    }
+
+    /// Run one parsed statement. `sql` is the text it came from (for column detection).
+    pub async fn execute_statement(&mut self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+        if let Some(tx) = &self.tx {
+            if let Some(why) = &tx.failed {
+                if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
+                    return Err(QueryError::Transaction(format!(
+                        "current transaction is aborted ({why}); commands ignored until ROLLBACK"
+                    )));
+                }
+            }
+        }
+        let r = self.dispatch(stmt, sql, params).await;
+        if let (Err(e), Some(tx)) = (&r, &mut self.tx) {
+            tx.failed.get_or_insert_with(|| e.to_string());
+        }
+        r
+    }
+
+    async fn dispatch(&mut self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+        match stmt {
+            Statement::StartTransaction { .. } => {
+                if self.tx.is_some() {
+                    return Err(QueryError::Transaction("a transaction is already open; COMMIT or ROLLBACK it first".into()));
+                }
+                self.tx = Some(OpenTx::default());
+                Ok(Output::Command { tag: "BEGIN".into(), rows: 0 })
+            }
+            Statement::Commit { .. } => {
+                let Some(tx) = self.tx.take() else {
+                    return Ok(Output::Command { tag: "COMMIT".into(), rows: 0 });
+                };
+                if let Some(why) = tx.failed {
+                    return Err(QueryError::Transaction(format!("transaction rolled back: {why}")));
+                }
+                if !tx.ops.is_empty() {
+                    self.db.engine.commit(TxRequest { ops: tx.ops, system_time: tx.system_time }).await?;
+                }
+                Ok(Output::Command { tag: "COMMIT".into(), rows: 0 })
+            }
+            Statement::Rollback { .. } => {
+                self.tx = None;
+                Ok(Output::Command { tag: "ROLLBACK".into(), rows: 0 })
+            }
+            Statement::Insert(ins) => self.insert(ins, sql, params).await,
+            Statement::CreateTable(ct) => self.create_table(ct).await,
+            other => self.query(other, sql, params).await,
+        }
+    }
+
+    /// Plan a statement on DataFusion at the query's coordinates.
+    async fn plan(&self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<(SessionContext, LogicalPlan)> {
+        let times = QueryTimes {
+            default: self.db.default_coordinate(),
+            temporal_columns: temporal_columns_named(sql),
+            overrides: vec![],
+        };
+        let ctx = self.db.context(times);
+        let plan = ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await
+            .map_err(|e| self.explain_planning_error(e))?;
+        let plan = if params.is_empty() {
+            plan
+        } else {
+            plan.with_param_values(ParamValues::List(params.iter().cloned().map(Into::into).collect()))?
+        };
+        Ok((ctx, plan))
+    }
+
+    /// DataFusion says "table 'strata.public.x' not found"; say it our way, with a suggestion.
+    fn explain_planning_error(&self, e: datafusion::error::DataFusionError) -> QueryError {
+        let msg = e.find_root().to_string();
+        if let Some(rest) = msg.split("table '").nth(1) {
+            if let Some(full) = rest.split("' not found").next().filter(|_| msg.contains("' not found")) {
+                let name = full.rsplit('.').next().unwrap_or(full);
+                let hint = crate::error::closest(name, &self.db.engine.table_names())
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                return QueryError::UndefinedTable(format!("table `{name}` does not exist{hint}"));
+            }
+        }
+        e.into()
+    }
+
+    async fn query(&mut self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+        let (ctx, plan) = self.plan(stmt, sql, params).await?;
+        if let LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) = &plan {
+            return Err(QueryError::Unsupported(format!(
+                "this statement is not supported by Strata yet: {}",
+                plan.display()
+            )));
+        }
+        let df = ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await?;
+        Ok(Output::Rows { schema, stream })
+    }
+
+    /// Commit `ops` now, or add them to the open transaction.
+    async fn write(&mut self, ops: Vec<Op>) -> Result<()> {
+        match &mut self.tx {
+            Some(tx) => {
+                tx.ops.extend(ops);
+                Ok(())
+            }
+            None => {
+                self.db.engine.commit(TxRequest { ops, system_time: None }).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn insert(&mut self, ins: ast::Insert, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+        let table = match &ins.table {
+            ast::TableObject::TableName(n) => object_name(n)?,
+            other => return Err(QueryError::Unsupported(format!("INSERT INTO {other} is not supported"))),
+        };
+        let source = ins
+            .source
+            .ok_or_else(|| QueryError::Unsupported("INSERT needs VALUES or a query".into()))?;
+        let mut columns: Vec<String> = ins.columns.iter().map(object_name).collect::<Result<_>>()?;
+        if columns.is_empty() {
+            let ts = self.db.engine.table_schema(&table).ok_or_else(|| {
+                QueryError::Invalid(format!(
+                    "INSERT INTO {table} without a column list needs an existing table; name the columns, e.g. INSERT INTO {table} (_id, …) VALUES …"
+                ))
+            })?;
+            columns = ts.columns.iter().map(|f| f.name().clone()).collect();
+        }
+        let (ctx, plan) = self.plan(Statement::Query(source), sql, params).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        let batches = df.collect().await?;
+        let n_src = batches.first().map(|b| b.num_columns());
+        let mut rows = 0u64;
+        let mut ops = Vec::new();
+        for b in batches {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            if b.num_columns() != columns.len() {
+                return Err(QueryError::Invalid(format!(
+                    "INSERT has {} target columns but the source gives {} values per row",
+                    columns.len(),
+                    b.num_columns()
+                )));
+            }
+            rows += b.num_rows() as u64;
+            ops.push(Op { kind: OpKind::Put, table: table.clone(), batch: rename(&b, &columns)? });
+        }
+        let _ = n_src;
+        if !columns.iter().any(|c| c == ID) {
+            return Err(QueryError::Invalid(format!("INSERT INTO {table} needs an `_id` column: every row is an entity keyed by `_id`")));
+        }
+        if !ops.is_empty() {
+            self.write(ops).await?;
+        }
+        Ok(Output::Command { tag: format!("INSERT 0 {rows}"), rows })
+    }
+
+    async fn create_table(&mut self, ct: ast::CreateTable) -> Result<Output> {
+        let table = object_name(&ct.name)?;
+        if self.db.engine.table_schema(&table).is_some() {
+            if ct.if_not_exists {
+                return Ok(Output::Command { tag: "CREATE TABLE".into(), rows: 0 });
+            }
+            return Err(QueryError::Invalid(format!("table `{table}` already exists")));
+        }
+        let mut fields = Vec::new();
+        for c in &ct.columns {
+            let name = c.name.value.clone();
+            if TEMPORAL_COLUMNS.contains(&name.as_str()) {
+                continue;
+            }
+            fields.push(Field::new(name, sql_type(&c.data_type)?, true));
+        }
+        if !fields.iter().any(|f| f.name() == ID) {
+            fields.insert(0, Field::new(ID, DataType::Int64, true));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::new_empty(schema);
+        self.write(vec![Op { kind: OpKind::CreateTable, table, batch }]).await?;
+        Ok(Output::Command { tag: "CREATE TABLE".into(), rows: 0 })
+    }
+}
+
+fn object_name(n: &ast::ObjectName) -> Result<String> {
+    let parts: Vec<String> = n
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }))
+        .collect::<Option<_>>()
+        .ok_or_else(|| QueryError::Unsupported(format!("unsupported name {n}")))?;
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == "public" => Ok(t.clone()),
+        [c, s, t] if c == "strata" && s == "public" => Ok(t.clone()),
+        _ => Err(QueryError::Invalid(format!("unknown schema in `{n}`: Strata tables live in `public`"))),
+    }
+}
+
+fn rename(b: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
+    let mut seen = HashSet::new();
+    for c in columns {
+        if !seen.insert(c) {
+            return Err(QueryError::Invalid(format!("column `{c}` is named twice in INSERT")));
+        }
+    }
+    let fields: Vec<Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .zip(columns)
+        .map(|(f, n)| Field::new(n, f.data_type().clone(), true))
+        .collect();
+    let cols: Vec<ArrayRef> = b.columns().to_vec();
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        cols,
+        &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+    )?)
+}
+
+/// Map a declared SQL column type to the Arrow type Strata stores.
+pub fn sql_type(t: &ast::DataType) -> Result<DataType> {
+    use ast::DataType as T;
+    Ok(match t {
+        T::SmallInt(_) | T::Int(_) | T::Integer(_) | T::BigInt(_) | T::Int2(_) | T::Int4(_) | T::Int8(_) | T::TinyInt(_) => DataType::Int64,
+        T::Real | T::Float(_) | T::Double(_) | T::DoublePrecision | T::Float4 | T::Float8 | T::Float64 => DataType::Float64,
+        T::Text | T::Varchar(_) | T::Char(_) | T::Character(_) | T::CharacterVarying(_) | T::String(_) | T::Uuid | T::JSON | T::JSONB => DataType::Utf8,
+        T::Boolean | T::Bool => DataType::Boolean,
+        T::Date => DataType::Date32,
+        T::Timestamp(_, tz) => match tz {
+            ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz => strata_storage::schema::timestamp_type(),
+            _ => DataType::Timestamp(TimeUnit::Microsecond, None),
+        },
+        T::Bytea | T::Blob(_) | T::Binary(_) | T::Varbinary(_) => DataType::Binary,
+        T::Numeric(info) | T::Decimal(info) => match info {
+            ast::ExactNumberInfo::PrecisionAndScale(p, s) => DataType::Decimal128(*p as u8, *s as i8),
+            ast::ExactNumberInfo::Precision(p) => DataType::Decimal128(*p as u8, 0),
+            ast::ExactNumberInfo::None => DataType::Decimal128(38, 10),
+        },
+        T::Array(ast::ArrayElemTypeDef::SquareBracket(inner, _)) | T::Array(ast::ArrayElemTypeDef::AngleBracket(inner)) => {
+            DataType::List(Arc::new(Field::new("item", sql_type(inner)?, true)))
+        }
+        other => return Err(QueryError::Unsupported(format!("column type {other} is not supported yet"))),
+    })
+}
+
+#[allow(dead_code)]
+fn null_col(dt: &DataType, n: usize) -> ArrayRef {
+    new_null_array(dt, n)
+}
+
+#[allow(dead_code)]
+fn selector_all() -> TimeSelector {
+    TimeSelector::All
+}

@@ -1,0 +1,88 @@
+//! Strata: a bitemporal, immutable HTAP database on object storage.
+//!
+//! `strata::Db` is the embedded engine — the same one `strata serve` runs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), strata::Error> {
+//! let db = strata::Db::open(strata::Config::memory()).await?;
+//! db.sql("INSERT INTO people (_id, name) VALUES (1, 'ada')").await?;
+//! let batches = db.sql("SELECT name, _valid_from FROM people").await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod output;
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
+use strata_query::{Database, Output};
+
+pub use config::Config;
+pub use output::{format_batches, OutputFormat};
+pub use strata_query::{QueryError as Error, Session};
+pub use strata_storage::{Coordinate, StoreLocation, TimeSelector};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An open database. Cheap to clone; safe to share across threads and tasks.
+#[derive(Clone, Debug)]
+pub struct Db {
+    inner: Arc<Database>,
+}
+
+impl Db {
+    /// Open (or create) the database `config` points at: a directory, an
+    /// object-store URL, or memory. Replays the log after the latest manifest.
+    pub async fn open(config: Config) -> Result<Db> {
+        let inner = Database::open(config.engine_config()).await?;
+        Ok(Db { inner })
+    }
+
+    /// Run SQL (one or more statements) and collect the last statement's rows.
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.sql_with_params(sql, &[]).await
+    }
+
+    /// Run SQL with `$1`, `$2`, … bound by position.
+    pub async fn sql_with_params(&self, sql: &str, params: &[ScalarValue]) -> Result<Vec<RecordBatch>> {
+        let mut session = self.session();
+        let outs = session.execute(sql, params).await?;
+        match outs.into_iter().last() {
+            Some(o) => o.collect().await,
+            None => Ok(vec![]),
+        }
+    }
+
+    /// Run one query and stream its rows as they are produced.
+    pub async fn sql_stream(&self, sql: &str, params: &[ScalarValue]) -> Result<SendableRecordBatchStream> {
+        let mut session = self.session();
+        let outs = session.execute(sql, params).await?;
+        match outs.into_iter().last() {
+            Some(Output::Rows { stream, .. }) => Ok(stream),
+            _ => Err(Error::Invalid("sql_stream needs a statement that returns rows".into())),
+        }
+    }
+
+    /// A session: a connection's state, for `BEGIN … COMMIT` blocks.
+    pub fn session(&self) -> Session {
+        self.inner.session()
+    }
+
+    /// Write the live index out as segments now (normally automatic).
+    pub async fn flush(&self) -> Result<()> {
+        Ok(self.inner.engine().flush().await?)
+    }
+
+    /// Pick up transactions other nodes committed to the shared log.
+    pub async fn catch_up(&self) -> Result<u64> {
+        Ok(self.inner.engine().catch_up().await?)
+    }
+
+    #[doc(hidden)]
+    pub fn database(&self) -> &Arc<Database> {
+        &self.inner
+    }
+}
