@@ -21,6 +21,8 @@ pub enum QueryError {
     #[error("{0}")]
     Transaction(String),
     #[error("{0}")]
+    Assertion(String),
+    #[error("{0}")]
     Storage(strata_storage::Error),
     #[error("{0}")]
     Execution(String),
@@ -41,6 +43,7 @@ impl QueryError {
             QueryError::UndefinedColumn(_) => "42703",
             QueryError::TypeConflict(_) => "42804",
             QueryError::Transaction(_) => "25000",
+            QueryError::Assertion(_) => "P0004",
             QueryError::Storage(e) => match e.kind() {
                 ErrorKind::Invalid => match e {
                     strata_storage::Error::TypeConflict { .. } => "42804",

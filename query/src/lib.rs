@@ -5,6 +5,8 @@
 pub mod error;
 pub mod provider;
 pub mod session;
+pub mod temporal;
+mod dml;
 
 pub use error::{QueryError, Result};
 pub use session::{Database, Output, Session};

@@ -28,6 +28,7 @@ use strata_storage::{Coordinate, Engine, EngineConfig, TimeSelector, TxRequest};
 
 use crate::error::{QueryError, Result};
 use crate::provider::{QueryTimes, StrataCatalog, StrataSchema};
+use crate::temporal::{self, StatementKind};
 
 /// What a statement produced.
 pub enum Output {
@@ -58,7 +59,7 @@ impl Output {
 
 /// The engine plus the DataFusion state every query starts from.
 pub struct Database {
-    engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     base: SessionState,
 }
 
@@ -88,7 +89,7 @@ impl Database {
     }
 
     /// The default coordinate: latest committed system time, valid time now.
-    fn default_coordinate(&self) -> Coordinate {
+    pub(crate) fn default_coordinate(&self) -> Coordinate {
         let s = self.engine.latest_system_time();
         let now = strata_storage::SystemClock.now_us_public();
         Coordinate::as_of(s, now.max(s))
@@ -125,7 +126,7 @@ struct OpenTx {
 
 /// One connection's state.
 pub struct Session {
-    db: Arc<Database>,
+    pub(crate) db: Arc<Database>,
     tx: Option<OpenTx>,
 }
 
@@ -161,16 +162,33 @@ impl Session {
 
     /// Run every statement in `sql`; parameters (`$1`, …) bind by position.
     pub async fn execute(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<Output>> {
-        let stmts = parse(sql)?;
+        let stmts = temporal::rewrite(sql, params)?;
         let mut out = Vec::with_capacity(stmts.len());
-        for s in stmts {
-            out.push(self.execute_statement(s, sql, params).await?);
+        for rw in stmts {
+            let mut parsed = parse(&rw.sql)?;
+            if parsed.len() != 1 {
+                return Err(QueryError::Syntax(format!("expected one statement in `{}`", rw.sql)));
+            }
+            let stmt = parsed.pop().unwrap();
+            out.push(self.run(stmt, &rw, params).await?);
         }
         Ok(out)
     }
 
-    /// Run one parsed statement. `sql` is the text it came from (for column detection).
+    /// Run one parsed statement without Strata's temporal extensions.
+    /// `sql` is the text it came from (for column detection).
     pub async fn execute_statement(&mut self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+        let rw = temporal::Rewritten {
+            sql: sql.to_string(),
+            kind: temporal::StatementKind::Plain,
+            default_system: None,
+            default_valid: None,
+            overrides: vec![],
+        };
+        self.run(stmt, &rw, params).await
+    }
+
+    async fn run(&mut self, stmt: Statement, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<Output> {
         if let Some(tx) = &self.tx {
             if let Some(why) = &tx.failed {
                 if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
@@ -180,20 +198,41 @@ impl Session {
                 }
             }
         }
-        let r = self.dispatch(stmt, sql, params).await;
+        let r = self.dispatch(stmt, rw, params).await;
         if let (Err(e), Some(tx)) = (&r, &mut self.tx) {
             tx.failed.get_or_insert_with(|| e.to_string());
         }
         r
     }
 
-    async fn dispatch(&mut self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+    async fn dispatch(&mut self, stmt: Statement, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<Output> {
+        match (&rw.kind, &stmt) {
+            (StatementKind::Erase, Statement::Delete(d)) => return self.erase(d, rw, params).await,
+            (StatementKind::Assert, Statement::Query(_)) => return self.assert(stmt, rw, params).await,
+            (StatementKind::Portion(p), Statement::Update(u)) => return self.update(u, *p, rw, params).await,
+            (StatementKind::Portion(p), Statement::Delete(d)) => return self.delete(d, *p, rw, params).await,
+            _ => {}
+        }
         match stmt {
             Statement::StartTransaction { .. } => {
                 if self.tx.is_some() {
                     return Err(QueryError::Transaction("a transaction is already open; COMMIT or ROLLBACK it first".into()));
                 }
-                self.tx = Some(OpenTx::default());
+                let system_time = match rw.kind {
+                    StatementKind::BeginAt(t) => {
+                        let last = self.db.engine.latest_system_time();
+                        if t <= last {
+                            return Err(QueryError::Invalid(format!(
+                                "cannot pin system time {}: it is not after the last committed transaction's system time {}",
+                                strata_storage::time::fmt_micros(t),
+                                strata_storage::time::fmt_micros(last)
+                            )));
+                        }
+                        Some(t)
+                    }
+                    _ => None,
+                };
+                self.tx = Some(OpenTx { system_time, ..Default::default() });
                 Ok(Output::Command { tag: "BEGIN".into(), rows: 0 })
             }
             Statement::Commit { .. } => {
@@ -212,19 +251,29 @@ impl Session {
                 self.tx = None;
                 Ok(Output::Command { tag: "ROLLBACK".into(), rows: 0 })
             }
-            Statement::Insert(ins) => self.insert(ins, sql, params).await,
+            Statement::Insert(ins) => self.insert(ins, rw, params).await,
             Statement::CreateTable(ct) => self.create_table(ct).await,
-            other => self.query(other, sql, params).await,
+            other => self.query(other, rw, params).await,
         }
     }
 
     /// Plan a statement on DataFusion at the query's coordinates.
-    async fn plan(&self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<(SessionContext, LogicalPlan)> {
-        let times = QueryTimes {
-            default: self.db.default_coordinate(),
-            temporal_columns: temporal_columns_named(sql),
-            overrides: vec![],
-        };
+    fn times(&self, rw: &temporal::Rewritten) -> QueryTimes {
+        let base = self.db.default_coordinate();
+        let default = temporal::coordinate(base, rw.default_system, rw.default_valid);
+        QueryTimes {
+            default,
+            temporal_columns: temporal_columns_named(&rw.sql),
+            overrides: rw
+                .overrides
+                .iter()
+                .map(|(n, t, s, v)| (n.clone(), t.clone(), temporal::coordinate(default, *s, *v)))
+                .collect(),
+        }
+    }
+
+    pub(crate) async fn plan(&self, stmt: Statement, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<(SessionContext, LogicalPlan)> {
+        let times = self.times(rw);
         let ctx = self.db.context(times);
         let plan = ctx
             .state()
@@ -254,8 +303,8 @@ impl Session {
         e.into()
     }
 
-    async fn query(&mut self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<Output> {
-        let (ctx, plan) = self.plan(stmt, sql, params).await?;
+    async fn query(&mut self, stmt: Statement, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<Output> {
+        let (ctx, plan) = self.plan(stmt, rw, params).await?;
         if let LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) = &plan {
             return Err(QueryError::Unsupported(format!(
                 "this statement is not supported by Strata yet: {}",
@@ -269,7 +318,7 @@ impl Session {
     }
 
     /// Commit `ops` now, or add them to the open transaction.
-    async fn write(&mut self, ops: Vec<Op>) -> Result<()> {
+    pub(crate) async fn write(&mut self, ops: Vec<Op>) -> Result<()> {
         match &mut self.tx {
             Some(tx) => {
                 tx.ops.extend(ops);
@@ -282,7 +331,7 @@ impl Session {
         }
     }
 
-    async fn insert(&mut self, ins: ast::Insert, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+    async fn insert(&mut self, ins: ast::Insert, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<Output> {
         let table = match &ins.table {
             ast::TableObject::TableName(n) => object_name(n)?,
             other => return Err(QueryError::Unsupported(format!("INSERT INTO {other} is not supported"))),
@@ -299,7 +348,7 @@ impl Session {
             })?;
             columns = ts.columns.iter().map(|f| f.name().clone()).collect();
         }
-        let (ctx, plan) = self.plan(Statement::Query(source), sql, params).await?;
+        let (ctx, plan) = self.plan(Statement::Query(source), rw, params).await?;
         let df = ctx.execute_logical_plan(plan).await?;
         let batches = df.collect().await?;
         let n_src = batches.first().map(|b| b.num_columns());
@@ -355,7 +404,7 @@ impl Session {
     }
 }
 
-fn object_name(n: &ast::ObjectName) -> Result<String> {
+pub(crate) fn object_name(n: &ast::ObjectName) -> Result<String> {
     let parts: Vec<String> = n
         .0
         .iter()

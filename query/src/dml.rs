@@ -1,0 +1,258 @@
+//! UPDATE, DELETE, ERASE and ASSERT: Strata plans these itself. Each reads the
+//! affected versions at the statement's snapshot (as a query on DataFusion) and
+//! turns them into put / delete / erase events over valid-time periods.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
+use datafusion::common::ScalarValue;
+use datafusion::sql::sqlparser::ast::{self, Statement};
+use strata_storage::log::{Op, OpKind};
+use strata_storage::schema::{timestamp_type, ID, TEMPORAL_COLUMNS, VALID_FROM, VALID_TO};
+use strata_storage::{TimeSelector, OPEN};
+
+use crate::error::{QueryError, Result};
+use crate::session::{object_name, parse, Output, Session};
+use crate::temporal::{Rewritten, StatementKind};
+
+const VF: &str = "__strata_vf";
+const VT: &str = "__strata_vt";
+
+fn table_and_alias(t: &ast::TableWithJoins) -> Result<(String, Option<String>)> {
+    if !t.joins.is_empty() {
+        return Err(QueryError::Unsupported("UPDATE/DELETE of a join is not supported; use a subquery in WHERE".into()));
+    }
+    match &t.relation {
+        ast::TableFactor::Table { name, alias, .. } => Ok((object_name(name)?, alias.as_ref().map(|a| a.name.value.clone()))),
+        other => Err(QueryError::Unsupported(format!("cannot write to {other}"))),
+    }
+}
+
+impl Session {
+    /// Run `select_sql` (which reads table `table` through the synthetic name
+    /// `__strata_dml`) at the statement's snapshot, with the given valid-time selection.
+    async fn read_versions(
+        &self,
+        rw: &Rewritten,
+        table: &str,
+        valid: TimeSelector,
+        all_system: bool,
+        select_sql: String,
+        params: &[ScalarValue],
+    ) -> Result<Vec<RecordBatch>> {
+        if self.db.engine.table_schema(table).is_none() {
+            return Err(crate::provider::unknown_table(&self.db.engine, table).into());
+        }
+        let sys = if all_system { Some(TimeSelector::All) } else { None };
+        let mut overrides = rw.overrides.clone();
+        overrides.push(("__strata_dml".into(), table.to_string(), sys, Some(valid)));
+        let inner = Rewritten {
+            sql: select_sql.clone(),
+            kind: StatementKind::Plain,
+            default_system: rw.default_system,
+            default_valid: rw.default_valid,
+            overrides,
+        };
+        let stmt = parse(&select_sql)?.pop().ok_or_else(|| QueryError::Internal("empty DML read".into()))?;
+        let (ctx, plan) = self.plan(stmt, &inner, params).await?;
+        Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
+    }
+
+    /// The valid-time portion a DML statement acts on, and the start used for "now".
+    fn portion(&self, p: Option<TimeSelector>) -> (TimeSelector, Option<i64>) {
+        match p {
+            Some(sel) => (sel, None),
+            None => {
+                let now = match self.db.default_coordinate().valid {
+                    TimeSelector::AsOf(t) => t,
+                    _ => 0,
+                };
+                (TimeSelector::Range { from: now, to: OPEN }, Some(now))
+            }
+        }
+    }
+
+    pub(crate) async fn update(
+        &mut self,
+        u: &ast::Update,
+        portion: Option<TimeSelector>,
+        rw: &Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
+        let (table, alias) = table_and_alias(&u.table)?;
+        if u.from.is_some() || u.returning.is_some() {
+            return Err(QueryError::Unsupported("UPDATE … FROM / RETURNING is not supported yet".into()));
+        }
+        let schema = self.db.engine.table_schema(&table);
+        let mut sets: Vec<(String, String)> = Vec::new();
+        for a in &u.assignments {
+            let col = match &a.target {
+                ast::AssignmentTarget::ColumnName(n) => n.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone()),
+                _ => None,
+            }
+            .ok_or_else(|| QueryError::Unsupported("SET of a column tuple is not supported".into()))?;
+            if col == ID || TEMPORAL_COLUMNS.contains(&col.as_str()) {
+                return Err(QueryError::Invalid(format!(
+                    "cannot SET `{col}`: `_id` and the temporal columns are not updatable (use FOR PORTION OF VALID_TIME to change periods)"
+                )));
+            }
+            sets.push((col, a.value.to_string()));
+        }
+        let mut cols: Vec<String> = Vec::new();
+        for f in schema.iter().flat_map(|s| s.columns.iter()) {
+            match sets.iter().find(|(c, _)| c == f.name()) {
+                Some((c, e)) => cols.push(format!("({e}) AS \"{c}\"")),
+                None => cols.push(format!("\"{}\"", f.name())),
+            }
+        }
+        for (c, e) in &sets {
+            if schema.as_ref().and_then(|s| s.index_of(c)).is_none() {
+                cols.push(format!("({e}) AS \"{c}\""));
+            }
+        }
+        let (valid, now) = self.portion(portion);
+        let sql = format!(
+            "SELECT {}, _valid_from AS {VF}, _valid_to AS {VT} FROM __strata_dml AS \"{}\"{}",
+            cols.join(", "),
+            alias.unwrap_or_else(|| table.clone()),
+            u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
+        );
+        let batches = self.read_versions(rw, &table, valid, false, sql, params).await?;
+        let mut ops = Vec::new();
+        let mut rows = 0;
+        for b in batches {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            rows += b.num_rows() as u64;
+            ops.push(Op { kind: OpKind::Put, table: table.clone(), batch: clip(&b, valid, now, true)? });
+        }
+        if !ops.is_empty() {
+            self.write(ops).await?;
+        }
+        Ok(Output::Command { tag: format!("UPDATE {rows}"), rows })
+    }
+
+    pub(crate) async fn delete(
+        &mut self,
+        d: &ast::Delete,
+        portion: Option<TimeSelector>,
+        rw: &Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
+        let (table, alias) = delete_target(d)?;
+        let (valid, now) = self.portion(portion);
+        let sql = format!(
+            "SELECT \"_id\", _valid_from AS {VF}, _valid_to AS {VT} FROM __strata_dml AS \"{}\"{}",
+            alias.unwrap_or_else(|| table.clone()),
+            d.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
+        );
+        let batches = self.read_versions(rw, &table, valid, false, sql, params).await?;
+        let mut ops = Vec::new();
+        let mut rows = 0;
+        for b in batches {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            rows += b.num_rows() as u64;
+            ops.push(Op { kind: OpKind::Delete, table: table.clone(), batch: clip(&b, valid, now, false)? });
+        }
+        if !ops.is_empty() {
+            self.write(ops).await?;
+        }
+        Ok(Output::Command { tag: format!("DELETE {rows}"), rows })
+    }
+
+    pub(crate) async fn erase(&mut self, d: &ast::Delete, rw: &Rewritten, params: &[ScalarValue]) -> Result<Output> {
+        let (table, alias) = delete_target(d)?;
+        let sql = format!(
+            "SELECT DISTINCT \"_id\" FROM __strata_dml AS \"{}\"{}",
+            alias.unwrap_or_else(|| table.clone()),
+            d.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
+        );
+        let batches = self.read_versions(rw, &table, TimeSelector::All, true, sql, params).await?;
+        let mut ops = Vec::new();
+        let mut rows = 0;
+        for b in batches {
+            if b.num_rows() > 0 {
+                rows += b.num_rows() as u64;
+                ops.push(Op { kind: OpKind::Erase, table: table.clone(), batch: b });
+            }
+        }
+        if !ops.is_empty() {
+            self.write(ops).await?;
+        }
+        Ok(Output::Command { tag: format!("ERASE {rows}"), rows })
+    }
+
+    pub(crate) async fn assert(&mut self, stmt: Statement, rw: &Rewritten, params: &[ScalarValue]) -> Result<Output> {
+        let (ctx, plan) = self.plan(stmt, rw, params).await?;
+        let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+        let ok = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .and_then(|b| b.column(0).as_any().downcast_ref::<BooleanArray>().map(|a| a.is_valid(0) && a.value(0)));
+        match ok {
+            Some(true) => Ok(Output::Command { tag: "ASSERT".into(), rows: 0 }),
+            Some(false) => Err(QueryError::Assertion(format!("assertion failed: {}", rw.sql.trim_start().trim_start_matches("SELECT").trim()))),
+            None => Err(QueryError::Invalid("ASSERT needs a boolean expression".into())),
+        }
+    }
+}
+
+fn delete_target(d: &ast::Delete) -> Result<(String, Option<String>)> {
+    let from = match &d.from {
+        ast::FromTable::WithFromKeyword(v) | ast::FromTable::WithoutKeyword(v) => v,
+    };
+    if from.len() != 1 || d.using.is_some() || d.returning.is_some() {
+        return Err(QueryError::Unsupported("DELETE/ERASE from one table only (no USING/RETURNING yet)".into()));
+    }
+    table_and_alias(&from[0])
+}
+
+/// Turn rows `(values…, __vf, __vt)` into an event batch whose valid period is
+/// the row's period clipped to the portion. With the default portion, a period
+/// starting before now starts at the transaction's system time (NULL).
+fn clip(b: &RecordBatch, portion: TimeSelector, now: Option<i64>, keep_values: bool) -> Result<RecordBatch> {
+    let n = b.num_rows();
+    let vf_i = b.schema().index_of(VF).map_err(|e| QueryError::Internal(e.to_string()))?;
+    let vt_i = b.schema().index_of(VT).map_err(|e| QueryError::Internal(e.to_string()))?;
+    let vf = cast(b.column(vf_i), &timestamp_type())?;
+    let vt = cast(b.column(vt_i), &timestamp_type())?;
+    let vf = vf.as_primitive::<TimestampMicrosecondType>();
+    let vt = vt.as_primitive::<TimestampMicrosecondType>();
+    let (pa, pb) = match portion {
+        TimeSelector::Range { from, to } => (from, to),
+        _ => (i64::MIN, OPEN),
+    };
+    let mut out_vf = Vec::with_capacity(n);
+    let mut out_vt = Vec::with_capacity(n);
+    for i in 0..n {
+        let f = if vf.is_null(i) { i64::MIN } else { vf.value(i) };
+        let t = if vt.is_null(i) { OPEN } else { vt.value(i) };
+        let lo = f.max(pa);
+        let hi = t.min(pb);
+        out_vf.push(match now {
+            Some(now) if lo <= now => None,
+            _ => Some(lo),
+        });
+        out_vt.push((hi != OPEN).then_some(hi));
+    }
+    let mut fields: Vec<Field> = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (i, f) in b.schema().fields().iter().enumerate() {
+        if i == vf_i || i == vt_i || (!keep_values && f.name() != ID) {
+            continue;
+        }
+        fields.push(Field::new(f.name(), f.data_type().clone(), true));
+        cols.push(b.column(i).clone());
+    }
+    fields.push(Field::new(VALID_FROM, timestamp_type(), true));
+    cols.push(Arc::new(TimestampMicrosecondArray::from(out_vf).with_timezone("UTC")));
+    fields.push(Field::new(VALID_TO, timestamp_type(), true));
+    cols.push(Arc::new(TimestampMicrosecondArray::from(out_vt).with_timezone("UTC")));
+    let _ = DataType::Null;
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
