@@ -1,1 +1,491 @@
-fn main() {}
+//! The sqllogictest runner: the executable SQL spec of Strata.
+//!
+//! Finds every `sql-tests/**/*.slt` file and runs each against a fresh
+//! `strata::Db`, through `strata::Session`. Run it with
+//!
+//! ```text
+//! cargo test --test sqllogictests                 # every file
+//! cargo test --test sqllogictests -- core/insert  # files whose path contains a filter
+//! ```
+//!
+//! # File header
+//!
+//! Comment lines of the form `# strata: key = value` anywhere before the first
+//! record choose the database a file runs against:
+//!
+//! | key          | value                                   | default                        |
+//! |--------------|-----------------------------------------|--------------------------------|
+//! | `test-clock` | `START,STEP` as for `strata sql --test-clock` | `2020-01-01T00:00:00Z,1d` |
+//! | `flush-rows` | flush the live index past this many rows | `1000000`                     |
+//! | `storage`    | `memory` or `dir` (a fresh temp dir)     | `memory`                       |
+//!
+//! The default clock gives the first transaction system time
+//! 2020-01-01T00:00:00Z, and every later one a day more.
+//!
+//! # Runner commands
+//!
+//! A `statement ok` whose SQL is one of these is handled by the runner:
+//!
+//! - `.flush`   — write the live index out as segments now (`Db::flush`);
+//! - `.restart` — drop the database and open it again from its directory
+//!   (`storage = dir` only); every connection gets a new session.
+//!
+//! # Results
+//!
+//! Values render as text: NULL as `NULL`, the empty string as `(empty)`,
+//! booleans `true`/`false`, timestamps in RFC 3339 (`2020-01-01T00:00:00Z`),
+//! structs `{a: 1, b: x}`, lists `[1, 2]`. Column types are checked
+//! strictly: `I` integer, `R` float or decimal, `T` text, `B` boolean,
+//! `D` date / time / timestamp, `?` anything else (structs, lists, …).
+//! Errors render as `<message> [SQLSTATE <code>]`, so `statement error` regexes
+//! can match the message, the code, or both.
+//!
+//! Engine name is `strata`: `skipif strata` leaves a record out (used for
+//! known bugs, next to a `# BUG:` comment that says what is expected).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use sqllogictest::{ColumnType, DBOutput, Record, Runner};
+use strata::{Config, Db, Session};
+use strata_query::Output;
+
+// ---------------------------------------------------------------------------
+// Column types
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StrataColumnType {
+    Integer,
+    Float,
+    Text,
+    Boolean,
+    DateTime,
+    Any,
+}
+
+impl ColumnType for StrataColumnType {
+    fn from_char(value: char) -> Option<Self> {
+        Some(match value {
+            'I' => Self::Integer,
+            'R' => Self::Float,
+            'T' => Self::Text,
+            'B' => Self::Boolean,
+            'D' => Self::DateTime,
+            _ => Self::Any,
+        })
+    }
+
+    fn to_char(&self) -> char {
+        match self {
+            Self::Integer => 'I',
+            Self::Float => 'R',
+            Self::Text => 'T',
+            Self::Boolean => 'B',
+            Self::DateTime => 'D',
+            Self::Any => '?',
+        }
+    }
+}
+
+fn column_type(dt: &DataType) -> StrataColumnType {
+    use DataType::*;
+    match dt {
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => {
+            StrataColumnType::Integer
+        }
+        Float16 | Float32 | Float64 | Decimal32(..) | Decimal64(..) | Decimal128(..)
+        | Decimal256(..) => StrataColumnType::Float,
+        Utf8 | LargeUtf8 | Utf8View => StrataColumnType::Text,
+        Boolean => StrataColumnType::Boolean,
+        Date32 | Date64 | Time32(_) | Time64(_) | Timestamp(..) => StrataColumnType::DateTime,
+        Dictionary(_, v) => column_type(v),
+        _ => StrataColumnType::Any,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The database under test
+
+#[derive(Debug, Clone)]
+struct FileSettings {
+    test_clock: (i64, i64),
+    flush_rows: usize,
+    dir: bool,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        FileSettings {
+            // 2020-01-01T00:00:00Z, one day per transaction.
+            test_clock: (1_577_836_800_000_000, 86_400_000_000),
+            flush_rows: 1_000_000,
+            dir: false,
+        }
+    }
+}
+
+impl FileSettings {
+    /// Read `# strata: key = value` lines from the top of a file.
+    fn parse(script: &str) -> Result<FileSettings, String> {
+        let mut s = FileSettings::default();
+        for line in script.lines() {
+            let t = line.trim();
+            if t.is_empty() {
+                continue;
+            }
+            let Some(comment) = t.strip_prefix('#') else {
+                break;
+            };
+            let Some(setting) = comment.trim().strip_prefix("strata:") else {
+                continue;
+            };
+            let (k, v) = setting
+                .split_once('=')
+                .ok_or_else(|| format!("bad header `{t}`: want `# strata: key = value`"))?;
+            let (k, v) = (k.trim(), v.trim());
+            match k {
+                "test-clock" => s.test_clock = strata::config::parse_test_clock(v)?,
+                "flush-rows" => {
+                    s.flush_rows = v
+                        .parse()
+                        .map_err(|e| format!("bad flush-rows `{v}`: {e}"))?
+                }
+                "storage" => {
+                    s.dir = match v {
+                        "memory" => false,
+                        "dir" => true,
+                        _ => return Err(format!("bad storage `{v}`: memory or dir")),
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown header key `{k}` (test-clock, flush-rows, storage)"
+                    ))
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// The database one file runs against, shared by its connections.
+struct Shared {
+    settings: FileSettings,
+    dir: Option<tempfile::TempDir>,
+    db: tokio::sync::RwLock<Db>,
+    /// Bumped by `.restart`; connections with an older generation reopen their session.
+    generation: AtomicU64,
+}
+
+impl Shared {
+    fn config(settings: &FileSettings, dir: Option<&Path>) -> Config {
+        let c = match dir {
+            Some(d) => Config::dir(d),
+            None => Config::memory(),
+        };
+        c.with_test_clock(settings.test_clock.0, settings.test_clock.1)
+            .with_flush_rows(settings.flush_rows)
+    }
+
+    async fn open(settings: FileSettings) -> Result<Arc<Shared>, String> {
+        let dir = if settings.dir {
+            Some(tempfile::tempdir().map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let db = Db::open(Shared::config(&settings, dir.as_ref().map(|d| d.path())))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(Shared {
+            settings,
+            dir,
+            db: tokio::sync::RwLock::new(db),
+            generation: AtomicU64::new(0),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct SltError(String);
+
+impl std::fmt::Display for SltError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SltError {}
+
+impl From<strata::Error> for SltError {
+    fn from(e: strata::Error) -> Self {
+        SltError(format!("{e} [SQLSTATE {}]", e.sqlstate()))
+    }
+}
+
+/// One `connection` of a file: a session on the shared database.
+struct Conn {
+    shared: Arc<Shared>,
+    generation: u64,
+    session: Session,
+}
+
+impl Conn {
+    async fn new(shared: Arc<Shared>) -> Conn {
+        let generation = shared.generation.load(Ordering::SeqCst);
+        let session = shared.db.read().await.session();
+        Conn {
+            shared,
+            generation,
+            session,
+        }
+    }
+
+    async fn command(&mut self, cmd: &str) -> Result<DBOutput<StrataColumnType>, SltError> {
+        match cmd {
+            ".flush" => {
+                self.shared.db.read().await.flush().await?;
+            }
+            ".restart" => {
+                let Some(dir) = &self.shared.dir else {
+                    return Err(SltError(".restart needs `# strata: storage = dir`".into()));
+                };
+                let mut db = self.shared.db.write().await;
+                // Open the new one first: the old engine stays valid until replaced.
+                let fresh =
+                    Db::open(Shared::config(&self.shared.settings, Some(dir.path()))).await?;
+                *db = fresh;
+                self.shared.generation.fetch_add(1, Ordering::SeqCst);
+            }
+            other => {
+                return Err(SltError(format!(
+                    "unknown runner command `{other}` (.flush, .restart)"
+                )))
+            }
+        }
+        Ok(DBOutput::StatementComplete(0))
+    }
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for Conn {
+    type Error = SltError;
+    type ColumnType = StrataColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<StrataColumnType>, SltError> {
+        let t = sql.trim().trim_end_matches(';').trim();
+        if t.starts_with('.') {
+            return self.command(t).await;
+        }
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        if generation != self.generation {
+            self.session = self.shared.db.read().await.session();
+            self.generation = generation;
+        }
+        let outs = self.session.execute(sql, &[]).await?;
+        let mut last = DBOutput::StatementComplete(0);
+        for o in outs {
+            last = match o {
+                Output::Command { rows, .. } => DBOutput::StatementComplete(rows),
+                Output::Rows { schema, stream } => {
+                    let types = schema
+                        .fields()
+                        .iter()
+                        .map(|f| column_type(f.data_type()))
+                        .collect();
+                    let batches = Output::Rows { schema, stream }.collect().await?;
+                    DBOutput::Rows {
+                        types,
+                        rows: render(&batches)?,
+                    }
+                }
+            };
+        }
+        Ok(last)
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "strata"
+    }
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await
+    }
+}
+
+fn render(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for b in batches {
+        let fmts = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SltError(e.to_string()))?;
+        for r in 0..b.num_rows() {
+            let row = fmts
+                .iter()
+                .zip(b.columns())
+                .map(|(f, c)| {
+                    let s = f.value(r).to_string();
+                    if s.is_empty() && c.is_valid(r) {
+                        "(empty)".to_string()
+                    } else {
+                        s
+                    }
+                })
+                .collect();
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------
+// Driving the files
+
+fn find_slt(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            find_slt(&p, out);
+        } else if p.extension().is_some_and(|x| x == "slt") {
+            out.push(p);
+        }
+    }
+}
+
+/// Run one file; every record runs (a failure does not stop the file), and
+/// the failures come back as text.
+async fn run_file(path: &Path) -> Result<usize, Vec<String>> {
+    let script = std::fs::read_to_string(path).map_err(|e| vec![e.to_string()])?;
+    let settings = FileSettings::parse(&script).map_err(|e| vec![e])?;
+    let records =
+        sqllogictest::parse_file::<StrataColumnType>(path).map_err(|e| vec![e.to_string()])?;
+    let shared = Shared::open(settings).await.map_err(|e| vec![e])?;
+    let mut runner = Runner::new(move || {
+        let shared = shared.clone();
+        async move { Ok::<_, SltError>(Conn::new(shared).await) }
+    });
+    runner.with_column_validator(sqllogictest::strict_column_validator);
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for r in records {
+        if let Record::Halt { .. } = r {
+            break;
+        }
+        let counts = matches!(r, Record::Statement { .. } | Record::Query { .. });
+        match runner.run_async(r).await {
+            Ok(_) => ran += counts as usize,
+            Err(e) => failures.push(e.display(false).to_string()),
+        }
+    }
+    runner.shutdown_async().await;
+    if failures.is_empty() {
+        Ok(ran)
+    } else {
+        Err(failures)
+    }
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql-tests");
+    let (filters, list_only) = parse_args();
+    if list_only {
+        // `--list` (test listers): this harness-less binary has no unit tests to list.
+        return;
+    }
+    let mut files = Vec::new();
+    find_slt(&root, &mut files);
+    files.sort();
+    let files: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|f| {
+            let rel = f
+                .strip_prefix(&root)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .into_owned();
+            filters.is_empty() || filters.iter().any(|x| rel.contains(x.as_str()))
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for f in &files {
+        let rel = f.strip_prefix(&root).unwrap_or(f).display().to_string();
+        let start = Instant::now();
+        match rt.block_on(run_file(f)) {
+            Ok(n) => {
+                passed += 1;
+                println!("ok     {rel} ({n} records, {:.2?})", start.elapsed());
+            }
+            Err(errs) => {
+                failed += 1;
+                println!(
+                    "FAILED {rel} ({} failing records, {:.2?})",
+                    errs.len(),
+                    start.elapsed()
+                );
+                for e in errs {
+                    println!("{}\n", indent(&e));
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if files.is_empty() && filters.is_empty() {
+        eprintln!("no .slt files under {}", root.display());
+        std::process::exit(1);
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Path filters from the command line; libtest flags (as `cargo test -- …`
+/// passes them to every test binary) are ignored, with their values.
+fn parse_args() -> (Vec<String>, bool) {
+    const WITH_VALUE: [&str; 7] = [
+        "--test-threads",
+        "--skip",
+        "--format",
+        "--color",
+        "--logfile",
+        "-Z",
+        "--shuffle-seed",
+    ];
+    let mut filters = Vec::new();
+    let mut list = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--list" {
+            list = true;
+        } else if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            filters.push(a);
+        }
+    }
+    (filters, list)
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -66,9 +66,9 @@ impl Config {
 /// Parse `START,STEP` for `--test-clock`: START an RFC 3339 timestamp or
 /// microseconds, STEP a duration like `1s`, `10ms`, `1d` or microseconds.
 pub fn parse_test_clock(s: &str) -> Result<(i64, i64), String> {
-    let (a, b) = s
-        .split_once(',')
-        .ok_or_else(|| format!("--test-clock wants START,STEP (e.g. 2020-01-01T00:00:00Z,1d), got `{s}`"))?;
+    let (a, b) = s.split_once(',').ok_or_else(|| {
+        format!("--test-clock wants START,STEP (e.g. 2020-01-01T00:00:00Z,1d), got `{s}`")
+    })?;
     let start = match a.trim().parse::<i64>() {
         Ok(v) => v,
         Err(_) => chrono::DateTime::parse_from_rfc3339(a.trim())
@@ -88,7 +88,11 @@ pub fn parse_test_clock(s: &str) -> Result<(i64, i64), String> {
             "m" | "min" => 60_000_000,
             "h" => 3_600_000_000,
             "d" => 86_400_000_000,
-            _ => return Err(format!("bad STEP unit `{unit}`: use us, ms, s, min, h or d")),
+            _ => {
+                return Err(format!(
+                    "bad STEP unit `{unit}`: use us, ms, s, min, h or d"
+                ))
+            }
         };
         n * mult
     };

@@ -12,6 +12,8 @@
 
 pub mod config;
 mod output;
+pub mod pgwire;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -47,7 +49,11 @@ impl Db {
     }
 
     /// Run SQL with `$1`, `$2`, … bound by position.
-    pub async fn sql_with_params(&self, sql: &str, params: &[ScalarValue]) -> Result<Vec<RecordBatch>> {
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<Vec<RecordBatch>> {
         let mut session = self.session();
         let outs = session.execute(sql, params).await?;
         match outs.into_iter().last() {
@@ -57,12 +63,18 @@ impl Db {
     }
 
     /// Run one query and stream its rows as they are produced.
-    pub async fn sql_stream(&self, sql: &str, params: &[ScalarValue]) -> Result<SendableRecordBatchStream> {
+    pub async fn sql_stream(
+        &self,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<SendableRecordBatchStream> {
         let mut session = self.session();
         let outs = session.execute(sql, params).await?;
         match outs.into_iter().last() {
             Some(Output::Rows { stream, .. }) => Ok(stream),
-            _ => Err(Error::Invalid("sql_stream needs a statement that returns rows".into())),
+            _ => Err(Error::Invalid(
+                "sql_stream needs a statement that returns rows".into(),
+            )),
         }
     }
 

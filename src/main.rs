@@ -11,7 +11,11 @@ use strata::{format_batches, Config, Db, OutputFormat, Session};
 use strata_query::Output;
 
 #[derive(Parser, Debug)]
-#[command(name = "strata", version, about = "Strata: a bitemporal, immutable HTAP database")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a bitemporal, immutable HTAP database"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,18 +64,31 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Run the server: the Postgres wire protocol listener over one database.
+    Serve(strata::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let r = rt.block_on(async {
         match cli.command {
-            Command::Sql { store, command, format } => run_sql(store, command, format).await,
+            Command::Sql {
+                store,
+                command,
+                format,
+            } => run_sql(store, command, format).await,
+            Command::Serve(args) => strata::serve::run(args).await,
         }
     });
     match r {
@@ -83,7 +100,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_sql(store: StoreArgs, command: Option<String>, format: OutputFormat) -> Result<(), String> {
+async fn run_sql(
+    store: StoreArgs,
+    command: Option<String>,
+    format: OutputFormat,
+) -> Result<(), String> {
     let db = Db::open(store.config()?).await.map_err(|e| e.to_string())?;
     let mut session = db.session();
     match command {
@@ -91,13 +112,19 @@ async fn run_sql(store: StoreArgs, command: Option<String>, format: OutputFormat
         None if std::io::stdin().is_terminal() => repl(session, format).await,
         None => {
             let mut sql = String::new();
-            std::io::stdin().read_to_string(&mut sql).map_err(|e| e.to_string())?;
+            std::io::stdin()
+                .read_to_string(&mut sql)
+                .map_err(|e| e.to_string())?;
             run_and_print(&mut session, &sql, format).await
         }
     }
 }
 
-async fn run_and_print(session: &mut Session, sql: &str, format: OutputFormat) -> Result<(), String> {
+async fn run_and_print(
+    session: &mut Session,
+    sql: &str,
+    format: OutputFormat,
+) -> Result<(), String> {
     let outs = session.execute(sql, &[]).await.map_err(|e| e.to_string())?;
     for o in outs {
         match o {
@@ -123,10 +150,17 @@ async fn repl(mut session: Session, format: OutputFormat) -> Result<(), String> 
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
-    println!("Strata {} — end statements with ';', \\q to quit, \\dt to list tables.", env!("CARGO_PKG_VERSION"));
+    println!(
+        "Strata {} — end statements with ';', \\q to quit, \\dt to list tables.",
+        env!("CARGO_PKG_VERSION")
+    );
     let mut buf = String::new();
     loop {
-        let prompt = if buf.is_empty() { "strata> " } else { "   ...> " };
+        let prompt = if buf.is_empty() {
+            "strata> "
+        } else {
+            "   ...> "
+        };
         match rl.readline(prompt) {
             Ok(line) => {
                 let t = line.trim();

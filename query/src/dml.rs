@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use datafusion::common::ScalarValue;
@@ -22,10 +24,15 @@ const VT: &str = "__strata_vt";
 
 fn table_and_alias(t: &ast::TableWithJoins) -> Result<(String, Option<String>)> {
     if !t.joins.is_empty() {
-        return Err(QueryError::Unsupported("UPDATE/DELETE of a join is not supported; use a subquery in WHERE".into()));
+        return Err(QueryError::Unsupported(
+            "UPDATE/DELETE of a join is not supported; use a subquery in WHERE".into(),
+        ));
     }
     match &t.relation {
-        ast::TableFactor::Table { name, alias, .. } => Ok((object_name(name)?, alias.as_ref().map(|a| a.name.value.clone()))),
+        ast::TableFactor::Table { name, alias, .. } => Ok((
+            object_name(name)?,
+            alias.as_ref().map(|a| a.name.value.clone()),
+        )),
         other => Err(QueryError::Unsupported(format!("cannot write to {other}"))),
     }
 }
@@ -45,7 +52,11 @@ impl Session {
         if self.db.engine.table_schema(table).is_none() {
             return Err(crate::provider::unknown_table(&self.db.engine, table).into());
         }
-        let sys = if all_system { Some(TimeSelector::All) } else { None };
+        let sys = if all_system {
+            Some(TimeSelector::All)
+        } else {
+            None
+        };
         let mut overrides = rw.overrides.clone();
         overrides.push(("__strata_dml".into(), table.to_string(), sys, Some(valid)));
         let inner = Rewritten {
@@ -55,7 +66,9 @@ impl Session {
             default_valid: rw.default_valid,
             overrides,
         };
-        let stmt = parse(&select_sql)?.pop().ok_or_else(|| QueryError::Internal("empty DML read".into()))?;
+        let stmt = parse(&select_sql)?
+            .pop()
+            .ok_or_else(|| QueryError::Internal("empty DML read".into()))?;
         let (ctx, plan) = self.plan(stmt, &inner, params).await?;
         Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
     }
@@ -69,7 +82,13 @@ impl Session {
                     TimeSelector::AsOf(t) => t,
                     _ => 0,
                 };
-                (TimeSelector::Range { from: now, to: OPEN }, Some(now))
+                (
+                    TimeSelector::Range {
+                        from: now,
+                        to: OPEN,
+                    },
+                    Some(now),
+                )
             }
         }
     }
@@ -83,16 +102,24 @@ impl Session {
     ) -> Result<Output> {
         let (table, alias) = table_and_alias(&u.table)?;
         if u.from.is_some() || u.returning.is_some() {
-            return Err(QueryError::Unsupported("UPDATE … FROM / RETURNING is not supported yet".into()));
+            return Err(QueryError::Unsupported(
+                "UPDATE … FROM / RETURNING is not supported yet".into(),
+            ));
         }
         let schema = self.db.engine.table_schema(&table);
         let mut sets: Vec<(String, String)> = Vec::new();
         for a in &u.assignments {
             let col = match &a.target {
-                ast::AssignmentTarget::ColumnName(n) => n.0.last().and_then(|p| p.as_ident()).map(|i| i.value.clone()),
+                ast::AssignmentTarget::ColumnName(n) => {
+                    n.0.last()
+                        .and_then(|p| p.as_ident())
+                        .map(|i| i.value.clone())
+                }
                 _ => None,
             }
-            .ok_or_else(|| QueryError::Unsupported("SET of a column tuple is not supported".into()))?;
+            .ok_or_else(|| {
+                QueryError::Unsupported("SET of a column tuple is not supported".into())
+            })?;
             if col == ID || TEMPORAL_COLUMNS.contains(&col.as_str()) {
                 return Err(QueryError::Invalid(format!(
                     "cannot SET `{col}`: `_id` and the temporal columns are not updatable (use FOR PORTION OF VALID_TIME to change periods)"
@@ -117,9 +144,14 @@ impl Session {
             "SELECT {}, _valid_from AS {VF}, _valid_to AS {VT} FROM __strata_dml AS \"{}\"{}",
             cols.join(", "),
             alias.unwrap_or_else(|| table.clone()),
-            u.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
+            u.selection
+                .as_ref()
+                .map(|w| format!(" WHERE {w}"))
+                .unwrap_or_default()
         );
-        let batches = self.read_versions(rw, &table, valid, false, sql, params).await?;
+        let batches = self
+            .read_versions(rw, &table, valid, false, sql, params)
+            .await?;
         let mut ops = Vec::new();
         let mut rows = 0;
         for b in batches {
@@ -127,12 +159,19 @@ impl Session {
                 continue;
             }
             rows += b.num_rows() as u64;
-            ops.push(Op { kind: OpKind::Put, table: table.clone(), batch: clip(&b, valid, now, true)? });
+            ops.push(Op {
+                kind: OpKind::Put,
+                table: table.clone(),
+                batch: clip(&b, valid, now, true)?,
+            });
         }
         if !ops.is_empty() {
             self.write(ops).await?;
         }
-        Ok(Output::Command { tag: format!("UPDATE {rows}"), rows })
+        Ok(Output::Command {
+            tag: format!("UPDATE {rows}"),
+            rows,
+        })
     }
 
     pub(crate) async fn delete(
@@ -144,12 +183,15 @@ impl Session {
     ) -> Result<Output> {
         let (table, alias) = delete_target(d)?;
         let (valid, now) = self.portion(portion);
-        let sql = format!(
+        let sql =
+            format!(
             "SELECT \"_id\", _valid_from AS {VF}, _valid_to AS {VT} FROM __strata_dml AS \"{}\"{}",
             alias.unwrap_or_else(|| table.clone()),
             d.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
         );
-        let batches = self.read_versions(rw, &table, valid, false, sql, params).await?;
+        let batches = self
+            .read_versions(rw, &table, valid, false, sql, params)
+            .await?;
         let mut ops = Vec::new();
         let mut rows = 0;
         for b in batches {
@@ -157,47 +199,86 @@ impl Session {
                 continue;
             }
             rows += b.num_rows() as u64;
-            ops.push(Op { kind: OpKind::Delete, table: table.clone(), batch: clip(&b, valid, now, false)? });
+            ops.push(Op {
+                kind: OpKind::Delete,
+                table: table.clone(),
+                batch: clip(&b, valid, now, false)?,
+            });
         }
         if !ops.is_empty() {
             self.write(ops).await?;
         }
-        Ok(Output::Command { tag: format!("DELETE {rows}"), rows })
+        Ok(Output::Command {
+            tag: format!("DELETE {rows}"),
+            rows,
+        })
     }
 
-    pub(crate) async fn erase(&mut self, d: &ast::Delete, rw: &Rewritten, params: &[ScalarValue]) -> Result<Output> {
+    pub(crate) async fn erase(
+        &mut self,
+        d: &ast::Delete,
+        rw: &Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         let (table, alias) = delete_target(d)?;
         let sql = format!(
             "SELECT DISTINCT \"_id\" FROM __strata_dml AS \"{}\"{}",
             alias.unwrap_or_else(|| table.clone()),
-            d.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
+            d.selection
+                .as_ref()
+                .map(|w| format!(" WHERE {w}"))
+                .unwrap_or_default()
         );
-        let batches = self.read_versions(rw, &table, TimeSelector::All, true, sql, params).await?;
+        let batches = self
+            .read_versions(rw, &table, TimeSelector::All, true, sql, params)
+            .await?;
         let mut ops = Vec::new();
         let mut rows = 0;
         for b in batches {
             if b.num_rows() > 0 {
                 rows += b.num_rows() as u64;
-                ops.push(Op { kind: OpKind::Erase, table: table.clone(), batch: b });
+                ops.push(Op {
+                    kind: OpKind::Erase,
+                    table: table.clone(),
+                    batch: b,
+                });
             }
         }
         if !ops.is_empty() {
             self.write(ops).await?;
         }
-        Ok(Output::Command { tag: format!("ERASE {rows}"), rows })
+        Ok(Output::Command {
+            tag: format!("ERASE {rows}"),
+            rows,
+        })
     }
 
-    pub(crate) async fn assert(&mut self, stmt: Statement, rw: &Rewritten, params: &[ScalarValue]) -> Result<Output> {
+    pub(crate) async fn assert(
+        &mut self,
+        stmt: Statement,
+        rw: &Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         let (ctx, plan) = self.plan(stmt, rw, params).await?;
         let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
-        let ok = batches
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .and_then(|b| b.column(0).as_any().downcast_ref::<BooleanArray>().map(|a| a.is_valid(0) && a.value(0)));
+        let ok = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .map(|a| a.is_valid(0) && a.value(0))
+        });
         match ok {
-            Some(true) => Ok(Output::Command { tag: "ASSERT".into(), rows: 0 }),
-            Some(false) => Err(QueryError::Assertion(format!("assertion failed: {}", rw.sql.trim_start().trim_start_matches("SELECT").trim()))),
-            None => Err(QueryError::Invalid("ASSERT needs a boolean expression".into())),
+            Some(true) => Ok(Output::Command {
+                tag: "ASSERT".into(),
+                rows: 0,
+            }),
+            Some(false) => Err(QueryError::Assertion(format!(
+                "assertion failed: {}",
+                rw.sql.trim_start().trim_start_matches("SELECT").trim()
+            ))),
+            None => Err(QueryError::Invalid(
+                "ASSERT needs a boolean expression".into(),
+            )),
         }
     }
 }
@@ -207,7 +288,9 @@ fn delete_target(d: &ast::Delete) -> Result<(String, Option<String>)> {
         ast::FromTable::WithFromKeyword(v) | ast::FromTable::WithoutKeyword(v) => v,
     };
     if from.len() != 1 || d.using.is_some() || d.returning.is_some() {
-        return Err(QueryError::Unsupported("DELETE/ERASE from one table only (no USING/RETURNING yet)".into()));
+        return Err(QueryError::Unsupported(
+            "DELETE/ERASE from one table only (no USING/RETURNING yet)".into(),
+        ));
     }
     table_and_alias(&from[0])
 }
@@ -215,10 +298,21 @@ fn delete_target(d: &ast::Delete) -> Result<(String, Option<String>)> {
 /// Turn rows `(values…, __vf, __vt)` into an event batch whose valid period is
 /// the row's period clipped to the portion. With the default portion, a period
 /// starting before now starts at the transaction's system time (NULL).
-fn clip(b: &RecordBatch, portion: TimeSelector, now: Option<i64>, keep_values: bool) -> Result<RecordBatch> {
+fn clip(
+    b: &RecordBatch,
+    portion: TimeSelector,
+    now: Option<i64>,
+    keep_values: bool,
+) -> Result<RecordBatch> {
     let n = b.num_rows();
-    let vf_i = b.schema().index_of(VF).map_err(|e| QueryError::Internal(e.to_string()))?;
-    let vt_i = b.schema().index_of(VT).map_err(|e| QueryError::Internal(e.to_string()))?;
+    let vf_i = b
+        .schema()
+        .index_of(VF)
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let vt_i = b
+        .schema()
+        .index_of(VT)
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
     let vf = cast(b.column(vf_i), &timestamp_type())?;
     let vt = cast(b.column(vt_i), &timestamp_type())?;
     let vf = vf.as_primitive::<TimestampMicrosecondType>();
@@ -250,9 +344,13 @@ fn clip(b: &RecordBatch, portion: TimeSelector, now: Option<i64>, keep_values: b
         cols.push(b.column(i).clone());
     }
     fields.push(Field::new(VALID_FROM, timestamp_type(), true));
-    cols.push(Arc::new(TimestampMicrosecondArray::from(out_vf).with_timezone("UTC")));
+    cols.push(Arc::new(
+        TimestampMicrosecondArray::from(out_vf).with_timezone("UTC"),
+    ));
     fields.push(Field::new(VALID_TO, timestamp_type(), true));
-    cols.push(Arc::new(TimestampMicrosecondArray::from(out_vt).with_timezone("UTC")));
+    cols.push(Arc::new(
+        TimestampMicrosecondArray::from(out_vt).with_timezone("UTC"),
+    ));
     let _ = DataType::Null;
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }

@@ -132,7 +132,12 @@ fn clone_storage(e: &strata_storage::Error) -> strata_storage::Error {
     use strata_storage::Error as E;
     match e {
         E::Invalid(m) => E::Invalid(m.clone()),
-        E::TypeConflict { table, column, existing, offered } => E::TypeConflict {
+        E::TypeConflict {
+            table,
+            column,
+            existing,
+            offered,
+        } => E::TypeConflict {
             table: table.clone(),
             column: column.clone(),
             existing: existing.clone(),
@@ -156,7 +161,9 @@ pub fn closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
         for (i, ca) in a.chars().enumerate() {
             let mut cur = vec![i + 1; b.len() + 1];
             for (j, cb) in b.iter().enumerate() {
-                cur[j + 1] = (prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1);
+                cur[j + 1] = (prev[j] + (ca != *cb) as usize)
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1);
             }
             prev = cur;
         }

@@ -2,11 +2,11 @@
 //! storage, and the session layer the Postgres and Flight front ends share.
 //! Knows nothing of sockets.
 
+mod dml;
 pub mod error;
 pub mod provider;
 pub mod session;
 pub mod temporal;
-mod dml;
 
 pub use error::{QueryError, Result};
 pub use session::{Database, Output, Session};

@@ -61,7 +61,8 @@ impl StrataSchema {
             .iter()
             .enumerate()
             .filter(|(_, f)| {
-                !TEMPORAL_COLUMNS.contains(&f.name().as_str()) || self.times.temporal_columns.contains(f.name())
+                !TEMPORAL_COLUMNS.contains(&f.name().as_str())
+                    || self.times.temporal_columns.contains(f.name())
             })
             .map(|(i, _)| i)
             .collect();
@@ -152,9 +153,9 @@ pub fn scalar_id(v: &ScalarValue) -> Option<EntityId> {
         ScalarValue::Int16(Some(x)) => Some(EntityId::Int(*x as i64)),
         ScalarValue::Int8(Some(x)) => Some(EntityId::Int(*x as i64)),
         ScalarValue::UInt32(Some(x)) => Some(EntityId::Int(*x as i64)),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
-            Some(EntityId::Text(s.clone()))
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => Some(EntityId::Text(s.clone())),
         _ => None,
     }
 }
@@ -169,7 +170,10 @@ impl TableProvider for StrataTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
             .map(|f| {
@@ -219,7 +223,14 @@ impl TableProvider for StrataTable {
                 segments: segs,
             }));
         }
-        let exec = StreamingTableExec::try_new(self.schema.clone(), parts, projection, vec![], false, limit)?;
+        let exec = StreamingTableExec::try_new(
+            self.schema.clone(),
+            parts,
+            projection,
+            vec![],
+            false,
+            limit,
+        )?;
         Ok(Arc::new(exec))
     }
 }
@@ -235,7 +246,11 @@ struct ScanPartition {
 
 impl fmt::Debug for ScanPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ScanPartition(live={}, segments={:?})", self.with_live, self.segments)
+        write!(
+            f,
+            "ScanPartition(live={}, segments={:?})",
+            self.with_live, self.segments
+        )
     }
 }
 
@@ -248,7 +263,11 @@ impl PartitionStream for ScanPartition {
         let scan = self.scan.clone();
         let schema = self.schema.clone();
         let indices = self.indices.clone();
-        let live: Vec<_> = if self.with_live { scan.live.clone() } else { vec![] };
+        let live: Vec<_> = if self.with_live {
+            scan.live.clone()
+        } else {
+            vec![]
+        };
         let live_stream = futures::stream::iter(live.into_iter().map(Ok));
         let segs = self.segments.clone();
         let seg_stream = futures::stream::iter(segs)
@@ -267,7 +286,10 @@ impl PartitionStream for ScanPartition {
         let stream = live_stream.chain(seg_stream).map(move |r| {
             let b = r.map_err(|e| DataFusionError::External(Box::new(e)))?;
             let cols = indices.iter().map(|&i| b.column(i).clone()).collect();
-            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(out_schema.clone(), cols)?)
+            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+                out_schema.clone(),
+                cols,
+            )?)
         });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::catalog::CatalogProviderList;
+use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::common::ParamValues;
 use datafusion::common::ScalarValue;
 use datafusion::execution::context::SessionContext;
@@ -33,7 +33,10 @@ use crate::temporal::{self, StatementKind};
 /// What a statement produced.
 pub enum Output {
     /// A result set, streamed.
-    Rows { schema: SchemaRef, stream: SendableRecordBatchStream },
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
     /// A command's tag (`INSERT 0 3`, `BEGIN`, …) and affected row count.
     Command { tag: String, rows: u64 },
 }
@@ -76,7 +79,10 @@ impl Database {
             .with_default_catalog_and_schema("strata", "public")
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
-        let base = SessionStateBuilder::new().with_config(cfg).with_default_features().build();
+        let base = SessionStateBuilder::new()
+            .with_config(cfg)
+            .with_default_features()
+            .build();
         Ok(Arc::new(Database { engine, base }))
     }
 
@@ -85,7 +91,10 @@ impl Database {
     }
 
     pub fn session(self: &Arc<Self>) -> Session {
-        Session { db: self.clone(), tx: None }
+        Session {
+            db: self.clone(),
+            tx: None,
+        }
     }
 
     /// The default coordinate: latest committed system time, valid time now.
@@ -97,7 +106,10 @@ impl Database {
 
     fn context(&self, times: QueryTimes) -> SessionContext {
         let list = MemoryCatalogProviderList::new();
-        let schema = Arc::new(StrataSchema { engine: self.engine.clone(), times: Arc::new(times) });
+        let schema = Arc::new(StrataSchema {
+            engine: self.engine.clone(),
+            times: Arc::new(times),
+        });
         list.register_catalog("strata".into(), Arc::new(StrataCatalog { schema }));
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(list) as Arc<dyn CatalogProviderList>)
@@ -167,7 +179,10 @@ impl Session {
         for rw in stmts {
             let mut parsed = parse(&rw.sql)?;
             if parsed.len() != 1 {
-                return Err(QueryError::Syntax(format!("expected one statement in `{}`", rw.sql)));
+                return Err(QueryError::Syntax(format!(
+                    "expected one statement in `{}`",
+                    rw.sql
+                )));
             }
             let stmt = parsed.pop().unwrap();
             out.push(self.run(stmt, &rw, params).await?);
@@ -177,7 +192,12 @@ impl Session {
 
     /// Run one parsed statement without Strata's temporal extensions.
     /// `sql` is the text it came from (for column detection).
-    pub async fn execute_statement(&mut self, stmt: Statement, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+    pub async fn execute_statement(
+        &mut self,
+        stmt: Statement,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         let rw = temporal::Rewritten {
             sql: sql.to_string(),
             kind: temporal::StatementKind::Plain,
@@ -188,7 +208,12 @@ impl Session {
         self.run(stmt, &rw, params).await
     }
 
-    async fn run(&mut self, stmt: Statement, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<Output> {
+    async fn run(
+        &mut self,
+        stmt: Statement,
+        rw: &temporal::Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         if let Some(tx) = &self.tx {
             if let Some(why) = &tx.failed {
                 if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
@@ -205,18 +230,31 @@ impl Session {
         r
     }
 
-    async fn dispatch(&mut self, stmt: Statement, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<Output> {
+    async fn dispatch(
+        &mut self,
+        stmt: Statement,
+        rw: &temporal::Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         match (&rw.kind, &stmt) {
             (StatementKind::Erase, Statement::Delete(d)) => return self.erase(d, rw, params).await,
-            (StatementKind::Assert, Statement::Query(_)) => return self.assert(stmt, rw, params).await,
-            (StatementKind::Portion(p), Statement::Update(u)) => return self.update(u, *p, rw, params).await,
-            (StatementKind::Portion(p), Statement::Delete(d)) => return self.delete(d, *p, rw, params).await,
+            (StatementKind::Assert, Statement::Query(_)) => {
+                return self.assert(stmt, rw, params).await
+            }
+            (StatementKind::Portion(p), Statement::Update(u)) => {
+                return self.update(u, *p, rw, params).await
+            }
+            (StatementKind::Portion(p), Statement::Delete(d)) => {
+                return self.delete(d, *p, rw, params).await
+            }
             _ => {}
         }
         match stmt {
             Statement::StartTransaction { .. } => {
                 if self.tx.is_some() {
-                    return Err(QueryError::Transaction("a transaction is already open; COMMIT or ROLLBACK it first".into()));
+                    return Err(QueryError::Transaction(
+                        "a transaction is already open; COMMIT or ROLLBACK it first".into(),
+                    ));
                 }
                 let system_time = match rw.kind {
                     StatementKind::BeginAt(t) => {
@@ -232,24 +270,47 @@ impl Session {
                     }
                     _ => None,
                 };
-                self.tx = Some(OpenTx { system_time, ..Default::default() });
-                Ok(Output::Command { tag: "BEGIN".into(), rows: 0 })
+                self.tx = Some(OpenTx {
+                    system_time,
+                    ..Default::default()
+                });
+                Ok(Output::Command {
+                    tag: "BEGIN".into(),
+                    rows: 0,
+                })
             }
             Statement::Commit { .. } => {
                 let Some(tx) = self.tx.take() else {
-                    return Ok(Output::Command { tag: "COMMIT".into(), rows: 0 });
+                    return Ok(Output::Command {
+                        tag: "COMMIT".into(),
+                        rows: 0,
+                    });
                 };
                 if let Some(why) = tx.failed {
-                    return Err(QueryError::Transaction(format!("transaction rolled back: {why}")));
+                    return Err(QueryError::Transaction(format!(
+                        "transaction rolled back: {why}"
+                    )));
                 }
                 if !tx.ops.is_empty() {
-                    self.db.engine.commit(TxRequest { ops: tx.ops, system_time: tx.system_time }).await?;
+                    self.db
+                        .engine
+                        .commit(TxRequest {
+                            ops: tx.ops,
+                            system_time: tx.system_time,
+                        })
+                        .await?;
                 }
-                Ok(Output::Command { tag: "COMMIT".into(), rows: 0 })
+                Ok(Output::Command {
+                    tag: "COMMIT".into(),
+                    rows: 0,
+                })
             }
             Statement::Rollback { .. } => {
                 self.tx = None;
-                Ok(Output::Command { tag: "ROLLBACK".into(), rows: 0 })
+                Ok(Output::Command {
+                    tag: "ROLLBACK".into(),
+                    rows: 0,
+                })
             }
             Statement::Insert(ins) => self.insert(ins, rw, params).await,
             Statement::CreateTable(ct) => self.create_table(ct).await,
@@ -272,7 +333,12 @@ impl Session {
         }
     }
 
-    pub(crate) async fn plan(&self, stmt: Statement, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<(SessionContext, LogicalPlan)> {
+    pub(crate) async fn plan(
+        &self,
+        stmt: Statement,
+        rw: &temporal::Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<(SessionContext, LogicalPlan)> {
         let times = self.times(rw);
         let ctx = self.db.context(times);
         let plan = ctx
@@ -283,7 +349,9 @@ impl Session {
         let plan = if params.is_empty() {
             plan
         } else {
-            plan.with_param_values(ParamValues::List(params.iter().cloned().map(Into::into).collect()))?
+            plan.with_param_values(ParamValues::List(
+                params.iter().cloned().map(Into::into).collect(),
+            ))?
         };
         Ok((ctx, plan))
     }
@@ -292,7 +360,11 @@ impl Session {
     fn explain_planning_error(&self, e: datafusion::error::DataFusionError) -> QueryError {
         let msg = e.find_root().to_string();
         if let Some(rest) = msg.split("table '").nth(1) {
-            if let Some(full) = rest.split("' not found").next().filter(|_| msg.contains("' not found")) {
+            if let Some(full) = rest
+                .split("' not found")
+                .next()
+                .filter(|_| msg.contains("' not found"))
+            {
                 let name = full.rsplit('.').next().unwrap_or(full);
                 let hint = crate::error::closest(name, &self.db.engine.table_names())
                     .map(|c| format!(" (did you mean `{c}`?)"))
@@ -303,7 +375,12 @@ impl Session {
         e.into()
     }
 
-    async fn query(&mut self, stmt: Statement, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<Output> {
+    async fn query(
+        &mut self,
+        stmt: Statement,
+        rw: &temporal::Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         let (ctx, plan) = self.plan(stmt, rw, params).await?;
         if let LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) = &plan {
             return Err(QueryError::Unsupported(format!(
@@ -325,21 +402,37 @@ impl Session {
                 Ok(())
             }
             None => {
-                self.db.engine.commit(TxRequest { ops, system_time: None }).await?;
+                self.db
+                    .engine
+                    .commit(TxRequest {
+                        ops,
+                        system_time: None,
+                    })
+                    .await?;
                 Ok(())
             }
         }
     }
 
-    async fn insert(&mut self, ins: ast::Insert, rw: &temporal::Rewritten, params: &[ScalarValue]) -> Result<Output> {
+    async fn insert(
+        &mut self,
+        ins: ast::Insert,
+        rw: &temporal::Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         let table = match &ins.table {
             ast::TableObject::TableName(n) => object_name(n)?,
-            other => return Err(QueryError::Unsupported(format!("INSERT INTO {other} is not supported"))),
+            other => {
+                return Err(QueryError::Unsupported(format!(
+                    "INSERT INTO {other} is not supported"
+                )))
+            }
         };
         let source = ins
             .source
             .ok_or_else(|| QueryError::Unsupported("INSERT needs VALUES or a query".into()))?;
-        let mut columns: Vec<String> = ins.columns.iter().map(object_name).collect::<Result<_>>()?;
+        let mut columns: Vec<String> =
+            ins.columns.iter().map(object_name).collect::<Result<_>>()?;
         if columns.is_empty() {
             let ts = self.db.engine.table_schema(&table).ok_or_else(|| {
                 QueryError::Invalid(format!(
@@ -366,25 +459,39 @@ impl Session {
                 )));
             }
             rows += b.num_rows() as u64;
-            ops.push(Op { kind: OpKind::Put, table: table.clone(), batch: rename(&b, &columns)? });
+            ops.push(Op {
+                kind: OpKind::Put,
+                table: table.clone(),
+                batch: rename(&b, &columns)?,
+            });
         }
         let _ = n_src;
         if !columns.iter().any(|c| c == ID) {
-            return Err(QueryError::Invalid(format!("INSERT INTO {table} needs an `_id` column: every row is an entity keyed by `_id`")));
+            return Err(QueryError::Invalid(format!(
+                "INSERT INTO {table} needs an `_id` column: every row is an entity keyed by `_id`"
+            )));
         }
         if !ops.is_empty() {
             self.write(ops).await?;
         }
-        Ok(Output::Command { tag: format!("INSERT 0 {rows}"), rows })
+        Ok(Output::Command {
+            tag: format!("INSERT 0 {rows}"),
+            rows,
+        })
     }
 
     async fn create_table(&mut self, ct: ast::CreateTable) -> Result<Output> {
         let table = object_name(&ct.name)?;
         if self.db.engine.table_schema(&table).is_some() {
             if ct.if_not_exists {
-                return Ok(Output::Command { tag: "CREATE TABLE".into(), rows: 0 });
+                return Ok(Output::Command {
+                    tag: "CREATE TABLE".into(),
+                    rows: 0,
+                });
             }
-            return Err(QueryError::Invalid(format!("table `{table}` already exists")));
+            return Err(QueryError::Invalid(format!(
+                "table `{table}` already exists"
+            )));
         }
         let mut fields = Vec::new();
         for c in &ct.columns {
@@ -399,23 +506,40 @@ impl Session {
         }
         let schema = Arc::new(Schema::new(fields));
         let batch = RecordBatch::new_empty(schema);
-        self.write(vec![Op { kind: OpKind::CreateTable, table, batch }]).await?;
-        Ok(Output::Command { tag: "CREATE TABLE".into(), rows: 0 })
+        self.write(vec![Op {
+            kind: OpKind::CreateTable,
+            table,
+            batch,
+        }])
+        .await?;
+        Ok(Output::Command {
+            tag: "CREATE TABLE".into(),
+            rows: 0,
+        })
     }
 }
 
 pub(crate) fn object_name(n: &ast::ObjectName) -> Result<String> {
-    let parts: Vec<String> = n
-        .0
-        .iter()
-        .map(|p| p.as_ident().map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }))
-        .collect::<Option<_>>()
-        .ok_or_else(|| QueryError::Unsupported(format!("unsupported name {n}")))?;
+    let parts: Vec<String> =
+        n.0.iter()
+            .map(|p| {
+                p.as_ident().map(|i| {
+                    if i.quote_style.is_some() {
+                        i.value.clone()
+                    } else {
+                        i.value.to_lowercase()
+                    }
+                })
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| QueryError::Unsupported(format!("unsupported name {n}")))?;
     match parts.as_slice() {
         [t] => Ok(t.clone()),
         [s, t] if s == "public" => Ok(t.clone()),
         [c, s, t] if c == "strata" && s == "public" => Ok(t.clone()),
-        _ => Err(QueryError::Invalid(format!("unknown schema in `{n}`: Strata tables live in `public`"))),
+        _ => Err(QueryError::Invalid(format!(
+            "unknown schema in `{n}`: Strata tables live in `public`"
+        ))),
     }
 }
 
@@ -423,7 +547,9 @@ fn rename(b: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
     let mut seen = HashSet::new();
     for c in columns {
         if !seen.insert(c) {
-            return Err(QueryError::Invalid(format!("column `{c}` is named twice in INSERT")));
+            return Err(QueryError::Invalid(format!(
+                "column `{c}` is named twice in INSERT"
+            )));
         }
     }
     let fields: Vec<Field> = b
@@ -445,25 +571,55 @@ fn rename(b: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
 pub fn sql_type(t: &ast::DataType) -> Result<DataType> {
     use ast::DataType as T;
     Ok(match t {
-        T::SmallInt(_) | T::Int(_) | T::Integer(_) | T::BigInt(_) | T::Int2(_) | T::Int4(_) | T::Int8(_) | T::TinyInt(_) => DataType::Int64,
-        T::Real | T::Float(_) | T::Double(_) | T::DoublePrecision | T::Float4 | T::Float8 | T::Float64 => DataType::Float64,
-        T::Text | T::Varchar(_) | T::Char(_) | T::Character(_) | T::CharacterVarying(_) | T::String(_) | T::Uuid | T::JSON | T::JSONB => DataType::Utf8,
+        T::SmallInt(_)
+        | T::Int(_)
+        | T::Integer(_)
+        | T::BigInt(_)
+        | T::Int2(_)
+        | T::Int4(_)
+        | T::Int8(_)
+        | T::TinyInt(_) => DataType::Int64,
+        T::Real
+        | T::Float(_)
+        | T::Double(_)
+        | T::DoublePrecision
+        | T::Float4
+        | T::Float8
+        | T::Float64 => DataType::Float64,
+        T::Text
+        | T::Varchar(_)
+        | T::Char(_)
+        | T::Character(_)
+        | T::CharacterVarying(_)
+        | T::String(_)
+        | T::Uuid
+        | T::JSON
+        | T::JSONB => DataType::Utf8,
         T::Boolean | T::Bool => DataType::Boolean,
         T::Date => DataType::Date32,
         T::Timestamp(_, tz) => match tz {
-            ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz => strata_storage::schema::timestamp_type(),
+            ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz => {
+                strata_storage::schema::timestamp_type()
+            }
             _ => DataType::Timestamp(TimeUnit::Microsecond, None),
         },
         T::Bytea | T::Blob(_) | T::Binary(_) | T::Varbinary(_) => DataType::Binary,
         T::Numeric(info) | T::Decimal(info) => match info {
-            ast::ExactNumberInfo::PrecisionAndScale(p, s) => DataType::Decimal128(*p as u8, *s as i8),
+            ast::ExactNumberInfo::PrecisionAndScale(p, s) => {
+                DataType::Decimal128(*p as u8, *s as i8)
+            }
             ast::ExactNumberInfo::Precision(p) => DataType::Decimal128(*p as u8, 0),
             ast::ExactNumberInfo::None => DataType::Decimal128(38, 10),
         },
-        T::Array(ast::ArrayElemTypeDef::SquareBracket(inner, _)) | T::Array(ast::ArrayElemTypeDef::AngleBracket(inner)) => {
+        T::Array(ast::ArrayElemTypeDef::SquareBracket(inner, _))
+        | T::Array(ast::ArrayElemTypeDef::AngleBracket(inner)) => {
             DataType::List(Arc::new(Field::new("item", sql_type(inner)?, true)))
         }
-        other => return Err(QueryError::Unsupported(format!("column type {other} is not supported yet"))),
+        other => {
+            return Err(QueryError::Unsupported(format!(
+                "column type {other} is not supported yet"
+            )))
+        }
     })
 }
 

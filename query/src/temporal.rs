@@ -86,7 +86,11 @@ impl<'a> Cursor<'a> {
             }
             other => Err(QueryError::Syntax(format!(
                 "expected {w} in a temporal clause, found {}",
-                other.unwrap_or_else(|| self.toks.get(self.pos).map(|t| t.to_string()).unwrap_or("end of input".into()))
+                other.unwrap_or_else(|| self
+                    .toks
+                    .get(self.pos)
+                    .map(|t| t.to_string())
+                    .unwrap_or("end of input".into()))
             ))),
         }
     }
@@ -103,8 +107,8 @@ impl<'a> Cursor<'a> {
         let mut prefix_types = 0;
         loop {
             match self.peek_word().as_deref() {
-                Some("TIMESTAMP") | Some("TIMESTAMPTZ") | Some("DATE") | Some("WITH") | Some("WITHOUT")
-                | Some("TIME") | Some("ZONE") => {
+                Some("TIMESTAMP") | Some("TIMESTAMPTZ") | Some("DATE") | Some("WITH")
+                | Some("WITHOUT") | Some("TIME") | Some("ZONE") => {
                     self.pos += 1;
                     prefix_types += 1;
                 }
@@ -152,7 +156,10 @@ impl<'a> Cursor<'a> {
         self.skip_ws();
         if matches!(self.toks.get(self.pos), Some(Token::DoubleColon)) {
             self.pos += 1;
-            while matches!(self.peek_word().as_deref(), Some("TIMESTAMP" | "TIMESTAMPTZ" | "DATE" | "WITH" | "WITHOUT" | "TIME" | "ZONE")) {
+            while matches!(
+                self.peek_word().as_deref(),
+                Some("TIMESTAMP" | "TIMESTAMPTZ" | "DATE" | "WITH" | "WITHOUT" | "TIME" | "ZONE")
+            ) {
                 self.pos += 1;
             }
         }
@@ -179,7 +186,10 @@ impl<'a> Cursor<'a> {
                 let a = self.time()?;
                 self.expect_word("AND")?;
                 let b = self.time()?;
-                Ok(TimeSelector::Range { from: a, to: b.saturating_add(1) })
+                Ok(TimeSelector::Range {
+                    from: a,
+                    to: b.saturating_add(1),
+                })
             }
             Some("ALL") => {
                 self.pos += 1;
@@ -203,10 +213,18 @@ impl<'a> Cursor<'a> {
         let system = match axis.as_deref() {
             Some("SYSTEM_TIME") => true,
             Some("VALID_TIME") => false,
-            _ => return Err(QueryError::Syntax("expected SYSTEM_TIME or VALID_TIME after FOR".into())),
+            _ => {
+                return Err(QueryError::Syntax(
+                    "expected SYSTEM_TIME or VALID_TIME after FOR".into(),
+                ))
+            }
         };
         self.pos += 1;
-        let sel = if all_first { TimeSelector::All } else { self.selector()? };
+        let sel = if all_first {
+            TimeSelector::All
+        } else {
+            self.selector()?
+        };
         Ok((system, sel))
     }
 }
@@ -227,7 +245,11 @@ fn scalar_time(v: &ScalarValue) -> Result<Micros> {
         S::Date32(Some(d)) => *d as i64 * 86_400_000_000,
         S::Utf8(Some(s)) | S::Utf8View(Some(s)) | S::LargeUtf8(Some(s)) => parse_time_literal(s)?,
         v if v.is_null() => OPEN,
-        other => return Err(QueryError::Invalid(format!("a temporal clause needs a timestamp, got {other:?}"))),
+        other => {
+            return Err(QueryError::Invalid(format!(
+                "a temporal clause needs a timestamp, got {other:?}"
+            )))
+        }
     })
 }
 
@@ -237,14 +259,21 @@ pub fn parse_time_literal(s: &str) -> Result<Micros> {
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
         return Ok(d.timestamp_micros());
     }
-    let base = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')).unwrap_or(t);
+    let base = t
+        .strip_suffix('Z')
+        .or_else(|| t.strip_suffix('z'))
+        .unwrap_or(t);
     let base = base.replace('T', " ");
     for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z"] {
         if let Ok(d) = chrono::DateTime::parse_from_str(&base, f) {
             return Ok(d.timestamp_micros());
         }
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(d) = chrono::NaiveDateTime::parse_from_str(&base, f) {
             return Ok(d.and_utc().timestamp_micros());
         }
@@ -286,12 +315,37 @@ pub fn rewrite(sql: &str, params: &[ScalarValue]) -> Result<Vec<Rewritten>> {
 }
 
 const CLAUSE_END: &[&str] = &[
-    "WHERE", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL", "ON", "USING", "GROUP", "ORDER",
-    "LIMIT", "OFFSET", "UNION", "EXCEPT", "INTERSECT", "HAVING", "WINDOW", "SET", "FOR", "QUALIFY", "FETCH",
+    "WHERE",
+    "JOIN",
+    "INNER",
+    "LEFT",
+    "RIGHT",
+    "FULL",
+    "CROSS",
+    "NATURAL",
+    "ON",
+    "USING",
+    "GROUP",
+    "ORDER",
+    "LIMIT",
+    "OFFSET",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "HAVING",
+    "WINDOW",
+    "SET",
+    "FOR",
+    "QUALIFY",
+    "FETCH",
 ];
 
 fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> Result<Rewritten> {
-    let mut c = Cursor { toks, pos: 0, params };
+    let mut c = Cursor {
+        toks,
+        pos: 0,
+        params,
+    };
     let mut r = Rewritten {
         sql: String::new(),
         kind: StatementKind::Plain,
@@ -313,7 +367,11 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                     c.pos += 1;
                     r.default_valid = Some(c.selector()?);
                 }
-                _ => return Err(QueryError::Syntax("SETTING DEFAULT wants SYSTEM_TIME or VALID_TIME".into())),
+                _ => {
+                    return Err(QueryError::Syntax(
+                        "SETTING DEFAULT wants SYSTEM_TIME or VALID_TIME".into(),
+                    ))
+                }
             }
             c.skip_ws();
             if matches!(c.toks.get(c.pos), Some(Token::Comma)) {
@@ -342,7 +400,11 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
             let mut rest: Vec<Token> = Vec::new();
             while k < toks.len() {
                 if word(&toks[k]).as_deref() == Some("WITH") {
-                    let mut c2 = Cursor { toks, pos: k + 1, params };
+                    let mut c2 = Cursor {
+                        toks,
+                        pos: k + 1,
+                        params,
+                    };
                     c2.skip_ws();
                     if !matches!(c2.next(), Some(Token::LParen)) {
                         return Err(QueryError::Syntax("expected ( after BEGIN … WITH".into()));
@@ -353,7 +415,9 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                     }
                     let t = c2.time()?;
                     if !matches!(c2.next(), Some(Token::RParen)) {
-                        return Err(QueryError::Syntax("expected ) after the system time".into()));
+                        return Err(QueryError::Syntax(
+                            "expected ) after the system time".into(),
+                        ));
                     }
                     r.kind = StatementKind::BeginAt(t);
                     k = c2.pos;
@@ -376,7 +440,10 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
             let next = c.peek_word_at(c.pos + 1, 0);
             let next2 = c.peek_word_at(c.pos + 1, 1);
             // UPDATE/DELETE … FOR PORTION OF VALID_TIME FROM a TO b | FOR ALL VALID_TIME
-            if is_dml && (next.as_deref() == Some("PORTION") || (next.as_deref() == Some("ALL") && next2.as_deref() == Some("VALID_TIME"))) {
+            if is_dml
+                && (next.as_deref() == Some("PORTION")
+                    || (next.as_deref() == Some("ALL") && next2.as_deref() == Some("VALID_TIME")))
+            {
                 c.pos += 1;
                 if c.peek_word().as_deref() == Some("PORTION") {
                     c.pos += 1;
@@ -384,7 +451,9 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                     c.expect_word("VALID_TIME")?;
                     let sel = c.selector()?;
                     if matches!(sel, TimeSelector::AsOf(_)) {
-                        return Err(QueryError::Syntax("FOR PORTION OF VALID_TIME wants FROM … TO … or ALL".into()));
+                        return Err(QueryError::Syntax(
+                            "FOR PORTION OF VALID_TIME wants FROM … TO … or ALL".into(),
+                        ));
                     }
                     r.kind = StatementKind::Portion(Some(sel));
                 } else {
@@ -396,7 +465,8 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                 continue;
             }
             let temporal = matches!(next.as_deref(), Some("SYSTEM_TIME") | Some("VALID_TIME"))
-                || (next.as_deref() == Some("ALL") && matches!(next2.as_deref(), Some("SYSTEM_TIME") | Some("VALID_TIME")));
+                || (next.as_deref() == Some("ALL")
+                    && matches!(next2.as_deref(), Some("SYSTEM_TIME") | Some("VALID_TIME")));
             if temporal {
                 // The table name: trailing Word (. Word)* already in `out`.
                 while out.last().is_some_and(is_ws) {
@@ -406,7 +476,11 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                 loop {
                     match out.last() {
                         Some(Token::Word(wd)) => {
-                            parts.push(if wd.quote_style.is_some() { wd.value.clone() } else { wd.value.to_lowercase() });
+                            parts.push(if wd.quote_style.is_some() {
+                                wd.value.clone()
+                            } else {
+                                wd.value.to_lowercase()
+                            });
                             out.pop();
                             if matches!(out.last(), Some(Token::Period)) {
                                 out.pop();
@@ -418,7 +492,9 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                     break;
                 }
                 if parts.is_empty() {
-                    return Err(QueryError::Syntax("FOR SYSTEM_TIME / FOR VALID_TIME must follow a table name".into()));
+                    return Err(QueryError::Syntax(
+                        "FOR SYSTEM_TIME / FOR VALID_TIME must follow a table name".into(),
+                    ));
                 }
                 parts.reverse();
                 let table = parts.last().unwrap().clone();
@@ -429,14 +505,21 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                     if slot.is_some() {
                         return Err(QueryError::Syntax(format!(
                             "{} given twice for table `{table}`",
-                            if is_sys { "FOR SYSTEM_TIME" } else { "FOR VALID_TIME" }
+                            if is_sys {
+                                "FOR SYSTEM_TIME"
+                            } else {
+                                "FOR VALID_TIME"
+                            }
                         )));
                     }
                     *slot = Some(sel);
                     let nx = c.peek_word();
                     let nx2 = c.peek_word_at(c.pos + 1, 0);
                     if nx.as_deref() == Some("FOR")
-                        && matches!(nx2.as_deref(), Some("SYSTEM_TIME") | Some("VALID_TIME") | Some("ALL"))
+                        && matches!(
+                            nx2.as_deref(),
+                            Some("SYSTEM_TIME") | Some("VALID_TIME") | Some("ALL")
+                        )
                     {
                         continue;
                     }
@@ -444,21 +527,32 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                 }
                 let synthetic = format!("__strata_t{stmt_no}_{n}");
                 n += 1;
-                r.overrides.push((synthetic.clone(), table.clone(), sys, val));
+                r.overrides
+                    .push((synthetic.clone(), table.clone(), sys, val));
                 out.push(Token::Whitespace(Whitespace::Space));
-                out.push(Token::Word(Word { value: synthetic, quote_style: None, keyword: Keyword::NoKeyword }));
+                out.push(Token::Word(Word {
+                    value: synthetic,
+                    quote_style: None,
+                    keyword: Keyword::NoKeyword,
+                }));
                 // Keep the table's own name as its alias unless one follows.
                 let nx = c.peek_word();
                 let alias_follows = match c.toks.get(c.pos) {
                     Some(Token::Word(wd)) if wd.quote_style.is_some() => true,
-                    Some(Token::Word(_)) => nx.as_deref().is_some_and(|w| w == "AS" || !CLAUSE_END.contains(&w) && !is_keyword_like(w)),
+                    Some(Token::Word(_)) => nx.as_deref().is_some_and(|w| {
+                        w == "AS" || !CLAUSE_END.contains(&w) && !is_keyword_like(w)
+                    }),
                     _ => false,
                 };
                 if !alias_follows {
                     out.push(Token::Whitespace(Whitespace::Space));
                     out.push(Token::make_keyword("AS"));
                     out.push(Token::Whitespace(Whitespace::Space));
-                    out.push(Token::Word(Word { value: table, quote_style: Some('"'), keyword: Keyword::NoKeyword }));
+                    out.push(Token::Word(Word {
+                        value: table,
+                        quote_style: Some('"'),
+                        keyword: Keyword::NoKeyword,
+                    }));
                 }
                 out.push(Token::Whitespace(Whitespace::Space));
                 continue;
@@ -475,12 +569,22 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
 }
 
 fn is_keyword_like(w: &str) -> bool {
-    matches!(w, "RETURNING" | "VALUES" | "SELECT" | "WITH" | "AND" | "OR" | "NOT" | "IN" | "IS" | "LATERAL")
+    matches!(
+        w,
+        "RETURNING" | "VALUES" | "SELECT" | "WITH" | "AND" | "OR" | "NOT" | "IN" | "IS" | "LATERAL"
+    )
 }
 
 /// The coordinate for a table reference given the statement's defaults.
-pub fn coordinate(default: Coordinate, sys: Option<TimeSelector>, val: Option<TimeSelector>) -> Coordinate {
-    Coordinate { system: sys.unwrap_or(default.system), valid: val.unwrap_or(default.valid) }
+pub fn coordinate(
+    default: Coordinate,
+    sys: Option<TimeSelector>,
+    val: Option<TimeSelector>,
+) -> Coordinate {
+    Coordinate {
+        system: sys.unwrap_or(default.system),
+        valid: val.unwrap_or(default.valid),
+    }
 }
 
 #[cfg(test)]
@@ -489,10 +593,23 @@ mod tests {
 
     #[test]
     fn rewrites_table_clauses() {
-        let r = rewrite("SELECT * FROM accounts FOR SYSTEM_TIME AS OF TIMESTAMP '2021-05-01Z' WHERE _id = 1", &[]).unwrap();
+        let r = rewrite(
+            "SELECT * FROM accounts FOR SYSTEM_TIME AS OF TIMESTAMP '2021-05-01Z' WHERE _id = 1",
+            &[],
+        )
+        .unwrap();
         assert_eq!(r.len(), 1);
-        assert!(r[0].sql.contains("__strata_t0_0 AS \"accounts\""), "{}", r[0].sql);
-        assert_eq!(r[0].overrides[0].2, Some(TimeSelector::AsOf(parse_time_literal("2021-05-01").unwrap())));
+        assert!(
+            r[0].sql.contains("__strata_t0_0 AS \"accounts\""),
+            "{}",
+            r[0].sql
+        );
+        assert_eq!(
+            r[0].overrides[0].2,
+            Some(TimeSelector::AsOf(
+                parse_time_literal("2021-05-01").unwrap()
+            ))
+        );
         let r = rewrite("SELECT a.x FROM accounts FOR ALL SYSTEM_TIME FOR VALID_TIME BETWEEN DATE '2021-01-01' AND DATE '2021-02-01' AS a", &[]).unwrap();
         assert!(r[0].sql.contains("__strata_t0_0 AS a"), "{}", r[0].sql);
         assert_eq!(r[0].overrides[0].2, Some(TimeSelector::All));
@@ -502,9 +619,19 @@ mod tests {
     fn setting_and_dml() {
         let r = rewrite("SETTING DEFAULT VALID_TIME AS OF DATE '2021-04-01' SELECT 1; UPDATE t FOR PORTION OF VALID_TIME FROM '2021-01-01' TO '2021-02-01' SET a = 1 WHERE _id = 2", &[]).unwrap();
         assert!(r[0].default_valid.is_some());
-        assert!(matches!(r[1].kind, StatementKind::Portion(Some(TimeSelector::Range { .. }))));
-        let r = rewrite("BEGIN READ WRITE WITH (SYSTEM_TIME = TIMESTAMP '2020-01-01Z')", &[]).unwrap();
-        assert_eq!(r[0].kind, StatementKind::BeginAt(parse_time_literal("2020-01-01").unwrap()));
+        assert!(matches!(
+            r[1].kind,
+            StatementKind::Portion(Some(TimeSelector::Range { .. }))
+        ));
+        let r = rewrite(
+            "BEGIN READ WRITE WITH (SYSTEM_TIME = TIMESTAMP '2020-01-01Z')",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].kind,
+            StatementKind::BeginAt(parse_time_literal("2020-01-01").unwrap())
+        );
         assert!(rewrite("SELECT * FROM t FOR SYSTEM_TIME AS OF banana", &[]).is_err());
     }
 }

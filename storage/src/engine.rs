@@ -13,11 +13,18 @@ use tokio::sync::oneshot;
 use crate::entity::{check_id_column, hash_column, EntityId};
 use crate::error::{Error, Result};
 use crate::log::{log_path, LogRecord, Op, OpKind, Transaction};
-use crate::manifest::{manifest_path, table_dir, Manifest, SegmentEntryManifest, TableManifest, FORMAT_VERSION};
-use crate::schema::{adapt_array, normalize_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO, VALID_FROM, VALID_TO};
+use crate::manifest::{
+    manifest_path, table_dir, Manifest, SegmentEntryManifest, TableManifest, FORMAT_VERSION,
+};
+use crate::schema::{
+    adapt_array, normalize_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO,
+    VALID_FROM, VALID_TO,
+};
 use crate::segment::{self, Bloom, Segment, SegmentData};
 use crate::store::{CreateOutcome, FaultHook, Storage, StoreLocation};
-use crate::table::{output_schema, scan_segment, valid_columns, DeletionVector, SegmentEntry, TableState};
+use crate::table::{
+    output_schema, scan_segment, valid_columns, DeletionVector, SegmentEntry, TableState,
+};
 use crate::temporal::Coordinate;
 use crate::time::{fmt_micros, Clock, Micros, SystemClock};
 
@@ -88,7 +95,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("storage", &self.storage.describe()).finish()
+        f.debug_struct("Engine")
+            .field("storage", &self.storage.describe())
+            .finish()
     }
 }
 
@@ -110,7 +119,14 @@ impl TableScan {
     pub async fn segment(&self, i: usize) -> Result<Option<RecordBatch>> {
         let (seg, del) = &self.segments[i];
         let data = seg.load(&self.storage).await?;
-        scan_segment(&self.table_schema, &self.schema, &data, del, &self.coord, self.ids.as_deref().map(|v| v.as_slice()))
+        scan_segment(
+            &self.table_schema,
+            &self.schema,
+            &data,
+            del,
+            &self.coord,
+            self.ids.as_deref().map(|v| v.as_slice()),
+        )
     }
 }
 
@@ -145,12 +161,18 @@ impl Engine {
         let mut tables = BTreeMap::new();
         for (name, tm) in &m.tables {
             let mut t = TableState::new(name);
-            t.schema = TableSchema { columns: tm.columns.clone() };
+            t.schema = TableSchema {
+                columns: tm.columns.clone(),
+            };
             for se in &tm.segments {
-                let bloom_bytes = self.storage.get(&se.meta.bloom_path).await?.ok_or_else(|| Error::Corrupt {
-                    path: se.meta.bloom_path.clone(),
-                    reason: "bloom filter listed in the manifest is missing".into(),
-                })?;
+                let bloom_bytes =
+                    self.storage
+                        .get(&se.meta.bloom_path)
+                        .await?
+                        .ok_or_else(|| Error::Corrupt {
+                            path: se.meta.bloom_path.clone(),
+                            reason: "bloom filter listed in the manifest is missing".into(),
+                        })?;
                 let bloom = Bloom::from_bytes(&se.meta.bloom_path, &bloom_bytes)?;
                 let rows = se.meta.rows as usize;
                 let deleted = match &se.deleted_path {
@@ -204,7 +226,10 @@ impl Engine {
             };
             let rec = LogRecord::decode(&path, &bytes)?;
             if rec.seq != seq {
-                return Err(Error::Corrupt { path, reason: format!("record says seq {}", rec.seq) });
+                return Err(Error::Corrupt {
+                    path,
+                    reason: format!("record says seq {}", rec.seq),
+                });
             }
             self.apply_record(&rec).await?;
             n += 1;
@@ -221,8 +246,25 @@ impl Engine {
                     if op.kind == OpKind::CreateTable {
                         continue;
                     }
-                    if let (Some(t), Some(ids)) = (s.tables.get(&op.table), op.batch.column_by_name(ID)) {
-                        to_load.extend(t.segments_to_load(&hash_column(ids.as_ref())));
+                    if let (Some(t), Some(ids)) =
+                        (s.tables.get(&op.table), op.batch.column_by_name(ID))
+                    {
+                        let iids = hash_column(ids.as_ref());
+                        if op.kind == OpKind::Erase {
+                            // An erase marks rows in every segment holding the entity, including
+                            // segments of closed rectangles only, which `segments_to_load` skips.
+                            to_load.extend(
+                                t.segments
+                                    .iter()
+                                    .filter(|e| {
+                                        e.seg.loaded().is_none()
+                                            && iids.iter().any(|&h| e.seg.may_contain(h))
+                                    })
+                                    .map(|e| e.seg.clone()),
+                            );
+                        } else {
+                            to_load.extend(t.segments_to_load(&iids));
+                        }
                     }
                 }
             }
@@ -233,13 +275,22 @@ impl Engine {
         let mut s = self.state.write();
         for tx in &rec.txs {
             for op in &tx.ops {
-                let t = s.tables.entry(op.table.clone()).or_insert_with(|| TableState::new(&op.table));
+                let t = s
+                    .tables
+                    .entry(op.table.clone())
+                    .or_insert_with(|| TableState::new(&op.table));
                 match op.kind {
                     OpKind::Put => t.apply_put(&op.batch, tx.system_time)?,
                     OpKind::Delete => t.apply_delete(&op.batch, tx.system_time)?,
                     OpKind::Erase => t.apply_erase(&op.batch)?,
                     OpKind::CreateTable => {
-                        let fields: Vec<Field> = op.batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+                        let fields: Vec<Field> = op
+                            .batch
+                            .schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.as_ref().clone())
+                            .collect();
                         t.schema = t.schema.merged(&op.table, &fields)?;
                     }
                 }
@@ -253,16 +304,24 @@ impl Engine {
     /// Commit a transaction: durable in the log when this returns `Ok`.
     /// Concurrent callers share log writes (group commit).
     pub async fn commit(&self, tx: TxRequest) -> Result<CommitInfo> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, mut rx) = oneshot::channel();
         self.queue.lock().push(Pending { tx, reply });
-        {
-            let _w = self.writer.lock().await;
-            let batch = std::mem::take(&mut *self.queue.lock());
-            if !batch.is_empty() {
-                self.commit_group(batch).await;
+        // Either another leader commits our transaction (answer on `rx`), or we
+        // get the writer lock and lead a group. A follower must not wait for the
+        // lock once answered: it would queue behind later leaders' log writes,
+        // and its next transaction would end up alone in a log object.
+        tokio::select! {
+            biased;
+            r = &mut rx => return r.map_err(|_| Error::Internal("commit leader went away".into()))?,
+            _w = self.writer.lock() => {
+                let batch = std::mem::take(&mut *self.queue.lock());
+                if !batch.is_empty() {
+                    self.commit_group(batch).await;
+                }
             }
         }
-        rx.await.map_err(|_| Error::Internal("commit leader went away".into()))?
+        rx.await
+            .map_err(|_| Error::Internal("commit leader went away".into()))?
     }
 
     async fn commit_group(&self, batch: Vec<Pending>) {
@@ -274,8 +333,11 @@ impl Engine {
             // Assign system times and validate each transaction on its own.
             let (seq, mut last, mut schemas) = {
                 let s = self.state.read();
-                let schemas: HashMap<String, TableSchema> =
-                    s.tables.iter().map(|(k, v)| (k.clone(), v.schema.clone())).collect();
+                let schemas: HashMap<String, TableSchema> = s
+                    .tables
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.schema.clone()))
+                    .collect();
                 (s.applied_seq + 1, s.last_system_time, schemas)
             };
             let mut accepted: Vec<(Pending, Transaction)> = Vec::new();
@@ -298,7 +360,13 @@ impl Engine {
                     Ok(ops) => {
                         schemas = scratch;
                         last = t;
-                        accepted.push((p, Transaction { system_time: t, ops }));
+                        accepted.push((
+                            p,
+                            Transaction {
+                                system_time: t,
+                                ops,
+                            },
+                        ));
                     }
                     Err(e) => {
                         let _ = p.reply.send(Err(e));
@@ -308,7 +376,10 @@ impl Engine {
             if accepted.is_empty() {
                 return;
             }
-            let rec = LogRecord { seq, txs: accepted.iter().map(|(_, t)| t.clone()).collect() };
+            let rec = LogRecord {
+                seq,
+                txs: accepted.iter().map(|(_, t)| t.clone()).collect(),
+            };
             let bytes = match rec.encode() {
                 Ok(b) => b,
                 Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
@@ -317,10 +388,13 @@ impl Engine {
                 Ok(CreateOutcome::Created) => {}
                 Ok(CreateOutcome::AlreadyExists) => {
                     // Another node took this sequence number: catch up and retry.
-                    pending = accepted.into_iter().map(|(mut p, _)| {
-                        p.tx.ops.shrink_to_fit();
-                        p
-                    }).collect();
+                    pending = accepted
+                        .into_iter()
+                        .map(|(mut p, _)| {
+                            p.tx.ops.shrink_to_fit();
+                            p
+                        })
+                        .collect();
                     continue;
                 }
                 Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
@@ -328,8 +402,13 @@ impl Engine {
             let applied = self.apply_record(&rec).await;
             for (p, t) in accepted {
                 let r = match &applied {
-                    Ok(()) => Ok(CommitInfo { seq, system_time: t.system_time }),
-                    Err(e) => Err(Error::Internal(format!("committed at seq {seq} but applying failed: {e}"))),
+                    Ok(()) => Ok(CommitInfo {
+                        seq,
+                        system_time: t.system_time,
+                    }),
+                    Err(e) => Err(Error::Internal(format!(
+                        "committed at seq {seq} but applying failed: {e}"
+                    ))),
                 };
                 let _ = p.reply.send(r);
             }
@@ -352,6 +431,14 @@ impl Engine {
         let version;
         let mut new_segments: Vec<(String, SegmentEntry)> = Vec::new();
         let mut new_dels: Vec<(String, usize, String)> = Vec::new();
+        // Objects to write before the manifest. Gathered under the state lock and
+        // written after releasing it: a parking_lot guard must not be held across
+        // an `.await` (it made `commit` and `flush` futures `!Send`).
+        let mut writes: Vec<(String, bytes::Bytes)> = Vec::new();
+        // Another node may flush the same manifest version at the same time (only
+        // one manifest create wins): file names unique to this attempt keep the
+        // loser from overwriting the winner's segments, blooms and deletion vectors.
+        let tag = flush_tag();
         let mut manifest;
         {
             let s = self.state.read();
@@ -365,13 +452,24 @@ impl Engine {
             };
             for (name, t) in &s.tables {
                 let dir = table_dir(name);
-                let mut tm = TableManifest { columns: t.schema.columns.clone(), segments: vec![] };
+                let mut tm = TableManifest {
+                    columns: t.schema.columns.clone(),
+                    segments: vec![],
+                };
                 for (i, e) in t.segments.iter().enumerate() {
                     let mut deleted_path = e.deleted_path.clone();
                     if e.dirty {
-                        let stem = e.seg.meta.path.rsplit('/').next().unwrap_or("seg").trim_end_matches(".arrow").to_string();
-                        let p = format!("{dir}/{stem}.del-{version:010}");
-                        self.storage.put(&p, bytes::Bytes::from(e.deleted.to_bytes())).await?;
+                        let stem = e
+                            .seg
+                            .meta
+                            .path
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or("seg")
+                            .trim_end_matches(".arrow")
+                            .to_string();
+                        let p = format!("{dir}/{stem}.del-{version:010}-{tag}");
+                        writes.push((p.clone(), bytes::Bytes::from(e.deleted.to_bytes())));
                         new_dels.push((name.clone(), i, p.clone()));
                         deleted_path = Some(p);
                     }
@@ -382,24 +480,44 @@ impl Engine {
                     });
                 }
                 if let Some(batch) = t.flush_batch()? {
-                    let path = format!("{dir}/seg-{version:010}.arrow");
-                    let bloom_path = format!("{dir}/seg-{version:010}.bloom");
+                    let path = format!("{dir}/seg-{version:010}-{tag}.arrow");
+                    let bloom_path = format!("{dir}/seg-{version:010}-{tag}.bloom");
                     let (bytes, meta, bloom) = segment::encode(&path, &bloom_path, &batch)?;
-                    self.storage.put(&path, bytes).await?;
-                    self.storage.put(&bloom_path, bloom.to_bytes()).await?;
-                    tm.segments.push(SegmentEntryManifest { meta: meta.clone(), deleted_path: None, deleted_rows: 0 });
-                    let seg = Segment::with_data(meta, bloom, SegmentData { batch: batch.clone() });
-                    new_segments.push((name.clone(), SegmentEntry {
-                        deleted: Arc::new(DeletionVector::with_rows(batch.num_rows())),
-                        seg: Arc::new(seg),
+                    writes.push((path.clone(), bytes));
+                    writes.push((bloom_path.clone(), bloom.to_bytes()));
+                    tm.segments.push(SegmentEntryManifest {
+                        meta: meta.clone(),
                         deleted_path: None,
-                        dirty: false,
-                    }));
+                        deleted_rows: 0,
+                    });
+                    let seg = Segment::with_data(
+                        meta,
+                        bloom,
+                        SegmentData {
+                            batch: batch.clone(),
+                        },
+                    );
+                    new_segments.push((
+                        name.clone(),
+                        SegmentEntry {
+                            deleted: Arc::new(DeletionVector::with_rows(batch.num_rows())),
+                            seg: Arc::new(seg),
+                            deleted_path: None,
+                            dirty: false,
+                        },
+                    ));
                 }
                 manifest.tables.insert(name.clone(), tm);
             }
         }
-        match self.storage.create(&manifest_path(version), manifest.to_bytes()).await? {
+        for (path, data) in writes {
+            self.storage.put(&path, data).await?;
+        }
+        match self
+            .storage
+            .create(&manifest_path(version), manifest.to_bytes())
+            .await?
+        {
             CreateOutcome::Created => {}
             CreateOutcome::AlreadyExists => {
                 // Another node published this version: adopt its view.
@@ -417,7 +535,11 @@ impl Engine {
             t.clear_live();
         }
         for (table, e) in new_segments {
-            s.tables.get_mut(&table).expect("table vanished during flush").segments.push(e);
+            s.tables
+                .get_mut(&table)
+                .expect("table vanished during flush")
+                .segments
+                .push(e);
         }
         s.manifest_version = version;
         Ok(())
@@ -437,20 +559,36 @@ impl Engine {
     }
 
     pub fn table_schema(&self, table: &str) -> Option<TableSchema> {
-        self.state.read().tables.get(table).map(|t| t.schema.clone())
+        self.state
+            .read()
+            .tables
+            .get(table)
+            .map(|t| t.schema.clone())
     }
 
     /// Rows in the live index and segments per table (for stats and tests).
     pub fn table_stats(&self, table: &str) -> Option<(usize, usize)> {
-        self.state.read().tables.get(table).map(|t| (t.live.alive, t.segments.len()))
+        self.state
+            .read()
+            .tables
+            .get(table)
+            .map(|t| (t.live.alive, t.segments.len()))
     }
 
     /// A consistent scan of `table` at `coord`, optionally for a few entities only.
-    pub fn scan(&self, table: &str, coord: Coordinate, ids: Option<Vec<EntityId>>) -> Result<Option<TableScan>> {
+    pub fn scan(
+        &self,
+        table: &str,
+        coord: Coordinate,
+        ids: Option<Vec<EntityId>>,
+    ) -> Result<Option<TableScan>> {
         let s = self.state.read();
-        let Some(t) = s.tables.get(table) else { return Ok(None) };
+        let Some(t) = s.tables.get(table) else {
+            return Ok(None);
+        };
         let schema = output_schema(&t.schema);
-        let ids: Option<Arc<Vec<(u64, EntityId)>>> = ids.map(|v| Arc::new(v.into_iter().map(|i| (i.hash(), i)).collect()));
+        let ids: Option<Arc<Vec<(u64, EntityId)>>> =
+            ids.map(|v| Arc::new(v.into_iter().map(|i| (i.hash(), i)).collect()));
         let live = t.scan_live(&coord, ids.as_deref().map(|v| v.as_slice()), &schema)?;
         let segments = t
             .segments
@@ -460,7 +598,9 @@ impl Engine {
                 coord.system.may_match(m.system_from_min, m.system_to_max)
                     && coord.valid.may_match(m.valid_from_min, m.valid_to_max)
                     && e.deleted.count() < m.rows as usize
-                    && ids.as_ref().is_none_or(|ids| ids.iter().any(|(h, _)| e.seg.may_contain(*h)))
+                    && ids
+                        .as_ref()
+                        .is_none_or(|ids| ids.iter().any(|(h, _)| e.seg.may_contain(*h)))
             })
             .map(|e| (e.seg.clone(), e.deleted.clone()))
             .collect();
@@ -476,15 +616,39 @@ impl Engine {
     }
 }
 
+/// A name component unique to one flush attempt (time, process, counter).
+fn flush_tag() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut buf = Vec::with_capacity(28);
+    buf.extend_from_slice(&nanos.to_le_bytes());
+    buf.extend_from_slice(&std::process::id().to_le_bytes());
+    buf.extend_from_slice(
+        &COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&buf))
+}
+
 fn fail_all(pending: Vec<Pending>, e: &Error) {
     for p in pending {
-        let _ = p.reply.send(Err(Error::Conflict(format!("transaction not committed: {e}"))));
+        let _ = p.reply.send(Err(Error::Conflict(format!(
+            "transaction not committed: {e}"
+        ))));
     }
 }
 
 /// Validate and normalize a transaction's events against the table schemas
 /// (which it updates), so that applying them cannot fail.
-fn prepare_ops(schemas: &mut HashMap<String, TableSchema>, ops: &[Op], t: Micros) -> Result<Vec<Op>> {
+fn prepare_ops(
+    schemas: &mut HashMap<String, TableSchema>,
+    ops: &[Op],
+    t: Micros,
+) -> Result<Vec<Op>> {
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         if op.table.is_empty() {
@@ -502,12 +666,13 @@ fn prepare_ops(schemas: &mut HashMap<String, TableSchema>, ops: &[Op], t: Micros
                 )));
             }
             if name == crate::schema::IID {
-                return Err(Error::Invalid("`_iid` is reserved for the entity hash".into()));
+                return Err(Error::Invalid(
+                    "`_iid` is reserved for the entity hash".into(),
+                ));
             }
             let c = if name == VALID_FROM || name == VALID_TO {
-                arrow::compute::cast(c, &timestamp_type()).map_err(|e| {
-                    Error::Invalid(format!("`{name}` must be a timestamp: {e}"))
-                })?
+                arrow::compute::cast(c, &timestamp_type())
+                    .map_err(|e| Error::Invalid(format!("`{name}` must be a timestamp: {e}")))?
             } else {
                 normalize_array(c)?
             };
@@ -521,14 +686,18 @@ fn prepare_ops(schemas: &mut HashMap<String, TableSchema>, ops: &[Op], t: Micros
             .collect();
         if op.kind != OpKind::CreateTable {
             let idx = fields.iter().position(|f| f.name() == ID).ok_or_else(|| {
-                Error::Invalid(format!("every row written to `{}` needs an `_id` column", op.table))
+                Error::Invalid(format!(
+                    "every row written to `{}` needs an `_id` column",
+                    op.table
+                ))
             })?;
             check_id_column(&op.table, &cols[idx])?;
         }
         let merged = match op.kind {
             OpKind::Put | OpKind::CreateTable => schema.merged(&op.table, &user)?,
             OpKind::Delete | OpKind::Erase => {
-                let id_field: Vec<Field> = user.iter().filter(|f| f.name() == ID).cloned().collect();
+                let id_field: Vec<Field> =
+                    user.iter().filter(|f| f.name() == ID).cloned().collect();
                 schema.merged(&op.table, &id_field)?
             }
         };
@@ -556,7 +725,11 @@ fn prepare_ops(schemas: &mut HashMap<String, TableSchema>, ops: &[Op], t: Micros
         if matches!(op.kind, OpKind::Put | OpKind::Delete) {
             valid_columns(&batch, t)?;
         }
-        out.push(Op { kind: op.kind, table: op.table.clone(), batch });
+        out.push(Op {
+            kind: op.kind,
+            table: op.table.clone(),
+            batch,
+        });
     }
     Ok(out)
 }

@@ -170,10 +170,12 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
     }
 }
 
@@ -191,7 +193,11 @@ mod tests {
             seq: 7,
             txs: vec![Transaction {
                 system_time: 42,
-                ops: vec![Op { kind: OpKind::Put, table: "t".into(), batch }],
+                ops: vec![Op {
+                    kind: OpKind::Put,
+                    table: "t".into(),
+                    batch,
+                }],
             }],
         };
         let bytes = rec.encode().unwrap();

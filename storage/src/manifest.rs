@@ -68,7 +68,10 @@ impl Manifest {
         if m.format != FORMAT_VERSION {
             return Err(Error::Corrupt {
                 path: last.clone(),
-                reason: format!("manifest format {} is not supported (this build reads {FORMAT_VERSION})", m.format),
+                reason: format!(
+                    "manifest format {} is not supported (this build reads {FORMAT_VERSION})",
+                    m.format
+                ),
             });
         }
         Ok(m)
@@ -84,7 +87,13 @@ impl Manifest {
 pub fn table_dir(table: &str) -> String {
     let clean: String = table
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
     let h = xxhash_rust::xxh3::xxh3_64(table.as_bytes()) as u32;

@@ -39,13 +39,18 @@ pub struct RefModel<K: Ord, V> {
 
 impl<K: Ord + Clone, V: Clone + Ord> RefModel<K, V> {
     pub fn new() -> Self {
-        RefModel { entities: BTreeMap::new() }
+        RefModel {
+            entities: BTreeMap::new(),
+        }
     }
 
     /// Record an event; events must arrive in commit order.
     pub fn event(&mut self, id: K, sys: Micros, vf: Micros, vt: Micros, kind: RefKind<V>) {
         assert!(vf < vt, "empty valid period");
-        self.entities.entry(id).or_default().push(RefEvent { sys, vf, vt, kind });
+        self.entities
+            .entry(id)
+            .or_default()
+            .push(RefEvent { sys, vf, vt, kind });
     }
 
     pub fn erase(&mut self, id: &K) {
@@ -79,7 +84,14 @@ impl<K: Ord + Clone, V: Clone + Ord> RefModel<K, V> {
                         .unwrap_or(OPEN);
                     if let RefKind::Put(v) = &e.kind {
                         if e.sys < st {
-                            out.push(RefRect { id: id.clone(), value: v.clone(), vf: a, vt: b, sf: e.sys, st });
+                            out.push(RefRect {
+                                id: id.clone(),
+                                value: v.clone(),
+                                vf: a,
+                                vt: b,
+                                sf: e.sys,
+                                st,
+                            });
                         }
                     }
                 }
@@ -111,8 +123,12 @@ impl<K: Ord + Clone, V: Clone + Ord> RefModel<K, V> {
 
 /// Merge rectangles that differ only by adjacent valid intervals, so that two
 /// equally correct decompositions compare equal.
-pub fn canonical<K: Ord + Clone, V: Ord + Clone>(mut rects: Vec<RefRect<K, V>>) -> Vec<RefRect<K, V>> {
-    rects.sort_by(|a, b| (&a.id, &a.value, a.sf, a.st, a.vf).cmp(&(&b.id, &b.value, b.sf, b.st, b.vf)));
+pub fn canonical<K: Ord + Clone, V: Ord + Clone>(
+    mut rects: Vec<RefRect<K, V>>,
+) -> Vec<RefRect<K, V>> {
+    rects.sort_by(|a, b| {
+        (&a.id, &a.value, a.sf, a.st, a.vf).cmp(&(&b.id, &b.value, b.sf, b.st, b.vf))
+    });
     let mut out: Vec<RefRect<K, V>> = Vec::new();
     for r in rects {
         if let Some(l) = out.last_mut() {
@@ -141,8 +157,19 @@ mod tests {
         m.event(1, FEB, FEB, OPEN, RefKind::Put("v2"));
         let mut got = m.rectangles();
         got.sort();
-        let r = |v, vf, vt, sf, st| RefRect { id: 1, value: v, vf, vt, sf, st };
-        let mut want = vec![r("v1", JAN, FEB, JAN, OPEN), r("v1", FEB, OPEN, JAN, FEB), r("v2", FEB, OPEN, FEB, OPEN)];
+        let r = |v, vf, vt, sf, st| RefRect {
+            id: 1,
+            value: v,
+            vf,
+            vt,
+            sf,
+            st,
+        };
+        let mut want = vec![
+            r("v1", JAN, FEB, JAN, OPEN),
+            r("v1", FEB, OPEN, JAN, FEB),
+            r("v2", FEB, OPEN, FEB, OPEN),
+        ];
         want.sort();
         assert_eq!(got, want);
         // v1 is returned once at (S = Jan 15, V = Jan 15).

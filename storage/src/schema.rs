@@ -69,9 +69,9 @@ pub fn normalize_type(dt: &DataType) -> Result<DataType> {
         Interval(u) => Interval(*u),
         Decimal32(p, s) | Decimal64(p, s) => Decimal128(*p, *s),
         Dictionary(_, v) => normalize_type(v)?,
-        List(f) | LargeList(f) | ListView(f) | LargeListView(f) | FixedSizeList(f, _) => {
-            List(Arc::new(Field::new("item", normalize_type(f.data_type())?, true)))
-        }
+        List(f) | LargeList(f) | ListView(f) | LargeListView(f) | FixedSizeList(f, _) => List(
+            Arc::new(Field::new("item", normalize_type(f.data_type())?, true)),
+        ),
         Struct(fs) => Struct(
             fs.iter()
                 .map(|f| Ok(Field::new(f.name(), normalize_type(f.data_type())?, true)))
@@ -96,9 +96,8 @@ pub fn merge_types(existing: &DataType, incoming: &DataType) -> Option<DataType>
         (Null, t) | (t, Null) => Some(t.clone()),
         // An integer written into a DOUBLE column is converted when exact (checked per value).
         (Float64, Int64) => Some(Float64),
-        (Timestamp(_, Some(_)), Timestamp(_, None)) | (Timestamp(_, None), Timestamp(_, Some(_))) => {
-            Some(timestamp_type())
-        }
+        (Timestamp(_, Some(_)), Timestamp(_, None))
+        | (Timestamp(_, None), Timestamp(_, Some(_))) => Some(timestamp_type()),
         (Timestamp(_, tz), Date32) => Some(Timestamp(TimeUnit::Microsecond, tz.clone())),
         (Decimal128(p1, s1), Decimal128(p2, s2)) => {
             let s = (*s1).max(*s2);
@@ -184,9 +183,8 @@ pub fn normalize_array(array: &ArrayRef) -> Result<ArrayRef> {
             safe: false,
             format_options: FormatOptions::default(),
         };
-        return cast_with_options(array, &target, &opts).map_err(|_| {
-            Error::Invalid("unsigned integer value too large for BIGINT".into())
-        });
+        return cast_with_options(array, &target, &opts)
+            .map_err(|_| Error::Invalid("unsigned integer value too large for BIGINT".into()));
     }
     adapt_array(array, &target)
 }
@@ -224,7 +222,9 @@ impl TableSchema {
                     })?;
                     out.columns[i] = Field::new(f.name(), t, true);
                 }
-                None => out.columns.push(Field::new(f.name(), f.data_type().clone(), true)),
+                None => out
+                    .columns
+                    .push(Field::new(f.name(), f.data_type().clone(), true)),
             }
         }
         if let Some(i) = out.index_of(ID) {
@@ -244,8 +244,14 @@ mod tests {
 
     #[test]
     fn widening_rules() {
-        assert_eq!(merge_types(&DataType::Null, &DataType::Utf8), Some(DataType::Utf8));
-        assert_eq!(merge_types(&DataType::Float64, &DataType::Int64), Some(DataType::Float64));
+        assert_eq!(
+            merge_types(&DataType::Null, &DataType::Utf8),
+            Some(DataType::Utf8)
+        );
+        assert_eq!(
+            merge_types(&DataType::Float64, &DataType::Int64),
+            Some(DataType::Float64)
+        );
         assert_eq!(merge_types(&DataType::Int64, &DataType::Float64), None);
         assert_eq!(merge_types(&DataType::Int64, &DataType::Utf8), None);
     }
@@ -255,9 +261,14 @@ mod tests {
         let s = TableSchema::default()
             .merged("t", &[Field::new("a", DataType::Int64, true)])
             .unwrap();
-        let e = s.merged("t", &[Field::new("a", DataType::Utf8, true)]).unwrap_err();
+        let e = s
+            .merged("t", &[Field::new("a", DataType::Utf8, true)])
+            .unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("`a`") && m.contains("`t`") && m.contains("BIGINT") && m.contains("TEXT"), "{m}");
+        assert!(
+            m.contains("`a`") && m.contains("`t`") && m.contains("BIGINT") && m.contains("TEXT"),
+            "{m}"
+        );
     }
 
     #[test]

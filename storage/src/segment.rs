@@ -144,7 +144,10 @@ impl SegmentData {
         self.batch.column(0).as_primitive::<UInt64Type>().values()
     }
     pub fn ts(&self, col: usize) -> &[i64] {
-        self.batch.column(col).as_primitive::<TimestampMicrosecondType>().values()
+        self.batch
+            .column(col)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
     }
     /// The table columns (`_id` and user columns) of the segment.
     pub fn user(&self) -> RecordBatch {
@@ -195,10 +198,13 @@ impl Segment {
         let d = self
             .data
             .get_or_try_init(|| async {
-                let bytes = storage.get(&self.meta.path).await?.ok_or_else(|| Error::Corrupt {
-                    path: self.meta.path.clone(),
-                    reason: "segment listed in the manifest is missing".into(),
-                })?;
+                let bytes = storage
+                    .get(&self.meta.path)
+                    .await?
+                    .ok_or_else(|| Error::Corrupt {
+                        path: self.meta.path.clone(),
+                        reason: "segment listed in the manifest is missing".into(),
+                    })?;
                 let batch = read_ipc_file(&self.meta.path, bytes)?;
                 if batch.num_rows() as u64 != self.meta.rows {
                     return Err(Error::Corrupt {
@@ -232,7 +238,11 @@ const BATCH_ROWS: usize = 65_536;
 
 /// Encode a segment batch (already sorted by `_iid`) as an Arrow IPC file and
 /// compute its metadata and bloom filter.
-pub fn encode(path: &str, bloom_path: &str, batch: &RecordBatch) -> Result<(Bytes, SegmentMeta, Bloom)> {
+pub fn encode(
+    path: &str,
+    bloom_path: &str,
+    batch: &RecordBatch,
+) -> Result<(Bytes, SegmentMeta, Bloom)> {
     let mut buf = Vec::new();
     {
         let mut w = FileWriter::try_new(&mut buf, &batch.schema())?;
@@ -245,7 +255,12 @@ pub fn encode(path: &str, bloom_path: &str, batch: &RecordBatch) -> Result<(Byte
         w.finish()?;
     }
     let iids = batch.column(0).as_primitive::<UInt64Type>();
-    let ts = |i: usize| batch.column(i).as_primitive::<TimestampMicrosecondType>().values();
+    let ts = |i: usize| {
+        batch
+            .column(i)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+    };
     let min_max = |v: &[i64]| {
         (
             v.iter().copied().min().unwrap_or(0),
@@ -335,7 +350,9 @@ mod tests {
 
     #[test]
     fn bloom_has_no_false_negatives() {
-        let hs: Vec<u64> = (0..10_000u64).map(|i| xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes())).collect();
+        let hs: Vec<u64> = (0..10_000u64)
+            .map(|i| xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()))
+            .collect();
         let b = Bloom::build(&hs);
         assert!(hs.iter().all(|&h| b.may_contain(h)));
         let fp = (10_000..20_000u64)

@@ -5,13 +5,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array,
+};
 use arrow::compute::{filter_record_batch, interleave, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 
 use crate::entity::{hash_column, id_at, id_equals, EntityId};
 use crate::error::{Error, Result};
-use crate::schema::{adapt_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO, VALID_FROM, VALID_TO};
+use crate::schema::{
+    adapt_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO, VALID_FROM, VALID_TO,
+};
 use crate::segment::{iid_array, segment_schema, ts_array, Segment, SegmentData, SYSTEM_COLUMNS};
 use crate::temporal::Coordinate;
 use crate::time::{Micros, OPEN};
@@ -129,7 +133,12 @@ fn ts_nullable(v: &[i64]) -> ArrayRef {
 }
 
 /// Assemble output rows from table columns of `user` plus temporal values.
-fn to_output(schema: &TableSchema, out: &SchemaRef, user: &RecordBatch, t: [&[i64]; 4]) -> Result<RecordBatch> {
+fn to_output(
+    schema: &TableSchema,
+    out: &SchemaRef,
+    user: &RecordBatch,
+    t: [&[i64]; 4],
+) -> Result<RecordBatch> {
     let n = user.num_rows();
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(out.fields().len());
     for f in &schema.columns {
@@ -221,7 +230,11 @@ impl TableState {
             let (vf, vt, sf, st) = (data.ts(1), data.ts(2), data.ts(3), data.ts(4));
             let ids = data.batch.column(SYSTEM_COLUMNS).clone();
             for row in rows {
-                if st[row] != OPEN || vf[row] >= b || a >= vt[row] || self.segments[si].deleted.contains(row) {
+                if st[row] != OPEN
+                    || vf[row] >= b
+                    || a >= vt[row]
+                    || self.segments[si].deleted.contains(row)
+                {
                     continue;
                 }
                 if !id_equals(ids.as_ref(), row, id) {
@@ -230,7 +243,16 @@ impl TableState {
                 Arc::make_mut(&mut self.segments[si].deleted).insert(row);
                 self.segments[si].dirty = true;
                 let src = self.seg_source(&seg, &data);
-                let r = Rect { src, row: row as u32, iid, vf: vf[row], vt: vt[row], sf: sf[row], st: OPEN, dead: false };
+                let r = Rect {
+                    src,
+                    row: row as u32,
+                    iid,
+                    vf: vf[row],
+                    vt: vt[row],
+                    sf: sf[row],
+                    st: OPEN,
+                    dead: false,
+                };
                 pieces.extend(split(r, a, b, t));
             }
         }
@@ -254,7 +276,12 @@ impl TableState {
             })
             .collect();
         let user = batch.project(&keep)?;
-        let fields: Vec<Field> = user.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let fields: Vec<Field> = user
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         self.schema = self.schema.merged(&self.name, &fields)?;
         let src = self.live.sources.len() as u32;
         self.live.sources.push(user);
@@ -278,7 +305,10 @@ impl TableState {
 
     /// Apply a delete batch (`_id`, `_valid_from`, `_valid_to`).
     pub fn apply_delete(&mut self, batch: &RecordBatch, t: Micros) -> Result<()> {
-        let ids = batch.column_by_name(ID).ok_or_else(|| Error::Invalid("delete without `_id`".into()))?.clone();
+        let ids = batch
+            .column_by_name(ID)
+            .ok_or_else(|| Error::Invalid("delete without `_id`".into()))?
+            .clone();
         let (vf, vt) = valid_columns(batch, t)?;
         let hashes = hash_column(ids.as_ref());
         for row in 0..batch.num_rows() {
@@ -290,7 +320,10 @@ impl TableState {
 
     /// Hide every rectangle of the given entities, at every system and valid time.
     pub fn apply_erase(&mut self, batch: &RecordBatch) -> Result<()> {
-        let ids = batch.column_by_name(ID).ok_or_else(|| Error::Invalid("erase without `_id`".into()))?.clone();
+        let ids = batch
+            .column_by_name(ID)
+            .ok_or_else(|| Error::Invalid("erase without `_id`".into()))?
+            .clone();
         let hashes = hash_column(ids.as_ref());
         for row in 0..batch.num_rows() {
             let id = id_at(ids.as_ref(), row);
@@ -299,7 +332,13 @@ impl TableState {
                 for ri in list {
                     let r = self.live.rects[ri as usize];
                     let src = &self.live.sources[r.src as usize];
-                    if !r.dead && id_equals(src.column_by_name(ID).unwrap().as_ref(), r.row as usize, &id) {
+                    if !r.dead
+                        && id_equals(
+                            src.column_by_name(ID).unwrap().as_ref(),
+                            r.row as usize,
+                            &id,
+                        )
+                    {
                         self.live.rects[ri as usize].dead = true;
                         self.live.alive -= 1;
                     }
@@ -309,12 +348,15 @@ impl TableState {
                 if !self.segments[si].seg.may_contain(iid) {
                     continue;
                 }
-                let data = self.segments[si].seg.loaded().cloned().ok_or_else(|| {
-                    Error::Internal("segment not loaded before erase".into())
-                })?;
+                let data = self.segments[si]
+                    .seg
+                    .loaded()
+                    .cloned()
+                    .ok_or_else(|| Error::Internal("segment not loaded before erase".into()))?;
                 let ids_col = data.batch.column(SYSTEM_COLUMNS).clone();
                 for r in data.rows_of(iid) {
-                    if !self.segments[si].deleted.contains(r) && id_equals(ids_col.as_ref(), r, &id) {
+                    if !self.segments[si].deleted.contains(r) && id_equals(ids_col.as_ref(), r, &id)
+                    {
                         Arc::make_mut(&mut self.segments[si].deleted).insert(r);
                         self.segments[si].dirty = true;
                     }
@@ -325,7 +367,12 @@ impl TableState {
     }
 
     /// Rows of the live index visible at `coord`, as output batches.
-    pub fn scan_live(&self, coord: &Coordinate, ids: Option<&IdFilter>, out: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    pub fn scan_live(
+        &self,
+        coord: &Coordinate,
+        ids: Option<&IdFilter>,
+        out: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>> {
         let mut picked: Vec<u32> = Vec::new();
         let visible = |r: &Rect| !r.dead && coord.matches(r.vf, r.vt, r.sf, r.st);
         match ids {
@@ -334,7 +381,13 @@ impl TableState {
                     for &ri in self.live.by_iid.get(h).map(|v| v.as_slice()).unwrap_or(&[]) {
                         let r = &self.live.rects[ri as usize];
                         let src = &self.live.sources[r.src as usize];
-                        if visible(r) && id_equals(src.column_by_name(ID).unwrap().as_ref(), r.row as usize, id) {
+                        if visible(r)
+                            && id_equals(
+                                src.column_by_name(ID).unwrap().as_ref(),
+                                r.row as usize,
+                                id,
+                            )
+                        {
                             picked.push(ri);
                         }
                     }
@@ -349,7 +402,12 @@ impl TableState {
             }
         }
         // Group by source so each source is read with one `take`.
-        picked.sort_by_key(|&ri| (self.live.rects[ri as usize].src, self.live.rects[ri as usize].row));
+        picked.sort_by_key(|&ri| {
+            (
+                self.live.rects[ri as usize].src,
+                self.live.rects[ri as usize].row,
+            )
+        });
         let mut outv = Vec::new();
         let mut start = 0;
         while start < picked.len() {
@@ -359,7 +417,12 @@ impl TableState {
                 end += 1;
             }
             let group = &picked[start..end];
-            let rows = UInt32Array::from(group.iter().map(|&ri| self.live.rects[ri as usize].row).collect::<Vec<_>>());
+            let rows = UInt32Array::from(
+                group
+                    .iter()
+                    .map(|&ri| self.live.rects[ri as usize].row)
+                    .collect::<Vec<_>>(),
+            );
             let source = &self.live.sources[src as usize];
             let cols = source
                 .columns()
@@ -367,7 +430,12 @@ impl TableState {
                 .map(|c| take(c.as_ref(), &rows, None))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let user = RecordBatch::try_new(source.schema(), cols)?;
-            let g = |f: fn(&Rect) -> i64| group.iter().map(|&ri| f(&self.live.rects[ri as usize])).collect::<Vec<_>>();
+            let g = |f: fn(&Rect) -> i64| {
+                group
+                    .iter()
+                    .map(|&ri| f(&self.live.rects[ri as usize]))
+                    .collect::<Vec<_>>()
+            };
             let (vf, vt, sf, st) = (g(|r| r.vf), g(|r| r.vt), g(|r| r.sf), g(|r| r.st));
             outv.push(to_output(&self.schema, out, &user, [&vf, &vt, &sf, &st])?);
             start = end;
@@ -420,7 +488,10 @@ impl TableState {
             let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[ci].as_ref()).collect();
             cols.push(interleave(&arrays, &order)?);
         }
-        Ok(Some(RecordBatch::try_new(segment_schema(&self.schema.columns), cols)?))
+        Ok(Some(RecordBatch::try_new(
+            segment_schema(&self.schema.columns),
+            cols,
+        )?))
     }
 
     /// Drop the live index after its rows went into a segment.
@@ -434,13 +505,29 @@ fn split(r: Rect, a: Micros, b: Micros, t: Micros) -> Vec<Rect> {
     let mut out = Vec::with_capacity(3);
     let (lo, hi) = (r.vf.max(a), r.vt.min(b));
     if r.sf < t && lo < hi {
-        out.push(Rect { vf: lo, vt: hi, st: t, dead: false, ..r });
+        out.push(Rect {
+            vf: lo,
+            vt: hi,
+            st: t,
+            dead: false,
+            ..r
+        });
     }
     if r.vf < a {
-        out.push(Rect { vt: a, st: OPEN, dead: false, ..r });
+        out.push(Rect {
+            vt: a,
+            st: OPEN,
+            dead: false,
+            ..r
+        });
     }
     if b < r.vt {
-        out.push(Rect { vf: b, st: OPEN, dead: false, ..r });
+        out.push(Rect {
+            vf: b,
+            st: OPEN,
+            dead: false,
+            ..r
+        });
     }
     out
 }
@@ -452,9 +539,17 @@ pub(crate) fn valid_columns(batch: &RecordBatch, t: Micros) -> Result<(Vec<i64>,
         match batch.column_by_name(name) {
             None => Ok(vec![default; n]),
             Some(c) => {
-                let c = arrow::compute::cast(c, &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())))?;
+                let c = arrow::compute::cast(
+                    c,
+                    &DataType::Timestamp(
+                        arrow::datatypes::TimeUnit::Microsecond,
+                        Some("UTC".into()),
+                    ),
+                )?;
                 let a = c.as_primitive::<TimestampMicrosecondType>();
-                Ok((0..n).map(|i| if a.is_null(i) { default } else { a.value(i) }).collect())
+                Ok((0..n)
+                    .map(|i| if a.is_null(i) { default } else { a.value(i) })
+                    .collect())
             }
         }
     };
@@ -508,8 +603,19 @@ pub fn scan_segment(
         return Ok(None);
     }
     let filtered = filter_record_batch(&data.batch, &BooleanArray::from(mask))?;
-    let ts = |i: usize| filtered.column(i).as_primitive::<TimestampMicrosecondType>().values().to_vec();
+    let ts = |i: usize| {
+        filtered
+            .column(i)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+            .to_vec()
+    };
     let user_idx: Vec<usize> = (SYSTEM_COLUMNS..filtered.num_columns()).collect();
     let user = filtered.project(&user_idx)?;
-    Ok(Some(to_output(schema, out, &user, [&ts(1), &ts(2), &ts(3), &ts(4)])?))
+    Ok(Some(to_output(
+        schema,
+        out,
+        &user,
+        [&ts(1), &ts(2), &ts(3), &ts(4)],
+    )?))
 }

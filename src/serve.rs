@@ -1,0 +1,289 @@
+//! `strata serve`: one process over a data directory or object store, with
+//! the Postgres listener. Settings come from flags, then `STRATA_*`
+//! environment variables, then a TOML config file (`--config`), then defaults.
+//!
+//! ```toml
+//! # strata.toml
+//! data_dir = "/var/lib/strata"     # or: store_url = "s3://bucket/prefix"
+//! listen = "0.0.0.0"
+//! pg_port = 5432
+//! flush_rows = 1000000
+//! catch_up_ms = 200
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{parse_test_clock, DEFAULT_DATA_DIR};
+use crate::{Config, Db};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1";
+pub const DEFAULT_PG_PORT: u16 = 5432;
+pub const DEFAULT_FLUSH_ROWS: usize = 1_000_000;
+pub const DEFAULT_CATCH_UP_MS: u64 = 200;
+
+/// Flags of `strata serve`. Each also reads a `STRATA_*` environment variable.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML config file; flags and environment variables override it.
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory, created if missing [default: ./strata-data].
+    #[arg(long, env = "STRATA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Object store URL (s3://bucket/prefix); overrides the data directory.
+    #[arg(long, env = "STRATA_STORE_URL")]
+    pub store_url: Option<String>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<IpAddr>,
+    /// Postgres wire protocol port; 0 picks a free one [default: 5432].
+    #[arg(long, env = "STRATA_PG_PORT")]
+    pub pg_port: Option<u16>,
+    /// Flush the live index to segments past this many rows [default: 1000000].
+    #[arg(long, env = "STRATA_FLUSH_ROWS")]
+    pub flush_rows: Option<usize>,
+    /// How often to pick up other nodes' commits, in milliseconds [default: 200].
+    #[arg(long, env = "STRATA_CATCH_UP_MS")]
+    pub catch_up_ms: Option<u64>,
+    /// Deterministic clock for tests: START,STEP (e.g. 2020-01-01T00:00:00Z,1d).
+    #[arg(long, env = "STRATA_TEST_CLOCK")]
+    pub test_clock: Option<String>,
+}
+
+/// The config file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub store_url: Option<String>,
+    pub listen: Option<IpAddr>,
+    pub pg_port: Option<u16>,
+    pub flush_rows: Option<usize>,
+    pub catch_up_ms: Option<u64>,
+    pub test_clock: Option<String>,
+}
+
+/// Settings after flags, environment, file and defaults are merged.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub data_dir: PathBuf,
+    pub store_url: Option<String>,
+    pub listen: IpAddr,
+    pub pg_port: u16,
+    pub flush_rows: usize,
+    pub catch_up: Duration,
+    pub test_clock: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn resolve(&self) -> Result<Resolved, String> {
+        let file = match &self.config {
+            Some(p) => read_config(p)?,
+            None => FileConfig::default(),
+        };
+        // A relative data_dir in a config file is relative to that file.
+        let file_dir = file
+            .data_dir
+            .map(|d| match (&self.config, d.is_relative()) {
+                (Some(cfg), true) => cfg.parent().unwrap_or(Path::new(".")).join(d),
+                _ => d,
+            });
+        Ok(Resolved {
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            store_url: self.store_url.clone().or(file.store_url),
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default address")),
+            pg_port: self.pg_port.or(file.pg_port).unwrap_or(DEFAULT_PG_PORT),
+            flush_rows: self
+                .flush_rows
+                .or(file.flush_rows)
+                .unwrap_or(DEFAULT_FLUSH_ROWS),
+            catch_up: Duration::from_millis(
+                self.catch_up_ms
+                    .or(file.catch_up_ms)
+                    .unwrap_or(DEFAULT_CATCH_UP_MS)
+                    .max(1),
+            ),
+            test_clock: self.test_clock.clone().or(file.test_clock),
+        })
+    }
+}
+
+fn read_config(p: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", p.display()))
+}
+
+impl Resolved {
+    pub fn config(&self) -> Result<Config, String> {
+        let mut c = match &self.store_url {
+            Some(u) => Config::url(u),
+            None => Config::dir(&self.data_dir),
+        };
+        if let Some(tc) = &self.test_clock {
+            let (s, st) = parse_test_clock(tc)?;
+            c = c.with_test_clock(s, st);
+        }
+        Ok(c.with_flush_rows(self.flush_rows))
+    }
+
+    /// Where the data lives, for people.
+    pub fn location(&self) -> String {
+        match &self.store_url {
+            Some(u) => u.clone(),
+            None => std::fs::canonicalize(&self.data_dir)
+                .unwrap_or_else(|_| self.data_dir.clone())
+                .display()
+                .to_string(),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Run the server until SIGINT/SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let r = args.resolve()?;
+    let config = r.config()?;
+    if r.store_url.is_none() {
+        std::fs::create_dir_all(&r.data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", r.data_dir.display()))?;
+    }
+    let db = Db::open(config)
+        .await
+        .map_err(|e| format!("cannot open the database at {}: {e}", r.location()))?;
+    let addr = SocketAddr::new(r.listen, r.pg_port);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (is another server running? try --pg-port)"
+        } else {
+            ""
+        };
+        format!("cannot listen on {addr}: {e}{hint}")
+    })?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+
+    println!("Strata {} serving", env!("CARGO_PKG_VERSION"));
+    println!("  data in {}", r.location());
+    println!("  postgres listening on {local}");
+    let host = if local.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        local.ip().to_string()
+    };
+    println!(
+        "  connect with: psql -h {host} -p {} -U strata",
+        local.port()
+    );
+    println!("  stop with Ctrl-C (SIGINT) or SIGTERM");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    // Pick up commits of other `serve` processes on the same store.
+    let catcher = {
+        let db = db.clone();
+        let every = r.catch_up;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                match db.catch_up().await {
+                    Ok(_) => {
+                        if failing {
+                            tracing::info!("catching up with the shared log works again");
+                        }
+                        failing = false;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!("catching up with the shared log failed: {e}");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        })
+    };
+
+    let served = crate::pgwire::serve(db, listener, shutdown_signal()).await;
+    catcher.abort();
+    println!("Strata stopped");
+    let _ = std::io::stdout().flush();
+    served.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("strata.toml");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"d\"\npg_port = 6000\nlisten = \"0.0.0.0\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(cfg),
+            pg_port: Some(7000),
+            ..Default::default()
+        };
+        let r = args.resolve().unwrap();
+        assert_eq!(r.pg_port, 7000);
+        assert_eq!(r.listen.to_string(), "0.0.0.0");
+        assert_eq!(r.data_dir, dir.path().join("d"));
+        assert_eq!(r.flush_rows, DEFAULT_FLUSH_ROWS);
+        let r = ServeArgs::default().resolve().unwrap();
+        assert_eq!(r.pg_port, DEFAULT_PG_PORT);
+        assert_eq!(r.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("strata.toml");
+        std::fs::write(&cfg, "pg_prot = 1\n").unwrap();
+        let err = ServeArgs {
+            config: Some(cfg),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("pg_prot"), "{err}");
+    }
+}
