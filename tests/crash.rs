@@ -4,20 +4,25 @@
 //!
 //! - every acknowledged transaction is fully present (all of its rows, in
 //!   every table it wrote);
-//! - no transaction is partially visible;
-//! - what is present is a prefix of the transaction order (the writer is
-//!   sequential), at most one transaction past the last acknowledged one
-//!   (committed, killed before it could print).
+//! - no transaction is partially visible (nor duplicated);
+//! - per writer, what is present is a prefix of its transaction order, at
+//!   most one transaction past its last acknowledged one (committed, killed
+//!   before it could print).
 //!
-//! The writer is this test binary run again with `STRATA_CRASH_CHILD` set
-//! (the `writer_child` test does the work then). Every round continues in the
-//! same directory from where the previous one stopped; a small flush
-//! threshold makes segment flushes and manifest writes happen throughout.
+//! The writer process is this test binary run again with `STRATA_CRASH_CHILD`
+//! set (the `writer_child` test does the work then). It runs `WRITERS`
+//! sessions concurrently on one `strata::Db` (so commits share log writes:
+//! group commit); writer `w` commits transactions `k = i * WRITERS + w` for
+//! i = 0, 1, 2, … Transactions are single-row and multi-row autocommit
+//! INSERTs, an INSERT … SELECT of a larger batch, and BEGIN … COMMIT blocks
+//! writing two tables. Every round continues in the same directory from where
+//! the previous one stopped; a small flush threshold makes segment flushes
+//! and manifest writes happen throughout.
 //!
 //! `STRATA_CRASH_ROUNDS` changes the number of rounds (default 24),
 //! `STRATA_CRASH_SEED` replays a run's kill delays.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -32,77 +37,78 @@ use strata::{Config, Db};
 const CHILD_DIR: &str = "STRATA_CRASH_CHILD";
 const CHILD_START: &str = "STRATA_CRASH_START";
 const FLUSH_ROWS: usize = 64;
+const WRITERS: i64 = 3;
 
-/// The shape of transaction `k`: how it is written and how many rows it puts
-/// into `crash_rows` (`other` = it also writes one row into `crash_other`).
-struct Shape {
-    rows: i64,
-    other: bool,
-}
-
-fn shape(k: i64) -> Shape {
+/// How many rows transaction `k` puts into `crash_rows`, and whether it also
+/// writes one row into `crash_other` (in the same transaction).
+fn shape(k: i64) -> (i64, bool) {
     match k % 5 {
-        // One row, autocommit.
-        0 => Shape {
-            rows: 1,
-            other: false,
-        },
-        // Multi-row VALUES, autocommit.
-        1 => Shape {
-            rows: 2 + k % 4,
-            other: false,
-        },
-        // BEGIN; two INSERTs into two tables; COMMIT.
-        2 => Shape {
-            rows: 3,
-            other: true,
-        },
-        // INSERT … SELECT of a larger batch, autocommit (crosses flush thresholds).
-        3 => Shape {
-            rows: 20 + k % 17,
-            other: false,
-        },
-        // BEGIN; one-row INSERTs into both tables; COMMIT.
-        _ => Shape {
-            rows: 1,
-            other: true,
-        },
+        0 => (1, false),
+        1 => (2 + k % 4, false),
+        2 => (3, true),
+        3 => (20 + k % 17, false),
+        _ => (1, true),
     }
 }
 
-/// SQL for transaction `k`. `crash_rows` rows: `_id = k*1000 + j`, with the
-/// transaction id and its row count in every row.
+/// SQL for transaction `k`. `crash_rows` rows: `_id = k*1000 + j`, each
+/// carrying the transaction id and its row count.
 fn tx_sql(k: i64) -> String {
-    let s = shape(k);
-    let n = s.rows;
-    let values = |rows: i64| {
-        (0..rows)
-            .map(|j| format!("({}, {k}, {j}, {n}, 'tx {k} row {j}')", k * 1000 + j))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let (n, _) = shape(k);
+    let values = (0..n)
+        .map(|j| format!("({}, {k}, {j}, {n}, 'tx {k} row {j}')", k * 1000 + j))
+        .collect::<Vec<_>>()
+        .join(", ");
     match k % 5 {
-        0 | 1 => format!("INSERT INTO crash_rows (_id, tx, j, n, note) VALUES {}", values(n)),
+        // Single-row / multi-row VALUES, autocommit.
+        0 | 1 => format!("INSERT INTO crash_rows (_id, tx, j, n, note) VALUES {values}"),
+        // INSERT … SELECT of a larger batch (crosses flush thresholds), autocommit.
         3 => format!(
             "INSERT INTO crash_rows (_id, tx, j, n, note) \
              SELECT {k} * 1000 + value, {k}, value, {n}, concat('tx {k} row ', value) FROM generate_series(0, {}) AS g(value)",
             n - 1
         ),
+        // BEGIN; two tables; COMMIT.
         _ => format!(
-            "BEGIN; INSERT INTO crash_rows (_id, tx, j, n, note) VALUES {}; \
-             INSERT INTO crash_other (_id, tx) VALUES ({k}, {k}); COMMIT",
-            values(n)
+            "BEGIN; INSERT INTO crash_rows (_id, tx, j, n, note) VALUES {values}; \
+             INSERT INTO crash_other (_id, tx) VALUES ({k}, {k}); COMMIT"
         ),
     }
 }
 
-/// The writer. Does nothing unless started by `crash_recovery`.
+/// One writer: its transactions in order, each acknowledged on stdout.
+async fn writer(db: &Db, w: i64, first: i64) {
+    let mut session = db.session();
+    for i in first.. {
+        let k = i * WRITERS + w;
+        let sql = tx_sql(k);
+        let outs = session
+            .execute(&sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("child: tx {k}: {e}\n{sql}"));
+        for o in outs {
+            o.collect().await.expect("child: collect");
+        }
+        // The commit has returned: acknowledge (one write per line, so lines stay whole).
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ACK {k}").unwrap();
+        out.flush().unwrap();
+        drop(out);
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The writer process. Does nothing unless started by `crash_recovery`.
 #[test]
 fn writer_child() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
-    let start: i64 = std::env::var(CHILD_START).unwrap().parse().unwrap();
+    let starts: Vec<i64> = std::env::var(CHILD_START)
+        .unwrap()
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -112,23 +118,9 @@ fn writer_child() {
         let db = Db::open(Config::dir(&dir).with_flush_rows(FLUSH_ROWS))
             .await
             .expect("child: open");
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "READY {start}").unwrap();
-        out.flush().unwrap();
-        let mut session = db.session();
-        for k in start.. {
-            let sql = tx_sql(k);
-            let outs = session
-                .execute(&sql, &[])
-                .await
-                .unwrap_or_else(|e| panic!("child: tx {k}: {e}\n{sql}"));
-            for o in outs {
-                o.collect().await.expect("child: collect");
-            }
-            // The commit has returned: acknowledge.
-            writeln!(out, "ACK {k}").unwrap();
-            out.flush().unwrap();
-        }
+        println!("\nREADY");
+        let writers = (0..WRITERS).map(|w| writer(&db, w, starts[w as usize]));
+        futures::future::join_all(writers).await;
     });
 }
 
@@ -145,101 +137,115 @@ fn int_col(b: &RecordBatch, name: &str) -> Vec<Option<i64>> {
         .collect()
 }
 
-async fn query_ints(db: &Db, sql: &str, cols: &[&str]) -> Vec<Vec<Option<i64>>> {
+async fn query_ints(db: &Db, sql: &str, cols: &[&str]) -> Vec<Vec<i64>> {
     let batches = db.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut rows = Vec::new();
     for b in &batches {
         let cs: Vec<_> = cols.iter().map(|c| int_col(b, c)).collect();
         for i in 0..b.num_rows() {
-            rows.push(cs.iter().map(|c| c[i]).collect());
+            rows.push(
+                cs.iter()
+                    .map(|c| c[i].unwrap_or_else(|| panic!("NULL in {sql}")))
+                    .collect(),
+            );
         }
     }
     rows
 }
 
-/// Reopen `dir` and check it against the acknowledged transactions.
-/// Returns the next transaction id to write.
-async fn verify(dir: &Path, acked: &[i64], start: i64, round: usize) -> i64 {
+/// Reopen `dir` and check it against the acknowledged transactions. `next`
+/// is each writer's next transaction index before the round; returns the
+/// new one.
+async fn verify(dir: &Path, next: &[i64], acked: &[i64], round: usize) -> Vec<i64> {
     let db = Db::open(Config::dir(dir).with_flush_rows(FLUSH_ROWS))
         .await
         .expect("reopen after kill");
     let tables = db.database().engine().table_names();
-    if !tables.contains(&"crash_rows".to_string()) {
-        assert!(
-            acked.is_empty(),
-            "round {round}: no table after acknowledged transactions {acked:?}"
-        );
-        return 0;
+    let mut present = BTreeSet::new();
+    if tables.iter().any(|t| t == "crash_rows") {
+        let rows = query_ints(
+            &db,
+            "SELECT tx, count(*) AS c, min(n) AS n_min, max(n) AS n_max, count(DISTINCT j) AS dj, \
+             min(j) AS j_min, max(j) AS j_max FROM crash_rows GROUP BY tx ORDER BY tx",
+            &["tx", "c", "n_min", "n_max", "dj", "j_min", "j_max"],
+        )
+        .await;
+        for r in &rows {
+            let (tx, want) = (r[0], shape(r[0]).0);
+            assert_eq!(
+                &r[1..],
+                &[want, want, want, want, 0, want - 1],
+                "round {round}: transaction {tx} is partially visible or duplicated: \
+                 [rows, min n, max n, distinct j, min j, max j] should be all its {want} rows"
+            );
+            present.insert(tx);
+        }
     }
-    // tx -> (row count, declared n, distinct j)
-    let rows = query_ints(
-        &db,
-        "SELECT tx, count(*) AS c, min(n) AS n_min, max(n) AS n_max, count(DISTINCT j) AS dj, \
-         min(j) AS j_min, max(j) AS j_max FROM crash_rows GROUP BY tx ORDER BY tx",
-        &["tx", "c", "n_min", "n_max", "dj", "j_min", "j_max"],
-    )
-    .await;
-    let mut present: BTreeMap<i64, i64> = BTreeMap::new();
-    for r in &rows {
-        let [tx, c, n_min, n_max, dj, j_min, j_max] = r.as_slice() else {
-            unreachable!()
-        };
-        let (tx, c) = (tx.unwrap(), c.unwrap());
-        let want = shape(tx).rows;
-        assert_eq!(
-            (c, n_min.unwrap(), n_max.unwrap(), dj.unwrap(), j_min.unwrap(), j_max.unwrap()),
-            (want, want, want, want, 0, want - 1),
-            "round {round}: transaction {tx} is partially visible (or duplicated): {c} rows of {want}"
-        );
-        present.insert(tx, c);
-    }
-    let others: Vec<i64> = if tables.contains(&"crash_other".to_string()) {
-        query_ints(&db, "SELECT tx FROM crash_other ORDER BY tx", &["tx"])
+    let others: BTreeSet<i64> = if tables.iter().any(|t| t == "crash_other") {
+        query_ints(&db, "SELECT tx FROM crash_other", &["tx"])
             .await
             .into_iter()
-            .map(|r| r[0].unwrap())
+            .map(|r| r[0])
             .collect()
     } else {
-        vec![]
+        BTreeSet::new()
     };
     for &tx in &others {
         assert!(
-            shape(tx).other,
+            shape(tx).1,
             "round {round}: crash_other holds tx {tx}, which never writes it"
         );
         assert!(
-            present.contains_key(&tx),
+            present.contains(&tx),
             "round {round}: tx {tx} is in crash_other but not in crash_rows (partial)"
         );
     }
-    for &tx in present.keys() {
-        if shape(tx).other {
+    for &tx in &present {
+        if shape(tx).1 {
             assert!(
                 others.contains(&tx),
                 "round {round}: tx {tx} is in crash_rows but not in crash_other (partial)"
             );
         }
     }
-    // Sequential writer: a prefix of the order.
-    let max = present.keys().next_back().copied().unwrap_or(-1);
-    let expected_prefix: Vec<i64> = (0..=max).collect();
-    let got: Vec<i64> = present.keys().copied().collect();
-    assert_eq!(
-        got, expected_prefix,
-        "round {round}: the committed transactions are not a prefix of the order"
-    );
     for &k in acked {
         assert!(
-            present.contains_key(&k),
+            present.contains(&k),
             "round {round}: acknowledged transaction {k} is missing after the crash"
         );
     }
-    // A transaction may be durable without its ACK line (killed in between): at most one past the last ack.
-    let last_acked = acked.iter().copied().max().unwrap_or(start - 1);
-    assert!(
-        max <= last_acked + 1,
-        "round {round}: transaction {max} is present but the writer only got to {last_acked}"
-    );
+    // Per writer: a prefix of its order, at most one past its last acknowledgement.
+    let mut after = Vec::new();
+    for w in 0..WRITERS {
+        let mine: Vec<i64> = present
+            .iter()
+            .filter(|&&k| k % WRITERS == w)
+            .map(|&k| k / WRITERS)
+            .collect();
+        let n = mine.len() as i64;
+        assert_eq!(
+            mine,
+            (0..n).collect::<Vec<_>>(),
+            "round {round}: writer {w}'s transactions are not a prefix of its order"
+        );
+        let last_acked = acked
+            .iter()
+            .filter(|&&k| k % WRITERS == w)
+            .map(|&k| k / WRITERS)
+            .max()
+            .unwrap_or(next[w as usize] - 1);
+        assert!(
+            n >= next[w as usize],
+            "round {round}: writer {w} had {} transactions, now {n}",
+            next[w as usize]
+        );
+        assert!(
+            n - 1 <= last_acked + 1,
+            "round {round}: writer {w} has transaction {} present, but got only to {last_acked}",
+            n - 1
+        );
+        after.push(n);
+    }
     // Point lookups go through the entity hash (live index and segments).
     for &k in acked.iter().rev().take(3).chain(acked.first()) {
         let id = k * 1000;
@@ -251,11 +257,11 @@ async fn verify(dir: &Path, acked: &[i64], start: i64, round: usize) -> i64 {
         .await;
         assert_eq!(
             r,
-            vec![vec![Some(id), Some(k)]],
+            vec![vec![id, k]],
             "round {round}: point lookup of _id {id}"
         );
     }
-    max + 1
+    after
 }
 
 #[test]
@@ -268,20 +274,25 @@ fn crash_recovery() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
-    println!("crash test: {rounds} rounds, STRATA_CRASH_SEED={seed}");
+    println!("crash test: {rounds} rounds, {WRITERS} concurrent writers, STRATA_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
-    let mut next: i64 = 0;
+    let mut next: Vec<i64> = vec![0; WRITERS as usize];
     let mut total_acked = 0usize;
     let mut killed_while_writing = 0usize;
     for round in 0..rounds {
+        let starts = next
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let mut child = Command::new(&exe)
             .args(["writer_child", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir.path())
-            .env(CHILD_START, next.to_string())
+            .env(CHILD_START, &starts)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -294,13 +305,13 @@ fn crash_recovery() {
                 let Ok(line) = line else { break };
                 if let Some(k) = line.strip_prefix("ACK ") {
                     acked.push(k.trim().parse::<i64>().unwrap());
-                } else if line.starts_with("READY ") {
+                } else if line == "READY" {
                     ready = true;
                 }
             }
             (ready, acked)
         });
-        // Mostly while it writes; now and then while it opens (recovery of the recovery).
+        // Mostly while it writes; now and then while it opens (recovering a recovery).
         let delay = if round % 6 == 5 {
             rng.random_range(1..60)
         } else {
@@ -316,22 +327,14 @@ fn crash_recovery() {
             let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
             panic!("round {round}: the writer exited by itself ({status}) before the kill:\n{err}");
         }
-        if let Some(&first) = acked.first() {
-            assert_eq!(
-                first, next,
-                "round {round}: writer did not start where asked"
-            );
+        if !acked.is_empty() {
             killed_while_writing += 1;
         }
         total_acked += acked.len();
-        let after = rt.block_on(verify(dir.path(), &acked, next, round));
+        let after = rt.block_on(verify(dir.path(), &next, &acked, round));
         println!(
-            "round {round:2}: killed after {delay:3} ms (ready: {ready}), acknowledged {:4} (tx {next}..), next tx {after}",
+            "round {round:2}: killed after {delay:3} ms (ready: {ready}), {:4} acknowledged, per-writer next {next:?} -> {after:?}",
             acked.len()
-        );
-        assert!(
-            after >= next,
-            "round {round}: transactions disappeared: had up to {next}, now {after}"
         );
         next = after;
     }
@@ -346,9 +349,13 @@ fn crash_recovery() {
                 .count()
         })
         .sum();
+    let logs = std::fs::read_dir(dir.path().join("log"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     println!(
-        "crash test: {total_acked} acknowledged transactions over {rounds} rounds ({killed_while_writing} killed mid-write), \
-         {next} transactions present, {segments} segment files, {:.1?}",
+        "crash test: {total_acked} acknowledged over {rounds} rounds ({killed_while_writing} killed mid-write), \
+         {} transactions present, {logs} log objects, {segments} segment files, {:.1?}",
+        next.iter().sum::<i64>(),
         started.elapsed()
     );
     assert!(

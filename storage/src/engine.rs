@@ -26,7 +26,7 @@ use crate::table::{
     output_schema, scan_segment, valid_columns, DeletionVector, SegmentEntry, TableState,
 };
 use crate::temporal::Coordinate;
-use crate::time::{fmt_micros, Clock, Micros, SystemClock};
+use crate::time::{fmt_micros, Clock, Micros, SystemClock, OPEN};
 
 /// How to open an engine.
 #[derive(Debug, Clone)]
@@ -353,8 +353,17 @@ impl Engine {
                         continue;
                     }
                     Some(t) => t,
-                    None => self.clock.now_us().max(last + 1),
+                    None => self.clock.now_us().max(last.saturating_add(1)),
                 };
+                if t == OPEN {
+                    // i64::MAX stands for ∞; as a system time it would also overflow `last + 1`.
+                    let e = Error::Invalid(format!(
+                        "system time {} is the open bound (∞); pin an earlier time",
+                        fmt_micros(t)
+                    ));
+                    let _ = p.reply.send(Err(e));
+                    continue;
+                }
                 let mut scratch = schemas.clone();
                 match prepare_ops(&mut scratch, &p.tx.ops, t) {
                     Ok(ops) => {

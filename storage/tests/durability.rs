@@ -748,3 +748,77 @@ async fn pinning_the_open_bound_as_system_time_is_refused() {
     assert!(info.system_time > last);
     assert_eq!(rows(&engine, "t", Coordinate::all()).await.len(), 2);
 }
+
+/// A column added after a flush: older segments lack it and read it as NULL,
+/// before and after a reopen.
+#[tokio::test]
+async fn columns_added_after_a_flush_read_as_null_from_older_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open_local(dir.path()).await;
+    let t1 = engine
+        .commit(tx(vec![put("t", &[1, 2], vec![("v", ints(&[1, 2]))])]))
+        .await
+        .unwrap()
+        .system_time;
+    engine.flush().await.unwrap();
+    let t2 = engine
+        .commit(tx(vec![put("t", &[1], vec![("w", texts(&["x"]))])]))
+        .await
+        .unwrap()
+        .system_time;
+    engine.flush().await.unwrap();
+
+    async fn state(engine: &Engine, s: i64) -> Vec<(i64, Option<i64>, Option<String>)> {
+        let scan = engine
+            .scan("t", Coordinate::as_of(s, s), None)
+            .unwrap()
+            .unwrap();
+        let names: Vec<&str> = scan
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "_id",
+                "v",
+                "w",
+                "_valid_from",
+                "_valid_to",
+                "_system_from",
+                "_system_to"
+            ],
+            "scan schema: table columns in order, then the temporal columns"
+        );
+        let mut batches = scan.live.clone();
+        for i in 0..scan.segments.len() {
+            batches.extend(scan.segment(i).await.unwrap());
+        }
+        let mut out = Vec::new();
+        for b in batches {
+            let id = b.column(0).as_primitive::<Int64Type>();
+            let v = b.column(1).as_primitive::<Int64Type>();
+            let w = b.column(2).as_string::<i32>();
+            for r in 0..b.num_rows() {
+                out.push((
+                    id.value(r),
+                    (!v.is_null(r)).then(|| v.value(r)),
+                    (!w.is_null(r)).then(|| w.value(r).to_string()),
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+    let before = [(1, Some(1), None), (2, Some(2), None)];
+    let after = [(1, None, Some("x".to_string())), (2, Some(2), None)];
+    assert_eq!(state(&engine, t1).await, before);
+    assert_eq!(state(&engine, t2).await, after);
+    drop(engine);
+    let engine = open_local(dir.path()).await;
+    assert_eq!(engine.table_stats("t"), Some((0, 2)));
+    assert_eq!(state(&engine, t1).await, before);
+    assert_eq!(state(&engine, t2).await, after);
+}
