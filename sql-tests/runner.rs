@@ -280,13 +280,7 @@ impl sqllogictest::AsyncDB for Conn {
     type ColumnType = StrataColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<StrataColumnType>, SltError> {
-        // BUG (reported): `Session::execute` and `Db::flush` futures are not `Send`
-        // (`Engine::flush_locked` holds a parking_lot guard across an await), and
-        // `AsyncDB` wants `Send` futures; so drive them to completion right here
-        // on this worker thread.
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(self.run_local(sql))
-        })
+        self.run_local(sql).await
     }
 
     async fn shutdown(&mut self) {}

@@ -605,3 +605,82 @@ async fn cancel_request_stops_a_running_query() {
     let c = s.client().await;
     c.simple_query("SELECT 1").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_parameters_of_each_type() {
+    let s = Server::start();
+    setup(&s);
+    let c = s.client().await;
+    let born = NaiveDate::from_ymd_opt(1990, 5, 1).unwrap();
+    let rows = c
+        .query(
+            "SELECT name FROM people WHERE born = $1 AND active = $2 AND score = $3 AND name = $4",
+            &[&born, &false, &2.25f64, &"bob"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    // Typed as the client says, though the column is int8.
+    let st = c
+        .prepare_typed("SELECT name FROM people WHERE _id = $1", &[Type::INT4])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one(&st, &[&3i32])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "cy"
+    );
+    // Arrays and bytea as parameters.
+    let row = c
+        .query_one(
+            "SELECT $1::BIGINT[], $2::BYTEA",
+            &[&vec![Some(1i64), None, Some(3)], &vec![1u8, 2, 3]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Vec<Option<i64>>>(0),
+        vec![Some(1), None, Some(3)]
+    );
+    assert_eq!(row.get::<_, Vec<u8>>(1), vec![1u8, 2, 3]);
+    // NULL parameters.
+    let rows = c
+        .query("SELECT name FROM people WHERE age = $1", &[&None::<i64>])
+        .await
+        .unwrap();
+    assert!(rows.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_fetch_in_pages_and_big_results_stream() {
+    let s = Server::start();
+    let mut c = s.client().await;
+    let tx = c.transaction().await.unwrap();
+    let portal = tx
+        .bind("SELECT value FROM range(10) ORDER BY value", &[])
+        .await
+        .unwrap();
+    let mut got = vec![];
+    loop {
+        let page = tx.query_portal(&portal, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        got.extend(page.iter().map(|r| r.get::<_, i64>(0)));
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    tx.commit().await.unwrap();
+
+    let n = c
+        .query(
+            "SELECT value, 'row ' || CAST(value AS TEXT) FROM range(200000)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(n, 200_000);
+}

@@ -391,7 +391,7 @@ impl Inner {
         let mut text = std::borrow::Cow::Borrowed(sql);
         let mut names = None;
         if let Some(mut stmt) = parsed {
-            if vars::mentions_special(&stmt) {
+            if vars::mentions_special(sql) {
                 let facts = facts(st);
                 if vars::rewrite_functions(&mut stmt, &facts.as_facts(&facts.settings)) {
                     text = std::borrow::Cow::Owned(stmt.to_string());
@@ -559,8 +559,9 @@ impl Inner {
         let (params, schema) = match local {
             Some(x) => x,
             None => {
+                let special = vars::mentions_special(sql);
                 let rewrite = |s: &mut Statement| {
-                    if vars::mentions_special(s) {
+                    if special {
                         vars::rewrite_functions(s, &facts.as_facts(&facts.settings));
                     }
                 };
@@ -603,6 +604,37 @@ impl Inner {
             schema,
         })
     }
+}
+
+/// Does this connection need the parsed form of a simple-protocol statement?
+/// (Settings, prepared statements, transaction ends, result naming and
+/// function rewrites; plain writes go to the session as text.)
+fn wants_parse(sql: &str) -> bool {
+    let first = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "SET"
+            | "RESET"
+            | "SHOW"
+            | "DISCARD"
+            | "PREPARE"
+            | "EXECUTE"
+            | "DEALLOCATE"
+            | "COMMIT"
+            | "END"
+            | "ROLLBACK"
+            | "ABORT"
+            | "SELECT"
+            | "WITH"
+            | "VALUES"
+            | "TABLE"
+            | "EXPLAIN"
+    ) || vars::mentions_special(sql)
 }
 
 /// Parse one statement with sqlparser; None if it does not parse as exactly one
@@ -923,7 +955,11 @@ impl SimpleQueryHandler for Conn {
                 .await?;
         }
         for piece in pieces {
-            let parsed = parse_one(&piece);
+            let parsed = if wants_parse(&piece) {
+                parse_one(&piece)
+            } else {
+                None
+            };
             if !self.simple_one(client, &piece, parsed).await? {
                 break;
             }

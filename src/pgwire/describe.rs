@@ -193,7 +193,7 @@ impl Describer {
                     Err(e) if n == 0 => {
                         // The session may know more than this planner: ask it
                         // (a read, so running it is harmless; the stream is dropped unread).
-                        match db.session().execute(&stmt.to_string(), &[]).await {
+                        match db.session().execute(sql, &[]).await {
                             Ok(mut outs) if outs.len() == 1 => match outs.remove(0) {
                                 Output::Rows { schema, .. } => schema,
                                 Output::Command { .. } => {
