@@ -8,7 +8,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{Field, Schema, TimestampMicrosecondType};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{self, Statement};
 use strata_storage::log::{Op, OpKind};
@@ -93,6 +93,35 @@ impl Session {
         }
     }
 
+    /// Turn the rows read for a DML statement into events of `kind`, write
+    /// them (or add them to the open transaction) and report `TAG n`.
+    async fn emit(
+        &mut self,
+        table: &str,
+        kind: OpKind,
+        tag: &str,
+        batches: Vec<RecordBatch>,
+        to_event: impl Fn(&RecordBatch) -> Result<RecordBatch>,
+    ) -> Result<Output> {
+        let mut ops = Vec::new();
+        let mut rows = 0;
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            rows += b.num_rows() as u64;
+            ops.push(Op {
+                kind,
+                table: table.to_string(),
+                batch: to_event(b)?,
+            });
+        }
+        if !ops.is_empty() {
+            self.write(ops).await?;
+        }
+        Ok(Output::Command {
+            tag: format!("{tag} {rows}"),
+            rows,
+        })
+    }
+
     pub(crate) async fn update(
         &mut self,
         u: &ast::Update,
@@ -152,26 +181,10 @@ impl Session {
         let batches = self
             .read_versions(rw, &table, valid, false, sql, params)
             .await?;
-        let mut ops = Vec::new();
-        let mut rows = 0;
-        for b in batches {
-            if b.num_rows() == 0 {
-                continue;
-            }
-            rows += b.num_rows() as u64;
-            ops.push(Op {
-                kind: OpKind::Put,
-                table: table.clone(),
-                batch: clip(&b, valid, now, true)?,
-            });
-        }
-        if !ops.is_empty() {
-            self.write(ops).await?;
-        }
-        Ok(Output::Command {
-            tag: format!("UPDATE {rows}"),
-            rows,
+        self.emit(&table, OpKind::Put, "UPDATE", batches, |b| {
+            clip(b, valid, now, true)
         })
+        .await
     }
 
     pub(crate) async fn delete(
@@ -192,26 +205,10 @@ impl Session {
         let batches = self
             .read_versions(rw, &table, valid, false, sql, params)
             .await?;
-        let mut ops = Vec::new();
-        let mut rows = 0;
-        for b in batches {
-            if b.num_rows() == 0 {
-                continue;
-            }
-            rows += b.num_rows() as u64;
-            ops.push(Op {
-                kind: OpKind::Delete,
-                table: table.clone(),
-                batch: clip(&b, valid, now, false)?,
-            });
-        }
-        if !ops.is_empty() {
-            self.write(ops).await?;
-        }
-        Ok(Output::Command {
-            tag: format!("DELETE {rows}"),
-            rows,
+        self.emit(&table, OpKind::Delete, "DELETE", batches, |b| {
+            clip(b, valid, now, false)
         })
+        .await
     }
 
     pub(crate) async fn erase(
@@ -232,25 +229,8 @@ impl Session {
         let batches = self
             .read_versions(rw, &table, TimeSelector::All, true, sql, params)
             .await?;
-        let mut ops = Vec::new();
-        let mut rows = 0;
-        for b in batches {
-            if b.num_rows() > 0 {
-                rows += b.num_rows() as u64;
-                ops.push(Op {
-                    kind: OpKind::Erase,
-                    table: table.clone(),
-                    batch: b,
-                });
-            }
-        }
-        if !ops.is_empty() {
-            self.write(ops).await?;
-        }
-        Ok(Output::Command {
-            tag: format!("ERASE {rows}"),
-            rows,
-        })
+        self.emit(&table, OpKind::Erase, "ERASE", batches, |b| Ok(b.clone()))
+            .await
     }
 
     pub(crate) async fn assert(
@@ -351,6 +331,5 @@ fn clip(
     cols.push(Arc::new(
         TimestampMicrosecondArray::from(out_vt).with_timezone("UTC"),
     ));
-    let _ = DataType::Null;
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }

@@ -123,7 +123,7 @@ impl CloneShallow for DataFusionError {
                     DataFusionError::Execution(e.to_string())
                 }
             }
-            other => DataFusionError::Execution(strip(other.to_string())),
+            other => DataFusionError::Execution(other.to_string()),
         }
     }
 }
@@ -147,10 +147,6 @@ fn clone_storage(e: &strata_storage::Error) -> strata_storage::Error {
         E::NotFound(m) => E::NotFound(m.clone()),
         other => E::Internal(other.to_string()),
     }
-}
-
-fn strip(m: String) -> String {
-    m
 }
 
 /// The candidate closest to `name` by edit distance, if reasonably close.

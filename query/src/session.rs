@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::CatalogProviderList;
 use datafusion::catalog::MemoryCatalogProviderList;
@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::TryStreamExt;
 use strata_storage::log::{Op, OpKind};
 use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
-use strata_storage::{Coordinate, Engine, EngineConfig, TimeSelector, TxRequest};
+use strata_storage::{Coordinate, Engine, EngineConfig, TxRequest};
 
 use crate::error::{QueryError, Result};
 use crate::provider::{QueryTimes, StrataCatalog, StrataSchema};
@@ -100,7 +100,7 @@ impl Database {
     /// The default coordinate: latest committed system time, valid time now.
     pub(crate) fn default_coordinate(&self) -> Coordinate {
         let s = self.engine.latest_system_time();
-        let now = strata_storage::SystemClock.now_us_public();
+        let now = strata_storage::Clock::now_us(&strata_storage::SystemClock);
         Coordinate::as_of(s, now.max(s))
     }
 
@@ -115,16 +115,6 @@ impl Database {
             .with_catalog_list(Arc::new(list) as Arc<dyn CatalogProviderList>)
             .build();
         SessionContext::new_with_state(state)
-    }
-}
-
-trait NowPublic {
-    fn now_us_public(&self) -> i64;
-}
-impl NowPublic for strata_storage::SystemClock {
-    fn now_us_public(&self) -> i64 {
-        use strata_storage::Clock;
-        self.now_us()
     }
 }
 
@@ -375,6 +365,16 @@ impl Session {
         e.into()
     }
 
+    /// Plan one rewritten statement without running it, to describe its
+    /// parameters and result (the Postgres front end's Describe).
+    pub async fn plan_only(
+        &self,
+        stmt: Statement,
+        rw: &temporal::Rewritten,
+    ) -> Result<LogicalPlan> {
+        Ok(self.plan(stmt, rw, &[]).await?.1)
+    }
+
     async fn query(
         &mut self,
         stmt: Statement,
@@ -444,7 +444,6 @@ impl Session {
         let (ctx, plan) = self.plan(Statement::Query(source), rw, params).await?;
         let df = ctx.execute_logical_plan(plan).await?;
         let batches = df.collect().await?;
-        let n_src = batches.first().map(|b| b.num_columns());
         let mut rows = 0u64;
         let mut ops = Vec::new();
         for b in batches {
@@ -465,7 +464,6 @@ impl Session {
                 batch: rename(&b, &columns)?,
             });
         }
-        let _ = n_src;
         if !columns.iter().any(|c| c == ID) {
             return Err(QueryError::Invalid(format!(
                 "INSERT INTO {table} needs an `_id` column: every row is an entity keyed by `_id`"
@@ -621,14 +619,4 @@ pub fn sql_type(t: &ast::DataType) -> Result<DataType> {
             )))
         }
     })
-}
-
-#[allow(dead_code)]
-fn null_col(dt: &DataType, n: usize) -> ArrayRef {
-    new_null_array(dt, n)
-}
-
-#[allow(dead_code)]
-fn selector_all() -> TimeSelector {
-    TimeSelector::All
 }

@@ -1,31 +1,20 @@
 //! Describe a statement without running it: the types of its `$n`
 //! parameters and the schema of the rows it returns.
 //!
-//! The session layer plans and runs in one step, so this module plans the
-//! statement itself, over the same catalog (`strata_query::provider`) and the
-//! same DataFusion settings the session uses.
+//! Planning is the session's (`Session::plan_only`); this module adds the
+//! parameter-type inference DataFusion cannot do alone.
 
-use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
-use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::ScalarValue;
-use datafusion::error::DataFusionError;
-use datafusion::execution::context::SessionContext;
-use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::SessionConfig;
-use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, visit_expressions, Expr, SetExpr, Statement, Value};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-use strata_query::provider::{QueryTimes, StrataCatalog, StrataSchema};
 use strata_query::temporal::{self, Rewritten, StatementKind};
 use strata_query::{Output, QueryError};
-use strata_storage::schema::TEMPORAL_COLUMNS;
-use strata_storage::Coordinate;
 
 use crate::Db;
 
@@ -38,63 +27,15 @@ pub struct Described {
     pub schema: Option<SchemaRef>,
 }
 
-/// Plans statements over a database's catalog, for describing only.
-pub struct Describer {
-    base: SessionState,
-}
-
-impl std::fmt::Debug for Describer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Describer")
-    }
-}
-
-impl Default for Describer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Plans statements over a database's catalog, for describing only. The
+/// planning itself is the session's (`Session::plan_only`), so a described
+/// statement sees exactly the catalog and settings an executed one does.
+#[derive(Debug, Default)]
+pub struct Describer;
 
 impl Describer {
     pub fn new() -> Describer {
-        // The same settings as `strata_query::Database::open`.
-        let cfg = SessionConfig::new()
-            .with_default_catalog_and_schema("strata", "public")
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
-        Describer {
-            base: SessionStateBuilder::new()
-                .with_config(cfg)
-                .with_default_features()
-                .build(),
-        }
-    }
-
-    fn context(&self, db: &Db, rw: &Rewritten) -> SessionContext {
-        let engine = db.database().engine().clone();
-        let s = engine.latest_system_time();
-        let now = chrono::Utc::now().timestamp_micros();
-        let default = Coordinate::as_of(s, now.max(s));
-        let times = QueryTimes {
-            default,
-            temporal_columns: temporal_columns_named(&rw.sql),
-            // Only the schema matters here, so every reference reads at the default coordinate.
-            overrides: rw
-                .overrides
-                .iter()
-                .map(|(n, t, _, _)| (n.clone(), t.clone(), default))
-                .collect(),
-        };
-        let list = MemoryCatalogProviderList::new();
-        let schema = Arc::new(StrataSchema {
-            engine,
-            times: Arc::new(times),
-        });
-        list.register_catalog("strata".into(), Arc::new(StrataCatalog { schema }));
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_catalog_list(Arc::new(list) as Arc<dyn CatalogProviderList>)
-            .build();
-        SessionContext::new_with_state(state)
+        Describer
     }
 
     async fn plan(
@@ -103,15 +44,7 @@ impl Describer {
         stmt: &Statement,
         rw: &Rewritten,
     ) -> Result<LogicalPlan, QueryError> {
-        let ctx = self.context(db, rw);
-        match ctx
-            .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(stmt.clone())))
-            .await
-        {
-            Ok(plan) => Ok(plan),
-            Err(e) => Err(planning_error(db, e)),
-        }
+        db.session().plan_only(stmt.clone(), rw).await
     }
 
     /// Describe one statement (`sql` holds exactly one). `rewrite` is applied
@@ -264,25 +197,6 @@ impl Describer {
     }
 }
 
-/// DataFusion says "table 'strata.public.x' not found"; say it as the session does.
-fn planning_error(db: &Db, e: DataFusionError) -> QueryError {
-    let msg = e.find_root().to_string();
-    if let Some(rest) = msg.split("table '").nth(1) {
-        if let Some(full) = rest
-            .split("' not found")
-            .next()
-            .filter(|_| msg.contains("' not found"))
-        {
-            let name = full.rsplit('.').next().unwrap_or(full);
-            let hint = strata_query::error::closest(name, &db.database().engine().table_names())
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
-            return QueryError::UndefinedTable(format!("table `{name}` does not exist{hint}"));
-        }
-    }
-    e.into()
-}
-
 /// Which `$n` occur in `sql`.
 fn mark_placeholders(sql: &str, seen: &mut [bool]) {
     if let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() {
@@ -377,20 +291,4 @@ fn insert_hints(db: &Db, ins: &ast::Insert, params: &mut [Option<DataType>]) {
             }
         }
     }
-}
-
-/// Which temporal columns does the SQL name? (as the session decides it)
-fn temporal_columns_named(sql: &str) -> HashSet<String> {
-    let mut out = HashSet::new();
-    if let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() {
-        for t in tokens {
-            if let Token::Word(w) = t {
-                let v = w.value.to_ascii_lowercase();
-                if TEMPORAL_COLUMNS.contains(&v.as_str()) {
-                    out.insert(v);
-                }
-            }
-        }
-    }
-    out
 }
