@@ -78,6 +78,19 @@ impl Db {
         }
     }
 
+    /// Bulk-load Arrow record batches into `table` as one transaction (the
+    /// fast path under Flight SQL ingest). Each batch needs an `_id` column;
+    /// `valid` gives one valid period (µs since the epoch, `None` = open) for
+    /// rows without `_valid_from` / `_valid_to` columns.
+    pub async fn ingest(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        valid: Option<(Option<i64>, Option<i64>)>,
+    ) -> Result<u64> {
+        Ok(self.session().ingest(table, batches, valid).await?)
+    }
+
     /// A session: a connection's state, for `BEGIN … COMMIT` blocks.
     pub fn session(&self) -> Session {
         self.inner.session()

@@ -478,6 +478,67 @@ impl Session {
         })
     }
 
+    /// Bulk ingest: put every row of `batches` into `table` (created on first
+    /// write), in the open transaction or as one transaction of its own. Each
+    /// batch needs an `_id` column; `_valid_from` / `_valid_to` columns, when
+    /// present, give each row's valid period, otherwise `valid` (if given)
+    /// applies to the whole load, otherwise `[now, ∞)`.
+    /// Returns the number of rows written.
+    pub async fn ingest(
+        &mut self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        valid: Option<(Option<i64>, Option<i64>)>,
+    ) -> Result<u64> {
+        use datafusion::arrow::array::TimestampMicrosecondArray;
+        let mut rows = 0u64;
+        let mut ops = Vec::new();
+        for b in batches {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            let schema = b.schema();
+            if schema.index_of(ID).is_err() {
+                return Err(QueryError::Invalid(format!(
+                    "rows loaded into {table} need an `_id` column: every row is an entity keyed by `_id`"
+                )));
+            }
+            let mut b = b;
+            if let Some((from, to)) = valid {
+                let mut fields: Vec<Field> =
+                    schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+                let n = b.num_rows();
+                for (name, v) in [
+                    (strata_storage::schema::VALID_FROM, from),
+                    (strata_storage::schema::VALID_TO, to),
+                ] {
+                    let Some(v) = v else { continue };
+                    if schema.index_of(name).is_ok() {
+                        return Err(QueryError::Invalid(format!(
+                            "the load gives `{name}` both as a column and for the whole batch; give one"
+                        )));
+                    }
+                    fields.push(Field::new(name, strata_storage::schema::timestamp_type(), true));
+                    let arr = TimestampMicrosecondArray::from(vec![v; n])
+                        .with_timezone("UTC");
+                    cols.push(Arc::new(arr));
+                }
+                b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
+            }
+            rows += b.num_rows() as u64;
+            ops.push(Op {
+                kind: OpKind::Put,
+                table: table.to_string(),
+                batch: b,
+            });
+        }
+        if !ops.is_empty() {
+            self.write(ops).await?;
+        }
+        Ok(rows)
+    }
+
     async fn create_table(&mut self, ct: ast::CreateTable) -> Result<Output> {
         let table = object_name(&ct.name)?;
         if self.db.engine.table_schema(&table).is_some() {
