@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod config;
 mod output;
 pub mod pgwire;

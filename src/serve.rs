@@ -24,6 +24,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1";
 pub const DEFAULT_PG_PORT: u16 = 5432;
 pub const DEFAULT_FLUSH_ROWS: usize = 1_000_000;
 pub const DEFAULT_CATCH_UP_MS: u64 = 200;
+pub const DEFAULT_FLIGHT_PORT: u16 = 9833;
 
 /// Flags of `strata serve`. Each also reads a `STRATA_*` environment variable.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -52,6 +53,26 @@ pub struct ServeArgs {
     /// Deterministic clock for tests: START,STEP (e.g. 2020-01-01T00:00:00Z,1d).
     #[arg(long, env = "STRATA_TEST_CLOCK")]
     pub test_clock: Option<String>,
+    /// Arrow Flight SQL port; 0 picks a free one [default: 9833].
+    #[arg(long, env = "STRATA_FLIGHT_PORT")]
+    pub flight_port: Option<u16>,
+    /// Authentication: `password` (SCRAM-SHA-256 on Postgres, basic → bearer
+    /// on Flight) or `trust` [default: password when users are configured,
+    /// trust otherwise, and trust is refused on a non-loopback address].
+    #[arg(long, env = "STRATA_AUTH")]
+    pub auth: Option<String>,
+    /// A user, as NAME:PASSWORD (repeatable; env: comma-separated).
+    #[arg(long = "user", env = "STRATA_USERS", value_delimiter = ',')]
+    pub users: Vec<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "STRATA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "STRATA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse connections that do not use TLS.
+    #[arg(long, env = "STRATA_TLS_REQUIRED")]
+    pub tls_required: bool,
 }
 
 /// The config file: the same settings as the flags.
@@ -65,6 +86,13 @@ pub struct FileConfig {
     pub flush_rows: Option<usize>,
     pub catch_up_ms: Option<u64>,
     pub test_clock: Option<String>,
+    pub flight_port: Option<u16>,
+    pub auth: Option<String>,
+    /// `name = "password"` (or a stored `SCRAM-SHA-256$…` verifier).
+    pub users: Option<std::collections::BTreeMap<String, String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_required: Option<bool>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -77,6 +105,11 @@ pub struct Resolved {
     pub flush_rows: usize,
     pub catch_up: Duration,
     pub test_clock: Option<String>,
+    pub flight_port: u16,
+    /// Who may connect, shared by the Postgres and Flight SQL listeners.
+    pub auth: crate::auth::Auth,
+    /// TLS for both listeners, when configured.
+    pub tls: Option<crate::auth::TlsSettings>,
 }
 
 impl ServeArgs {
@@ -115,6 +148,23 @@ impl ServeArgs {
                     .max(1),
             ),
             test_clock: self.test_clock.clone().or(file.test_clock),
+            flight_port: self
+                .flight_port
+                .or(file.flight_port)
+                .unwrap_or(DEFAULT_FLIGHT_PORT),
+            auth: crate::auth::Auth::from_settings(
+                self.auth.as_deref().or(file.auth.as_deref()),
+                &self.users,
+                file.users.as_ref(),
+                self.listen
+                    .or(file.listen)
+                    .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default address")),
+            )?,
+            tls: crate::auth::TlsSettings::from_settings(
+                self.tls_cert.clone().or(file.tls_cert),
+                self.tls_key.clone().or(file.tls_key),
+                self.tls_required || file.tls_required.unwrap_or(false),
+            )?,
         })
     }
 }
