@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod import;
 use strata::config::{parse_test_clock, DEFAULT_DATA_DIR};
 use strata::{format_batches, Config, Db, OutputFormat, Session};
 use strata_query::Output;
@@ -66,6 +68,13 @@ enum Command {
     },
     /// Run the server: the Postgres wire protocol listener over one database.
     Serve(strata::serve::ServeArgs),
+    /// Bulk-load CSV or Arrow IPC files into a table.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        args: import::ImportArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +98,10 @@ fn main() -> ExitCode {
                 format,
             } => run_sql(store, command, format).await,
             Command::Serve(args) => strata::serve::run(args).await,
+            Command::Import { store, args } => {
+                let db = Db::open(store.config()?).await.map_err(|e| e.to_string())?;
+                import::run(&db, args).await
+            }
         }
     });
     match r {
@@ -134,7 +147,15 @@ async fn run_and_print(
                 }
             }
             rows @ Output::Rows { .. } => {
-                let batches = rows.collect().await.map_err(|e| e.to_string())?;
+                let schema = match &rows {
+                    Output::Rows { schema, .. } => schema.clone(),
+                    Output::Command { .. } => unreachable!("matched Rows"),
+                };
+                let mut batches = rows.collect().await.map_err(|e| e.to_string())?;
+                if batches.iter().all(|b| b.num_rows() == 0) {
+                    // Keep the header (CSV) and the column box (table) for no rows.
+                    batches = vec![datafusion::arrow::record_batch::RecordBatch::new_empty(schema)];
+                }
                 print!("{}", format_batches(&batches, format)?);
             }
         }

@@ -24,9 +24,6 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
                     w.write(b).map_err(err)?;
                 }
             }
-            if batches.is_empty() {
-                return Ok(String::new());
-            }
             String::from_utf8(buf).map_err(|e| e.to_string())
         }
         OutputFormat::Json => {

@@ -223,11 +223,8 @@ fn bad_statements_fail_with_a_message() {
     assert!(!o.stderr.is_empty());
 }
 
-/// BUG: a query with no rows prints no header: nothing at all in CSV, and an
-/// empty `++` box in table format (the formatter gets no batches and never
-/// sees the schema). Expected: the header line (CSV) / the column box (table).
+/// A query with no rows still prints the header line (CSV) / the column box (table).
 #[test]
-#[ignore = "BUG: empty results print no header (src/output.rs)"]
 fn empty_result_keeps_the_header() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -75,7 +75,16 @@ impl From<datafusion::arrow::error::ArrowError> for QueryError {
 
 impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
-        let e = e.find_root().clone_shallow();
+        let root = e.find_root();
+        if let DataFusionError::SchemaError(se, _) = root {
+            let m = se.to_string();
+            return if m.contains("o field named") || m.contains("not found") {
+                QueryError::UndefinedColumn(m)
+            } else {
+                QueryError::Invalid(m)
+            };
+        }
+        let e = root.clone_shallow();
         match e {
             DataFusionError::SQL(p, _) => QueryError::Syntax(p.to_string()),
             DataFusionError::External(inner) => match inner.downcast::<strata_storage::Error>() {

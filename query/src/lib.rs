@@ -4,9 +4,11 @@
 
 mod dml;
 pub mod error;
+pub mod pg_catalog;
 pub mod provider;
 pub mod session;
 pub mod temporal;
+mod wildcard;
 
 pub use error::{QueryError, Result};
 pub use session::{Database, Output, Session};

@@ -1,7 +1,6 @@
 //! Tables as DataFusion sees them: a catalog whose tables are Strata tables
 //! read at one temporal coordinate, scanned as streams of visible rectangles.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
-use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
+use strata_storage::schema::ID;
 use strata_storage::{Coordinate, Engine, EntityId, TableScan};
 
 /// The coordinates a query reads at, by table reference name.
@@ -24,9 +23,6 @@ use strata_storage::{Coordinate, Engine, EntityId, TableScan};
 pub struct QueryTimes {
     /// Default coordinate for table references without a temporal clause.
     pub default: Coordinate,
-    /// Temporal columns the query names; only these are exposed (so that
-    /// `SELECT *` returns `_id` and user columns only).
-    pub temporal_columns: HashSet<String>,
     /// Coordinates of rewritten table references (`FOR SYSTEM_TIME …`), by synthetic name.
     pub overrides: Vec<(String, String, Coordinate)>,
 }
@@ -56,16 +52,9 @@ impl StrataSchema {
     fn provider(&self, table: &str, coord: Coordinate) -> Option<Arc<dyn TableProvider>> {
         let ts = self.engine.table_schema(table)?;
         let full = strata_storage::table::output_schema(&ts);
-        let keep: Vec<usize> = full
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| {
-                !TEMPORAL_COLUMNS.contains(&f.name().as_str())
-                    || self.times.temporal_columns.contains(f.name())
-            })
-            .map(|(i, _)| i)
-            .collect();
+        // All columns, the temporal ones included; `SELECT *` leaves those
+        // out by a rewrite before planning (crate::wildcard).
+        let keep: Vec<usize> = (0..full.fields().len()).collect();
         let schema = Arc::new(full.project(&keep).expect("projection in range"));
         Some(Arc::new(StrataTable {
             engine: self.engine.clone(),

@@ -20,7 +20,6 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::TryStreamExt;
 use strata_storage::log::{Op, OpKind};
 use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
@@ -78,11 +77,13 @@ impl Database {
         let cfg = SessionConfig::new()
             .with_default_catalog_and_schema("strata", "public")
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
-        let base = SessionStateBuilder::new()
+            // information_schema is Postgres's, from crate::pg_catalog.
+            .with_information_schema(false);
+        let mut base = SessionStateBuilder::new()
             .with_config(cfg)
             .with_default_features()
             .build();
+        crate::pg_catalog::register_functions(&mut base, &engine)?;
         Ok(Arc::new(Database { engine, base }))
     }
 
@@ -110,7 +111,12 @@ impl Database {
             engine: self.engine.clone(),
             times: Arc::new(times),
         });
-        list.register_catalog("strata".into(), Arc::new(StrataCatalog { schema }));
+        let strata = Arc::new(StrataCatalog { schema });
+        let functions = crate::pg_catalog::function_names(&self.base);
+        list.register_catalog(
+            "strata".into(),
+            crate::pg_catalog::catalog(strata, &self.engine, functions),
+        );
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(list) as Arc<dyn CatalogProviderList>)
             .build();
@@ -135,22 +141,6 @@ pub struct Session {
 /// Split SQL into statements.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| QueryError::Syntax(e.to_string()))
-}
-
-/// Which temporal columns does the SQL name?
-fn temporal_columns_named(sql: &str) -> HashSet<String> {
-    let mut out = HashSet::new();
-    if let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() {
-        for t in tokens {
-            if let Token::Word(w) = t {
-                let v = w.value.to_ascii_lowercase();
-                if TEMPORAL_COLUMNS.contains(&v.as_str()) {
-                    out.insert(v);
-                }
-            }
-        }
-    }
-    out
 }
 
 impl Session {
@@ -314,7 +304,6 @@ impl Session {
         let default = temporal::coordinate(base, rw.default_system, rw.default_valid);
         QueryTimes {
             default,
-            temporal_columns: temporal_columns_named(&rw.sql),
             overrides: rw
                 .overrides
                 .iter()
@@ -330,12 +319,29 @@ impl Session {
         params: &[ScalarValue],
     ) -> Result<(SessionContext, LogicalPlan)> {
         let times = self.times(rw);
+        let mut stmt = stmt;
+        crate::pg_catalog::rewrite(&mut stmt);
+        {
+            let engine = self.db.engine.clone();
+            let synthetic: std::collections::HashMap<&str, &str> = rw
+                .overrides
+                .iter()
+                .map(|(n, t, _, _)| (n.as_str(), t.as_str()))
+                .collect();
+            let tables = |name: &ast::ObjectName| -> Option<Vec<String>> {
+                let n = object_name(name).ok()?;
+                let t = synthetic.get(n.as_str()).map(|t| t.to_string()).unwrap_or(n);
+                let ts = engine.table_schema(&t)?;
+                Some(ts.columns.iter().map(|f| f.name().clone()).collect())
+            };
+            crate::wildcard::hide_temporal_columns(&mut stmt, &tables);
+        }
         let ctx = self.db.context(times);
         let plan = ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
             .await
-            .map_err(|e| self.explain_planning_error(e))?;
+            .map_err(|e| self.explain_planning_error(e, rw))?;
         let plan = if params.is_empty() {
             plan
         } else {
@@ -347,7 +353,11 @@ impl Session {
     }
 
     /// DataFusion says "table 'strata.public.x' not found"; say it our way, with a suggestion.
-    fn explain_planning_error(&self, e: datafusion::error::DataFusionError) -> QueryError {
+    fn explain_planning_error(
+        &self,
+        e: datafusion::error::DataFusionError,
+        rw: &temporal::Rewritten,
+    ) -> QueryError {
         let msg = e.find_root().to_string();
         if let Some(rest) = msg.split("table '").nth(1) {
             if let Some(full) = rest
@@ -355,7 +365,22 @@ impl Session {
                 .next()
                 .filter(|_| msg.contains("' not found"))
             {
+                let parts: Vec<&str> = full.split('.').collect();
+                if let [_, schema, _] = parts.as_slice() {
+                    if !matches!(*schema, "public" | "information_schema" | "pg_catalog") {
+                        return QueryError::UndefinedTable(format!(
+                            "schema `{schema}` does not exist: Strata tables live in `public`"
+                        ));
+                    }
+                }
                 let name = full.rsplit('.').next().unwrap_or(full);
+                // A table reference with a temporal clause was renamed for planning.
+                let name = rw
+                    .overrides
+                    .iter()
+                    .find(|(n, ..)| n == name)
+                    .map(|(_, t, ..)| t.as_str())
+                    .unwrap_or(name);
                 let hint = crate::error::closest(name, &self.db.engine.table_names())
                     .map(|c| format!(" (did you mean `{c}`?)"))
                     .unwrap_or_default();

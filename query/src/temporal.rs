@@ -426,7 +426,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                 rest.push(toks[k].clone());
                 k += 1;
             }
-            r.sql = rest.iter().map(|t| t.to_string()).collect();
+            r.sql = rest.iter().map(token_sql).collect();
             return Ok(r);
         }
         _ => {}
@@ -564,7 +564,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
     if is_dml && r.kind == StatementKind::Plain {
         r.kind = StatementKind::Portion(None);
     }
-    r.sql = out.iter().map(|t| t.to_string()).collect();
+    r.sql = out.iter().map(token_sql).collect();
     Ok(r)
 }
 
@@ -633,5 +633,23 @@ mod tests {
             StatementKind::BeginAt(parse_time_literal("2020-01-01").unwrap())
         );
         assert!(rewrite("SELECT * FROM t FOR SYSTEM_TIME AS OF banana", &[]).is_err());
+    }
+}
+
+/// Print a token back as SQL. sqlparser's `Display` leaves quotes inside
+/// string literals and quoted identifiers unescaped (`'it's'`), which would
+/// not parse again.
+fn token_sql(t: &Token) -> String {
+    match t {
+        Token::SingleQuotedString(s) => format!("'{}'", s.replace('\'', "''")),
+        Token::NationalStringLiteral(s) => format!("N'{}'", s.replace('\'', "''")),
+        Token::HexStringLiteral(s) => format!("X'{s}'"),
+        Token::EscapedStringLiteral(s) => {
+            format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+        }
+        Token::Word(w) if w.quote_style == Some('"') => {
+            format!("\"{}\"", w.value.replace('"', "\"\""))
+        }
+        other => other.to_string(),
     }
 }

@@ -651,6 +651,34 @@ fn fail_all(pending: Vec<Pending>, e: &Error) {
     }
 }
 
+/// Convert a written `_valid_from` / `_valid_to` column to UTC microseconds,
+/// refusing (not nulling) values that are not timestamps.
+fn valid_time_array(name: &str, c: &ArrayRef) -> Result<ArrayRef> {
+    let hint = "give a timestamp such as TIMESTAMP '2024-01-01 00:00:00Z' (NULL for an open bound)";
+    match c.data_type() {
+        DataType::Null
+        | DataType::Timestamp(_, _)
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View => {}
+        other => {
+            return Err(Error::Invalid(format!(
+                "`{name}` must be a timestamp, not {}: {hint}",
+                crate::schema::type_name(other)
+            )))
+        }
+    }
+    let opts = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow::compute::cast_with_options(c, &timestamp_type(), &opts).map_err(|e| {
+        Error::Invalid(format!("`{name}` has a value that is not a timestamp ({e}): {hint}"))
+    })
+}
+
 /// Validate and normalize a transaction's events against the table schemas
 /// (which it updates), so that applying them cannot fail.
 fn prepare_ops(
@@ -680,8 +708,7 @@ fn prepare_ops(
                 ));
             }
             let c = if name == VALID_FROM || name == VALID_TO {
-                arrow::compute::cast(c, &timestamp_type())
-                    .map_err(|e| Error::Invalid(format!("`{name}` must be a timestamp: {e}")))?
+                valid_time_array(name, c)?
             } else {
                 normalize_array(c)?
             };

@@ -105,7 +105,11 @@ pub fn merge_types(existing: &DataType, incoming: &DataType) -> Option<DataType>
             let p = (int_digits + s) as u8;
             (p <= 38).then_some(Decimal128(p, s))
         }
-        (Decimal128(p, s), Int64) if (*p as i8 - *s) >= 19 => Some(existing.clone()),
+        // Into a NUMERIC column, integers and floats are converted to its
+        // precision and scale (as Postgres does); a value that does not fit
+        // is an error, per value (`adapt_array` casts without `safe`).
+        (Decimal128(_, _), Int64 | Float64) => Some(existing.clone()),
+        (Float64, Decimal128(_, _)) => Some(Float64),
         (List(a), List(b)) => {
             let t = merge_types(a.data_type(), b.data_type())?;
             Some(List(Arc::new(Field::new("item", t, true))))
