@@ -83,19 +83,154 @@ impl Auth {
                 ))
             }
         };
-        Ok(Auth { mode, users })
+        let auth = Auth { mode, users };
+        auth.validate()?;
+        Ok(auth)
     }
 
-    /// Check a user's clear-text password (Flight SQL basic auth).
+    /// Check a user's clear-text password (Flight SQL basic auth). The stored
+    /// credential may be the password itself or a SCRAM-SHA-256 verifier.
     pub fn verify_password(&self, user: &str, password: &str) -> bool {
         if self.mode == AuthMode::Trust {
             return true;
         }
         match self.users.get(user) {
-            Some(stored) => stored == password,
+            Some(stored) => match ScramVerifier::parse(stored) {
+                Some(Ok(v)) => v.matches(password),
+                Some(Err(_)) => false,
+                None => constant_time_eq(stored.as_bytes(), password.as_bytes()),
+            },
             None => false,
         }
     }
+
+    /// The SCRAM-SHA-256 verifier of every user: stored verifiers as given,
+    /// clear-text passwords salted (randomly) and hashed once here, so a
+    /// connection's handshake costs no key derivation.
+    pub fn scram_verifiers(&self) -> Result<BTreeMap<String, ScramVerifier>, String> {
+        let mut out = BTreeMap::new();
+        for (user, stored) in &self.users {
+            let v = match ScramVerifier::parse(stored) {
+                Some(v) => v.map_err(|e| format!("user `{user}`: {e}"))?,
+                None => ScramVerifier::derive(stored, &random_salt(), SCRAM_ITERATIONS),
+            };
+            out.insert(user.clone(), v);
+        }
+        Ok(out)
+    }
+
+    /// Check every configured credential (a malformed stored verifier is an error).
+    pub fn validate(&self) -> Result<(), String> {
+        self.scram_verifiers().map(|_| ())
+    }
+}
+
+/// PBKDF2 iterations for verifiers derived from clear-text passwords.
+pub const SCRAM_ITERATIONS: usize = 4096;
+
+/// A SCRAM-SHA-256 verifier, as Postgres stores it:
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (base64 parts).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramVerifier {
+    pub iterations: usize,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramVerifier")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for ScramVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD;
+        write!(
+            f,
+            "SCRAM-SHA-256${}:{}${}:{}",
+            self.iterations,
+            b.encode(&self.salt),
+            b.encode(&self.stored_key),
+            b.encode(&self.server_key)
+        )
+    }
+}
+
+impl ScramVerifier {
+    /// None if `s` is not in verifier form (so it is a clear-text password);
+    /// an error if it looks like one but is malformed.
+    pub fn parse(s: &str) -> Option<Result<ScramVerifier, String>> {
+        let rest = s.strip_prefix("SCRAM-SHA-256$")?;
+        Some(Self::parse_body(rest).ok_or_else(|| {
+            "malformed SCRAM-SHA-256 verifier: expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> with base64 salt and keys".to_string()
+        }))
+    }
+
+    fn parse_body(rest: &str) -> Option<ScramVerifier> {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD;
+        let (params, keys) = rest.split_once('$')?;
+        let (iter, salt) = params.split_once(':')?;
+        let (stored, server) = keys.split_once(':')?;
+        let v = ScramVerifier {
+            iterations: iter.parse().ok().filter(|n| *n > 0)?,
+            salt: b.decode(salt).ok()?,
+            stored_key: b.decode(stored).ok()?,
+            server_key: b.decode(server).ok()?,
+        };
+        (v.stored_key.len() == 32 && v.server_key.len() == 32 && !v.salt.is_empty()).then_some(v)
+    }
+
+    /// Derive the verifier of `password` (SASLprep-normalized, as clients do).
+    pub fn derive(password: &str, salt: &[u8], iterations: usize) -> ScramVerifier {
+        use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramSecret};
+        let salted = gen_salted_password(password, salt, iterations);
+        match ScramSecret::verifier_from_salted_password(salt.to_vec(), salted, iterations) {
+            ScramSecret::Verifier {
+                salt,
+                iterations,
+                stored_key,
+                server_key,
+            } => ScramVerifier {
+                iterations,
+                salt,
+                stored_key,
+                server_key,
+            },
+            ScramSecret::SaltedPassword { .. } => unreachable!("a verifier was asked for"),
+        }
+    }
+
+    /// Does `password` produce this verifier?
+    pub fn matches(&self, password: &str) -> bool {
+        let d = Self::derive(password, &self.salt, self.iterations);
+        constant_time_eq(&d.stored_key, &self.stored_key)
+            && constant_time_eq(&d.server_key, &self.server_key)
+    }
+}
+
+/// 16 random bytes.
+pub fn random_salt() -> Vec<u8> {
+    use base64::Engine;
+    // pgwire's nonce is 18 random bytes, base64-encoded.
+    let nonce = pgwire::api::auth::sasl::scram::random_nonce();
+    let mut b = base64::engine::general_purpose::STANDARD
+        .decode(nonce)
+        .unwrap_or_default();
+    b.truncate(16);
+    b
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// TLS certificate and key for the listeners.
@@ -126,5 +261,48 @@ impl TlsSettings {
             (Some(_), None) => Err("--tls-cert needs --tls-key too".into()),
             (None, Some(_)) => Err("--tls-key needs --tls-cert too".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifiers_round_trip_and_check_passwords() {
+        let v = ScramVerifier::derive("s3cret", b"0123456789abcdef", 4096);
+        let text = v.to_string();
+        assert!(text.starts_with("SCRAM-SHA-256$4096:"), "{text}");
+        let back = ScramVerifier::parse(&text).unwrap().unwrap();
+        assert_eq!(back, v);
+        assert!(back.matches("s3cret"));
+        assert!(!back.matches("s3cre"));
+        assert!(ScramVerifier::parse("plain").is_none());
+        assert!(ScramVerifier::parse("SCRAM-SHA-256$x").unwrap().is_err());
+
+        let mut users = BTreeMap::new();
+        users.insert("alice".to_string(), "pw1".to_string());
+        users.insert("bob".to_string(), text);
+        let auth = Auth {
+            mode: AuthMode::Password,
+            users,
+        };
+        assert!(auth.verify_password("alice", "pw1"));
+        assert!(!auth.verify_password("alice", "pw2"));
+        assert!(auth.verify_password("bob", "s3cret"));
+        assert!(!auth.verify_password("bob", "nope"));
+        assert!(!auth.verify_password("carol", "pw1"));
+        let all = auth.scram_verifiers().unwrap();
+        assert!(all["alice"].matches("pw1"));
+        assert!(all["bob"].matches("s3cret"));
+    }
+
+    #[test]
+    fn a_malformed_verifier_is_a_config_error() {
+        let mut users = BTreeMap::new();
+        users.insert("x".to_string(), "SCRAM-SHA-256$4096:abc".to_string());
+        let e = Auth::from_settings(None, &[], Some(&users), "127.0.0.1".parse().unwrap())
+            .unwrap_err();
+        assert!(e.contains("malformed SCRAM-SHA-256 verifier"), "{e}");
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod flight;
 mod output;
 pub mod pgwire;
 pub mod serve;

@@ -148,10 +148,15 @@ impl ServeArgs {
                     .max(1),
             ),
             test_clock: self.test_clock.clone().or(file.test_clock),
-            flight_port: self
-                .flight_port
-                .or(file.flight_port)
-                .unwrap_or(DEFAULT_FLIGHT_PORT),
+            // With no Flight port given, `--pg-port 0` (tests, throwaway
+            // servers) also picks a free Flight port instead of 9833.
+            flight_port: self.flight_port.or(file.flight_port).unwrap_or(
+                if self.pg_port.or(file.pg_port) == Some(0) {
+                    0
+                } else {
+                    DEFAULT_FLIGHT_PORT
+                },
+            ),
             auth: crate::auth::Auth::from_settings(
                 self.auth.as_deref().or(file.auth.as_deref()),
                 &self.users,
@@ -243,10 +248,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         format!("cannot listen on {addr}: {e}{hint}")
     })?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    // Authentication and TLS for the Postgres listener (a bad certificate fails here).
+    let pg = crate::pgwire::Shared::secured(db.clone(), &r.auth, r.tls.as_ref())?;
+    let flight = crate::flight::start(db.clone(), &r).await?;
 
     println!("Strata {} serving", env!("CARGO_PKG_VERSION"));
     println!("  data in {}", r.location());
     println!("  postgres listening on {local}");
+    println!("  flight sql listening on {}", flight.local_addr());
     let host = if local.ip().is_unspecified() {
         "localhost".to_string()
     } else {
@@ -288,7 +297,10 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         })
     };
 
-    let served = crate::pgwire::serve(db, listener, shutdown_signal()).await;
+    let served = crate::pgwire::serve_shared(pg, listener, shutdown_signal()).await;
+    if let Err(e) = flight.stop().await {
+        eprintln!("{e}");
+    }
     catcher.abort();
     println!("Strata stopped");
     let _ = std::io::stdout().flush();

@@ -71,7 +71,7 @@ pub struct Prepared {
 }
 
 /// What one statement produced.
-enum Exec {
+pub(super) enum Exec {
     Rows {
         schema: SchemaRef,
         stream: SendableRecordBatchStream,
@@ -80,11 +80,11 @@ enum Exec {
     Empty,
 }
 
-struct ConnState {
-    session: Session,
+pub(super) struct ConnState {
+    pub(super) session: Session,
     settings: Settings,
     /// An error happened inside the open transaction: only ROLLBACK/COMMIT now.
-    tx_failed: bool,
+    pub(super) tx_failed: bool,
     /// SQL-level `PREPARE`d statements.
     prepared: HashMap<String, Arc<Prepared>>,
     user: String,
@@ -94,9 +94,13 @@ struct ConnState {
 
 pub struct Inner {
     shared: Arc<Shared>,
-    state: tokio::sync::Mutex<ConnState>,
+    pub(super) state: tokio::sync::Mutex<ConnState>,
     /// Bumped by a cancel request; running work watches it.
-    cancel: Arc<watch::Sender<u64>>,
+    pub(super) cancel: Arc<watch::Sender<u64>>,
+    /// A `COPY … FROM STDIN` receiving data.
+    pub(super) copy_in: std::sync::Mutex<Option<Box<super::copy::CopyIn>>>,
+    /// Where the login (SCRAM exchange) stands.
+    pub(super) login: std::sync::Mutex<super::login::LoginState>,
     /// A result stream failed after its statement returned.
     stream_failed: AtomicBool,
     key: std::sync::Mutex<Option<(i32, Bytes)>>,
@@ -119,7 +123,7 @@ impl Drop for Inner {
 pub struct Conn(pub Arc<Inner>);
 
 /// An error for the client (boxed: ErrorInfo is large).
-type E = Box<ErrorInfo>;
+pub(super) type E = Box<ErrorInfo>;
 
 pub fn err(code: &str, msg: impl Into<String>) -> E {
     Box::new(ErrorInfo::new("ERROR".into(), code.into(), msg.into()))
@@ -176,6 +180,8 @@ impl Conn {
             }),
             cancel: Arc::new(tx),
             stream_failed: AtomicBool::new(false),
+            copy_in: std::sync::Mutex::new(None),
+            login: std::sync::Mutex::new(Default::default()),
             key: std::sync::Mutex::new(None),
         }))
     }
@@ -188,7 +194,7 @@ impl Inner {
         }
     }
 
-    async fn tx_status(&self) -> TransactionStatus {
+    pub(super) async fn tx_status(&self) -> TransactionStatus {
         let mut st = self.state.lock().await;
         self.absorb_stream_failure(&mut st);
         if !st.session.in_transaction() {
@@ -200,19 +206,19 @@ impl Inner {
         }
     }
 
-    async fn mark_failed(&self) {
+    pub(super) async fn mark_failed(&self) {
         let mut st = self.state.lock().await;
         if st.session.in_transaction() {
             st.tx_failed = true;
         }
     }
 
-    async fn format_options(&self) -> Arc<pgwire::types::format::FormatOptions> {
+    pub(super) async fn format_options(&self) -> Arc<pgwire::types::format::FormatOptions> {
         Arc::new(self.state.lock().await.settings.format_options())
     }
 
     /// Run one statement with bound parameters; settings changed are pushed to `reports`.
-    async fn run(
+    pub(super) async fn run(
         &self,
         reports: &mut Vec<(String, String)>,
         sql: &str,
@@ -522,6 +528,7 @@ impl Inner {
     ) -> Result<Prepared, E> {
         let n_params = max_placeholder(sql);
         let local = match &parsed {
+            _ if super::copy::is_copy(sql) => Some((vec![None; n_params], None)),
             Some(
                 Statement::Set(_)
                 | Statement::Reset(_)
@@ -639,7 +646,7 @@ fn wants_parse(sql: &str) -> bool {
 
 /// Parse one statement with sqlparser; None if it does not parse as exactly one
 /// (Strata's temporal syntax, which only the session understands).
-fn parse_one(sql: &str) -> Option<Statement> {
+pub(super) fn parse_one(sql: &str) -> Option<Statement> {
     match strata_query::session::parse(sql) {
         Ok(mut v) if v.len() == 1 => v.pop(),
         _ => None,
@@ -848,11 +855,41 @@ impl StartupHandler for Conn {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let PgWireFrontendMessage::PasswordMessageFamily(msg) = message {
+            // SCRAM exchange (see login.rs); the state lives between messages.
+            let mut ls = std::mem::take(&mut *self.0.login.lock().expect("login lock"));
+            let done = super::login::step(&self.0.shared.login, client, &mut ls, msg).await;
+            *self.0.login.lock().expect("login lock") = ls;
+            return if done? {
+                self.complete_startup(client).await
+            } else {
+                Ok(())
+            };
+        }
         let PgWireFrontendMessage::Startup(ref startup) = message else {
             return Ok(());
         };
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
+        self.0.shared.login.check_transport(client)?;
+        if self.0.shared.login.needs_password() {
+            let mut ls = super::login::LoginState::Idle;
+            super::login::begin(client, &mut ls).await?;
+            *self.0.login.lock().expect("login lock") = ls;
+            return Ok(());
+        }
+        self.complete_startup(client).await
+    }
+}
+
+impl Conn {
+    /// After authentication: register for cancels, apply startup settings, say hello.
+    async fn complete_startup<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let (pid, key) = PID_GEN.generate(client);
         client.set_pid_and_secret_key(pid, key.clone());
         let k = (pid, key.to_bytes());
@@ -954,7 +991,16 @@ impl SimpleQueryHandler for Conn {
                 ))
                 .await?;
         }
-        for piece in pieces {
+        let n_pieces = pieces.len();
+        for (i, piece) in pieces.into_iter().enumerate() {
+            if super::copy::is_copy(&piece) {
+                match self.simple_copy(client, &piece, i + 1 == n_pieces).await? {
+                    super::copy::Started::Done => continue,
+                    super::copy::Started::Failed => break,
+                    // Copy-in mode: ReadyForQuery comes after CopyDone.
+                    super::copy::Started::CopyIn => return Ok(()),
+                }
+            }
             let parsed = if wants_parse(&piece) {
                 parse_one(&piece)
             } else {
@@ -1231,6 +1277,9 @@ impl ExtendedQueryHandler for Conn {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let p = portal.statement.statement.clone();
+        if super::copy::is_copy(&p.sql) {
+            return self.extended_copy(client, &p.sql).await;
+        }
         let params = match portal_params(portal) {
             Ok(v) => v,
             Err(e) => {

@@ -10,6 +10,8 @@
 //! ```
 
 mod conn;
+pub mod copy;
+pub mod login;
 pub mod describe;
 pub mod names;
 pub mod split;
@@ -28,11 +30,20 @@ use pgwire::api::cancel::CancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::PgWireServerHandlers;
 use pgwire::messages::cancel::CancelRequest;
+use futures::{SinkExt, StreamExt};
+use pgwire::api::ClientInfo;
+use pgwire::api::PgWireConnectionState;
+use pgwire::error::{ErrorInfo, PgWireError};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+use pgwire::tokio::TlsAcceptor;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::auth::{Auth, TlsSettings};
 use crate::Db;
+use login::Login;
 pub use conn::Conn;
 use describe::Describer;
 
@@ -44,16 +55,97 @@ pub struct Shared {
     db: Db,
     describer: Describer,
     cancels: CancelRegistry,
+    /// Who may log in.
+    login: Login,
+    /// TLS, when configured.
+    tls: Option<TlsAcceptor>,
+    /// The longest query string accepted (Query and Parse messages).
+    max_query_bytes: usize,
 }
 
+/// Default for the longest query string, overridable with
+/// `STRATA_PG_MAX_QUERY_BYTES`.
+pub const DEFAULT_MAX_QUERY_BYTES: usize = 64 << 20;
+
+fn max_query_bytes() -> usize {
+    std::env::var("STRATA_PG_MAX_QUERY_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_MAX_QUERY_BYTES)
+}
+
+/// How long a client may take to connect and log in.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Shared {
+    /// Trust authentication, no TLS.
     pub fn new(db: Db) -> Arc<Shared> {
         Arc::new(Shared {
             db,
             describer: Describer::new(),
             cancels: Mutex::new(HashMap::new()),
+            login: Login::trust(),
+            tls: None,
+            max_query_bytes: max_query_bytes(),
         })
     }
+
+    /// With the server's authentication and TLS settings.
+    pub fn secured(db: Db, auth: &Auth, tls: Option<&TlsSettings>) -> Result<Arc<Shared>, String> {
+        let login = Login::new(auth, tls.is_some_and(|t| t.required))?;
+        let tls = tls.map(tls_acceptor).transpose()?;
+        Ok(Arc::new(Shared {
+            db,
+            describer: Describer::new(),
+            cancels: Mutex::new(HashMap::new()),
+            login,
+            tls,
+            max_query_bytes: max_query_bytes(),
+        }))
+    }
+}
+
+/// A TLS acceptor for the configured PEM certificate chain and private key.
+pub fn tls_acceptor(t: &TlsSettings) -> Result<TlsAcceptor, String> {
+    use pgwire::tokio::tokio_rustls::rustls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_pem = std::fs::read(&t.cert)
+        .map_err(|e| format!("cannot read the TLS certificate {}: {e}", t.cert.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("TLS certificate {}: {e}", t.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "TLS certificate {}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)",
+            t.cert.display()
+        ));
+    }
+    let key_pem = std::fs::read(&t.key)
+        .map_err(|e| format!("cannot read the TLS key {}: {e}", t.key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        format!(
+            "TLS key {}: {e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)",
+            t.key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!(
+                "TLS certificate {} and key {} do not work together: {e}",
+                t.cert.display(),
+                t.key.display()
+            )
+        })?;
+    // Postgres 17 clients may start TLS directly (sslnegotiation=direct) with ALPN.
+    cfg.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
 #[async_trait]
@@ -91,26 +183,158 @@ impl PgWireServerHandlers for Handlers {
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         self.shared.clone()
     }
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        self.conn.clone()
+    }
 }
 
-/// Serve one accepted socket until the client leaves.
+fn fatal_info(code: &str, msg: String) -> ErrorInfo {
+    ErrorInfo::new("FATAL".into(), code.into(), msg)
+}
+
+/// Serve one accepted socket until the client leaves: TLS negotiation, then
+/// pgwire's message dispatch, with a malformed message answered by a FATAL
+/// error (instead of a silent hang-up) and over-long query strings refused.
 pub async fn serve_connection(
     shared: Arc<Shared>,
     socket: tokio::net::TcpStream,
 ) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
     let conn = Arc::new(Conn::new(shared.clone()));
-    pgwire::tokio::process_socket(socket, None, Handlers { conn, shared }).await
+    let handlers = Handlers {
+        conn,
+        shared: shared.clone(),
+    };
+    let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_timeout);
+    let negotiated = tokio::select! {
+        _ = &mut startup_timeout => return Ok(()),
+        s = negotiate_tls(socket, shared.tls.clone()) => s?,
+    };
+    // None: a direct TLS handshake but no TLS configured.
+    let Some(mut socket) = negotiated else {
+        return Ok(());
+    };
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    loop {
+        let logging_in = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+        );
+        let msg = if logging_in {
+            tokio::select! {
+                _ = &mut startup_timeout => {
+                    let info = fatal_info("08006", "timed out waiting for the login to finish".into());
+                    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                    break;
+                }
+                m = socket.next() => m,
+            }
+        } else {
+            socket.next().await
+        };
+        let msg = match msg {
+            None => break,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                // Garbage, a malformed or over-long message: say so, then hang up.
+                tracing::debug!("bad message from a postgres client: {e}");
+                let code = match &e {
+                    PgWireError::IoError(_) => break,
+                    other => other.code().to_string(),
+                };
+                let info = fatal_info(
+                    &code,
+                    format!("invalid frontend message: {e}; closing the connection"),
+                );
+                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                break;
+            }
+        };
+        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let is_extended = match socket.state() {
+            PgWireConnectionState::CopyInProgress(ext) => ext,
+            _ => msg.is_extended_query(),
+        };
+        let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        let too_long = match &msg {
+            PgWireFrontendMessage::Query(q) => Some(q.query.len()),
+            PgWireFrontendMessage::Parse(p) => Some(p.query.len()),
+            _ => None,
+        }
+        .filter(|n| *n > shared.max_query_bytes);
+        let result = match too_long {
+            Some(n) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "54000".into(),
+                format!(
+                    "the query string is {n} bytes, more than the limit of {} bytes (STRATA_PG_MAX_QUERY_BYTES); send large data with COPY … FROM STDIN or in smaller statements",
+                    shared.max_query_bytes
+                ),
+            )))),
+            None => {
+                process_message(
+                    msg,
+                    &mut socket,
+                    startup.clone(),
+                    simple.clone(),
+                    extended.clone(),
+                    copy.clone(),
+                    cancel.clone(),
+                )
+                .await
+            }
+        };
+        if let Err(e) = result {
+            let fatal = e.is_fatal();
+            process_error(&mut socket, e, is_extended).await?;
+            if fatal {
+                break;
+            }
+        }
+        if is_cancel {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Accept Postgres connections on `listener` until `shutdown` resolves; then
 /// stop accepting, give open connections a moment to finish, and close them.
+/// Anyone may connect (trust), without TLS; see [`serve_with`].
 pub async fn serve(
     db: Db,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let shared = Shared::new(db);
+    serve_shared(Shared::new(db), listener, shutdown).await
+}
+
+/// [`serve`] with authentication (SCRAM-SHA-256 or trust) and TLS settings.
+pub async fn serve_with(
+    db: Db,
+    listener: TcpListener,
+    auth: &Auth,
+    tls: Option<&TlsSettings>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let shared = Shared::secured(db, auth, tls)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    serve_shared(shared, listener, shutdown).await
+}
+
+/// [`serve`] for a prepared [`Shared`] (see [`Shared::secured`]).
+pub async fn serve_shared(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {

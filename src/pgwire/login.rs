@@ -1,0 +1,209 @@
+//! Who may log in to the Postgres listener: SCRAM-SHA-256 password
+//! authentication (or trust) and the TLS-required rule, with the settings of
+//! [`crate::auth`].
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use bytes::Bytes;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::sasl::scram::{ScramSecret, ScramServerAuth, ScramServerAuthWaitingForClientFinal};
+use pgwire::api::{ClientInfo, PgWireConnectionState};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
+use pgwire::messages::PgWireBackendMessage;
+
+use crate::auth::{random_salt, Auth, AuthMode, ScramVerifier, SCRAM_ITERATIONS};
+
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+
+fn fatal(code: &str, msg: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        code.into(),
+        msg.into(),
+    )))
+}
+
+/// The login rules of one server.
+#[derive(Debug)]
+pub struct Login {
+    mode: AuthMode,
+    verifiers: BTreeMap<String, ScramVerifier>,
+    tls_required: bool,
+}
+
+impl Login {
+    /// Trust everyone, no TLS requirement.
+    pub fn trust() -> Login {
+        Login {
+            mode: AuthMode::Trust,
+            verifiers: BTreeMap::new(),
+            tls_required: false,
+        }
+    }
+
+    pub fn new(auth: &Auth, tls_required: bool) -> Result<Login, String> {
+        Ok(Login {
+            mode: auth.mode,
+            verifiers: match auth.mode {
+                AuthMode::Password => auth.scram_verifiers()?,
+                AuthMode::Trust => BTreeMap::new(),
+            },
+            tls_required,
+        })
+    }
+
+    /// Refuse a plaintext connection when TLS is required.
+    pub fn check_transport<C: ClientInfo>(&self, client: &C) -> PgWireResult<()> {
+        if self.tls_required && !client.is_secure() {
+            return Err(fatal(
+                "28000",
+                "this server requires TLS (SSL): connect with sslmode=require (or verify-full)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn needs_password(&self) -> bool {
+        self.mode == AuthMode::Password
+    }
+
+    fn verifier(&self, user: &str) -> (ScramVerifier, bool) {
+        match self.verifiers.get(user) {
+            Some(v) => (v.clone(), true),
+            // An unknown user goes through the same exchange and fails at the
+            // end, like a wrong password: no hint about which users exist.
+            None => (
+                ScramVerifier {
+                    iterations: SCRAM_ITERATIONS,
+                    salt: random_salt(),
+                    stored_key: random_key(),
+                    server_key: random_key(),
+                },
+                false,
+            ),
+        }
+    }
+}
+
+fn random_key() -> Vec<u8> {
+    let mut k = random_salt();
+    k.extend(random_salt());
+    k.truncate(32);
+    k
+}
+
+/// Where one connection's login stands.
+#[derive(Default)]
+pub enum LoginState {
+    #[default]
+    Idle,
+    /// AuthenticationSASL sent; waiting for the client-first message.
+    AwaitingFirst,
+    /// Server-first sent; waiting for the client-final message.
+    AwaitingFinal(Box<ScramServerAuthWaitingForClientFinal>, bool),
+}
+
+fn auth_failed(user: &str) -> PgWireError {
+    fatal(
+        "28P01",
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+/// Send AuthenticationSASL and wait for the client's choice.
+pub async fn begin<C>(client: &mut C, state: &mut LoginState) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    client.set_state(PgWireConnectionState::AuthenticationInProgress);
+    client
+        .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+            vec![SCRAM_SHA_256.to_string()],
+        )))
+        .await?;
+    *state = LoginState::AwaitingFirst;
+    Ok(())
+}
+
+/// Take one SASL message; Ok(true) when the client has proven its password.
+pub async fn step<C>(
+    login: &Login,
+    client: &mut C,
+    state: &mut LoginState,
+    msg: PasswordMessageFamily,
+) -> PgWireResult<bool>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let user = client
+        .metadata()
+        .get("user")
+        .cloned()
+        .unwrap_or_default();
+    match std::mem::take(state) {
+        LoginState::Idle => Err(fatal(
+            "08P01",
+            "unexpected password message: no authentication is in progress",
+        )),
+        LoginState::AwaitingFirst => {
+            let first = msg.into_sasl_initial_response().map_err(|_| {
+                fatal("08P01", "expected a SASLInitialResponse message")
+            })?;
+            if first.auth_method != SCRAM_SHA_256 {
+                return Err(fatal(
+                    "28000",
+                    format!(
+                        "SASL mechanism \"{}\" is not supported: use SCRAM-SHA-256",
+                        first.auth_method
+                    ),
+                ));
+            }
+            let data = first
+                .data
+                .ok_or_else(|| fatal("08P01", "the SCRAM client-first message is empty"))?;
+            let (v, known) = login.verifier(&user);
+            let secret = ScramSecret::Verifier {
+                salt: v.salt,
+                iterations: v.iterations,
+                stored_key: v.stored_key,
+                server_key: v.server_key,
+            };
+            let (server_first, waiting) = ScramServerAuth::new()
+                .on_client_first_message_with_secret(&data, secret)
+                .map_err(|e| fatal("08P01", format!("invalid SCRAM exchange: {e}")))?;
+            client
+                .send(PgWireBackendMessage::Authentication(
+                    Authentication::SASLContinue(Bytes::from(server_first)),
+                ))
+                .await?;
+            *state = LoginState::AwaitingFinal(Box::new(waiting), known);
+            Ok(false)
+        }
+        LoginState::AwaitingFinal(waiting, known) => {
+            let resp = msg
+                .into_sasl_response()
+                .map_err(|_| fatal("08P01", "expected a SASLResponse message"))?;
+            match waiting.on_client_final_message(&resp.data) {
+                Ok(server_final) if known => {
+                    client
+                        .feed(PgWireBackendMessage::Authentication(
+                            Authentication::SASLFinal(Bytes::from(server_final)),
+                        ))
+                        .await?;
+                    Ok(true)
+                }
+                Ok(_) | Err(PgWireError::InvalidPassword(_)) => Err(auth_failed(&user)),
+                Err(e) => {
+                    tracing::debug!("SCRAM exchange for {user} failed: {e}");
+                    Err(auth_failed(&user))
+                }
+            }
+        }
+    }
+}

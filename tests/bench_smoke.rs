@@ -1,0 +1,70 @@
+//! Smoke mode of the side-by-side benchmark harness (benches/harness/run.py):
+//! TPC-H at SF 0.01 with one iteration, the bitemporal stream, point lookups
+//! and ingest, against this build's `strata` binary, a throwaway PostgreSQL
+//! cluster and DuckDB. Fails if any answer differs between the three systems
+//! or any section crashes. Needs python3 with duckdb, duckdb-extension-tpch,
+//! psycopg and pyarrow, and PostgreSQL's server binaries
+//! (.ci/install.d/50-bench.sh installs them).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn bench_harness_smoke() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = tempfile::tempdir().expect("tempdir");
+    let json = out.path().join("results.json");
+    let mut cmd = Command::new("python3");
+    cmd.current_dir(&root)
+        .arg("benches/harness/run.py")
+        .args(["--sf", "0.01", "--iterations", "1", "--seconds", "1"])
+        .args(["--timeout", "60", "--no-build", "--no-install"])
+        .args(["--strata-bin", env!("CARGO_BIN_EXE_strata")])
+        .arg("--cache-dir")
+        .arg(out.path().join("cache"))
+        .arg("--json")
+        .arg(&json);
+    // The embedded lookup example, when `cargo test` built it next to us.
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent().and_then(|d| d.parent()) {
+            let emb = dir.join("examples").join("bench_embedded");
+            if emb.exists() {
+                cmd.arg("--embedded-bin").arg(emb);
+            }
+        }
+    }
+    for k in ["STRATA_BIN", "STRATA_EMBEDDED_BIN"] {
+        cmd.env_remove(k);
+    }
+    let res = cmd.output().expect("run python3 benches/harness/run.py");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        res.status.success(),
+        "benchmark harness smoke run failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        res.status
+    );
+    // Every section ran and produced numbers.
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("results json"))
+            .expect("results are JSON");
+    let tpch = j["tpch"].as_object().expect("TPC-H results");
+    assert_eq!(tpch.len(), 22, "all 22 TPC-H queries ran: {stdout}");
+    let strata_ran = tpch
+        .values()
+        .filter(|r| r["strata"]["median"].is_number())
+        .count();
+    assert!(strata_ran > 0, "Strata answered no TPC-H query: {stdout}");
+    assert!(
+        j["bitemporal"]["queries"].as_object().map_or(0, |q| q.len()) >= 8,
+        "bitemporal queries ran: {stdout}"
+    );
+    assert!(
+        j["lookups"]["now"]["1"]["strata"]["ops"].as_u64().unwrap_or(0) > 0,
+        "Strata point lookups ran: {stdout}"
+    );
+    assert!(
+        j["ingest"]["1"]["strata"]["ops"].as_u64().unwrap_or(0) > 0,
+        "Strata single-row inserts ran: {stdout}"
+    );
+}
