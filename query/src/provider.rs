@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session as DfSession, TableProvider};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
@@ -15,7 +16,10 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
-use strata_storage::schema::ID;
+use std::collections::HashMap;
+use strata_storage::log::Op;
+use strata_storage::schema::{TableSchema, ID};
+use strata_storage::time::Micros;
 use strata_storage::{Coordinate, Engine, EntityId, TableScan};
 
 /// The coordinates a query reads at, by table reference name.
@@ -25,6 +29,28 @@ pub struct QueryTimes {
     pub default: Coordinate,
     /// Coordinates of rewritten table references (`FOR SYSTEM_TIME …`), by synthetic name.
     pub overrides: Vec<(String, String, Coordinate)>,
+    /// Inside `BEGIN … COMMIT`: the transaction's writes so far.
+    pub pending: Option<Arc<PendingWrites>>,
+}
+
+/// The writes of an open transaction, which the transaction's own reads see
+/// (applied at its provisional system time on a private copy of each table).
+#[derive(Debug)]
+pub struct PendingWrites {
+    pub ops: Vec<Op>,
+    pub system_time: Micros,
+    /// Table schemas with the transaction's writes.
+    pub schemas: HashMap<String, TableSchema>,
+}
+
+impl QueryTimes {
+    /// A table's schema as this query sees it.
+    pub fn table_schema(&self, engine: &Engine, table: &str) -> Option<TableSchema> {
+        match &self.pending {
+            Some(p) => p.schemas.get(table).cloned(),
+            None => engine.table_schema(table),
+        }
+    }
 }
 
 /// The `strata` catalog with one schema, `public`.
@@ -50,18 +76,16 @@ pub struct StrataSchema {
 
 impl StrataSchema {
     fn provider(&self, table: &str, coord: Coordinate) -> Option<Arc<dyn TableProvider>> {
-        let ts = self.engine.table_schema(table)?;
-        let full = strata_storage::table::output_schema(&ts);
+        let ts = self.times.table_schema(&self.engine, table)?;
         // All columns, the temporal ones included; `SELECT *` leaves those
         // out by a rewrite before planning (crate::wildcard).
-        let keep: Vec<usize> = (0..full.fields().len()).collect();
-        let schema = Arc::new(full.project(&keep).expect("projection in range"));
+        let schema = strata_storage::table::output_schema(&ts);
         Some(Arc::new(StrataTable {
             engine: self.engine.clone(),
             table: table.to_string(),
             coord,
             schema,
-            full_indices: keep,
+            pending: self.times.pending.clone(),
         }))
     }
 }
@@ -69,7 +93,14 @@ impl StrataSchema {
 #[async_trait]
 impl SchemaProvider for StrataSchema {
     fn table_names(&self) -> Vec<String> {
-        self.engine.table_names()
+        match &self.times.pending {
+            Some(p) => {
+                let mut names: Vec<String> = p.schemas.keys().cloned().collect();
+                names.sort();
+                names
+            }
+            None => self.engine.table_names(),
+        }
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -83,7 +114,7 @@ impl SchemaProvider for StrataSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.engine.table_schema(name).is_some()
+        self.times.table_schema(&self.engine, name).is_some()
     }
 }
 
@@ -101,10 +132,10 @@ pub struct StrataTable {
     engine: Arc<Engine>,
     table: String,
     coord: Coordinate,
-    /// The exposed schema: table columns plus the temporal columns the query names.
+    /// The table's columns, then the four temporal columns.
     schema: SchemaRef,
-    /// Indices of the exposed columns in the full scan output.
-    full_indices: Vec<usize>,
+    /// An open transaction's writes, which its reads see.
+    pending: Option<Arc<PendingWrites>>,
 }
 
 /// `_id = lit` / `lit = _id` / `_id IN (lits)`: the ids a filter pins down.
@@ -192,9 +223,15 @@ impl TableProvider for StrataTable {
                 });
             }
         }
-        let scan = self
-            .engine
-            .scan(&self.table, self.coord, ids)
+        let scan = match &self.pending {
+            Some(p) => {
+                self.engine
+                    .scan_with(&self.table, self.coord, ids, &p.ops, p.system_time)
+                    .await
+            }
+            None => self.engine.scan(&self.table, self.coord, ids),
+        };
+        let scan = scan
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .ok_or_else(|| unknown_table(&self.engine, &self.table))?;
         let scan = Arc::new(scan);
@@ -207,7 +244,6 @@ impl TableProvider for StrataTable {
             parts.push(Arc::new(ScanPartition {
                 scan: scan.clone(),
                 schema: self.schema.clone(),
-                indices: self.full_indices.clone(),
                 with_live: g == 0,
                 segments: segs,
             }));
@@ -228,7 +264,6 @@ impl TableProvider for StrataTable {
 struct ScanPartition {
     scan: Arc<TableScan>,
     schema: SchemaRef,
-    indices: Vec<usize>,
     with_live: bool,
     segments: Vec<usize>,
 }
@@ -251,7 +286,6 @@ impl PartitionStream for ScanPartition {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let scan = self.scan.clone();
         let schema = self.schema.clone();
-        let indices = self.indices.clone();
         let live: Vec<_> = if self.with_live {
             scan.live.clone()
         } else {
@@ -274,7 +308,17 @@ impl PartitionStream for ScanPartition {
         let out_schema = schema.clone();
         let stream = live_stream.chain(seg_stream).map(move |r| {
             let b = r.map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let cols = indices.iter().map(|&i| b.column(i).clone()).collect();
+            // By name: the table may have gained columns since planning.
+            let cols = out_schema
+                .fields()
+                .iter()
+                .map(|f| match b.column_by_name(f.name()) {
+                    Some(c) if c.data_type() == f.data_type() => c.clone(),
+                    Some(c) => datafusion::arrow::compute::cast(c, f.data_type())
+                        .unwrap_or_else(|_| new_null_array(f.data_type(), b.num_rows())),
+                    None => new_null_array(f.data_type(), b.num_rows()),
+                })
+                .collect();
             Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
                 out_schema.clone(),
                 cols,

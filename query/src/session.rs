@@ -26,7 +26,7 @@ use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
 use strata_storage::{Coordinate, Engine, EngineConfig, TxRequest};
 
 use crate::error::{QueryError, Result};
-use crate::provider::{QueryTimes, StrataCatalog, StrataSchema};
+use crate::provider::{PendingWrites, QueryTimes, StrataCatalog, StrataSchema};
 use crate::temporal::{self, StatementKind};
 
 /// What a statement produced.
@@ -84,6 +84,7 @@ impl Database {
             .with_default_features()
             .build();
         crate::pg_catalog::register_functions(&mut base, &engine)?;
+        crate::period::register(&mut base)?;
         Ok(Arc::new(Database { engine, base }))
     }
 
@@ -299,17 +300,38 @@ impl Session {
     }
 
     /// Plan a statement on DataFusion at the query's coordinates.
-    fn times(&self, rw: &temporal::Rewritten) -> QueryTimes {
-        let base = self.db.default_coordinate();
+    fn times(&self, rw: &temporal::Rewritten) -> Result<QueryTimes> {
+        // Inside a transaction with writes, reads see those writes: at the
+        // system time the transaction would commit at, on private copies.
+        let pending = match &self.tx {
+            Some(tx) if !tx.ops.is_empty() => {
+                let t = self.db.engine.provisional_system_time(tx.system_time);
+                let schemas = self.db.engine.schemas_with(&tx.ops, t)?;
+                Some(Arc::new(PendingWrites {
+                    ops: tx.ops.clone(),
+                    system_time: t,
+                    schemas,
+                }))
+            }
+            _ => None,
+        };
+        let base = match &pending {
+            Some(p) => {
+                let now = strata_storage::Clock::now_us(&strata_storage::SystemClock);
+                Coordinate::as_of(p.system_time, now.max(p.system_time))
+            }
+            None => self.db.default_coordinate(),
+        };
         let default = temporal::coordinate(base, rw.default_system, rw.default_valid);
-        QueryTimes {
+        Ok(QueryTimes {
             default,
             overrides: rw
                 .overrides
                 .iter()
                 .map(|(n, t, s, v)| (n.clone(), t.clone(), temporal::coordinate(default, *s, *v)))
                 .collect(),
-        }
+            pending,
+        })
     }
 
     pub(crate) async fn plan(
@@ -318,11 +340,12 @@ impl Session {
         rw: &temporal::Rewritten,
         params: &[ScalarValue],
     ) -> Result<(SessionContext, LogicalPlan)> {
-        let times = self.times(rw);
+        let times = self.times(rw)?;
         let mut stmt = stmt;
         crate::pg_catalog::rewrite(&mut stmt);
         {
             let engine = self.db.engine.clone();
+            let times = &times;
             let synthetic: std::collections::HashMap<&str, &str> = rw
                 .overrides
                 .iter()
@@ -331,7 +354,7 @@ impl Session {
             let tables = |name: &ast::ObjectName| -> Option<Vec<String>> {
                 let n = object_name(name).ok()?;
                 let t = synthetic.get(n.as_str()).map(|t| t.to_string()).unwrap_or(n);
-                let ts = engine.table_schema(&t)?;
+                let ts = times.table_schema(&engine, &t)?;
                 Some(ts.columns.iter().map(|f| f.name().clone()).collect())
             };
             crate::wildcard::hide_temporal_columns(&mut stmt, &tables);

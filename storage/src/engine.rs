@@ -236,39 +236,21 @@ impl Engine {
         }
     }
 
-    /// Load the segments a record's events need, then apply it atomically.
-    async fn apply_record(&self, rec: &LogRecord) -> Result<()> {
-        let mut to_load: Vec<Arc<Segment>> = Vec::new();
-        {
-            let s = self.state.read();
-            for tx in &rec.txs {
-                for op in &tx.ops {
-                    if op.kind == OpKind::CreateTable {
-                        continue;
-                    }
-                    if let (Some(t), Some(ids)) =
-                        (s.tables.get(&op.table), op.batch.column_by_name(ID))
-                    {
-                        let iids = hash_column(ids.as_ref());
-                        if op.kind == OpKind::Erase {
-                            // An erase marks rows in every segment holding the entity, including
-                            // segments of closed rectangles only, which `segments_to_load` skips.
-                            to_load.extend(
-                                t.segments
-                                    .iter()
-                                    .filter(|e| {
-                                        e.seg.loaded().is_none()
-                                            && iids.iter().any(|&h| e.seg.may_contain(h))
-                                    })
-                                    .map(|e| e.seg.clone()),
-                            );
-                        } else {
-                            to_load.extend(t.segments_to_load(&iids));
-                        }
-                    }
-                }
+    /// Segments that applying `ops` will read.
+    fn segments_needed<'a>(&self, ops: impl Iterator<Item = &'a Op>) -> Vec<Arc<Segment>> {
+        let s = self.state.read();
+        let mut to_load = Vec::new();
+        for op in ops {
+            if let Some(t) = s.tables.get(&op.table) {
+                to_load.extend(segments_needed_by(t, op));
             }
         }
+        to_load
+    }
+
+    /// Load the segments a record's events need, then apply it atomically.
+    async fn apply_record(&self, rec: &LogRecord) -> Result<()> {
+        let to_load = self.segments_needed(rec.txs.iter().flat_map(|t| t.ops.iter()));
         for seg in to_load {
             seg.load(&self.storage).await?;
         }
@@ -595,6 +577,15 @@ impl Engine {
         let Some(t) = s.tables.get(table) else {
             return Ok(None);
         };
+        self.scan_state(t, coord, ids).map(Some)
+    }
+
+    fn scan_state(
+        &self,
+        t: &TableState,
+        coord: Coordinate,
+        ids: Option<Vec<EntityId>>,
+    ) -> Result<TableScan> {
         let schema = output_schema(&t.schema);
         let ids: Option<Arc<Vec<(u64, EntityId)>>> =
             ids.map(|v| Arc::new(v.into_iter().map(|i| (i.hash(), i)).collect()));
@@ -613,7 +604,7 @@ impl Engine {
             })
             .map(|e| (e.seg.clone(), e.deleted.clone()))
             .collect();
-        Ok(Some(TableScan {
+        Ok(TableScan {
             schema,
             table_schema: t.schema.clone(),
             coord,
@@ -621,7 +612,110 @@ impl Engine {
             live,
             segments,
             storage: self.storage.clone(),
-        }))
+        })
+    }
+
+    /// The system time an open transaction's writes would get if it committed
+    /// now: its pinned time, else the next clock reading (not used up).
+    pub fn provisional_system_time(&self, pinned: Option<Micros>) -> Micros {
+        pinned.unwrap_or_else(|| {
+            let last = self.state.read().last_system_time;
+            self.clock.peek_us().max(last.saturating_add(1))
+        })
+    }
+
+    /// Table schemas as they would be after `pending` (an open transaction's
+    /// writes) committed; validates those writes the way commit will.
+    pub fn schemas_with(&self, pending: &[Op], t: Micros) -> Result<HashMap<String, TableSchema>> {
+        let mut schemas: HashMap<String, TableSchema> = {
+            let s = self.state.read();
+            s.tables
+                .iter()
+                .map(|(k, v)| (k.clone(), v.schema.clone()))
+                .collect()
+        };
+        prepare_ops(&mut schemas, pending, t)?;
+        Ok(schemas)
+    }
+
+    /// A scan of `table` that also sees `pending`, an open transaction's
+    /// writes, applied at system time `t` on a private copy of the table's
+    /// state (the shared state is not touched). Used for reads inside
+    /// `BEGIN … COMMIT`: a transaction sees its own earlier writes.
+    pub async fn scan_with(
+        &self,
+        table: &str,
+        coord: Coordinate,
+        ids: Option<Vec<EntityId>>,
+        pending: &[Op],
+        t: Micros,
+    ) -> Result<Option<TableScan>> {
+        if !pending.iter().any(|op| op.table == table) {
+            return self.scan(table, coord, ids);
+        }
+        let mut schemas: HashMap<String, TableSchema> = {
+            let s = self.state.read();
+            s.tables
+                .iter()
+                .map(|(k, v)| (k.clone(), v.schema.clone()))
+                .collect()
+        };
+        let ops = prepare_ops(&mut schemas, pending, t)?;
+        // A private copy: segments it needs are loaded into their shared
+        // (immutable) objects, which a flush meanwhile cannot invalidate.
+        let mut state = {
+            let s = self.state.read();
+            s.tables
+                .get(table)
+                .cloned()
+                .unwrap_or_else(|| TableState::new(table))
+        };
+        for op in ops.iter().filter(|op| op.table == table) {
+            for seg in segments_needed_by(&state, op) {
+                seg.load(&self.storage).await?;
+            }
+        }
+        for op in ops.iter().filter(|op| op.table == table) {
+            match op.kind {
+                OpKind::Put => state.apply_put(&op.batch, t)?,
+                OpKind::Delete => state.apply_delete(&op.batch, t)?,
+                OpKind::Erase => state.apply_erase(&op.batch)?,
+                OpKind::CreateTable => {
+                    let fields: Vec<Field> = op
+                        .batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone())
+                        .collect();
+                    state.schema = state.schema.merged(table, &fields)?;
+                }
+            }
+        }
+        self.scan_state(&state, coord, ids).map(Some)
+    }
+}
+
+/// Segments of `t` that applying `op` reads: those with open rectangles of
+/// the entities written, and for an erase every segment holding the entity.
+fn segments_needed_by(t: &TableState, op: &Op) -> Vec<Arc<Segment>> {
+    if op.kind == OpKind::CreateTable {
+        return vec![];
+    }
+    let Some(ids) = op.batch.column_by_name(ID) else {
+        return vec![];
+    };
+    let iids = hash_column(ids.as_ref());
+    if op.kind == OpKind::Erase {
+        // An erase marks rows in every segment holding the entity, including
+        // segments of closed rectangles only, which `segments_to_load` skips.
+        t.segments
+            .iter()
+            .filter(|e| e.seg.loaded().is_none() && iids.iter().any(|&h| e.seg.may_contain(h)))
+            .map(|e| e.seg.clone())
+            .collect()
+    } else {
+        t.segments_to_load(&iids)
     }
 }
 

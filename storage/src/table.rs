@@ -99,7 +99,7 @@ pub struct SegmentEntry {
     pub dirty: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct LiveIndex {
     pub sources: Vec<RecordBatch>,
     seg_sources: HashMap<String, u32>,
@@ -108,7 +108,7 @@ pub struct LiveIndex {
     pub alive: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TableState {
     pub name: String,
     pub schema: TableSchema,

@@ -13,6 +13,11 @@ pub const OPEN: Micros = i64::MAX;
 /// `max(clock.now(), previous + 1µs)` for each transaction.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_us(&self) -> Micros;
+    /// What the next `now_us` would be, without using a reading up (an open
+    /// transaction's provisional system time, for its own reads).
+    fn peek_us(&self) -> Micros {
+        self.now_us()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +55,9 @@ impl Clock for TestClock {
         let v = *n;
         *n = n.saturating_add(self.step_us);
         v
+    }
+    fn peek_us(&self) -> Micros {
+        *self.next.lock()
     }
 }
 
