@@ -391,6 +391,22 @@ impl Engine {
                 Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
             }
             let applied = self.apply_record(&rec).await;
+            // ERASE removes the bytes, not only the visibility: purge now,
+            // before acknowledging, so that an acknowledged erase is gone from
+            // segments and log. A purge that fails leaves the erase logically
+            // done (every reader skips the rows) and is logged.
+            let erased: Vec<&Op> = rec
+                .txs
+                .iter()
+                .flat_map(|t| t.ops.iter())
+                .filter(|o| o.kind == OpKind::Erase)
+                .collect();
+            if applied.is_ok() && !erased.is_empty() {
+                let erased: Vec<Op> = erased.into_iter().cloned().collect();
+                if let Err(e) = self.purge_locked(&erased, seq).await {
+                    tracing::warn!("erase committed at seq {seq} but purging its bytes failed: {e}");
+                }
+            }
             for (p, t) in accepted {
                 let r = match &applied {
                     Ok(()) => Ok(CommitInfo {
@@ -533,6 +549,149 @@ impl Engine {
                 .push(e);
         }
         s.manifest_version = version;
+        Ok(())
+    }
+
+    /// Remove erased entities' bytes from storage (writer lock held):
+    /// 1. flush, so the live index (which holds the only in-memory copies of
+    ///    rows retired from segments) is in segments and the manifest's
+    ///    watermark covers the erase;
+    /// 2. rewrite every segment with rows marked deleted among the erased
+    ///    entities' rows, without its deleted rows (they are all superseded
+    ///    by newer rectangles or erased), publish a manifest, and delete the
+    ///    old segment, bloom and deletion-vector objects;
+    /// 3. rewrite the log records up to the erase without the erased
+    ///    entities' rows (the erase event itself, which names the `_id`,
+    ///    stays).
+    async fn purge_locked(&self, erased: &[Op], upto_seq: u64) -> Result<()> {
+        self.flush_locked().await?;
+        // Erased entities per table.
+        let mut ids: HashMap<String, Vec<EntityId>> = HashMap::new();
+        for op in erased {
+            if let Some(col) = op.batch.column_by_name(ID) {
+                let v = ids.entry(op.table.clone()).or_default();
+                for r in 0..col.len() {
+                    v.push(crate::entity::id_at(col.as_ref(), r));
+                }
+            }
+        }
+        // 2. Segments.
+        let tag = flush_tag();
+        let mut rewritten: Vec<(String, usize, Option<SegmentEntry>)> = Vec::new();
+        let mut old_objects: Vec<String> = Vec::new();
+        let version = self.state.read().manifest_version + 1;
+        let candidates: Vec<(String, usize, SegmentEntry)> = {
+            let s = self.state.read();
+            let mut out = Vec::new();
+            for (table, list) in &ids {
+                let Some(t) = s.tables.get(table) else {
+                    continue;
+                };
+                for (i, e) in t.segments.iter().enumerate() {
+                    if e.deleted.count() > 0 && list.iter().any(|id| e.seg.may_contain(id.hash()))
+                    {
+                        out.push((table.clone(), i, e.clone()));
+                    }
+                }
+            }
+            out
+        };
+        for (n, (table, i, e)) in candidates.into_iter().enumerate() {
+            let data = e.seg.load(&self.storage).await?;
+            let keep: Vec<u32> = (0..data.batch.num_rows())
+                .filter(|&r| !e.deleted.contains(r))
+                .map(|r| r as u32)
+                .collect();
+            old_objects.push(e.seg.meta.path.clone());
+            old_objects.push(e.seg.meta.bloom_path.clone());
+            if let Some(p) = &e.deleted_path {
+                old_objects.push(p.clone());
+            }
+            if keep.is_empty() {
+                rewritten.push((table, i, None));
+                continue;
+            }
+            let idx = arrow::array::UInt32Array::from(keep);
+            let batch = arrow::compute::take_record_batch(&data.batch, &idx)?;
+            let dir = table_dir(&table);
+            let path = format!("{dir}/seg-{version:010}-{tag}-p{n}.arrow");
+            let bloom_path = format!("{dir}/seg-{version:010}-{tag}-p{n}.bloom");
+            let (bytes, meta, bloom) = segment::encode(&path, &bloom_path, &batch)?;
+            self.storage.put(&path, bytes).await?;
+            self.storage.put(&bloom_path, bloom.to_bytes()).await?;
+            let rows = batch.num_rows();
+            rewritten.push((
+                table,
+                i,
+                Some(SegmentEntry {
+                    seg: Arc::new(Segment::with_data(meta, bloom, SegmentData { batch })),
+                    deleted: Arc::new(DeletionVector::with_rows(rows)),
+                    deleted_path: None,
+                    dirty: false,
+                }),
+            ));
+        }
+        if !rewritten.is_empty() {
+            {
+                let mut s = self.state.write();
+                // Highest index first, so removals keep the others' positions.
+                rewritten.sort_by(|a, b| (&a.0, b.1).cmp(&(&b.0, a.1)));
+                for (table, i, entry) in rewritten {
+                    let t = s.tables.get_mut(&table).expect("table vanished during purge");
+                    match entry {
+                        Some(e) => t.segments[i] = e,
+                        None => {
+                            t.segments.remove(i);
+                        }
+                    }
+                }
+            }
+            // Publish the rewritten segment list (a flush with an empty live index).
+            self.flush_locked().await?;
+            for p in old_objects {
+                self.storage.delete(&p).await?;
+            }
+        }
+        // Earlier manifests carry the erased rows' column statistics (and
+        // name deleted segments): only the latest is ever read, so drop them.
+        let current = manifest_path(self.state.read().manifest_version);
+        for p in self.storage.list("manifest").await? {
+            if p < current {
+                self.storage.delete(&p).await?;
+            }
+        }
+        // 3. The log.
+        for seq in 1..=upto_seq {
+            let path = log_path(seq);
+            let Some(bytes) = self.storage.get(&path).await? else {
+                continue;
+            };
+            let mut rec = LogRecord::decode(&path, &bytes)?;
+            let mut changed = false;
+            for tx in &mut rec.txs {
+                for op in &mut tx.ops {
+                    if !matches!(op.kind, OpKind::Put | OpKind::Delete) {
+                        continue;
+                    }
+                    let (Some(list), Some(col)) = (ids.get(&op.table), op.batch.column_by_name(ID))
+                    else {
+                        continue;
+                    };
+                    let keep: Vec<u32> = (0..col.len())
+                        .filter(|&r| !list.iter().any(|id| crate::entity::id_equals(col.as_ref(), r, id)))
+                        .map(|r| r as u32)
+                        .collect();
+                    if keep.len() != col.len() {
+                        let idx = arrow::array::UInt32Array::from(keep);
+                        op.batch = arrow::compute::take_record_batch(&op.batch, &idx)?;
+                        changed = true;
+                    }
+                }
+            }
+            if changed {
+                self.storage.put(&path, rec.encode()?).await?;
+            }
+        }
         Ok(())
     }
 
