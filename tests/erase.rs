@@ -49,11 +49,20 @@ async fn erase_removes_the_bytes_from_segments_and_log() {
         .unwrap();
     // History in a segment, in the live index, and in the log.
     db.flush().await.unwrap();
-    db.sql("UPDATE people SET note = 'secret-v2-xyzzy' WHERE _id = 2").await.unwrap();
-    db.sql("UPDATE people SET note = 'keep-me-2' WHERE _id = 1").await.unwrap();
+    db.sql("UPDATE people SET note = 'secret-v2-xyzzy' WHERE _id = 2")
+        .await
+        .unwrap();
+    db.sql("UPDATE people SET note = 'keep-me-2' WHERE _id = 1")
+        .await
+        .unwrap();
     db.flush().await.unwrap();
-    db.sql("UPDATE people SET note = 'secret-v3-xyzzy' WHERE _id = 2").await.unwrap();
-    assert!(!files_containing(dir.path(), b"xyzzy").is_empty(), "test setup: the secret is on disk");
+    db.sql("UPDATE people SET note = 'secret-v3-xyzzy' WHERE _id = 2")
+        .await
+        .unwrap();
+    assert!(
+        !files_containing(dir.path(), b"xyzzy").is_empty(),
+        "test setup: the secret is on disk"
+    );
 
     db.sql("ERASE FROM people WHERE _id = 2").await.unwrap();
 
@@ -64,20 +73,38 @@ async fn erase_removes_the_bytes_from_segments_and_log() {
         strings(&db, "SELECT note FROM people FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 1 ORDER BY _system_from, _valid_from").await,
         vec!["keep-me-1", "keep-me-1", "keep-me-2"]
     );
-    assert!(strings(&db, "SELECT name FROM people FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 2").await.is_empty());
+    assert!(strings(
+        &db,
+        "SELECT name FROM people FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 2"
+    )
+    .await
+    .is_empty());
     drop(db);
 
     // After reopening (manifest + log replay) the same.
     let db = Db::open(cfg()).await.unwrap();
-    assert_eq!(strings(&db, "SELECT name FROM people ORDER BY _id").await, vec!["ada"]);
+    assert_eq!(
+        strings(&db, "SELECT name FROM people ORDER BY _id").await,
+        vec!["ada"]
+    );
     assert_eq!(
         strings(&db, "SELECT note FROM people FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 1 ORDER BY _system_from, _valid_from").await,
         vec!["keep-me-1", "keep-me-1", "keep-me-2"]
     );
-    assert!(strings(&db, "SELECT note FROM people FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 2").await.is_empty());
+    assert!(strings(
+        &db,
+        "SELECT note FROM people FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 2"
+    )
+    .await
+    .is_empty());
     // And writes go on.
-    db.sql("INSERT INTO people (_id, name) VALUES (2, 'bob again')").await.unwrap();
-    assert_eq!(strings(&db, "SELECT name FROM people ORDER BY _id").await, vec!["ada", "bob again"]);
+    db.sql("INSERT INTO people (_id, name) VALUES (2, 'bob again')")
+        .await
+        .unwrap();
+    assert_eq!(
+        strings(&db, "SELECT name FROM people ORDER BY _id").await,
+        vec!["ada", "bob again"]
+    );
 }
 
 #[tokio::test]
@@ -85,8 +112,12 @@ async fn erase_replayed_from_the_log_by_a_fresh_open_purges_nothing_else() {
     // The log alone (no flush before the erase): a reopen replays it.
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(Config::dir(dir.path())).await.unwrap();
-    db.sql("INSERT INTO t (_id, v) VALUES (1, 'plain'), (2, 'gone-qwerty')").await.unwrap();
-    db.sql("UPDATE t SET v = 'gone-qwerty-2' WHERE _id = 2").await.unwrap();
+    db.sql("INSERT INTO t (_id, v) VALUES (1, 'plain'), (2, 'gone-qwerty')")
+        .await
+        .unwrap();
+    db.sql("UPDATE t SET v = 'gone-qwerty-2' WHERE _id = 2")
+        .await
+        .unwrap();
     db.sql("ERASE FROM t WHERE _id = 2").await.unwrap();
     assert!(files_containing(dir.path(), b"qwerty").is_empty());
     drop(db);

@@ -125,9 +125,10 @@ impl Hider<'_> {
                         ));
                     }
                 }
-                SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(q), mut opts)
-                    if strata_quals.contains_key(&q.to_string().to_lowercase()) =>
-                {
+                SelectItem::QualifiedWildcard(
+                    SelectItemQualifiedWildcardKind::ObjectName(q),
+                    mut opts,
+                ) if strata_quals.contains_key(&q.to_string().to_lowercase()) => {
                     exclude_temporal(&mut opts);
                     items.push(SelectItem::QualifiedWildcard(
                         SelectItemQualifiedWildcardKind::ObjectName(q),
