@@ -4,6 +4,7 @@
 
 mod dml;
 pub mod error;
+pub mod period;
 pub mod pg_catalog;
 pub mod provider;
 pub mod session;

@@ -564,6 +564,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
     if is_dml && r.kind == StatementKind::Plain {
         r.kind = StatementKind::Portion(None);
     }
+    let out = crate::period::rewrite_tokens(out)?;
     r.sql = out.iter().map(token_sql).collect();
     Ok(r)
 }
