@@ -239,6 +239,31 @@ impl Session {
         rw: &Rewritten,
         params: &[ScalarValue],
     ) -> Result<Output> {
+        // `ASSERT e` → `SELECT count(*) > 0 … WHERE e`: a subquery predicate
+        // such as EXISTS (…) is planned in a filter (as a semi join), which
+        // DataFusion cannot do in a projection.
+        let wrapped = match &stmt {
+            Statement::Query(q) => match q.body.as_ref() {
+                ast::SetExpr::Select(sel) if sel.from.is_empty() && sel.projection.len() == 1 => {
+                    match &sel.projection[0] {
+                        ast::SelectItem::UnnamedExpr(e)
+                            if e.to_string().to_ascii_uppercase().contains("SELECT") =>
+                        {
+                            Some(format!(
+                                "SELECT count(*) > 0 FROM (SELECT 1) AS __strata_assert WHERE {e}"
+                            ))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let stmt = match wrapped {
+            Some(sql) => crate::session::parse(&sql)?.pop().unwrap_or(stmt),
+            None => stmt,
+        };
         let (ctx, plan) = self.plan(stmt, rw, params).await?;
         let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
         let ok = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {

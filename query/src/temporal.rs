@@ -176,14 +176,14 @@ impl<'a> Cursor<'a> {
             }
             Some("FROM") => {
                 self.pos += 1;
-                let a = self.time()?;
+                let a = open_start(self.time()?);
                 self.expect_word("TO")?;
                 let b = self.time()?;
                 Ok(TimeSelector::Range { from: a, to: b })
             }
             Some("BETWEEN") => {
                 self.pos += 1;
-                let a = self.time()?;
+                let a = open_start(self.time()?);
                 self.expect_word("AND")?;
                 let b = self.time()?;
                 Ok(TimeSelector::Range {
@@ -226,6 +226,15 @@ impl<'a> Cursor<'a> {
             self.selector()?
         };
         Ok((system, sel))
+    }
+}
+
+/// A NULL start of a range is open towards the past (−∞), not +∞.
+fn open_start(t: Micros) -> Micros {
+    if t == OPEN {
+        i64::MIN
+    } else {
+        t
     }
 }
 
@@ -440,7 +449,18 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
             let next = c.peek_word_at(c.pos + 1, 0);
             let next2 = c.peek_word_at(c.pos + 1, 1);
             // UPDATE/DELETE … FOR PORTION OF VALID_TIME FROM a TO b | FOR ALL VALID_TIME
+            // Only at the statement's own level: `FOR ALL VALID_TIME` inside a
+            // subquery is that table reference's clause, not the portion.
+            let depth: i64 = toks[..c.pos]
+                .iter()
+                .map(|t| match t {
+                    Token::LParen => 1,
+                    Token::RParen => -1,
+                    _ => 0,
+                })
+                .sum();
             if is_dml
+                && depth == 0
                 && (next.as_deref() == Some("PORTION")
                     || (next.as_deref() == Some("ALL") && next2.as_deref() == Some("VALID_TIME")))
             {

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    ExcludeSelectItem, Ident, JoinConstraint, JoinOperator, ObjectName, Query, Select, SelectItem,
+    ExcludeSelectItem, Expr, Ident, JoinConstraint, JoinOperator, ObjectName, Query, Select, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableWithJoins, VisitMut,
     VisitorMut, WildcardAdditionalOptions,
 };
@@ -79,15 +79,34 @@ impl Hider<'_> {
         // Each FROM relation: (qualifier, source).
         let mut rels: Vec<(Option<ObjectName>, Source)> = Vec::new();
         let mut using_or_natural = false;
+        // The USING columns of all joins, if every such join is USING (not NATURAL).
+        let mut using_cols: Option<Vec<String>> = Some(Vec::new());
         for twj in &mut select.from {
             self.natural_to_using(twj);
             rels.push((qualifier(&twj.relation), self.classify(&twj.relation)));
             for j in &twj.joins {
-                if matches!(
-                    constraint(&j.join_operator),
-                    Some(JoinConstraint::Using(_) | JoinConstraint::Natural)
-                ) {
-                    using_or_natural = true;
+                match constraint(&j.join_operator) {
+                    Some(JoinConstraint::Using(cols)) => {
+                        using_or_natural = true;
+                        if let Some(u) = using_cols.as_mut() {
+                            for c in cols {
+                                let n = c
+                                    .0
+                                    .last()
+                                    .and_then(|p| p.as_ident())
+                                    .map(normal)
+                                    .unwrap_or_else(|| c.to_string());
+                                if !u.contains(&n) {
+                                    u.push(n);
+                                }
+                            }
+                        }
+                    }
+                    Some(JoinConstraint::Natural) => {
+                        using_or_natural = true;
+                        using_cols = None;
+                    }
+                    _ => {}
                 }
                 rels.push((qualifier(&j.relation), self.classify(&j.relation)));
             }
@@ -104,16 +123,45 @@ impl Hider<'_> {
         let mut items = Vec::with_capacity(select.projection.len());
         for item in std::mem::take(&mut select.projection) {
             match item {
-                SelectItem::Wildcard(mut opts) if all_strata => {
+                // One Strata table: exclude by unqualified name.
+                SelectItem::Wildcard(mut opts) if all_strata && rels.len() == 1 => {
                     exclude_temporal(&mut opts);
                     items.push(SelectItem::Wildcard(opts));
+                }
+                // Joined USING (…): the join columns once, then each
+                // relation's other columns, as Postgres lists them.
+                SelectItem::Wildcard(opts)
+                    if using_or_natural
+                        && is_plain(&opts)
+                        && using_cols.is_some()
+                        && rels.iter().all(|(q, _)| q.is_some()) =>
+                {
+                    let using = using_cols.as_ref().unwrap();
+                    for u in using {
+                        items.push(SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote(
+                            '"',
+                            u.clone(),
+                        ))));
+                    }
+                    for (q, src) in &rels {
+                        let mut o = WildcardAdditionalOptions::default();
+                        if matches!(src, Source::Strata(_)) {
+                            exclude_temporal(&mut o);
+                        }
+                        exclude_names(&mut o, using);
+                        items.push(SelectItem::QualifiedWildcard(
+                            SelectItemQualifiedWildcardKind::ObjectName(q.clone().unwrap()),
+                            o,
+                        ));
+                    }
                 }
                 SelectItem::Wildcard(opts)
                     if !using_or_natural
                         && is_plain(&opts)
                         && rels.iter().all(|(q, _)| q.is_some()) =>
                 {
-                    // Mixed sources: expand to one qualified wildcard each.
+                    // Several sources: one qualified wildcard each (an
+                    // unqualified EXCLUDE would be ambiguous).
                     for (q, s) in &rels {
                         let mut o = WildcardAdditionalOptions::default();
                         if matches!(s, Source::Strata(_)) {
@@ -243,6 +291,18 @@ fn qualifier(f: &TableFactor) -> Option<ObjectName> {
         TableFactor::Table { name, .. } => Some(name.clone()),
         _ => None,
     }
+}
+
+fn exclude_names(o: &mut WildcardAdditionalOptions, extra: &[String]) {
+    let mut names: Vec<ObjectName> = match o.opt_exclude.take() {
+        Some(ExcludeSelectItem::Single(n)) => vec![n],
+        Some(ExcludeSelectItem::Multiple(v)) => v,
+        None => vec![],
+    };
+    for c in extra {
+        names.push(ObjectName::from(vec![Ident::with_quote('"', c.clone())]));
+    }
+    o.opt_exclude = Some(ExcludeSelectItem::Multiple(names));
 }
 
 fn exclude_temporal(o: &mut WildcardAdditionalOptions) {
