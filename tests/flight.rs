@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{
-    Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
-};
+use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
@@ -128,10 +126,9 @@ fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
         .collect()
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_listeners_start_and_a_query_streams_many_batches() {
-    let s = server();
+    let (mut s, _tmp) = server_with(&["--flight-port", "0"]);
     let mut c = connect(&s).await;
     assert_eq!(
         update(
@@ -155,10 +152,24 @@ async fn both_listeners_start_and_a_query_streams_many_batches() {
     let vs = i64s(&batches, 1);
     assert_eq!(ids[0], Some(1));
     assert_eq!(ids[199999], Some(200000));
-    assert!(ids.iter().zip(&vs).all(|(i, v)| v.unwrap() == i.unwrap() * 2));
+    assert!(ids
+        .iter()
+        .zip(&vs)
+        .all(|(i, v)| v.unwrap() == i.unwrap() * 2));
     // The Postgres listener runs next to it, on the same data.
     let out = s.psql_ok(&["SELECT count(*) FROM nums"]);
     assert_eq!(out.trim(), "200000");
+    // One SIGTERM stops both listeners and the process.
+    drop(c);
+    let st = s
+        .terminate(Duration::from_secs(20))
+        .expect("exits after SIGTERM");
+    assert!(st.success(), "{st}");
+    let port = flight_port(&s);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the Flight SQL port is closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +182,10 @@ async fn prepared_statements_bind_parameters_in_a_stateless_handle() {
     )
     .await;
     let mut p = c
-        .prepare("SELECT name FROM people WHERE age > $1 ORDER BY _id".into(), None)
+        .prepare(
+            "SELECT name FROM people WHERE age > $1 ORDER BY _id".into(),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(p.dataset_schema().unwrap().field(0).name(), "name");
@@ -188,7 +202,10 @@ async fn prepared_statements_bind_parameters_in_a_stateless_handle() {
 
     // `?` placeholders work too, and a prepared INSERT is an update.
     let mut ins = c
-        .prepare("INSERT INTO people (_id, name, age) VALUES (?, ?, ?)".into(), None)
+        .prepare(
+            "INSERT INTO people (_id, name, age) VALUES (?, ?, ?)".into(),
+            None,
+        )
         .await
         .unwrap();
     let params = RecordBatch::try_new(
@@ -214,7 +231,11 @@ async fn prepared_statements_bind_parameters_in_a_stateless_handle() {
     // the same SQL from the handle a first server issued.
     let s2 = server();
     let mut c2 = connect(&s2).await;
-    update(&mut c2, "INSERT INTO people (_id, name, age) VALUES (9, 'zed', 99)").await;
+    update(
+        &mut c2,
+        "INSERT INTO people (_id, name, age) VALUES (9, 'zed', 99)",
+    )
+    .await;
     let mut p = c
         .prepare("SELECT name FROM people WHERE age > $1".into(), None)
         .await
@@ -227,8 +248,18 @@ async fn prepared_statements_bind_parameters_in_a_stateless_handle() {
     p.set_parameters(params.clone()).unwrap();
     let info = p.execute().await.unwrap(); // binds, then asks server 1
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let b: Vec<RecordBatch> = c2.do_get(ticket).await.unwrap().try_collect().await.unwrap();
-    assert_eq!(strings(&b, 0), vec!["zed"], "server 2 ran server 1's handle");
+    let b: Vec<RecordBatch> = c2
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        strings(&b, 0),
+        vec!["zed"],
+        "server 2 ran server 1's handle"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,7 +267,11 @@ async fn updates_return_affected_row_counts() {
     let s = server();
     let mut c = connect(&s).await;
     assert_eq!(
-        update(&mut c, "CREATE TABLE acct (_id BIGINT, owner TEXT, balance BIGINT)").await,
+        update(
+            &mut c,
+            "CREATE TABLE acct (_id BIGINT, owner TEXT, balance BIGINT)"
+        )
+        .await,
         0
     );
     assert_eq!(
@@ -248,7 +283,11 @@ async fn updates_return_affected_row_counts() {
         3
     );
     assert_eq!(
-        update(&mut c, "UPDATE acct SET balance = balance + 1 WHERE balance < 60").await,
+        update(
+            &mut c,
+            "UPDATE acct SET balance = balance + 1 WHERE balance < 60"
+        )
+        .await,
         2
     );
     assert_eq!(update(&mut c, "DELETE FROM acct WHERE _id = 3").await, 1);
@@ -256,7 +295,11 @@ async fn updates_return_affected_row_counts() {
     assert_eq!(i64s(&b, 0), vec![Some(1), Some(2)]);
     assert_eq!(i64s(&b, 1), vec![Some(100), Some(51)]);
     // A write sent as a query runs once, at GetFlightInfo.
-    let b = query(&mut c, "INSERT INTO acct (_id, owner, balance) VALUES (7, 'x', 1)").await;
+    let b = query(
+        &mut c,
+        "INSERT INTO acct (_id, owner, balance) VALUES (7, 'x', 1)",
+    )
+    .await;
     assert_eq!(rows(&b), 0);
     let b = query(&mut c, "SELECT count(*) FROM acct").await;
     assert_eq!(i64s(&b, 0), vec![Some(3)]);
@@ -276,42 +319,53 @@ async fn bulk_ingest_loads_one_transaction_with_an_optional_valid_period() {
             schema.clone(),
             vec![
                 Arc::new(Int64Array::from_iter_values(from..from + n)),
-                Arc::new(Float64Array::from_iter_values((from..from + n).map(|i| i as f64 / 2.0))),
-                Arc::new(StringArray::from_iter_values((from..from + n).map(|i| format!("r{i}")))),
+                Arc::new(Float64Array::from_iter_values(
+                    (from..from + n).map(|i| i as f64 / 2.0),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    (from..from + n).map(|i| format!("r{i}")),
+                )),
             ],
         )
         .unwrap()
     };
-    let cmd = |table: &str, create: bool, options: HashMap<String, String>| CommandStatementIngest {
-        table_definition_options: Some(TableDefinitionOptions {
-            if_not_exist: if create {
-                TableNotExistOption::Create
-            } else {
-                TableNotExistOption::Fail
-            } as i32,
-            if_exists: if create {
-                TableExistsOption::Fail
-            } else {
-                TableExistsOption::Append
-            } as i32,
-        }),
-        table: table.into(),
-        schema: None,
-        catalog: None,
-        temporary: false,
-        transaction_id: None,
-        options,
-    };
+    let cmd =
+        |table: &str, create: bool, options: HashMap<String, String>| CommandStatementIngest {
+            table_definition_options: Some(TableDefinitionOptions {
+                if_not_exist: if create {
+                    TableNotExistOption::Create
+                } else {
+                    TableNotExistOption::Fail
+                } as i32,
+                if_exists: if create {
+                    TableExistsOption::Fail
+                } else {
+                    TableExistsOption::Append
+                } as i32,
+            }),
+            table: table.into(),
+            schema: None,
+            catalog: None,
+            temporary: false,
+            transaction_id: None,
+            options,
+        };
     let batches: Vec<Result<RecordBatch, arrow_flight::error::FlightError>> =
         (0..10).map(|i| Ok(batch(i * 10_000, 10_000))).collect();
     let n = c
-        .execute_ingest(cmd("loaded", true, HashMap::new()), futures::stream::iter(batches))
+        .execute_ingest(
+            cmd("loaded", true, HashMap::new()),
+            futures::stream::iter(batches),
+        )
         .await
         .unwrap();
     assert_eq!(n, 100_000);
     let b = query(&mut c, "SELECT count(*), sum(a), min(b) FROM loaded").await;
     assert_eq!(i64s(&b, 0), vec![Some(100_000)]);
-    let sum = b[0].column(1).as_primitive::<arrow::datatypes::Float64Type>().value(0);
+    let sum = b[0]
+        .column(1)
+        .as_primitive::<arrow::datatypes::Float64Type>()
+        .value(0);
     assert_eq!(sum, (0..100_000).map(|i| i as f64 / 2.0).sum::<f64>());
     assert_eq!(strings(&b, 2), vec!["r0"]);
 
@@ -341,7 +395,10 @@ async fn bulk_ingest_loads_one_transaction_with_an_optional_valid_period() {
     ]
     .into();
     let n = c
-        .execute_ingest(cmd("hist", true, opts), futures::stream::iter(vec![Ok(batch(1, 3))]))
+        .execute_ingest(
+            cmd("hist", true, opts),
+            futures::stream::iter(vec![Ok(batch(1, 3))]),
+        )
         .await
         .unwrap();
     assert_eq!(n, 3);
@@ -353,16 +410,31 @@ async fn bulk_ingest_loads_one_transaction_with_an_optional_valid_period() {
     )
     .await;
     assert_eq!(i64s(&b, 0), vec![Some(1), Some(2), Some(3)]);
-    assert!(strings(&b, 1)[0].starts_with("2001-01-01T00:00:00"), "{:?}", strings(&b, 1));
-    assert!(strings(&b, 2)[0].starts_with("2002-01-01T00:00:00"), "{:?}", strings(&b, 2));
+    assert!(
+        strings(&b, 1)[0].starts_with("2001-01-01T00:00:00"),
+        "{:?}",
+        strings(&b, 1)
+    );
+    assert!(
+        strings(&b, 2)[0].starts_with("2002-01-01T00:00:00"),
+        "{:?}",
+        strings(&b, 2)
+    );
 
     // Bad option: a clear message.
-    let opts: HashMap<String, String> = [("valid_form".to_string(), "2001-01-01".to_string())].into();
+    let opts: HashMap<String, String> =
+        [("valid_form".to_string(), "2001-01-01".to_string())].into();
     let e = c
-        .execute_ingest(cmd("hist2", true, opts), futures::stream::iter(vec![Ok(batch(1, 1))]))
+        .execute_ingest(
+            cmd("hist2", true, opts),
+            futures::stream::iter(vec![Ok(batch(1, 1))]),
+        )
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("unknown ingest option `valid_form`"), "{e}");
+    assert!(
+        e.to_string().contains("unknown ingest option `valid_form`"),
+        "{e}"
+    );
     // Rows without `_id`: a clear message.
     let noid = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)])),
@@ -370,7 +442,10 @@ async fn bulk_ingest_loads_one_transaction_with_an_optional_valid_period() {
     )
     .unwrap();
     let e = c
-        .execute_ingest(cmd("noid", true, HashMap::new()), futures::stream::iter(vec![Ok(noid)]))
+        .execute_ingest(
+            cmd("noid", true, HashMap::new()),
+            futures::stream::iter(vec![Ok(noid)]),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("`_id`"), "{e}");
@@ -380,7 +455,11 @@ async fn bulk_ingest_loads_one_transaction_with_an_optional_valid_period() {
 async fn metadata_commands_describe_the_catalog() {
     let s = server();
     let mut c = connect(&s).await;
-    update(&mut c, "INSERT INTO prices (_id, sym, price) VALUES (1, 'ACME', 9.5)").await;
+    update(
+        &mut c,
+        "INSERT INTO prices (_id, sym, price) VALUES (1, 'ACME', 9.5)",
+    )
+    .await;
     update(&mut c, "INSERT INTO zoo (_id, animal) VALUES ('z1', 'yak')").await;
 
     let info = c.get_catalogs().await.unwrap();
@@ -413,10 +492,21 @@ async fn metadata_commands_describe_the_catalog() {
     let schema_bytes = b[0].column(4).as_binary::<i32>().value(0).to_vec();
     let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&schema_bytes).unwrap();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    for want in ["_id", "sym", "price", "_valid_from", "_valid_to", "_system_from", "_system_to"] {
+    for want in [
+        "_id",
+        "sym",
+        "price",
+        "_valid_from",
+        "_valid_to",
+        "_system_from",
+        "_system_to",
+    ] {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
-    assert_eq!(schema.field_with_name("price").unwrap().data_type(), &DataType::Float64);
+    assert_eq!(
+        schema.field_with_name("price").unwrap().data_type(),
+        &DataType::Float64
+    );
 
     let info = c
         .get_tables(CommandGetTables {
@@ -431,17 +521,34 @@ async fn metadata_commands_describe_the_catalog() {
     let b = fetch(&mut c, info).await;
     assert_eq!(strings(&b, 2), vec!["prices"]);
 
+    let info = c
+        .get_primary_keys(arrow_flight::sql::CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: None,
+            table: "prices".into(),
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await;
+    assert_eq!(strings(&b, 2), vec!["prices"]);
+    assert_eq!(strings(&b, 3), vec!["_id"]);
+
     let info = c.get_table_types().await.unwrap();
     let b = fetch(&mut c, info).await;
     assert_eq!(strings(&b, 0), vec!["TABLE"]);
 
     let info = c
-        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerVersion])
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerVersion,
+        ])
         .await
         .unwrap();
     let b = fetch(&mut c, info).await;
     assert_eq!(rows(&b), 2);
-    let text = arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
+    let text = arrow::util::pretty::pretty_format_batches(&b)
+        .unwrap()
+        .to_string();
     assert!(text.contains("Strata"), "{text}");
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
 
@@ -451,7 +558,13 @@ async fn metadata_commands_describe_the_catalog() {
         .unwrap();
     let b = fetch(&mut c, info).await;
     let names = strings(&b, 0);
-    for t in ["bigint", "text", "double precision", "timestamptz", "boolean"] {
+    for t in [
+        "bigint",
+        "text",
+        "double precision",
+        "timestamptz",
+        "boolean",
+    ] {
         assert!(names.contains(&t.to_string()), "{t} in {names:?}");
     }
 }
@@ -498,7 +611,11 @@ async fn time_travel_queries_see_earlier_versions() {
         .with_timezone("UTC");
     p.set_parameters(
         RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("t", t.data_type().clone(), true)])),
+            Arc::new(Schema::new(vec![Field::new(
+                "t",
+                t.data_type().clone(),
+                true,
+            )])),
             vec![Arc::new(t)],
         )
         .unwrap(),
@@ -518,9 +635,15 @@ async fn password_auth_hands_out_bearer_tokens() {
     assert!(e.to_string().contains("authentication required"), "{e}");
     // Wrong password: refused at the handshake.
     let e = c.handshake("alice", "nope").await.unwrap_err();
-    assert!(e.to_string().contains("password authentication failed"), "{e}");
+    assert!(
+        e.to_string().contains("password authentication failed"),
+        "{e}"
+    );
     let e = c.handshake("mallory", "s3cret").await.unwrap_err();
-    assert!(e.to_string().contains("password authentication failed"), "{e}");
+    assert!(
+        e.to_string().contains("password authentication failed"),
+        "{e}"
+    );
     // A forged token: refused.
     c.set_token("not-a-token".into());
     let e = c.execute("SELECT 1".into(), None).await.unwrap_err();
@@ -536,7 +659,9 @@ async fn password_auth_hands_out_bearer_tokens() {
     let info = c.execute("SELECT _id FROM t".into(), None).await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let mut anon = connect(&s).await;
-    let e = anon.do_get(ticket).await.err().expect("do_get without a token fails");
+    let Err(e) = anon.do_get(ticket).await else {
+        panic!("do_get without a token must fail")
+    };
     assert!(e.to_string().contains("authentication required"), "{e}");
 
     // Trust mode: no credentials needed; a handshake still works.
@@ -553,37 +678,147 @@ async fn errors_are_statuses_with_clear_messages() {
     let mut c = connect(&s).await;
     let e = c.execute("SELEC 1".into(), None).await.unwrap_err();
     match &e {
-        arrow::error::ArrowError::ExternalError(inner) => {
-            let st = inner
-                .downcast_ref::<arrow_flight::error::FlightError>()
-                .and_then(|f| match f {
-                    arrow_flight::error::FlightError::Tonic(s) => Some(s.code()),
-                    _ => None,
-                });
-            assert_eq!(st, Some(tonic::Code::InvalidArgument), "{e:?}");
+        arrow_flight::error::FlightError::Tonic(st) => {
+            assert_eq!(st.code(), tonic::Code::InvalidArgument, "{e:?}")
         }
         other => panic!("expected a gRPC status, got {other:?}"),
     }
     let m = e.to_string();
     assert!(m.contains("syntax error") && m.contains("SELEC"), "{m}");
     assert!(m.contains("42601"), "{m}");
-    let e = c.execute("SELECT * FROM nosuchtable".into(), None).await.unwrap_err();
+    let e = c
+        .execute("SELECT * FROM nosuchtable".into(), None)
+        .await
+        .unwrap_err();
     let m = e.to_string();
-    assert!(m.contains("nosuchtable") && m.contains("does not exist"), "{m}");
+    assert!(
+        m.contains("nosuchtable") && m.contains("does not exist"),
+        "{m}"
+    );
     let e = c
         .execute_update("INSERT INTO t (x) VALUES (1)".into(), None)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("`_id`"), "{e}");
-    let e = c.prepare("SELECT FROM WHERE".into(), None).await.unwrap_err();
+    let e = c.prepare("SELECT (1 +".into(), None).await.unwrap_err();
     assert!(e.to_string().contains("syntax error"), "{e}");
     // A forged ticket.
-    let e = c
-        .do_get(arrow_flight::Ticket::new("garbage"))
-        .await
-        .err()
-        .expect("garbage ticket fails");
+    let Err(e) = c.do_get(arrow_flight::Ticket::new("garbage")).await else {
+        panic!("a garbage ticket must fail")
+    };
     assert!(!e.to_string().is_empty());
     // The server is still fine.
     assert_eq!(rows(&query(&mut c, "SELECT 1").await), 1);
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let o = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl (install it: apt-get install openssl)");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_flight_sql_and_refuses_plaintext() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Strata flight test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.crt",
+        ],
+    );
+    let crt = d.join("server.crt");
+    let key = d.join("server.key");
+    let (s, _tmp) = server_with(&[
+        "--tls-cert",
+        crt.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let port = flight_port(&s);
+    let ca = std::fs::read(d.join("ca.crt")).unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("TLS connection to Flight SQL");
+    let mut c = FlightSqlServiceClient::new(ch);
+    let b = query(&mut c, "SELECT 41 + 1 AS answer").await;
+    assert_eq!(i64s(&b, 0), vec![Some(42)]);
+    // Plaintext gRPC to the TLS port gets no answer.
+    let mut plain = connect(&s).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        plain.execute("SELECT 1".into(), None),
+    )
+    .await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "plaintext must not work on a TLS listener"
+    );
 }

@@ -88,8 +88,9 @@ impl Handle {
                 } else {
                     let (schema, batches) = read_ipc(tail)?;
                     Some(
-                        arrow::compute::concat_batches(&schema, &batches)
-                            .map_err(|e| Status::invalid_argument(format!("bad parameters: {e}")))?,
+                        arrow::compute::concat_batches(&schema, &batches).map_err(|e| {
+                            Status::invalid_argument(format!("bad parameters: {e}"))
+                        })?,
                     )
                 };
                 Ok(Handle::Query { sql, params })
@@ -169,7 +170,12 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_a_clear_message() {
-        for bad in [&b""[..], b"hello", b"STRATA\x01Q\xff\xff\xff\xff", b"STRATA\x01Z"] {
+        for bad in [
+            &b""[..],
+            b"hello",
+            b"STRATA\x01Q\xff\xff\xff\xff",
+            b"STRATA\x01Z",
+        ] {
             let e = Handle::decode(bad).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument);
             assert!(e.message().contains("handle"), "{}", e.message());

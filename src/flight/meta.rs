@@ -43,7 +43,10 @@ pub fn sql_info() -> &'static SqlInfoData {
         b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         b.append(SqlInfo::SqlQuotedIdentifierCase, 3i32); // case sensitive
         b.append(SqlInfo::SqlIdentifierCase, 2i32); // lower case
-        b.append(SqlInfo::SqlNullOrdering, SqlNullOrdering::SqlNullsSortedHigh as i32);
+        b.append(
+            SqlInfo::SqlNullOrdering,
+            SqlNullOrdering::SqlNullsSortedHigh as i32,
+        );
         b.append(SqlInfo::SqlSchemaTerm, "schema");
         b.append(SqlInfo::SqlCatalogTerm, "catalog");
         b.append(SqlInfo::SqlProcedureTerm, "procedure");
@@ -104,7 +107,13 @@ pub fn xdbc_info() -> &'static XdbcTypeInfoData {
             interval_precision: None,
         };
         // Ordered by data type code, as the spec asks.
-        b.append(ty("bigint", XdbcDataType::XdbcBigint, Some(19), false, None));
+        b.append(ty(
+            "bigint",
+            XdbcDataType::XdbcBigint,
+            Some(19),
+            false,
+            None,
+        ));
         b.append(ty("bytea", XdbcDataType::XdbcVarbinary, None, true, None));
         b.append(ty("text", XdbcDataType::XdbcVarchar, None, true, None));
         b.append(ty("boolean", XdbcDataType::XdbcBit, Some(1), false, None));
@@ -115,14 +124,14 @@ pub fn xdbc_info() -> &'static XdbcTypeInfoData {
             maximum_scale: Some(38),
             ..ty("numeric", XdbcDataType::XdbcDecimal, Some(38), false, None)
         });
-        b.append(ty("double precision", XdbcDataType::XdbcDouble, Some(15), false, None));
         b.append(ty(
-            "date",
-            XdbcDataType::XdbcDate,
-            Some(10),
-            true,
+            "double precision",
+            XdbcDataType::XdbcDouble,
+            Some(15),
+            false,
             None,
         ));
+        b.append(ty("date", XdbcDataType::XdbcDate, Some(10), true, None));
         b.append(ty(
             "timestamp",
             XdbcDataType::XdbcTimestamp,
@@ -158,4 +167,42 @@ pub fn table_names(db: &Db) -> Vec<String> {
     let mut names = db.database().engine().table_names();
     names.sort();
     names
+}
+
+/// GetPrimaryKeys' result schema (Flight SQL spec).
+pub fn primary_keys_schema() -> SchemaRef {
+    use arrow::datatypes::DataType;
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// Every table's primary key is `_id`.
+pub fn primary_keys(
+    db: &Db,
+    cmd: &arrow_flight::sql::CommandGetPrimaryKeys,
+) -> arrow::error::Result<arrow::record_batch::RecordBatch> {
+    use arrow::array::{ArrayRef, Int32Array, StringArray};
+    let catalog_ok = cmd.catalog.as_deref().is_none_or(|c| c == CATALOG);
+    let schema_ok = cmd.db_schema.as_deref().is_none_or(|s| s == SCHEMA);
+    let found =
+        catalog_ok && schema_ok && db.database().engine().table_schema(&cmd.table).is_some();
+    let n = usize::from(found);
+    let col = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
+    arrow::record_batch::RecordBatch::try_new(
+        primary_keys_schema(),
+        vec![
+            col(CATALOG),
+            col(SCHEMA),
+            col(&cmd.table),
+            col(strata_storage::schema::ID),
+            col(&format!("{}_pkey", cmd.table)),
+            Arc::new(Int32Array::from(vec![1; n])),
+        ],
+    )
 }

@@ -40,14 +40,15 @@ use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
-    SqlInfo, TableExistsOption, TableNotExistOption, TicketStatementQuery,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TableExistsOption, TableNotExistOption,
+    TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
 };
 use bytes::Bytes;
 use datafusion::common::ScalarValue;
@@ -180,8 +181,7 @@ impl StrataFlight {
             .map_err(|e| Status::internal(format!("encoding the result schema: {e}")))
             .map(|i| {
                 i.with_endpoint(
-                    FlightEndpoint::new()
-                        .with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+                    FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
                 )
                 .with_descriptor(descriptor)
                 .with_total_records(total)
@@ -242,8 +242,10 @@ impl StrataFlight {
     async fn do_get_handle(
         &self,
         h: Handle,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         match h {
             Handle::Results { schema, batches } => Ok(encode(
                 schema,
@@ -298,8 +300,14 @@ impl StrataFlight {
         let mut b: GetTablesBuilder = cmd.into_builder();
         for name in meta::table_names(&self.db) {
             if let Some(schema) = meta::table_schema(&self.db, &name) {
-                b.append(meta::CATALOG, meta::SCHEMA, &name, meta::TABLE_TYPE, &schema)
-                    .map_err(arrow_status)?;
+                b.append(
+                    meta::CATALOG,
+                    meta::SCHEMA,
+                    &name,
+                    meta::TABLE_TYPE,
+                    &schema,
+                )
+                .map_err(arrow_status)?;
             }
         }
         b.build().map_err(arrow_status)
@@ -415,8 +423,9 @@ impl FlightSqlService for StrataFlight {
             protocol_version: 0,
             payload: Bytes::from(token.clone()),
         })]);
-        let mut resp: Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>> =
-            Response::new(Box::pin(out));
+        let mut resp: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(out));
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| Status::internal("token is not a valid header value"))?;
@@ -458,7 +467,7 @@ impl FlightSqlService for StrataFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.check(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
 
@@ -488,7 +497,7 @@ impl FlightSqlService for StrataFlight {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.check(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
 
@@ -500,6 +509,15 @@ impl FlightSqlService for StrataFlight {
         self.check(&request)?;
         let schema = meta::sql_info().schema();
         self.metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.check(&request)?;
+        self.metadata_info(query, &meta::primary_keys_schema(), request.into_inner())
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -516,8 +534,10 @@ impl FlightSqlService for StrataFlight {
         &self,
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         self.check(&request)?;
         let h = Handle::decode(&ticket.statement_handle)?;
         self.do_get_handle(h).await
@@ -527,8 +547,10 @@ impl FlightSqlService for StrataFlight {
         &self,
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         self.check(&request)?;
         let h = Handle::decode(&query.prepared_statement_handle)?;
         self.do_get_handle(h).await
@@ -538,8 +560,10 @@ impl FlightSqlService for StrataFlight {
         &self,
         query: CommandGetCatalogs,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         self.check(&request)?;
         let mut b: GetCatalogsBuilder = query.into_builder();
         b.append(meta::CATALOG);
@@ -551,8 +575,10 @@ impl FlightSqlService for StrataFlight {
         &self,
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         self.check(&request)?;
         let mut b: GetDbSchemasBuilder = query.into_builder();
         b.append(meta::CATALOG, meta::SCHEMA);
@@ -564,8 +590,10 @@ impl FlightSqlService for StrataFlight {
         &self,
         query: CommandGetTables,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         self.check(&request)?;
         Ok(encode_batch(self.tables_batch(query)?))
     }
@@ -574,8 +602,10 @@ impl FlightSqlService for StrataFlight {
         &self,
         query: CommandGetTableTypes,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         self.check(&request)?;
         let mut b = query.into_builder();
         b.append(meta::TABLE_TYPE);
@@ -587,8 +617,10 @@ impl FlightSqlService for StrataFlight {
         &self,
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         self.check(&request)?;
         let batch = query
             .into_builder(meta::sql_info())
@@ -597,12 +629,27 @@ impl FlightSqlService for StrataFlight {
         Ok(encode_batch(batch))
     }
 
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
+        self.check(&request)?;
+        let batch = meta::primary_keys(&self.db, &query).map_err(arrow_status)?;
+        Ok(encode_batch(batch))
+    }
+
     async fn do_get_xdbc_type_info(
         &self,
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status>
-    {
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
         self.check(&request)?;
         let batch = query
             .into_builder(meta::xdbc_info())
@@ -689,7 +736,13 @@ impl FlightSqlService for StrataFlight {
             d.params
                 .iter()
                 .enumerate()
-                .map(|(i, t)| Field::new(format!("${}", i + 1), t.clone().unwrap_or(DataType::Utf8), true))
+                .map(|(i, t)| {
+                    Field::new(
+                        format!("${}", i + 1),
+                        t.clone().unwrap_or(DataType::Utf8),
+                        true,
+                    )
+                })
                 .collect::<Vec<_>>(),
         );
         Ok(ActionCreatePreparedStatementResult {
@@ -748,9 +801,13 @@ pub async fn start(db: Db, r: &crate::serve::Resolved) -> Result<FlightListener,
             .map_err(|e| format!("cannot read TLS key {}: {e}", tls.key.display()))?;
         let cfg = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(cert, key));
-        builder = builder
-            .tls_config(cfg)
-            .map_err(|e| format!("TLS configuration for Flight SQL: {e}"))?;
+        builder = builder.tls_config(cfg).map_err(|e| {
+            format!(
+                "TLS certificate {} and key {} for Flight SQL: {e}",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })?;
     }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -816,7 +873,8 @@ fn rows_stream(s: SendableRecordBatchStream) -> BoxStream<RecordBatch> {
     s.map_err(|e| status(QueryError::from(e))).boxed()
 }
 
-type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
+type DoGetStream =
+    Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
 
 /// Encode record batches as FlightData, split to fit gRPC messages.
 fn encode(schema: SchemaRef, batches: BoxStream<RecordBatch>) -> Response<DoGetStream> {
@@ -853,7 +911,9 @@ async fn read_batches(data: PeekableFlightDataStream) -> Result<Vec<RecordBatch>
     let stream = FlightRecordBatchStream::new_from_flight_data(data);
     stream.try_collect().await.map_err(|e| match e {
         FlightError::Tonic(s) => *s,
-        other => Status::invalid_argument(format!("cannot decode the record batches sent: {other}")),
+        other => {
+            Status::invalid_argument(format!("cannot decode the record batches sent: {other}"))
+        }
     })
 }
 
@@ -870,7 +930,9 @@ fn concat(batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>, Status> {
 fn ipc_schema(schema: &Schema) -> Result<Bytes, Status> {
     let IpcMessage(b) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding a schema: {e}")))?;
+        .map_err(|e: arrow::error::ArrowError| {
+            Status::internal(format!("encoding a schema: {e}"))
+        })?;
     Ok(b)
 }
 
@@ -889,9 +951,14 @@ fn param_rows(batch: Option<&RecordBatch>) -> Result<Vec<Vec<ScalarValue>>, Stat
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    ScalarValue::try_from_array(c, r).map(plain_value).map_err(|e| {
-                        Status::invalid_argument(format!("parameter ${} in row {r}: {e}", i + 1))
-                    })
+                    ScalarValue::try_from_array(c, r)
+                        .map(plain_value)
+                        .map_err(|e| {
+                            Status::invalid_argument(format!(
+                                "parameter ${} in row {r}: {e}",
+                                i + 1
+                            ))
+                        })
                 })
                 .collect()
         })
@@ -924,7 +991,8 @@ fn placeholders(sql: &str) -> Result<(String, usize), Status> {
     let toks = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize()
         .map_err(|e| Status::invalid_argument(format!("syntax error: {e}")))?;
-    let is_q = |t: &Token| matches!(t, Token::Placeholder(p) if p == "?") || matches!(t, Token::Question);
+    let is_q =
+        |t: &Token| matches!(t, Token::Placeholder(p) if p == "?") || matches!(t, Token::Question);
     let mut max = 0usize;
     let mut questions = 0usize;
     for t in &toks {
@@ -957,10 +1025,13 @@ fn placeholders(sql: &str) -> Result<(String, usize), Status> {
     Ok((out, questions))
 }
 
+/// A valid-time period in µs since the epoch (`None`: open).
+type ValidPeriod = (Option<i64>, Option<i64>);
+
 /// The valid period an ingest's options give the whole load.
 fn ingest_valid_period(
     options: &std::collections::HashMap<String, String>,
-) -> Result<Option<(Option<i64>, Option<i64>)>, Status> {
+) -> Result<Option<ValidPeriod>, Status> {
     let mut from = None;
     let mut to = None;
     for (k, v) in options {

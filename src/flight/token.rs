@@ -75,9 +75,9 @@ pub fn credentials(md: &MetadataMap) -> Result<Credentials, Status> {
         let text = String::from_utf8(raw).map_err(|_| {
             Status::unauthenticated("the basic authorization credentials are not UTF-8")
         })?;
-        let (user, password) = text.split_once(':').ok_or_else(|| {
-            Status::unauthenticated("basic authorization needs USER:PASSWORD")
-        })?;
+        let (user, password) = text
+            .split_once(':')
+            .ok_or_else(|| Status::unauthenticated("basic authorization needs USER:PASSWORD"))?;
         return Ok(Credentials::Basic {
             user: user.to_string(),
             password: password.to_string(),
