@@ -317,7 +317,7 @@ mod tests {
         let cfg = dir.path().join("strata.toml");
         std::fs::write(
             &cfg,
-            "data_dir = \"d\"\npg_port = 6000\nlisten = \"0.0.0.0\"\n",
+            "data_dir = \"d\"\npg_port = 6000\nlisten = \"0.0.0.0\"\nauth = \"trust\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -333,6 +333,22 @@ mod tests {
         let r = ServeArgs::default().resolve().unwrap();
         assert_eq!(r.pg_port, DEFAULT_PG_PORT);
         assert_eq!(r.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn trust_on_a_public_address_must_be_chosen() {
+        let args = ServeArgs {
+            listen: Some("0.0.0.0".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = args.resolve().unwrap_err();
+        assert!(err.contains("--auth trust"), "{err}");
+        let args = ServeArgs {
+            listen: Some("0.0.0.0".parse().unwrap()),
+            users: vec!["ada:pw".into()],
+            ..Default::default()
+        };
+        assert_eq!(args.resolve().unwrap().auth.mode, crate::auth::AuthMode::Password);
     }
 
     #[test]
