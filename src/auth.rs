@@ -121,7 +121,12 @@ impl Auth {
 
     /// Check every configured credential (a malformed stored verifier is an error).
     pub fn validate(&self) -> Result<(), String> {
-        self.scram_verifiers().map(|_| ())
+        for (user, stored) in &self.users {
+            if let Some(Err(e)) = ScramVerifier::parse(stored) {
+                return Err(format!("user `{user}`: {e}"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -254,9 +259,7 @@ impl TlsSettings {
                 key,
                 required,
             })),
-            (None, None) if required => {
-                Err("--tls-required needs --tls-cert and --tls-key".into())
-            }
+            (None, None) if required => Err("--tls-required needs --tls-cert and --tls-key".into()),
             (None, None) => Ok(None),
             (Some(_), None) => Err("--tls-cert needs --tls-key too".into()),
             (None, Some(_)) => Err("--tls-key needs --tls-cert too".into()),
@@ -301,8 +304,8 @@ mod tests {
     fn a_malformed_verifier_is_a_config_error() {
         let mut users = BTreeMap::new();
         users.insert("x".to_string(), "SCRAM-SHA-256$4096:abc".to_string());
-        let e = Auth::from_settings(None, &[], Some(&users), "127.0.0.1".parse().unwrap())
-            .unwrap_err();
+        let e =
+            Auth::from_settings(None, &[], Some(&users), "127.0.0.1".parse().unwrap()).unwrap_err();
         assert!(e.contains("malformed SCRAM-SHA-256 verifier"), "{e}");
     }
 }

@@ -93,7 +93,7 @@ pub(super) struct ConnState {
 }
 
 pub struct Inner {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     pub(super) state: tokio::sync::Mutex<ConnState>,
     /// Bumped by a cancel request; running work watches it.
     pub(super) cancel: Arc<watch::Sender<u64>>,
@@ -528,7 +528,11 @@ impl Inner {
     ) -> Result<Prepared, E> {
         let n_params = max_placeholder(sql);
         let local = match &parsed {
-            _ if super::copy::is_copy(sql) => Some((vec![None; n_params], None)),
+            _ if super::copy::is_copy(sql) => {
+                // Errors (no such table, no `_id`) at Parse, as Postgres does.
+                self.check_copy(sql)?;
+                Some((vec![None; n_params], None))
+            }
             Some(
                 Statement::Set(_)
                 | Statement::Reset(_)
@@ -874,7 +878,7 @@ impl StartupHandler for Conn {
         self.0.shared.login.check_transport(client)?;
         if self.0.shared.login.needs_password() {
             let mut ls = super::login::LoginState::Idle;
-            super::login::begin(client, &mut ls).await?;
+            super::login::begin(&self.0.shared.login, client, &mut ls).await?;
             *self.0.login.lock().expect("login lock") = ls;
             return Ok(());
         }

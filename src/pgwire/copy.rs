@@ -31,7 +31,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyInResponse, CopyOutResponse};
 use pgwire::messages::data::DataRow;
 use pgwire::messages::PgWireBackendMessage;
-use strata_storage::schema::{type_name, ID};
+use strata_storage::schema::{timestamp_type, type_name, ID, VALID_FROM, VALID_TO};
 
 use super::conn::{err, Conn, Exec, Inner, E};
 use super::types::{decode_param, encode_batch, field_infos, pg_type_for_arrow, plan_columns};
@@ -237,10 +237,7 @@ fn one_byte(what: &str, c: char) -> Result<u8, E> {
     }
 }
 
-fn copy_options(
-    options: &[CopyOption],
-    legacy: &[CopyLegacyOption],
-) -> Result<CopyOptions, E> {
+fn copy_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyOptions, E> {
     let mut format = CopyFormat::Text;
     let mut delimiter = None;
     let mut null = None;
@@ -338,10 +335,7 @@ fn copy_options(
     }
     let quote = quote.unwrap_or(b'"');
     if csv && quote == delimiter {
-        return Err(err(
-            "22023",
-            "COPY delimiter and quote must be different",
-        ));
+        return Err(err("22023", "COPY delimiter and quote must be different"));
     }
     Ok(CopyOptions {
         format,
@@ -462,6 +456,10 @@ impl CopyIn {
                     .and_then(|fs| fs.iter().find(|f| f.name() == c))
                     .map(|f| f.data_type().clone())
                     .filter(|t| *t != DataType::Null)
+                    .or_else(|| {
+                        // A row's valid period: timestamps, never inferred as text.
+                        (c == VALID_FROM || c == VALID_TO).then(timestamp_type)
+                    })
             })
             .collect();
         self.builders = columns.iter().map(|_| StringBuilder::new()).collect();
@@ -479,11 +477,7 @@ impl CopyIn {
         }
         self.buf.extend_from_slice(data);
         let buf = std::mem::take(&mut self.buf);
-        let r = self.consume(&buf, false);
-        let used = match r {
-            Ok(n) => n,
-            Err(e) => return Err(e),
-        };
+        let used = self.consume(&buf, false)?;
         self.buf = buf;
         self.buf.drain(..used);
         self.scan -= used;
@@ -589,10 +583,9 @@ impl CopyIn {
                 }
                 for (i, c) in names.iter().enumerate() {
                     if c.is_empty() || names[..i].contains(c) {
-                        return Err(self.bad(
-                            line,
-                            format!("header column \"{c}\" is empty or repeated"),
-                        ));
+                        return Err(
+                            self.bad(line, format!("header column \"{c}\" is empty or repeated"))
+                        );
                     }
                 }
                 self.set_columns(names, None);
@@ -711,12 +704,11 @@ impl CopyIn {
             while i < rec.len() {
                 let b = rec[i];
                 if in_q {
+                    // An escaped quote or escape (`""` when ESCAPE is the quote).
                     if b == esc && i + 1 < rec.len() && (rec[i + 1] == q || rec[i + 1] == esc) {
-                        if esc != q || rec[i + 1] == q {
-                            v.push(rec[i + 1]);
-                            i += 2;
-                            continue;
-                        }
+                        v.push(rec[i + 1]);
+                        i += 2;
+                        continue;
                     }
                     if b == q {
                         in_q = false;
@@ -791,8 +783,16 @@ impl CopyIn {
                     lines[r],
                     self.columns[idx],
                     type_name(dt),
-                    if v.len() > 100 { &v[..v.floor_char_boundary(100)] } else { v },
-                    if why.is_empty() { String::new() } else { format!(" ({why})") }
+                    if v.len() > 100 {
+                        &v[..v.floor_char_boundary(100)]
+                    } else {
+                        v
+                    },
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
                 ),
             )
         };
@@ -848,10 +848,7 @@ impl CopyIn {
                     ScalarValue::iter_to_array(vals).map_err(|e| {
                         err(
                             "22P02",
-                            format!(
-                                "COPY {}, column {}: {e}",
-                                self.table, self.columns[idx]
-                            ),
+                            format!("COPY {}, column {}: {e}", self.table, self.columns[idx]),
                         )
                     })?
                 }
@@ -922,7 +919,9 @@ fn parse_float(s: &str) -> Option<f64> {
         "-infinity" | "-inf" => Some(f64::NEG_INFINITY),
         _ => {
             // Rust also takes "inf"/"nan" spellings handled above; refuse other words.
-            if t.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') {
+            if t.bytes()
+                .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
+            {
                 None
             } else {
                 t.parse::<f64>().ok()
@@ -1059,7 +1058,12 @@ pub fn format_line(out: &mut Vec<u8>, fields: &[Option<&[u8]>], opts: &CopyOptio
 
 /// Run `COPY … TO STDOUT`: CopyOutResponse, one CopyData per row, CopyDone.
 /// Returns the number of rows; the caller sends CommandComplete.
-async fn copy_out<C>(inner: &Arc<Inner>, client: &mut C, query: &str, opts: &CopyOptions) -> Result<usize, PgWireError>
+async fn copy_out<C>(
+    inner: &Arc<Inner>,
+    client: &mut C,
+    query: &str,
+    opts: &CopyOptions,
+) -> Result<usize, PgWireError>
 where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
     C::Error: Debug,
@@ -1096,7 +1100,9 @@ where
         let mut line = Vec::new();
         format_line(&mut line, &names, opts);
         client
-            .feed(PgWireBackendMessage::CopyData(CopyData::new(Bytes::from(line))))
+            .feed(PgWireBackendMessage::CopyData(CopyData::new(Bytes::from(
+                line,
+            ))))
             .await?;
     }
     let mut n = 0usize;
@@ -1117,7 +1123,9 @@ where
             let mut line = Vec::with_capacity(row.data.len() + 8);
             format_line(&mut line, &row_fields(row), opts);
             client
-                .feed(PgWireBackendMessage::CopyData(CopyData::new(Bytes::from(line))))
+                .feed(PgWireBackendMessage::CopyData(CopyData::new(Bytes::from(
+                    line,
+                ))))
                 .await?;
             n += 1;
         }
@@ -1167,6 +1175,27 @@ impl Inner {
         )
     }
 
+    /// Check a COPY statement being prepared (extended protocol).
+    pub(super) fn check_copy(&self, sql: &str) -> Result<(), E> {
+        match parse_copy(sql)? {
+            CopyCommand::From {
+                table,
+                columns,
+                opts,
+            } => {
+                let existing = self.shared.db.database().engine().table_schema(&table);
+                CopyIn::new(
+                    table,
+                    columns,
+                    opts,
+                    existing.as_ref().map(|s| s.columns.as_slice()),
+                )
+                .map(|_| ())
+            }
+            CopyCommand::To { .. } => Ok(()),
+        }
+    }
+
     /// Write a finished load through the session; returns the rows written.
     async fn commit_copy_in(&self, mut c: CopyIn) -> Result<u64, E> {
         let batches = c.finish()?;
@@ -1193,7 +1222,12 @@ impl Inner {
 
 impl Conn {
     /// Handle a COPY statement of a simple query.
-    pub(super) async fn simple_copy<C>(&self, client: &mut C, sql: &str, last: bool) -> PgWireResult<Started>
+    pub(super) async fn simple_copy<C>(
+        &self,
+        client: &mut C,
+        sql: &str,
+        last: bool,
+    ) -> PgWireResult<Started>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -1306,7 +1340,8 @@ impl Conn {
                     futures::stream::empty(),
                 )))
             }
-            CopyCommand::To { query, opts } => match copy_out(&self.0, client, &query, &opts).await {
+            CopyCommand::To { query, opts } => match copy_out(&self.0, client, &query, &opts).await
+            {
                 Ok(n) => Ok(Response::Execution(Tag::new("COPY").with_rows(n))),
                 Err(e) => {
                     self.0.mark_failed().await;
@@ -1387,7 +1422,10 @@ impl CopyHandler for Conn {
         client.set_transaction_status(self.0.tx_status().await);
         PgWireError::UserError(err(
             "57014",
-            format!("COPY from stdin failed: {}; nothing was loaded", fail.message),
+            format!(
+                "COPY from stdin failed: {}; nothing was loaded",
+                fail.message
+            ),
         ))
     }
 }
@@ -1433,7 +1471,10 @@ mod tests {
     fn csv_with_quotes_header_and_split_chunks() {
         let b = load(
             "COPY t FROM STDIN WITH (FORMAT csv, HEADER true)",
-            &["_id,note,ok\n1,\"a, \"\"b\"\"\",t\n2,,f\n3,\"\",t\n4,\"multi", "\nline\",f"],
+            &[
+                "_id,note,ok\n1,\"a, \"\"b\"\"\",t\n2,,f\n3,\"\",t\n4,\"multi",
+                "\nline\",f",
+            ],
         )
         .unwrap();
         let b = &b[0];
@@ -1448,8 +1489,11 @@ mod tests {
 
     #[test]
     fn a_bad_row_names_its_line() {
-        let CopyCommand::From { table, columns, opts } =
-            parse_copy("COPY t (_id, n) FROM STDIN (FORMAT csv)").unwrap()
+        let CopyCommand::From {
+            table,
+            columns,
+            opts,
+        } = parse_copy("COPY t (_id, n) FROM STDIN (FORMAT csv)").unwrap()
         else {
             panic!()
         };
@@ -1469,7 +1513,9 @@ mod tests {
     #[test]
     fn output_escaping() {
         let text = parse_copy("COPY t TO STDOUT").unwrap();
-        let CopyCommand::To { opts, .. } = text else { panic!() };
+        let CopyCommand::To { opts, .. } = text else {
+            panic!()
+        };
         let mut out = vec![];
         format_line(&mut out, &[Some(b"a\tb\\c\n"), None], &opts);
         assert_eq!(out, b"a\\tb\\\\c\\n\t\\N\n");
@@ -1480,7 +1526,11 @@ mod tests {
         };
         assert!(query.contains("SELECT 1"));
         let mut out = vec![];
-        format_line(&mut out, &[Some(b"a,b"), Some(b""), None, Some(b"q\"")], &opts);
+        format_line(
+            &mut out,
+            &[Some(b"a,b"), Some(b""), None, Some(b"q\"")],
+            &opts,
+        );
         assert_eq!(out, b"\"a,b\",\"\",,\"q\"\"\"\n");
     }
 

@@ -7,15 +7,18 @@ use std::fmt::Debug;
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
-use pgwire::api::auth::sasl::scram::{ScramSecret, ScramServerAuth, ScramServerAuthWaitingForClientFinal};
+use pgwire::api::auth::sasl::scram::{
+    ScramSecret, ScramServerAuth, ScramServerAuthWaitingForClientFinal,
+};
 use pgwire::api::{ClientInfo, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::PgWireBackendMessage;
 
-use crate::auth::{random_salt, Auth, AuthMode, ScramVerifier, SCRAM_ITERATIONS};
+use crate::auth::{random_salt, Auth, AuthMode, ScramVerifier, TlsSettings, SCRAM_ITERATIONS};
 
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 fn fatal(code: &str, msg: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -31,6 +34,8 @@ pub struct Login {
     mode: AuthMode,
     verifiers: BTreeMap<String, ScramVerifier>,
     tls_required: bool,
+    /// The TLS certificate (PEM), for SCRAM channel binding over TLS.
+    cert_pem: Option<Vec<u8>>,
 }
 
 impl Login {
@@ -40,18 +45,41 @@ impl Login {
             mode: AuthMode::Trust,
             verifiers: BTreeMap::new(),
             tls_required: false,
+            cert_pem: None,
         }
     }
 
-    pub fn new(auth: &Auth, tls_required: bool) -> Result<Login, String> {
+    pub fn new(auth: &Auth, tls: Option<&TlsSettings>) -> Result<Login, String> {
         Ok(Login {
             mode: auth.mode,
             verifiers: match auth.mode {
                 AuthMode::Password => auth.scram_verifiers()?,
                 AuthMode::Trust => BTreeMap::new(),
             },
-            tls_required,
+            tls_required: tls.is_some_and(|t| t.required),
+            cert_pem: tls.and_then(|t| std::fs::read(&t.cert).ok()),
         })
+    }
+
+    /// The SCRAM server for a connection: with channel binding
+    /// (tls-server-end-point, SCRAM-SHA-256-PLUS) when it runs over TLS.
+    fn scram(&self, secure: bool) -> ScramServerAuth {
+        let mut a = ScramServerAuth::new();
+        if let (true, Some(pem)) = (secure, &self.cert_pem) {
+            if let Err(e) = a.configure_certificate(pem) {
+                tracing::debug!("no SCRAM channel binding for this certificate: {e}");
+                a = ScramServerAuth::new();
+            }
+        }
+        a
+    }
+
+    fn mechanisms(&self, secure: bool) -> Vec<String> {
+        let mut m = vec![SCRAM_SHA_256.to_string()];
+        if self.scram(secure).supports_channel_binding() {
+            m.push(SCRAM_SHA_256_PLUS.to_string());
+        }
+        m
     }
 
     /// Refuse a plaintext connection when TLS is required.
@@ -113,7 +141,7 @@ fn auth_failed(user: &str) -> PgWireError {
 }
 
 /// Send AuthenticationSASL and wait for the client's choice.
-pub async fn begin<C>(client: &mut C, state: &mut LoginState) -> PgWireResult<()>
+pub async fn begin<C>(login: &Login, client: &mut C, state: &mut LoginState) -> PgWireResult<()>
 where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
     C::Error: Debug,
@@ -122,7 +150,7 @@ where
     client.set_state(PgWireConnectionState::AuthenticationInProgress);
     client
         .send(PgWireBackendMessage::Authentication(Authentication::SASL(
-            vec![SCRAM_SHA_256.to_string()],
+            login.mechanisms(client.is_secure()),
         )))
         .await?;
     *state = LoginState::AwaitingFirst;
@@ -141,25 +169,22 @@ where
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    let user = client
-        .metadata()
-        .get("user")
-        .cloned()
-        .unwrap_or_default();
+    let user = client.metadata().get("user").cloned().unwrap_or_default();
     match std::mem::take(state) {
         LoginState::Idle => Err(fatal(
             "08P01",
             "unexpected password message: no authentication is in progress",
         )),
         LoginState::AwaitingFirst => {
-            let first = msg.into_sasl_initial_response().map_err(|_| {
-                fatal("08P01", "expected a SASLInitialResponse message")
-            })?;
-            if first.auth_method != SCRAM_SHA_256 {
+            let first = msg
+                .into_sasl_initial_response()
+                .map_err(|_| fatal("08P01", "expected a SASLInitialResponse message"))?;
+            let secure = client.is_secure();
+            if !login.mechanisms(secure).contains(&first.auth_method) {
                 return Err(fatal(
                     "28000",
                     format!(
-                        "SASL mechanism \"{}\" is not supported: use SCRAM-SHA-256",
+                        "SASL mechanism \"{}\" is not offered here: use SCRAM-SHA-256 (or SCRAM-SHA-256-PLUS over TLS)",
                         first.auth_method
                     ),
                 ));
@@ -174,7 +199,8 @@ where
                 stored_key: v.stored_key,
                 server_key: v.server_key,
             };
-            let (server_first, waiting) = ScramServerAuth::new()
+            let (server_first, waiting) = login
+                .scram(secure)
                 .on_client_first_message_with_secret(&data, secret)
                 .map_err(|e| fatal("08P01", format!("invalid SCRAM exchange: {e}")))?;
             client

@@ -11,8 +11,8 @@
 
 mod conn;
 pub mod copy;
-pub mod login;
 pub mod describe;
+pub mod login;
 pub mod names;
 pub mod split;
 pub mod types;
@@ -25,15 +25,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::PgWireServerHandlers;
-use pgwire::messages::cancel::CancelRequest;
-use futures::{SinkExt, StreamExt};
 use pgwire::api::ClientInfo;
 use pgwire::api::PgWireConnectionState;
+use pgwire::api::PgWireServerHandlers;
 use pgwire::error::{ErrorInfo, PgWireError};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use pgwire::tokio::TlsAcceptor;
@@ -43,9 +43,9 @@ use tokio::task::JoinSet;
 
 use crate::auth::{Auth, TlsSettings};
 use crate::Db;
-use login::Login;
 pub use conn::Conn;
 use describe::Describer;
+use login::Login;
 
 /// Cancel keys (pid, secret) → the connection's cancel signal.
 type CancelRegistry = Mutex<HashMap<(i32, Bytes), Arc<watch::Sender<u64>>>>;
@@ -93,7 +93,7 @@ impl Shared {
 
     /// With the server's authentication and TLS settings.
     pub fn secured(db: Db, auth: &Auth, tls: Option<&TlsSettings>) -> Result<Arc<Shared>, String> {
-        let login = Login::new(auth, tls.is_some_and(|t| t.required))?;
+        let login = Login::new(auth, tls)?;
         let tls = tls.map(tls_acceptor).transpose()?;
         Ok(Arc::new(Shared {
             db,
@@ -223,19 +223,44 @@ pub async fn serve_connection(
     loop {
         let logging_in = matches!(
             socket.state(),
-            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
         );
+        // A panic while decoding (a message too short for its own header)
+        // is a malformed message like any other.
         let msg = if logging_in {
-            tokio::select! {
-                _ = &mut startup_timeout => {
-                    let info = fatal_info("08006", "timed out waiting for the login to finish".into());
-                    let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+            let m = tokio::select! {
+                _ = &mut startup_timeout => None,
+                m = std::panic::AssertUnwindSafe(socket.next()).catch_unwind() => Some(m),
+            };
+            match m {
+                Some(m) => m,
+                None => {
+                    let info =
+                        fatal_info("08006", "timed out waiting for the login to finish".into());
+                    let _ = socket
+                        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await;
                     break;
                 }
-                m = socket.next() => m,
             }
         } else {
-            socket.next().await
+            std::panic::AssertUnwindSafe(socket.next())
+                .catch_unwind()
+                .await
+        };
+        let msg = match msg {
+            Err(_) => {
+                let info = fatal_info(
+                    "08P01",
+                    "invalid frontend message: malformed length; closing the connection".into(),
+                );
+                let _ = socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await;
+                break;
+            }
+            Ok(m) => m,
         };
         let msg = match msg {
             None => break,
@@ -251,7 +276,9 @@ pub async fn serve_connection(
                     &code,
                     format!("invalid frontend message: {e}; closing the connection"),
                 );
-                let _ = socket.send(PgWireBackendMessage::ErrorResponse(info.into())).await;
+                let _ = socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await;
                 break;
             }
         };
