@@ -90,7 +90,7 @@ impl Db {
         batches: Vec<RecordBatch>,
         valid: Option<(Option<i64>, Option<i64>)>,
     ) -> Result<u64> {
-        Ok(self.session().ingest(table, batches, valid).await?)
+        self.session().ingest(table, batches, valid).await
     }
 
     /// A session: a connection's state, for `BEGIN … COMMIT` blocks.
