@@ -56,15 +56,115 @@ fn bench_harness_smoke() {
         .count();
     assert!(strata_ran > 0, "Strata answered no TPC-H query: {stdout}");
     assert!(
-        j["bitemporal"]["queries"].as_object().map_or(0, |q| q.len()) >= 8,
+        j["bitemporal"]["queries"]
+            .as_object()
+            .map_or(0, |q| q.len())
+            >= 8,
         "bitemporal queries ran: {stdout}"
     );
     assert!(
-        j["lookups"]["now"]["1"]["strata"]["ops"].as_u64().unwrap_or(0) > 0,
+        j["lookups"]["now"]["1"]["strata"]["ops"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
         "Strata point lookups ran: {stdout}"
     );
     assert!(
         j["ingest"]["1"]["strata"]["ops"].as_u64().unwrap_or(0) > 0,
         "Strata single-row inserts ran: {stdout}"
+    );
+}
+
+/// `strata import` (the harness's bulk path for Strata): CSV with --id, an
+/// Arrow IPC file with its own `_id`, and clear errors for bad input.
+#[test]
+fn strata_import_csv_arrow_and_errors() {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let strata = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("STRATA_DATA_DIR")
+            .output()
+            .expect("run strata");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let csv = tmp.path().join("people.csv");
+    std::fs::write(&csv, "k,name,score\n1,ada,1.5\n2,bob,2.25\n3,cy,3\n").unwrap();
+    let csv_s = csv.to_str().unwrap();
+
+    let (ok, _, err) = strata(&["import", "--table", "people", csv_s]);
+    assert!(
+        !ok && err.contains("no `_id` column") && err.contains("--id"),
+        "{err}"
+    );
+    let (ok, _, err) = strata(&["import", "--table", "people", "--id", "nope", csv_s]);
+    assert!(
+        !ok && err.contains("`nope`") && err.contains("k, name, score"),
+        "{err}"
+    );
+    let (ok, _, err) = strata(&["import", "--table", "people", "--id", "k", "/no/such.csv"]);
+    assert!(!ok && err.contains("cannot open /no/such.csv"), "{err}");
+
+    let (ok, out, err) = strata(&["import", "--table", "people", "--id", "k", csv_s]);
+    assert!(
+        ok && out.contains("imported 3 rows into people"),
+        "{out}{err}"
+    );
+
+    let arrow_path = tmp.path().join("more.arrow");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("_id", DataType::Int64, false),
+        Field::new("k", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(vec![3, 4])),
+            Arc::new(Int64Array::from(vec![3, 4])),
+            Arc::new(StringArray::from(vec!["cyd", "dee"])),
+        ],
+    )
+    .unwrap();
+    let f = std::fs::File::create(&arrow_path).unwrap();
+    let mut w = arrow::ipc::writer::FileWriter::try_new(f, &schema).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    let (ok, out, err) = strata(&[
+        "import",
+        "--table",
+        "people",
+        "--batch-rows",
+        "1",
+        arrow_path.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("imported 2 rows"), "{out}{err}");
+
+    let (ok, out, err) = strata(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT _id, name FROM people ORDER BY _id",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        lines,
+        ["_id,name", "1,ada", "2,bob", "3,cyd", "4,dee"],
+        "{out}"
     );
 }

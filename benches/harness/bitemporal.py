@@ -29,9 +29,9 @@ COLS = {
     "orders_h": ["o_custkey", "o_status", "o_totalprice"],
 }
 TYPES = {
-    "c_name": "VARCHAR", "c_acctbal": "DOUBLE", "c_mktsegment": "VARCHAR",
-    "p_name": "VARCHAR", "p_retailprice": "DOUBLE", "p_availqty": "BIGINT",
-    "o_custkey": "BIGINT", "o_status": "VARCHAR", "o_totalprice": "DOUBLE",
+    "c_name": "VARCHAR", "c_acctbal": "DOUBLE PRECISION", "c_mktsegment": "VARCHAR",
+    "p_name": "VARCHAR", "p_retailprice": "DOUBLE PRECISION", "p_availqty": "BIGINT",
+    "o_custkey": "BIGINT", "o_status": "VARCHAR", "o_totalprice": "DOUBLE PRECISION",
 }
 LOAD_ORDER = ["customer_h", "part_h", "orders_h"]
 SOURCE = {
@@ -234,7 +234,7 @@ def queries(p):
     n = len(p["contracts"])
     out.append((f"interval all {n} contracts active",
                 f"SELECT max(lo), min(hi), count(*) FROM (SELECT _id, min(_valid_from) AS lo, "
-                f"max(COALESCE(_valid_to, TIMESTAMP '9999-12-31 00:00:00Z')) AS hi FROM orders_h FOR ALL VALID_TIME "
+                f"CASE WHEN count(*) > count(_valid_to) THEN NULL ELSE max(_valid_to) END AS hi FROM orders_h FOR ALL VALID_TIME "
                 f"WHERE _id IN ({keys}) AND o_status = 'O' GROUP BY _id) AS x",
                 f"SELECT max(lo), min(hi), count(*) FROM (SELECT id, min(valid_from) AS lo, max(valid_to) AS hi "
                 f"FROM orders_h WHERE sys_to = {pts(INF)} AND id IN ({keys}) AND o_status = 'O' GROUP BY id) AS x"))

@@ -19,7 +19,7 @@ def _summ(lat, ops, seconds):
 # ---------------------------------------------------------------- wire clients (one process each)
 
 
-def _pg_worker(dsn, sql, keys, seconds, offset, write, q):
+def _pg_worker(dsn, sql, keys, seconds, offset, write, base, q):
     import psycopg
     try:
         conn = psycopg.connect(dsn, autocommit=True)
@@ -31,7 +31,7 @@ def _pg_worker(dsn, sql, keys, seconds, offset, write, q):
             if t >= deadline:
                 break
             if write:
-                k = offset * 1_000_000_000 + i
+                k = (base + offset) * 1_000_000_000 + i
                 conn.execute(sql, (k, i, f"row {i}"), prepare=True)
             else:
                 k = keys[i % len(keys)]
@@ -46,10 +46,10 @@ def _pg_worker(dsn, sql, keys, seconds, offset, write, q):
         q.put(("error", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"))
 
 
-def wire_bench(dsn, sql, keys, clients, seconds, write=False):
+def wire_bench(dsn, sql, keys, clients, seconds, write=False, base=0):
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_pg_worker, args=(dsn, sql, keys, seconds, c + 1, write, q))
+    procs = [ctx.Process(target=_pg_worker, args=(dsn, sql, keys, seconds, c + 1, write, base, q))
              for c in range(clients)]
     t0 = time.perf_counter()
     for p in procs:
@@ -69,7 +69,7 @@ def wire_bench(dsn, sql, keys, clients, seconds, write=False):
     return _summ(lat, len(lat), min(el, seconds) if el > seconds else el)
 
 
-def duck_bench(con, sql, keys, clients, seconds, write=False):
+def duck_bench(con, sql, keys, clients, seconds, write=False, base=0):
     lat_all, errs = [], []
 
     def work(c):
@@ -83,7 +83,7 @@ def duck_bench(con, sql, keys, clients, seconds, write=False):
                 if t >= deadline:
                     break
                 if write:
-                    cur.execute(sql, [(c + 1) * 1_000_000_000 + i, i, f"row {i}"])
+                    cur.execute(sql, [(base + c + 1) * 1_000_000_000 + i, i, f"row {i}"])
                 else:
                     rows = cur.execute(sql, [keys[i % len(keys)]]).fetchall()
                     if not rows:

@@ -200,10 +200,10 @@ def main():
                 c.execute("CREATE TABLE ins_t (_id BIGINT, a BIGINT, b VARCHAR)")
             for w in writers:
                 ing[w] = {
-                    "duckdb": oltp.duck_bench(duck, "INSERT INTO ins_t VALUES (?, ?, ?)", None, w, seconds, write=True),
-                    "postgres": oltp.wire_bench(pg.dsn, "INSERT INTO ins_t VALUES (%s, %s, %s)", None, w, seconds, write=True),
+                    "duckdb": oltp.duck_bench(duck, "INSERT INTO ins_t VALUES (?, ?, ?)", None, w, seconds, write=True, base=w * 100),
+                    "postgres": oltp.wire_bench(pg.dsn, "INSERT INTO ins_t VALUES (%s, %s, %s)", None, w, seconds, write=True, base=w * 100),
                     "strata": oltp.wire_bench(srv.dsn, "INSERT INTO ins_t (_id, a, b) VALUES (%s, %s, %s)", None, w,
-                                              seconds, write=True),
+                                              seconds, write=True, base=w * 100),
                 }
                 log(f"  {w} writer(s): " + "  ".join(f"{k}: {oltp.fmt(v)}" for k, v in ing[w].items()))
             # every acknowledged row must be there
