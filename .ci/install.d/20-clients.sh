@@ -2,7 +2,9 @@
 # SQLAlchemy 2 + pandas (Python), the PostgreSQL JDBC driver (Java) and
 # node-postgres (Node). Each step skips what is already there.
 if ! python3 -c 'import psycopg, asyncpg, sqlalchemy, pandas' >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check \
+  # PIP_BREAK_SYSTEM_PACKAGES: Debian's own python3 refuses system-wide pip
+  # installs otherwise (PEP 668); CI machines are throwaway.
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
     'psycopg[binary]>=3.1,<4' 'asyncpg>=0.29,<1' 'sqlalchemy>=2.0,<3' 'pandas>=2,<4'
 fi
 if [ ! -f /usr/share/java/postgresql.jar ]; then

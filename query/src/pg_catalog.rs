@@ -32,15 +32,15 @@ use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{CatalogProvider, MemTable, SchemaProvider, TableProvider};
 use datafusion::common::{exec_err, plan_err, Result as DfResult, ScalarValue};
-use datafusion::execution::FunctionRegistry;
 use datafusion::execution::session_state::SessionState;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
 };
 use datafusion::sql::sqlparser::ast::{
-    self, BinaryOperator, DataType as SqlType, Expr, Ident, ObjectName, ObjectNamePart,
-    Statement, VisitMut, VisitorMut,
+    self, BinaryOperator, DataType as SqlType, Expr, Ident, ObjectName, ObjectNamePart, Statement,
+    VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -191,7 +191,7 @@ pub fn pg_type_of(dt: &DataType) -> (i64, i32) {
         D::Int8 | D::Int16 | D::UInt8 => (21, -1),
         D::Int32 | D::UInt16 => (23, -1),
         D::Int64 | D::UInt32 => (20, -1),
-        D::UInt64 => (1700, ((20 << 16) | 0) + 4),
+        D::UInt64 => (1700, (20 << 16) + 4),
         D::Float16 | D::Float32 => (700, -1),
         D::Float64 => (701, -1),
         D::Decimal32(p, s) | D::Decimal64(p, s) | D::Decimal128(p, s) | D::Decimal256(p, s) => {
@@ -333,6 +333,8 @@ const SYSTEM_TABLES: &[(&str, &str, i64, &str)] = &[
     ("pg_catalog", "pg_policy", 3256, "oid oid, polname name, polrelid oid, polcmd char, polpermissive bool, polroles oid[], polqual text, polwithcheck text"),
     ("pg_catalog", "pg_statistic_ext", 3381, "oid oid, stxrelid oid, stxname name, stxnamespace oid, stxowner oid, stxstattarget int4, stxkeys int2vector, stxkind char[], stxexprs text"),
     ("pg_catalog", "pg_publication", 6104, "oid oid, pubname name, pubowner oid, puballtables bool, pubinsert bool, pubupdate bool, pubdelete bool, pubtruncate bool, pubviaroot bool"),
+    ("pg_catalog", "pg_publication_namespace", 6237, "oid oid, pnpubid oid, pnnspid oid"),
+    ("pg_catalog", "pg_publication_rel", 6106, "oid oid, prpubid oid, prrelid oid, prqual text, prattrs int2vector"),
     ("pg_catalog", "pg_event_trigger", 3466, "oid oid, evtname name, evtevent name, evtowner oid, evtfoid oid, evtenabled char, evttags text[]"),
     ("pg_catalog", "pg_tables", 4005, "schemaname name, tablename name, tableowner name, tablespace name, hasindexes bool, hasrules bool, hastriggers bool, rowsecurity bool"),
     ("pg_catalog", "pg_views", 4006, "schemaname name, viewname name, viewowner name, definition text"),
@@ -356,11 +358,13 @@ fn arrow_of(pg: &str) -> DataType {
         "bool" => DataType::Boolean,
         "int2" => DataType::Int16,
         "int4" => DataType::Int32,
-        "int8" | "oid" | "xid" => DataType::Int64,
+        "int8" => DataType::Int64,
+        // `oid` goes over the wire as Postgres's `oid` (UInt32).
+        "oid" | "xid" => DataType::UInt32,
         "float4" => DataType::Float32,
         "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         "int2[]" | "int2vector" => list_of(DataType::Int16),
-        "oid[]" | "oidvector" => list_of(DataType::Int64),
+        "oid[]" | "oidvector" => list_of(DataType::UInt32),
         "text[]" | "char[]" => list_of(DataType::Utf8),
         _ => DataType::Utf8,
     }
@@ -420,7 +424,6 @@ struct Relation {
 /// Everything the catalog tables are built from, read from the engine once per scan.
 struct Snapshot {
     relations: Vec<Relation>,
-    user_tables: Vec<(String, TableSchema)>,
     /// Live entities per user table (`reltuples`).
     alive: BTreeMap<String, usize>,
     functions: Arc<Vec<String>>,
@@ -479,7 +482,6 @@ impl Snapshot {
             .collect();
         Snapshot {
             relations,
-            user_tables,
             alive,
             functions,
         }
@@ -521,7 +523,11 @@ fn split_name(s: &str) -> (Option<String>, String) {
                 was_quoted = true;
             }
             '.' if !quoted => {
-                parts.push(if was_quoted { cur.clone() } else { cur.to_lowercase() });
+                parts.push(if was_quoted {
+                    cur.clone()
+                } else {
+                    cur.to_lowercase()
+                });
                 cur.clear();
                 was_quoted = false;
             }
@@ -546,7 +552,9 @@ fn relation_oid_by_name(engine: &Engine, s: &str) -> Option<i64> {
         Some("public") => engine.table_schema(&name).map(|_| table_oid(&name)),
         Some(s @ ("pg_catalog" | "information_schema")) => sys(&[s]),
         Some(_) => None,
-        None => sys(&["pg_catalog"]).or_else(|| engine.table_schema(&name).map(|_| table_oid(&name))),
+        None => {
+            sys(&["pg_catalog"]).or_else(|| engine.table_schema(&name).map(|_| table_oid(&name)))
+        }
     }
 }
 
@@ -562,7 +570,6 @@ enum V {
     F(f64),
     B(bool),
     S(String),
-    L(Vec<String>),
     LI(Vec<i64>),
 }
 
@@ -576,15 +583,12 @@ fn to_scalar(v: &V, dt: &DataType) -> DfResult<ScalarValue> {
         (V::I(i), DataType::Int16) => ScalarValue::Int16(Some(*i as i16)),
         (V::I(i), DataType::Int32) => ScalarValue::Int32(Some(*i as i32)),
         (V::I(i), DataType::Int64) => ScalarValue::Int64(Some(*i)),
+        (V::I(i), DataType::UInt32) => ScalarValue::UInt32(Some(*i as u32)),
         (V::I(i), DataType::Float32) => ScalarValue::Float32(Some(*i as f32)),
         (V::F(f), DataType::Float32) => ScalarValue::Float32(Some(*f as f32)),
         (V::B(b), DataType::Boolean) => ScalarValue::Boolean(Some(*b)),
         (V::S(x), DataType::Utf8) => ScalarValue::Utf8(Some(x.clone())),
         (V::I(i), DataType::Utf8) => ScalarValue::Utf8(Some(i.to_string())),
-        (V::L(l), DataType::List(f)) => {
-            let vals: Vec<ScalarValue> = l.iter().map(|x| ScalarValue::Utf8(Some(x.clone()))).collect();
-            ScalarValue::List(ScalarValue::new_list_nullable(&vals, f.data_type()))
-        }
         (V::LI(l), DataType::List(f)) => {
             let vals = l
                 .iter()
@@ -659,7 +663,12 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             .relations
             .iter()
             .map(|r| {
-                let ntuples = snap.alive.get(&r.name).filter(|_| r.schema == "public").map(|a| *a as f64).unwrap_or(-1.0);
+                let ntuples = snap
+                    .alive
+                    .get(&r.name)
+                    .filter(|_| r.schema == "public")
+                    .map(|a| *a as f64)
+                    .unwrap_or(-1.0);
                 vec![
                     V::I(r.oid),
                     s(&r.name),
@@ -774,17 +783,28 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
                     vec![
                         V::I(t.oid),
                         s(&t.name),
-                        V::I(if t.relid != 0 { PUBLIC_OID } else { PG_CATALOG_OID }),
+                        V::I(if t.relid != 0 {
+                            PUBLIC_OID
+                        } else {
+                            PG_CATALOG_OID
+                        }),
                         V::I(OWNER_OID),
                         V::I(t.len),
                         V::B(byval),
                         s(t.typtype),
                         s(&t.category),
-                        V::B(matches!(t.name.as_str(), "bool" | "float8" | "text" | "timestamptz" | "oid" | "interval")),
+                        V::B(matches!(
+                            t.name.as_str(),
+                            "bool" | "float8" | "text" | "timestamptz" | "oid" | "interval"
+                        )),
                         V::B(true),
                         s(","),
                         V::I(t.relid),
-                        s(if t.category == "A" { "array_subscript_handler" } else { "-" }),
+                        s(if t.category == "A" {
+                            "array_subscript_handler"
+                        } else {
+                            "-"
+                        }),
                         V::I(t.elem),
                         V::I(t.array),
                         s(io("in")),
@@ -891,7 +911,12 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             })
             .collect(),
         "pg_am" => vec![
-            vec![V::I(HEAP_AM_OID), s("heap"), s("heap_tableam_handler"), s("t")],
+            vec![
+                V::I(HEAP_AM_OID),
+                s("heap"),
+                s("heap_tableam_handler"),
+                s("t"),
+            ],
             vec![V::I(403), s("btree"), s("bthandler"), s("i")],
         ],
         "pg_tablespace" => vec![
@@ -923,7 +948,17 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
         "pg_language" => [(12, "internal"), (13, "c"), (14, "sql")]
             .into_iter()
             .map(|(o, n)| {
-                vec![V::I(o), s(n), V::I(OWNER_OID), V::B(false), V::B(n == "sql"), V::I(0), V::I(0), V::I(0), V::N]
+                vec![
+                    V::I(o),
+                    s(n),
+                    V::I(OWNER_OID),
+                    V::B(false),
+                    V::B(n == "sql"),
+                    V::I(0),
+                    V::I(0),
+                    V::I(0),
+                    V::N,
+                ]
             })
             .collect(),
         "pg_proc" => snap
@@ -969,7 +1004,16 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             .iter()
             .filter(|r| r.kind == "r")
             .map(|r| {
-                vec![s(r.schema), s(&r.name), s(OWNER), V::N, V::B(false), V::B(false), V::B(false), V::B(false)]
+                vec![
+                    s(r.schema),
+                    s(&r.name),
+                    s(OWNER),
+                    V::N,
+                    V::B(false),
+                    V::B(false),
+                    V::B(false),
+                    V::B(false),
+                ]
             })
             .collect(),
         "pg_views" => snap
@@ -1046,7 +1090,11 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
                         yes_no(!notnull),
                         s(data_type),
                         V::N,
-                        if udt == "text" { V::I(1_073_741_824) } else { V::N },
+                        if udt == "text" {
+                            V::I(1_073_741_824)
+                        } else {
+                            V::N
+                        },
                         prec,
                         radix,
                         scale,
@@ -1087,7 +1135,16 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             }
             out
         }
-        "character_sets" => vec![vec![V::N, V::N, s("UTF8"), s("UCS"), s("UTF8"), s(DATABASE), s("pg_catalog"), s("C.UTF-8")]],
+        "character_sets" => vec![vec![
+            V::N,
+            V::N,
+            s("UTF8"),
+            s("UCS"),
+            s("UTF8"),
+            s(DATABASE),
+            s("pg_catalog"),
+            s("C.UTF-8"),
+        ]],
         // Strata has no indexes, comments, defaults, constraints other than the
         // entity key, sequences, enums, ranges, inheritance, triggers, rules,
         // extensions or policies: those catalogs are empty.
@@ -1098,18 +1155,63 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
 /// Server settings listed in `pg_settings` (SET changes one connection's
 /// values; `SHOW` and `current_setting` report those).
 const SETTINGS: &[(&str, &str, &str)] = &[
-    ("DateStyle", "ISO, MDY", "Sets the display format for date and time values."),
-    ("IntervalStyle", "postgres", "Sets the display format for interval values."),
-    ("TimeZone", "UTC", "Sets the time zone for displaying and interpreting time stamps."),
-    ("client_encoding", "UTF8", "Sets the client's character set encoding."),
-    ("default_transaction_isolation", "read committed", "Sets the transaction isolation level of each new transaction."),
-    ("integer_datetimes", "on", "Shows whether datetimes are integer based."),
-    ("max_identifier_length", "63", "Shows the maximum identifier length."),
-    ("search_path", "public", "Sets the schema search order for names that are not schema-qualified."),
-    ("server_encoding", "UTF8", "Shows the server (database) character set encoding."),
+    (
+        "DateStyle",
+        "ISO, MDY",
+        "Sets the display format for date and time values.",
+    ),
+    (
+        "IntervalStyle",
+        "postgres",
+        "Sets the display format for interval values.",
+    ),
+    (
+        "TimeZone",
+        "UTC",
+        "Sets the time zone for displaying and interpreting time stamps.",
+    ),
+    (
+        "client_encoding",
+        "UTF8",
+        "Sets the client's character set encoding.",
+    ),
+    (
+        "default_transaction_isolation",
+        "read committed",
+        "Sets the transaction isolation level of each new transaction.",
+    ),
+    ("jit", "off", "Allow JIT compilation (Strata has none)."),
+    (
+        "integer_datetimes",
+        "on",
+        "Shows whether datetimes are integer based.",
+    ),
+    (
+        "max_identifier_length",
+        "63",
+        "Shows the maximum identifier length.",
+    ),
+    (
+        "search_path",
+        "public",
+        "Sets the schema search order for names that are not schema-qualified.",
+    ),
+    (
+        "server_encoding",
+        "UTF8",
+        "Shows the server (database) character set encoding.",
+    ),
     ("server_version", "16.6", "Shows the server version."),
-    ("server_version_num", "160006", "Shows the server version as an integer."),
-    ("standard_conforming_strings", "on", "Causes '...' strings to treat backslashes literally."),
+    (
+        "server_version_num",
+        "160006",
+        "Shows the server version as an integer.",
+    ),
+    (
+        "standard_conforming_strings",
+        "on",
+        "Causes '...' strings to treat backslashes literally.",
+    ),
 ];
 
 fn function_oid(name: &str) -> i64 {
@@ -1139,7 +1241,10 @@ impl SystemSchema {
         let schema = system_schema(spec);
         let snap = Snapshot::take(&self.engine, self.functions.clone());
         let batch = build(&schema, rows_of(n, &snap))?;
-        Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?)))
+        Ok(Some(Arc::new(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
     }
 }
 
@@ -1237,11 +1342,17 @@ pub fn catalog(
 
 /// Names of the scalar functions a state knows, sorted (for `pg_proc`).
 pub fn function_names(state: &SessionState) -> Arc<Vec<String>> {
-    let mut v: Vec<String> = state.scalar_functions().keys().cloned().collect();
-    v.extend(state.aggregate_functions().keys().cloned());
-    v.sort();
-    v.dedup();
-    Arc::new(v)
+    // The same for every database of a process (built-ins plus ours): computed once.
+    static NAMES: OnceLock<Arc<Vec<String>>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            let mut v: Vec<String> = state.scalar_functions().keys().cloned().collect();
+            v.extend(state.aggregate_functions().keys().cloned());
+            v.sort();
+            v.dedup();
+            Arc::new(v)
+        })
+        .clone()
 }
 
 // ---------------------------------------------------------------------------
@@ -1327,6 +1438,11 @@ impl ScalarUDFImpl for PgFn {
                 .collect::<DfResult<Vec<_>>>()?;
             out.push(fix((self.body)(&vals)?)?);
         }
+        if out.is_empty() {
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_empty_array(&ret),
+            ));
+        }
         Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
     }
 }
@@ -1354,7 +1470,10 @@ fn str_arg(v: Option<&ScalarValue>) -> Option<String> {
 }
 
 fn is_string(dt: &DataType) -> bool {
-    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+    )
 }
 
 fn text(v: Option<String>) -> ScalarValue {
@@ -1394,16 +1513,63 @@ fn ret_timestamptz(_: &[DataType]) -> DataType {
 
 fn quote_ident(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !matches!(
             s,
-            "all" | "and" | "any" | "array" | "as" | "asc" | "case" | "cast" | "check" | "column"
-                | "constraint" | "create" | "default" | "desc" | "distinct" | "do" | "else" | "end"
-                | "false" | "for" | "foreign" | "from" | "grant" | "group" | "having" | "in"
-                | "into" | "is" | "join" | "limit" | "not" | "null" | "offset" | "on" | "or"
-                | "order" | "primary" | "references" | "select" | "table" | "then" | "to"
-                | "true" | "union" | "unique" | "user" | "using" | "when" | "where" | "with"
+            "all"
+                | "and"
+                | "any"
+                | "array"
+                | "as"
+                | "asc"
+                | "case"
+                | "cast"
+                | "check"
+                | "column"
+                | "constraint"
+                | "create"
+                | "default"
+                | "desc"
+                | "distinct"
+                | "do"
+                | "else"
+                | "end"
+                | "false"
+                | "for"
+                | "foreign"
+                | "from"
+                | "grant"
+                | "group"
+                | "having"
+                | "in"
+                | "into"
+                | "is"
+                | "join"
+                | "limit"
+                | "not"
+                | "null"
+                | "offset"
+                | "on"
+                | "or"
+                | "order"
+                | "primary"
+                | "references"
+                | "select"
+                | "table"
+                | "then"
+                | "to"
+                | "true"
+                | "union"
+                | "unique"
+                | "user"
+                | "using"
+                | "when"
+                | "where"
+                | "with"
         );
     if plain {
         s.to_string()
@@ -1475,17 +1641,18 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
         vec![TypeSignature::Nullary, TypeSignature::VariadicAny],
         Volatility::Stable,
     );
-    let mut add = |names: &[&str], ret: fn(&[DataType]) -> DataType, body: Arc<Body>| -> DfResult<()> {
-        for n in names {
-            state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgFn {
-                name: n.to_string(),
-                signature: sig.clone(),
-                ret,
-                body: body.clone(),
-            })))?;
-        }
-        Ok(())
-    };
+    let mut add =
+        |names: &[&str], ret: fn(&[DataType]) -> DataType, body: Arc<Body>| -> DfResult<()> {
+            for n in names {
+                state.register_udf(Arc::new(ScalarUDF::new_from_impl(PgFn {
+                    name: n.to_string(),
+                    signature: sig.clone(),
+                    ret,
+                    body: body.clone(),
+                })))?;
+            }
+            Ok(())
+        };
     let e = engine.clone();
     let regclass_body = move |nullable: bool| -> Arc<Body> {
         let e = e.clone();
@@ -1532,7 +1699,9 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
                 }
             } else {
                 let o = int_arg(Some(v)).unwrap_or(0);
-                Ok(text(Some(format_type(o, None).unwrap_or_else(|| o.to_string()))))
+                Ok(text(Some(
+                    format_type(o, None).unwrap_or_else(|| o.to_string()),
+                )))
             }
         })
     };
@@ -1584,7 +1753,11 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
                 }
             } else {
                 let o = int_arg(Some(v)).unwrap_or(0);
-                Ok(text(Some(if o == OWNER_OID { OWNER.to_string() } else { o.to_string() })))
+                Ok(text(Some(if o == OWNER_OID {
+                    OWNER.to_string()
+                } else {
+                    o.to_string()
+                })))
             }
         }),
     )?;
@@ -1627,7 +1800,9 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
                 return Ok(text(None));
             };
             let typmod = int_arg(a.get(1));
-            Ok(text(Some(format_type(o, typmod).unwrap_or_else(|| "???".into()))))
+            Ok(text(Some(
+                format_type(o, typmod).unwrap_or_else(|| "???".into()),
+            )))
         }),
     )?;
     let e = engine.clone();
@@ -1651,6 +1826,11 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
         &[
             "pg_type_is_visible",
             "pg_function_is_visible",
+            "pg_collation_is_visible",
+            "pg_conversion_is_visible",
+            "pg_opclass_is_visible",
+            "pg_operator_is_visible",
+            "pg_ts_config_is_visible",
             "has_table_privilege",
             "has_schema_privilege",
             "has_database_privilege",
@@ -1663,6 +1843,15 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
         ],
         ret_bool,
         always_true,
+    )?;
+    add(
+        &["pg_relation_is_publishable"],
+        ret_bool,
+        Arc::new(|a: &[ScalarValue]| {
+            Ok(ScalarValue::Boolean(
+                a.first().filter(|v| !v.is_null()).map(|_| false),
+            ))
+        }),
     )?;
     // Strata keeps no comments, defaults or generated sequences: these say so.
     add(
@@ -1677,6 +1866,9 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
             "pg_get_function_identity_arguments",
             "pg_get_function_arguments",
             "pg_get_function_result",
+            "pg_get_statisticsobjdef_columns",
+            "pg_get_statisticsobjdef",
+            "pg_get_ruledef",
         ],
         ret_text,
         Arc::new(|_: &[ScalarValue]| Ok(text(None))),
@@ -1686,18 +1878,8 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
         ret_text,
         Arc::new(|a: &[ScalarValue]| Ok(text(str_arg(a.first())))),
     )?;
-    let e = engine.clone();
     add(
-        &["pg_get_constraintdef"],
-        ret_text,
-        Arc::new(move |a: &[ScalarValue]| {
-            // Constraint oids are `table oid + 1` for a table's entity key.
-            let _ = &e;
-            Ok(text(int_arg(a.first()).and(None)))
-        }),
-    )?;
-    add(
-        &["pg_get_indexdef"],
+        &["pg_get_indexdef", "pg_get_constraintdef"],
         ret_text,
         Arc::new(|_: &[ScalarValue]| Ok(text(None))),
     )?;
@@ -1719,13 +1901,13 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
         &["pg_char_to_encoding"],
         ret_i32,
         Arc::new(|a: &[ScalarValue]| {
-            Ok(ScalarValue::Int32(str_arg(a.first()).map(|e| {
-                match e.to_ascii_uppercase().as_str() {
+            Ok(ScalarValue::Int32(str_arg(a.first()).map(
+                |e| match e.to_ascii_uppercase().as_str() {
                     "SQL_ASCII" => 0,
                     "UTF8" | "UTF-8" | "UNICODE" => 6,
                     _ => -1,
-                }
-            })))
+                },
+            )))
         }),
     )?;
     add(
@@ -1761,14 +1943,59 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
             .into_iter()
             .map(|n| ScalarValue::Utf8(Some(n.into())))
             .collect();
-            Ok(ScalarValue::List(ScalarValue::new_list_nullable(&names, &DataType::Utf8)))
+            Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                &names,
+                &DataType::Utf8,
+            )))
         }),
     )?;
     add(
         &["pg_postmaster_start_time", "pg_conf_load_time"],
         ret_timestamptz,
         Arc::new(|_: &[ScalarValue]| {
-            Ok(ScalarValue::TimestampMicrosecond(Some(start_time()), Some("UTC".into())))
+            Ok(ScalarValue::TimestampMicrosecond(
+                Some(start_time()),
+                Some("UTC".into()),
+            ))
+        }),
+    )?;
+    // The connection answers `current_setting` for the settings it tracks;
+    // these are the server's values of the others.
+    add(
+        &["current_setting"],
+        ret_text,
+        Arc::new(|a: &[ScalarValue]| {
+            let Some(name) = str_arg(a.first()) else {
+                return Ok(text(None));
+            };
+            let missing_ok = matches!(a.get(1), Some(ScalarValue::Boolean(Some(true))));
+            match SETTINGS
+                .iter()
+                .find(|(n, _, _)| n.eq_ignore_ascii_case(&name))
+            {
+                Some((_, v, _)) => Ok(text(Some(v.to_string()))),
+                None if missing_ok => Ok(text(None)),
+                None => plan_err!("unrecognized configuration parameter \"{name}\""),
+            }
+        }),
+    )?;
+    add(
+        &["set_config"],
+        ret_text,
+        Arc::new(|a: &[ScalarValue]| {
+            let name = str_arg(a.first()).unwrap_or_default();
+            let value = str_arg(a.get(1));
+            match SETTINGS
+                .iter()
+                .find(|(n, _, _)| n.eq_ignore_ascii_case(&name))
+            {
+                // Only a no-op change can be honoured here; SET changes a connection's settings.
+                Some((_, v, _)) if value.as_deref() == Some(*v) => Ok(text(value)),
+                Some(_) => plan_err!(
+                    "set_config('{name}', …) cannot change this setting; use SET {name} = …"
+                ),
+                None => plan_err!("unrecognized configuration parameter \"{name}\""),
+            }
         }),
     )?;
     add(
@@ -1779,7 +2006,11 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
     // Strata's tables live in object storage as segments shared across
     // versions; it does not size them per relation.
     add(
-        &["pg_relation_size", "pg_total_relation_size", "pg_table_size"],
+        &[
+            "pg_relation_size",
+            "pg_total_relation_size",
+            "pg_table_size",
+        ],
         ret_i64,
         Arc::new(|_: &[ScalarValue]| Ok(oid(None))),
     )?;
@@ -1806,11 +2037,11 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
     )?;
     add(
         &["array_lower"],
-        ret_i32,
+        ret_i64,
         Arc::new(|a: &[ScalarValue]| {
             let n = a.first().and_then(list_len);
             let dim = int_arg(a.get(1));
-            Ok(ScalarValue::Int32(match (n, dim) {
+            Ok(ScalarValue::Int64(match (n, dim) {
                 (Some(n), Some(1)) if n > 0 => Some(1),
                 _ => None,
             }))
@@ -1818,12 +2049,12 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
     )?;
     add(
         &["array_upper"],
-        ret_i32,
+        ret_i64,
         Arc::new(|a: &[ScalarValue]| {
             let n = a.first().and_then(list_len);
             let dim = int_arg(a.get(1));
-            Ok(ScalarValue::Int32(match (n, dim) {
-                (Some(n), Some(1)) if n > 0 => Some(n as i32),
+            Ok(ScalarValue::Int64(match (n, dim) {
+                (Some(n), Some(1)) if n > 0 => Some(n as i64),
                 _ => None,
             }))
         }),
@@ -1832,14 +2063,20 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
         &["json_build_object", "jsonb_build_object"],
         ret_text,
         Arc::new(|a: &[ScalarValue]| {
-            if a.len() % 2 != 0 {
-                return plan_err!("json_build_object takes an even number of arguments (key, value, …)");
+            if !a.len().is_multiple_of(2) {
+                return plan_err!(
+                    "json_build_object takes an even number of arguments (key, value, …)"
+                );
             }
             let parts: Vec<String> = a
                 .chunks(2)
                 .map(|kv| {
                     let k = str_arg(Some(&kv[0])).unwrap_or_default();
-                    format!("{} : {}", json_value(&ScalarValue::Utf8(Some(k))), json_value(&kv[1]))
+                    format!(
+                        "{} : {}",
+                        json_value(&ScalarValue::Utf8(Some(k))),
+                        json_value(&kv[1])
+                    )
                 })
                 .collect();
             Ok(text(Some(format!("{{{}}}", parts.join(", ")))))
@@ -1900,8 +2137,9 @@ fn custom_type(parts: &[String]) -> Option<CastTo> {
         "regnamespace" => CastTo::Function("__pg_regnamespace"),
         "regrole" => CastTo::Function("__pg_regrole"),
         "regproc" | "regprocedure" => CastTo::Function("__pg_regproc"),
-        "oid" | "xid" | "cid" | "xid8" | "regoper" | "regoperator" | "regconfig"
-        | "regdictionary" | "regcollation" => CastTo::Type(SqlType::BigInt(None)),
+        "oid" | "xid" | "cid" | "regoper" | "regoperator" | "regconfig" | "regdictionary"
+        | "regcollation" => CastTo::Type(SqlType::IntUnsigned(None)),
+        "xid8" => CastTo::Type(SqlType::BigInt(None)),
         "name" | "char" | "bpchar" | "cstring" | "unknown" | "pg_node_tree" | "aclitem" => {
             CastTo::Type(SqlType::Text)
         }
@@ -1910,7 +2148,7 @@ fn custom_type(parts: &[String]) -> Option<CastTo> {
             None,
         ))),
         "oidvector" => CastTo::Type(SqlType::Array(ast::ArrayElemTypeDef::SquareBracket(
-            Box::new(SqlType::BigInt(None)),
+            Box::new(SqlType::IntUnsigned(None)),
             None,
         ))),
         other if parts.len() > 1 => {
@@ -1931,10 +2169,10 @@ fn custom_type(parts: &[String]) -> Option<CastTo> {
 
 fn map_type(t: &SqlType) -> Option<SqlType> {
     match t {
-        SqlType::Regclass => Some(SqlType::BigInt(None)),
+        SqlType::Regclass => Some(SqlType::IntUnsigned(None)),
         SqlType::Custom(n, _) => match custom_type(&name_parts(n))? {
             CastTo::Type(t) => Some(t),
-            CastTo::Function(_) => Some(SqlType::BigInt(None)),
+            CastTo::Function(_) => Some(SqlType::IntUnsigned(None)),
         },
         SqlType::Array(ast::ArrayElemTypeDef::SquareBracket(inner, size)) => Some(SqlType::Array(
             ast::ArrayElemTypeDef::SquareBracket(Box::new(map_type(inner)?), *size),
@@ -1944,6 +2182,23 @@ fn map_type(t: &SqlType) -> Option<SqlType> {
         )),
         _ => None,
     }
+}
+
+/// The Arrow type of a cast to a Postgres-only type (`$1::oid[]`,
+/// `x::regclass`), for describing parameters; None for other types.
+pub fn cast_type(t: &SqlType) -> Option<DataType> {
+    fn arrow(t: &SqlType) -> Option<DataType> {
+        Some(match t {
+            SqlType::IntUnsigned(_) => DataType::UInt32,
+            SqlType::BigInt(_) => DataType::Int64,
+            SqlType::SmallInt(_) => DataType::Int16,
+            SqlType::Text => DataType::Utf8,
+            SqlType::Array(ast::ArrayElemTypeDef::SquareBracket(inner, _))
+            | SqlType::Array(ast::ArrayElemTypeDef::AngleBracket(inner)) => list_of(arrow(inner)?),
+            _ => return None,
+        })
+    }
+    arrow(&map_type(t)?)
 }
 
 fn binary_op(last: &str) -> Option<BinaryOperator> {
@@ -1971,10 +2226,489 @@ fn binary_op(last: &str) -> Option<BinaryOperator> {
     })
 }
 
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "first_value",
+    "last_value",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "stddev",
+    "variance",
+    "median",
+    "bit_and",
+    "bit_or",
+];
+
+fn has_aggregate(e: &Expr) -> bool {
+    // Aggregates of nested subqueries do not count.
+    let mut e = e.clone();
+    let _ = ast::visit_expressions_mut(&mut e, |x| {
+        if matches!(
+            x,
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+        ) || matches!(x, Expr::Function(f) if matches!(f.args, ast::FunctionArguments::Subquery(_)))
+        {
+            *x = Expr::value(ast::Value::Null);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let mut found = false;
+    let _ = ast::visit_expressions(&e, |x| {
+        if let Expr::Function(f) = x {
+            if name_parts(&f.name)
+                .last()
+                .is_some_and(|n| AGGREGATES.contains(&n.as_str()))
+                && f.over.is_none()
+            {
+                found = true;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
+/// `(SELECT x FROM … WHERE <correlated>)` as a value: Postgres checks at run
+/// time that it yields at most one row; DataFusion only plans correlated
+/// scalar subqueries that aggregate. Catalog queries (psql's `\d`,
+/// SQLAlchemy's reflection) use them to fetch one attribute of one object,
+/// so they become `(SELECT first_value(x [ORDER BY …]) FROM … WHERE …)`.
+fn aggregate_scalar_subquery(q: &mut ast::Query) {
+    if q.with.is_some() || q.fetch.is_some() {
+        return;
+    }
+    match &q.limit_clause {
+        None => {}
+        Some(ast::LimitClause::LimitOffset {
+            offset: None,
+            limit_by,
+            ..
+        }) if limit_by.is_empty() => {}
+        Some(_) => return,
+    }
+    let ast::SetExpr::Select(sel) = q.body.as_mut() else {
+        return;
+    };
+    let grouped = match &sel.group_by {
+        ast::GroupByExpr::Expressions(v, m) => !v.is_empty() || !m.is_empty(),
+        ast::GroupByExpr::All(_) => true,
+    };
+    if grouped || sel.having.is_some() || sel.distinct.is_some() || sel.projection.len() != 1 {
+        return;
+    }
+    let e = match &mut sel.projection[0] {
+        ast::SelectItem::UnnamedExpr(e) => e,
+        ast::SelectItem::ExprWithAlias { expr, .. } => expr,
+        _ => return,
+    };
+    if has_aggregate(e) {
+        return;
+    }
+    let order = match q.order_by.take() {
+        None => vec![],
+        Some(ast::OrderBy {
+            kind: ast::OrderByKind::Expressions(v),
+            ..
+        }) => v,
+        Some(other) => {
+            q.order_by = Some(other);
+            return;
+        }
+    };
+    let arg = std::mem::replace(e, Expr::value(ast::Value::Null));
+    let mut f = call("first_value", arg);
+    if let (Expr::Function(func), false) = (&mut f, order.is_empty()) {
+        if let ast::FunctionArguments::List(l) = &mut func.args {
+            l.clauses.push(ast::FunctionArgumentClause::OrderBy(order));
+        }
+    }
+    *e = f;
+    q.limit_clause = None;
+}
+
+/// Names the FROM clause of `sel` binds (aliases, else table names).
+fn bound_names(sel: &ast::Select) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |f: &ast::TableFactor| match f {
+        ast::TableFactor::Table { name, alias, .. } => match alias {
+            Some(a) => out.push(ident_lower(&a.name)),
+            None => {
+                if let Some(l) = name_parts(name).last() {
+                    out.push(l.clone())
+                }
+            }
+        },
+        ast::TableFactor::Derived { alias: Some(a), .. } => out.push(ident_lower(&a.name)),
+        _ => {}
+    };
+    for t in &sel.from {
+        add(&t.relation);
+        for j in &t.joins {
+            add(&j.relation);
+        }
+    }
+    out
+}
+
+/// Does `e` refer to columns of the enclosing query (qualified by a name
+/// the subquery does not bind) and to its own?
+fn references(e: &Expr, inner: &[String]) -> (bool, bool) {
+    let (mut outer, mut own) = (false, false);
+    let _ = ast::visit_expressions(e, |x| {
+        match x {
+            Expr::CompoundIdentifier(p) if p.len() >= 2 => {
+                if inner.contains(&ident_lower(&p[p.len() - 2])) {
+                    own = true
+                } else {
+                    outer = true
+                }
+            }
+            Expr::Identifier(_) => own = true,
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    (outer, own)
+}
+
+fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(*left, out);
+            conjuncts(*right, out);
+        }
+        Expr::Nested(inner)
+            if matches!(
+                inner.as_ref(),
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(*inner, out)
+        }
+        other => out.push(other),
+    }
+}
+
+fn and_all(v: Vec<Expr>) -> Option<Expr> {
+    v.into_iter().reduce(|a, b| Expr::BinaryOp {
+        left: Box::new(a),
+        op: BinaryOperator::And,
+        right: Box::new(b),
+    })
+}
+
+/// DataFusion decorrelates a scalar subquery only through equality
+/// predicates. A predicate on the enclosing row alone (`AND a.atthasdef`), or
+/// a comparison other than `=` of an enclosing column with a subquery column
+/// (`a.attcollation <> t.typcollation`), is moved out of the subquery:
+/// `(SELECT x … WHERE eq AND p_outer)` becomes
+/// `CASE WHEN p_outer THEN (SELECT x … WHERE eq) END`, and
+/// `outer <> inner` becomes `outer <> (SELECT first_value(inner) … WHERE eq)`.
+/// Returns the condition to wrap the subquery in, if any was moved.
+fn hoist_outer_predicates(q: &mut ast::Query) -> Option<Expr> {
+    let ast::SetExpr::Select(sel) = q.body.as_mut() else {
+        return None;
+    };
+    let inner = bound_names(sel);
+    let where_ = sel.selection.take()?;
+    let mut parts = Vec::new();
+    conjuncts(where_.clone(), &mut parts);
+    let mut keep = Vec::new();
+    let mut hoisted = Vec::new();
+    let mut mixed = Vec::new();
+    for c in parts {
+        let (outer, own) = references(&c, &inner);
+        if outer && !own {
+            hoisted.push(c);
+            continue;
+        }
+        if let Expr::BinaryOp { left, op, right } = &c {
+            if outer
+                && own
+                && matches!(
+                    op,
+                    BinaryOperator::NotEq
+                        | BinaryOperator::Lt
+                        | BinaryOperator::LtEq
+                        | BinaryOperator::Gt
+                        | BinaryOperator::GtEq
+                )
+            {
+                let l = references(left, &inner);
+                let r = references(right, &inner);
+                if (l.0 && !l.1 && !r.0) || (r.0 && !r.1 && !l.0) {
+                    mixed.push((left.clone(), op.clone(), right.clone(), l.0));
+                    continue;
+                }
+            }
+        }
+        keep.push(c);
+    }
+    if hoisted.is_empty() && mixed.is_empty() {
+        sel.selection = Some(where_);
+        return None;
+    }
+    sel.selection = and_all(keep);
+    for (left, op, right, left_is_outer) in mixed {
+        let inner_side = if left_is_outer { &right } else { &left };
+        let mut sub = q.clone();
+        if let ast::SetExpr::Select(s2) = sub.body.as_mut() {
+            s2.projection = vec![ast::SelectItem::UnnamedExpr(call(
+                "first_value",
+                (**inner_side).clone(),
+            ))];
+        }
+        sub.order_by = None;
+        sub.limit_clause = None;
+        let sub = Box::new(Expr::Subquery(Box::new(sub)));
+        hoisted.push(if left_is_outer {
+            Expr::BinaryOp {
+                left,
+                op,
+                right: sub,
+            }
+        } else {
+            Expr::BinaryOp {
+                left: sub,
+                op,
+                right,
+            }
+        });
+    }
+    and_all(hoisted)
+}
+
+/// `'{0}'`, `'{a,b}'` compared with an array: Postgres reads the literal
+/// as an array; DataFusion needs `ARRAY[…]`.
+fn array_literal(e: &Expr) -> Option<Expr> {
+    let Expr::Value(v) = e else { return None };
+    let ast::Value::SingleQuotedString(s) = &v.value else {
+        return None;
+    };
+    let inner = s.strip_prefix('{')?.strip_suffix('}')?;
+    if inner.contains(['{', '"']) {
+        return None;
+    }
+    let elem: Vec<Expr> = inner
+        .split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| {
+            let x = x.trim();
+            if x.parse::<f64>().is_ok() {
+                Expr::value(ast::Value::Number(x.to_string(), false))
+            } else {
+                Expr::value(ast::Value::SingleQuotedString(x.to_string()))
+            }
+        })
+        .collect();
+    if elem.is_empty() {
+        return None;
+    }
+    Some(Expr::Array(ast::Array { elem, named: true }))
+}
+
+/// Catalogs that are always empty in Strata (no indexes, comments, defaults,
+/// sequences, enums, inheritance, triggers, rules, policies, publications…).
+const EMPTY_CATALOGS: &[&str] = &[
+    "pg_index",
+    "pg_indexes",
+    "pg_description",
+    "pg_shdescription",
+    "pg_attrdef",
+    "pg_constraint",
+    "pg_enum",
+    "pg_range",
+    "pg_sequence",
+    "pg_sequences",
+    "pg_inherits",
+    "pg_trigger",
+    "pg_rewrite",
+    "pg_depend",
+    "pg_extension",
+    "pg_foreign_table",
+    "pg_policy",
+    "pg_statistic_ext",
+    "pg_publication",
+    "pg_publication_namespace",
+    "pg_publication_rel",
+    "pg_event_trigger",
+    "pg_matviews",
+    "pg_stat_activity",
+    "pg_auth_members",
+];
+
+/// Does `sel` read an always-empty catalog through inner joins only (so
+/// that it yields no rows before grouping)?
+fn reads_only_empty(sel: &ast::Select) -> bool {
+    let is_empty = |f: &ast::TableFactor| match f {
+        ast::TableFactor::Table { name, .. } => {
+            let p = name_parts(name);
+            let ok_schema = p.len() == 1 || (p.len() == 2 && p[0] == "pg_catalog");
+            ok_schema
+                && p.last()
+                    .is_some_and(|n| EMPTY_CATALOGS.contains(&n.as_str()))
+        }
+        _ => false,
+    };
+    let inner = |op: &ast::JoinOperator| {
+        matches!(
+            op,
+            ast::JoinOperator::Join(_)
+                | ast::JoinOperator::Inner(_)
+                | ast::JoinOperator::CrossJoin(_)
+        )
+    };
+    // Empty if the first relation or an inner-joined one is empty, and no
+    // RIGHT or FULL join can bring rows from elsewhere.
+    sel.from.iter().any(|t| {
+        let outer = t.joins.iter().any(|j| {
+            matches!(
+                j.join_operator,
+                ast::JoinOperator::Right(_)
+                    | ast::JoinOperator::RightOuter(_)
+                    | ast::JoinOperator::FullOuter(_)
+            )
+        });
+        !outer
+            && (is_empty(&t.relation)
+                || t.joins
+                    .iter()
+                    .any(|j| inner(&j.join_operator) && is_empty(&j.relation)))
+    })
+}
+
+/// A SELECT that reads only always-empty catalogs yields no rows, so its
+/// select list is never evaluated: subqueries there (often correlated in
+/// ways DataFusion cannot plan, like psql's `array(… oid = any(pol.polroles))`)
+/// are replaced by NULL.
+fn drop_unevaluated_subqueries(sel: &mut ast::Select) {
+    if sel.from.is_empty() {
+        return;
+    }
+    let all_empty = reads_only_empty(sel);
+    let grouped = !matches!(&sel.group_by, ast::GroupByExpr::Expressions(v, _) if v.is_empty());
+    if !all_empty || grouped || sel.having.is_some() {
+        return;
+    }
+    for item in sel.projection.iter_mut() {
+        let e = match item {
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => continue,
+        };
+        if has_aggregate(e) {
+            return;
+        }
+        let _ = ast::visit_expressions_mut(e, |x| {
+            // Subqueries, and set-returning functions DataFusion lacks.
+            let is_sub = matches!(x, Expr::Subquery(_))
+                || matches!(x, Expr::Function(f) if matches!(f.args, ast::FunctionArguments::Subquery(_))
+                    || name_parts(&f.name).last().is_some_and(|n| n == "generate_subscripts" || n == "_pg_expandarray"));
+            if is_sub {
+                *x = Expr::value(ast::Value::Null);
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+}
+
+/// A subquery over always-empty catalogs, without aggregation: no rows.
+fn empty_ungrouped(q: &ast::Query) -> bool {
+    let ast::SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    let grouped = !matches!(&sel.group_by, ast::GroupByExpr::Expressions(v, _) if v.is_empty());
+    reads_only_empty(sel)
+        && !grouped
+        && sel.having.is_none()
+        && sel.projection.iter().all(|i| match i {
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+                !has_aggregate(e)
+            }
+            _ => true,
+        })
+}
+
 struct PgSyntax;
 
 impl VisitorMut for PgSyntax {
     type Break = ();
+
+    fn pre_visit_table_factor(&mut self, f: &mut ast::TableFactor) -> ControlFlow<()> {
+        // `FROM pg_catalog.generate_series(…)`
+        if let ast::TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } = f
+        {
+            let parts = name_parts(name);
+            if parts.len() == 2 && parts[0] == "pg_catalog" {
+                *name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
+                    parts[1].clone(),
+                ))]);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, sel: &mut ast::Select) -> ControlFlow<()> {
+        drop_unevaluated_subqueries(sel);
+        // `SELECT NULL, NULL`: Postgres names both `?column?`; DataFusion
+        // wants distinct names, so repeated unnamed expressions get aliases
+        // (the wire still reports Postgres's names).
+        // `SELECT c.oid, c.*` (DBeaver): the explicit column gets its own name.
+        let wildcard = sel.projection.iter().any(|i| {
+            matches!(
+                i,
+                ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
+            )
+        });
+        if wildcard {
+            for item in sel.projection.iter_mut() {
+                if let ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) = item {
+                    if let Some(last) = p.last().cloned() {
+                        let e = Expr::CompoundIdentifier(p.clone());
+                        *item = ast::SelectItem::ExprWithAlias {
+                            expr: e,
+                            alias: last,
+                        };
+                    }
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, item) in sel.projection.iter_mut().enumerate() {
+            if let ast::SelectItem::UnnamedExpr(e) = item {
+                if !seen.insert(e.to_string())
+                    && !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+                {
+                    *item = ast::SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: Ident::with_quote('"', format!("?column?{}", i + 1)),
+                    };
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
@@ -1989,7 +2723,8 @@ impl VisitorMut for PgSyntax {
                 } else if let SqlType::Custom(n, _) = data_type {
                     match custom_type(&name_parts(n)) {
                         Some(CastTo::Function(f)) => {
-                            let arg = std::mem::replace(inner.as_mut(), Expr::value(ast::Value::Null));
+                            let arg =
+                                std::mem::replace(inner.as_mut(), Expr::value(ast::Value::Null));
                             *expr = call(f, arg);
                         }
                         Some(CastTo::Type(t)) => *data_type = t,
@@ -1999,11 +2734,124 @@ impl VisitorMut for PgSyntax {
                     *data_type = t;
                 }
             }
+            Expr::Function(f)
+                if matches!(f.args, ast::FunctionArguments::Subquery(_))
+                    && name_parts(&f.name).last().is_some_and(|n| n == "array") =>
+            {
+                // ARRAY(SELECT x … ORDER BY y) → (SELECT array_agg(x ORDER BY y) …)
+                let ast::FunctionArguments::Subquery(q) = &f.args else {
+                    unreachable!()
+                };
+                let mut q = q.clone();
+                let order = match q.order_by.take() {
+                    Some(ast::OrderBy {
+                        kind: ast::OrderByKind::Expressions(v),
+                        ..
+                    }) => v,
+                    _ => vec![],
+                };
+                if let ast::SetExpr::Select(sel) = q.body.as_mut() {
+                    if let Some(
+                        ast::SelectItem::UnnamedExpr(e)
+                        | ast::SelectItem::ExprWithAlias { expr: e, .. },
+                    ) = sel.projection.first_mut()
+                    {
+                        let arg = std::mem::replace(e, Expr::value(ast::Value::Null));
+                        let mut agg = call("array_agg", arg);
+                        if let (Expr::Function(func), false) = (&mut agg, order.is_empty()) {
+                            if let ast::FunctionArguments::List(l) = &mut func.args {
+                                l.clauses.push(ast::FunctionArgumentClause::OrderBy(order));
+                            }
+                        }
+                        *e = agg;
+                    }
+                }
+                *expr = Expr::Subquery(q);
+                self.post_visit_expr(expr)?;
+            }
+            Expr::Subquery(q) if empty_ungrouped(q) => {
+                // No rows, so the value is NULL.
+                *expr = Expr::value(ast::Value::Null);
+            }
+            Expr::Exists { subquery, negated } if empty_ungrouped(subquery) => {
+                *expr = Expr::value(ast::Value::Boolean(*negated));
+            }
+            Expr::Subquery(q) => {
+                aggregate_scalar_subquery(q);
+                if let Some(cond) = hoist_outer_predicates(q) {
+                    let sub = std::mem::replace(expr, Expr::value(ast::Value::Null));
+                    *expr = Expr::Case {
+                        case_token: ast::helpers::attached_token::AttachedToken::empty(),
+                        end_token: ast::helpers::attached_token::AttachedToken::empty(),
+                        operand: None,
+                        conditions: vec![ast::CaseWhen {
+                            condition: cond,
+                            result: sub,
+                        }],
+                        else_result: None,
+                    };
+                }
+            }
+            Expr::Like {
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                pattern,
+                escape_char,
+                ..
+            } => {
+                // DataFusion knows only `\` as LIKE's escape: rewrite the
+                // pattern from another escape character to backslashes.
+                let c = match escape_char.as_ref().map(|v| &v.value) {
+                    Some(ast::Value::SingleQuotedString(c))
+                        if c != "\\" && c.chars().count() == 1 =>
+                    {
+                        c.clone()
+                    }
+                    _ => return ControlFlow::Continue(()),
+                };
+                let lit = |x: &str| Expr::value(ast::Value::SingleQuotedString(x.to_string()));
+                let re_replace = |e: Expr, re: &str, with: &str| {
+                    let mut f = call("regexp_replace", e);
+                    if let Expr::Function(func) = &mut f {
+                        if let ast::FunctionArguments::List(l) = &mut func.args {
+                            for a in [lit(re), lit(with), lit("g")] {
+                                l.args
+                                    .push(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a)));
+                            }
+                        }
+                    }
+                    f
+                };
+                let p = std::mem::replace(pattern.as_mut(), Expr::value(ast::Value::Null));
+                let p = re_replace(p, "\\\\", "\\\\");
+                let esc: String = c
+                    .chars()
+                    .flat_map(|ch| {
+                        if ch.is_ascii_alphanumeric() {
+                            vec![ch]
+                        } else {
+                            vec!['\\', ch]
+                        }
+                    })
+                    .collect();
+                **pattern = re_replace(p, &format!("{esc}(.)"), "\\${1}");
+                *escape_char = None;
+            }
             Expr::Collate { expr: inner, .. } => {
                 let e = std::mem::replace(inner.as_mut(), Expr::value(ast::Value::Null));
                 *expr = e;
             }
-            Expr::BinaryOp { op, .. } => {
+            Expr::BinaryOp { op, left, right } => {
+                if matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq) {
+                    for side in [left, right] {
+                        if let Some(a) = array_literal(side) {
+                            **side = a;
+                        }
+                    }
+                }
                 if let BinaryOperator::PGCustomBinaryOperator(parts) = op {
                     if let Some(o) = parts.last().and_then(|l| binary_op(l)) {
                         *op = o;
@@ -2031,18 +2879,57 @@ impl VisitorMut for PgSyntax {
     }
 }
 
-/// Turn the Postgres catalog syntax tools send into what DataFusion plans.
-pub fn rewrite(stmt: &mut Statement) {
-    let _ = stmt.visit(&mut PgSyntax);
+/// asyncpg's type introspection (`WITH RECURSIVE typeinfo_tree …`) walks
+/// domains, ranges, composite types and array elements with recursive CTEs
+/// nested in correlated subqueries. Strata's types have no domains, ranges or
+/// composite columns, and arrays nest one level, so the same rows come from
+/// this plain query: each requested type (depth 0) and, for an array, its
+/// element type (depth 1), deepest first.
+const ASYNCPG_INTROSPECTION: &str = "
+SELECT oid, ns, name, kind, basetype, elemtype, elemdelim, range_subtype, attrtypoids,
+       attrnames, depth, basetype_name, elemtype_name, range_subtype_name
+FROM (
+  SELECT t.oid AS oid, ns.nspname AS ns, t.typname AS name, t.typtype AS kind,
+         CAST(NULL AS INT UNSIGNED) AS basetype, t.typelem AS elemtype, e.typdelim AS elemdelim,
+         CAST(NULL AS INT UNSIGNED) AS range_subtype, CAST(NULL AS INT UNSIGNED[]) AS attrtypoids,
+         CAST(NULL AS TEXT[]) AS attrnames, 0 AS depth, CAST(NULL AS TEXT) AS basetype_name,
+         CASE WHEN t.typelem <> 0 THEN format_type(t.typelem, NULL) ELSE '-' END AS elemtype_name,
+         CAST(NULL AS TEXT) AS range_subtype_name
+  FROM pg_catalog.pg_type t
+  JOIN pg_catalog.pg_namespace ns ON ns.oid = t.typnamespace
+  LEFT JOIN pg_catalog.pg_type e ON t.typlen = -1 AND t.typelem <> 0 AND t.typelem = e.oid
+  WHERE t.oid = ANY($1::oid[])
+  UNION ALL
+  SELECT e.oid, ns.nspname, e.typname, e.typtype, CAST(NULL AS INT UNSIGNED), e.typelem,
+         CAST(NULL AS TEXT), CAST(NULL AS INT UNSIGNED), CAST(NULL AS INT UNSIGNED[]),
+         CAST(NULL AS TEXT[]), 1, CAST(NULL AS TEXT), '-', CAST(NULL AS TEXT)
+  FROM pg_catalog.pg_type t
+  JOIN pg_catalog.pg_type e ON e.oid = t.typelem
+  JOIN pg_catalog.pg_namespace ns ON ns.oid = e.typnamespace
+  WHERE t.oid = ANY($1::oid[]) AND t.typlen = -1 AND t.typelem <> 0
+) ti
+ORDER BY depth DESC";
+
+fn is_asyncpg_introspection(stmt: &Statement) -> bool {
+    let Statement::Query(q) = stmt else {
+        return false;
+    };
+    q.with.as_ref().is_some_and(|w| {
+        w.recursive
+            && w.cte_tables
+                .iter()
+                .any(|c| c.alias.name.value == "typeinfo_tree")
+    })
 }
 
-/// Postgres's names for catalog relations, for tests and describing.
-pub fn system_relation_names() -> BTreeMap<&'static str, Vec<&'static str>> {
-    let mut m: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (s, n, _, _) in SYSTEM_TABLES {
-        m.entry(s).or_default().push(n);
+/// Turn the Postgres catalog syntax tools send into what DataFusion plans.
+pub fn rewrite(stmt: &mut Statement) {
+    if is_asyncpg_introspection(stmt) {
+        if let Ok(mut v) = crate::session::parse(ASYNCPG_INTROSPECTION) {
+            *stmt = v.remove(0);
+        }
     }
-    m
+    let _ = stmt.visit(&mut PgSyntax);
 }
 
 #[cfg(test)]
@@ -2065,22 +2952,124 @@ mod tests {
             rw("SELECT 1 WHERE x OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default"),
             "SELECT 1 WHERE x ~ '^(t)$'"
         );
-        assert_eq!(rw("SELECT pg_catalog.format_type(1, 2)"), "SELECT format_type(1, 2)");
-        assert_eq!(rw("SELECT $1::oid[]"), "SELECT $1::BIGINT[]");
+        assert_eq!(
+            rw("SELECT pg_catalog.format_type(1, 2)"),
+            "SELECT format_type(1, 2)"
+        );
+        assert_eq!(rw("SELECT $1::oid[]"), "SELECT $1::INT UNSIGNED[]");
     }
 
     #[test]
     fn types() {
-        assert_eq!(format_type(1043, Some(14)).unwrap(), "character varying(10)");
+        assert_eq!(
+            format_type(1043, Some(14)).unwrap(),
+            "character varying(10)"
+        );
         assert_eq!(format_type(1016, None).unwrap(), "bigint[]");
-        assert_eq!(format_type(1700, Some((12 << 16 | 2) + 4)).unwrap(), "numeric(12,2)");
+        assert_eq!(
+            format_type(1700, Some((12 << 16 | 2) + 4)).unwrap(),
+            "numeric(12,2)"
+        );
         assert_eq!(type_oid_by_name("integer"), Some(23));
         assert_eq!(type_oid_by_name("text[]"), Some(1009));
         assert_eq!(type_oid_by_name("pg_catalog.uuid"), Some(2950));
         assert_eq!(type_oid_by_name("hstore"), None);
         assert_eq!(pg_type_of(&list_of(DataType::Int64)), (1016, -1));
         assert_eq!(split_name("\"My T\""), (None, "My T".into()));
-        assert_eq!(split_name("public.People"), (Some("public".into()), "people".into()));
+        assert_eq!(
+            split_name("public.People"),
+            (Some("public".into()), "people".into())
+        );
         assert!(table_oid("a") % 2 == 0 && table_oid("a") >= 16_384);
+    }
+
+    /// The catalogs follow the engine's tables live: a table created, a
+    /// column added by a later write, `::regclass` both ways, visibility.
+    #[tokio::test]
+    async fn catalogs_follow_the_live_catalog() {
+        use datafusion::arrow::compute::cast;
+        use strata_storage::{EngineConfig, StoreLocation};
+        let db = crate::Database::open(EngineConfig::new(StoreLocation::Memory))
+            .await
+            .unwrap();
+        let mut s = db.session();
+        async fn rows(s: &mut crate::Session, sql: &str) -> Vec<String> {
+            let mut out = Vec::new();
+            for o in s.execute(sql, &[]).await.unwrap() {
+                for b in o.collect().await.unwrap() {
+                    for r in 0..b.num_rows() {
+                        let cells: Vec<String> = b
+                            .columns()
+                            .iter()
+                            .map(|c| {
+                                let c = cast(c, &DataType::Utf8).unwrap();
+                                let c = c
+                                    .as_any()
+                                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+                                    .unwrap();
+                                if c.is_null(r) {
+                                    "NULL".into()
+                                } else {
+                                    c.value(r).to_string()
+                                }
+                            })
+                            .collect();
+                        out.push(cells.join("|"));
+                    }
+                }
+            }
+            out
+        }
+        s.execute(
+            "CREATE TABLE t (_id BIGINT, name TEXT, price NUMERIC(10,2), tags TEXT[])",
+            &[],
+        )
+        .await
+        .unwrap();
+        let cols = "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+                    FROM pg_catalog.pg_attribute a WHERE a.attrelid = 't'::regclass AND a.attnum > 0 ORDER BY a.attnum";
+        assert_eq!(
+            rows(&mut s, cols).await,
+            [
+                "_id|bigint|true",
+                "name|text|false",
+                "price|numeric(10,2)|false",
+                "tags|text[]|false"
+            ]
+        );
+        s.execute("INSERT INTO t (_id, extra) VALUES (1, true)", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows(&mut s, cols).await.last().unwrap(),
+            "extra|boolean|false"
+        );
+        assert_eq!(
+            rows(&mut s, "SELECT c.oid::regclass::text, c.reltuples, pg_table_is_visible(c.oid) FROM pg_class c WHERE c.relname = 't'").await,
+            ["t|1.0|true"]
+        );
+        assert_eq!(
+            rows(&mut s, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position").await,
+            ["_id|bigint", "name|text", "price|numeric", "tags|ARRAY", "extra|boolean"]
+        );
+        // System columns: the temporal ones, with negative attnum.
+        assert_eq!(
+            rows(&mut s, "SELECT attname FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum < 0 ORDER BY attnum DESC").await,
+            ["_valid_from", "_valid_to", "_system_from", "_system_to"]
+        );
+        // The lookup fails when the value is computed (planning or execution).
+        let err = match s.execute("SELECT 'nosuch'::regclass", &[]).await {
+            Err(e) => e,
+            Ok(mut outs) => outs.remove(0).collect().await.unwrap_err(),
+        };
+        assert!(
+            err.to_string()
+                .contains("relation \"nosuch\" does not exist"),
+            "{err}"
+        );
+        assert_eq!(
+            rows(&mut s, "SELECT to_regclass('nosuch'), to_regtype('int4')").await,
+            ["NULL|23"]
+        );
     }
 }

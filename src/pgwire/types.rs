@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Decimal256Type, DurationMicrosecondType, Field,
     Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, IntervalMonthDayNano,
     IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType, TimeUnit,
-    TimestampMicrosecondType,
+    TimestampMicrosecondType, UInt32Type,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions as ArrowFormatOptions};
 use datafusion::common::ScalarValue;
@@ -62,7 +62,9 @@ pub fn canonical(dt: &DataType) -> Option<DataType> {
         D::Boolean => D::Boolean,
         D::Int8 | D::Int16 | D::UInt8 => D::Int16,
         D::Int32 | D::UInt16 => D::Int32,
-        D::Int64 | D::UInt32 => D::Int64,
+        D::Int64 => D::Int64,
+        // Postgres's `oid` (the catalogs' object ids).
+        D::UInt32 => D::UInt32,
         D::UInt64 => D::Decimal128(20, 0),
         D::Float16 | D::Float32 => D::Float32,
         D::Float64 => D::Float64,
@@ -100,6 +102,7 @@ pub fn pg_type_of(canon: &DataType) -> Type {
         D::Int16 => Type::INT2,
         D::Int32 => Type::INT4,
         D::Int64 => Type::INT8,
+        D::UInt32 => Type::OID,
         D::Float32 => Type::FLOAT4,
         D::Float64 => Type::FLOAT8,
         D::Decimal128(..) | D::Decimal256(..) => Type::NUMERIC,
@@ -126,6 +129,7 @@ pub fn array_of(t: &Type) -> Type {
         Type::INT2 => Type::INT2_ARRAY,
         Type::INT4 => Type::INT4_ARRAY,
         Type::INT8 => Type::INT8_ARRAY,
+        Type::OID => Type::OID_ARRAY,
         Type::FLOAT4 => Type::FLOAT4_ARRAY,
         Type::FLOAT8 => Type::FLOAT8_ARRAY,
         Type::NUMERIC => Type::NUMERIC_ARRAY,
@@ -188,7 +192,7 @@ pub fn field_infos(
             let size = match p.pg {
                 Type::BOOL => 1,
                 Type::INT2 => 2,
-                Type::INT4 | Type::FLOAT4 | Type::DATE => 4,
+                Type::INT4 | Type::FLOAT4 | Type::DATE | Type::OID => 4,
                 Type::INT8 | Type::FLOAT8 | Type::TIME | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
                 Type::INTERVAL | Type::UUID => 16,
                 _ => -1,
@@ -292,6 +296,7 @@ fn encode_cell(
         D::Int16 => enc.encode_field(&arr.as_primitive::<Int16Type>().value(r)),
         D::Int32 => enc.encode_field(&arr.as_primitive::<Int32Type>().value(r)),
         D::Int64 => enc.encode_field(&arr.as_primitive::<Int64Type>().value(r)),
+        D::UInt32 => enc.encode_field(&arr.as_primitive::<UInt32Type>().value(r)),
         D::Float32 => enc.encode_field(&arr.as_primitive::<Float32Type>().value(r)),
         D::Float64 => enc.encode_field(&arr.as_primitive::<Float64Type>().value(r)),
         D::Decimal128(_, s) => {
@@ -348,6 +353,7 @@ fn encode_list(enc: &mut DataRowEncoder, a: &dyn Array, json: bool) -> PgWireRes
         D::Int16 => enc.encode_field(&collect(a, |i| a.as_primitive::<Int16Type>().value(i))),
         D::Int32 => enc.encode_field(&collect(a, |i| a.as_primitive::<Int32Type>().value(i))),
         D::Int64 => enc.encode_field(&collect(a, |i| a.as_primitive::<Int64Type>().value(i))),
+        D::UInt32 => enc.encode_field(&collect(a, |i| a.as_primitive::<UInt32Type>().value(i))),
         D::Float32 => enc.encode_field(&collect(a, |i| a.as_primitive::<Float32Type>().value(i))),
         D::Float64 => enc.encode_field(&collect(a, |i| a.as_primitive::<Float64Type>().value(i))),
         D::Decimal128(_, s) => enc.encode_field(&collect(a, |i| {
