@@ -71,12 +71,20 @@ impl CatalogProvider for StrataCatalog {
 #[derive(Debug)]
 pub struct StrataSchema {
     pub engine: Arc<Engine>,
-    pub times: Arc<QueryTimes>,
+    /// The coordinates of the statement being planned. A context (and this
+    /// schema) is reused across statements; the slot is set before each
+    /// planning, and table providers copy what they need out of it.
+    pub times: Arc<parking_lot::RwLock<Arc<QueryTimes>>>,
 }
 
 impl StrataSchema {
+    fn times(&self) -> Arc<QueryTimes> {
+        self.times.read().clone()
+    }
+
     fn provider(&self, table: &str, coord: Coordinate) -> Option<Arc<dyn TableProvider>> {
-        let ts = self.times.table_schema(&self.engine, table)?;
+        let times = self.times();
+        let ts = times.table_schema(&self.engine, table)?;
         // All columns, the temporal ones included; `SELECT *` leaves those
         // out by a rewrite before planning (crate::wildcard).
         let schema = strata_storage::table::output_schema(&ts);
@@ -85,7 +93,7 @@ impl StrataSchema {
             table: table.to_string(),
             coord,
             schema,
-            pending: self.times.pending.clone(),
+            pending: times.pending.clone(),
         }))
     }
 }
@@ -93,7 +101,7 @@ impl StrataSchema {
 #[async_trait]
 impl SchemaProvider for StrataSchema {
     fn table_names(&self) -> Vec<String> {
-        match &self.times.pending {
+        match &self.times().pending {
             Some(p) => {
                 let mut names: Vec<String> = p.schemas.keys().cloned().collect();
                 names.sort();
@@ -104,17 +112,18 @@ impl SchemaProvider for StrataSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if let Some((_, table, coord)) = self.times.overrides.iter().find(|(n, _, _)| n == name) {
+        let times = self.times();
+        if let Some((_, table, coord)) = times.overrides.iter().find(|(n, _, _)| n == name) {
             return match self.provider(table, *coord) {
                 Some(p) => Ok(Some(p)),
                 None => Err(unknown_table(&self.engine, table)),
             };
         }
-        Ok(self.provider(name, self.times.default))
+        Ok(self.provider(name, times.default))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.times.table_schema(&self.engine, name).is_some()
+        self.times().table_schema(&self.engine, name).is_some()
     }
 }
 

@@ -63,7 +63,19 @@ impl Output {
 pub struct Database {
     pub(crate) engine: Arc<Engine>,
     base: SessionState,
+    /// Planning contexts to reuse: building a DataFusion session state (every
+    /// function registered anew) costs more than planning a point lookup.
+    pool: parking_lot::Mutex<Vec<Pooled>>,
 }
+
+/// A reusable planning context and the coordinate slot its catalog reads.
+struct Pooled {
+    ctx: SessionContext,
+    times: Arc<parking_lot::RwLock<Arc<QueryTimes>>>,
+}
+
+/// At most this many idle contexts are kept.
+const POOL_MAX: usize = 16;
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,7 +97,11 @@ impl Database {
             .build();
         crate::pg_catalog::register_functions(&mut base, &engine)?;
         crate::period::register(&mut base)?;
-        Ok(Arc::new(Database { engine, base }))
+        Ok(Arc::new(Database {
+            engine,
+            base,
+            pool: parking_lot::Mutex::new(Vec::new()),
+        }))
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -106,11 +122,12 @@ impl Database {
         Coordinate::as_of(s, now.max(s))
     }
 
-    fn context(&self, times: QueryTimes) -> SessionContext {
+    fn new_context(&self, times: QueryTimes) -> Pooled {
         let list = MemoryCatalogProviderList::new();
+        let slot = Arc::new(parking_lot::RwLock::new(Arc::new(times)));
         let schema = Arc::new(StrataSchema {
             engine: self.engine.clone(),
-            times: Arc::new(times),
+            times: slot.clone(),
         });
         let strata = Arc::new(StrataCatalog { schema });
         let functions = crate::pg_catalog::function_names(&self.base);
@@ -121,7 +138,29 @@ impl Database {
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(list) as Arc<dyn CatalogProviderList>)
             .build();
-        SessionContext::new_with_state(state)
+        Pooled {
+            ctx: SessionContext::new_with_state(state),
+            times: slot,
+        }
+    }
+
+    /// A context for planning one statement at `times`: an idle one from the
+    /// pool, or a new one. Give it back with `checkin` once planned.
+    fn checkout(&self, times: QueryTimes) -> Pooled {
+        match self.pool.lock().pop() {
+            Some(p) => {
+                *p.times.write() = Arc::new(times);
+                p
+            }
+            None => self.new_context(times),
+        }
+    }
+
+    fn checkin(&self, p: Pooled) {
+        let mut pool = self.pool.lock();
+        if pool.len() < POOL_MAX {
+            pool.push(p);
+        }
     }
 }
 
@@ -353,18 +392,33 @@ impl Session {
                 .collect();
             let tables = |name: &ast::ObjectName| -> Option<Vec<String>> {
                 let n = object_name(name).ok()?;
-                let t = synthetic.get(n.as_str()).map(|t| t.to_string()).unwrap_or(n);
+                let t = synthetic
+                    .get(n.as_str())
+                    .map(|t| t.to_string())
+                    .unwrap_or(n);
                 let ts = times.table_schema(&engine, &t)?;
                 Some(ts.columns.iter().map(|f| f.name().clone()).collect())
             };
             crate::wildcard::hide_temporal_columns(&mut stmt, &tables);
         }
-        let ctx = self.db.context(times);
-        let plan = ctx
+        // Only plain queries plan on a shared, reused context: other
+        // statements (SET, PREPARE, …) may change the context itself.
+        let reuse = matches!(stmt, Statement::Query(_));
+        let pooled = if reuse {
+            self.db.checkout(times)
+        } else {
+            self.db.new_context(times)
+        };
+        let ctx = pooled.ctx.clone();
+        let planned = ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
-            .await
-            .map_err(|e| self.explain_planning_error(e, rw))?;
+            .await;
+        // Table providers have copied their coordinates: the context is free.
+        if reuse {
+            self.db.checkin(pooled);
+        }
+        let plan = planned.map_err(|e| self.explain_planning_error(e, rw))?;
         let plan = if params.is_empty() {
             plan
         } else {
@@ -567,9 +621,12 @@ impl Session {
                             "the load gives `{name}` both as a column and for the whole batch; give one"
                         )));
                     }
-                    fields.push(Field::new(name, strata_storage::schema::timestamp_type(), true));
-                    let arr = TimestampMicrosecondArray::from(vec![v; n])
-                        .with_timezone("UTC");
+                    fields.push(Field::new(
+                        name,
+                        strata_storage::schema::timestamp_type(),
+                        true,
+                    ));
+                    let arr = TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC");
                     cols.push(Arc::new(arr));
                 }
                 b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;

@@ -602,7 +602,13 @@ pub fn scan_segment(
     if !any {
         return Ok(None);
     }
-    let filtered = filter_record_batch(&data.batch, &BooleanArray::from(mask))?;
+    // Every row visible (a segment of current rows read at the present, the
+    // common case): no copy.
+    let filtered = if mask.iter().all(|&m| m) {
+        data.batch.clone()
+    } else {
+        filter_record_batch(&data.batch, &BooleanArray::from(mask))?
+    };
     let ts = |i: usize| {
         filtered
             .column(i)
