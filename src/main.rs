@@ -154,7 +154,9 @@ async fn run_and_print(
                 let mut batches = rows.collect().await.map_err(|e| e.to_string())?;
                 if batches.iter().all(|b| b.num_rows() == 0) {
                     // Keep the header (CSV) and the column box (table) for no rows.
-                    batches = vec![datafusion::arrow::record_batch::RecordBatch::new_empty(schema)];
+                    batches = vec![datafusion::arrow::record_batch::RecordBatch::new_empty(
+                        schema,
+                    )];
                 }
                 print!("{}", format_batches(&batches, format)?);
             }

@@ -348,7 +348,10 @@ mod tests {
             users: vec!["ada:pw".into()],
             ..Default::default()
         };
-        assert_eq!(args.resolve().unwrap().auth.mode, crate::auth::AuthMode::Password);
+        assert_eq!(
+            args.resolve().unwrap().auth.mode,
+            crate::auth::AuthMode::Password
+        );
     }
 
     #[test]

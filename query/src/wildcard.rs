@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    ExcludeSelectItem, Expr, Ident, JoinConstraint, JoinOperator, ObjectName, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableWithJoins, VisitMut,
-    VisitorMut, WildcardAdditionalOptions,
+    ExcludeSelectItem, Expr, Ident, JoinConstraint, JoinOperator, ObjectName, Query, Select,
+    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableWithJoins,
+    VisitMut, VisitorMut, WildcardAdditionalOptions,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
 use strata_storage::schema::TEMPORAL_COLUMNS;
@@ -90,12 +90,11 @@ impl Hider<'_> {
                         using_or_natural = true;
                         if let Some(u) = using_cols.as_mut() {
                             for c in cols {
-                                let n = c
-                                    .0
-                                    .last()
-                                    .and_then(|p| p.as_ident())
-                                    .map(normal)
-                                    .unwrap_or_else(|| c.to_string());
+                                let n =
+                                    c.0.last()
+                                        .and_then(|p| p.as_ident())
+                                        .map(normal)
+                                        .unwrap_or_else(|| c.to_string());
                                 if !u.contains(&n) {
                                     u.push(n);
                                 }
@@ -138,10 +137,9 @@ impl Hider<'_> {
                 {
                     let using = using_cols.as_ref().unwrap();
                     for u in using {
-                        items.push(SelectItem::UnnamedExpr(Expr::Identifier(Ident::with_quote(
-                            '"',
-                            u.clone(),
-                        ))));
+                        items.push(SelectItem::UnnamedExpr(Expr::Identifier(
+                            Ident::with_quote('"', u.clone()),
+                        )));
                     }
                     for (q, src) in &rels {
                         let mut o = WildcardAdditionalOptions::default();

@@ -238,9 +238,8 @@ fn cast_hints(stmt: &Statement, params: &mut [Option<DataType>]) {
             if let Some(i) = placeholder_of(expr) {
                 if let (Some(slot), Ok(dt)) = (
                     params.get_mut(i.wrapping_sub(1)),
-                    strata_query::session::sql_type(data_type).or_else(|e| {
-                        strata_query::pg_catalog::cast_type(data_type).ok_or(e)
-                    }),
+                    strata_query::session::sql_type(data_type)
+                        .or_else(|e| strata_query::pg_catalog::cast_type(data_type).ok_or(e)),
                 ) {
                     slot.get_or_insert(dt);
                 }

@@ -404,7 +404,9 @@ impl Engine {
             if applied.is_ok() && !erased.is_empty() {
                 let erased: Vec<Op> = erased.into_iter().cloned().collect();
                 if let Err(e) = self.purge_locked(&erased, seq).await {
-                    tracing::warn!("erase committed at seq {seq} but purging its bytes failed: {e}");
+                    tracing::warn!(
+                        "erase committed at seq {seq} but purging its bytes failed: {e}"
+                    );
                 }
             }
             for (p, t) in accepted {
@@ -588,8 +590,7 @@ impl Engine {
                     continue;
                 };
                 for (i, e) in t.segments.iter().enumerate() {
-                    if e.deleted.count() > 0 && list.iter().any(|id| e.seg.may_contain(id.hash()))
-                    {
+                    if e.deleted.count() > 0 && list.iter().any(|id| e.seg.may_contain(id.hash())) {
                         out.push((table.clone(), i, e.clone()));
                     }
                 }
@@ -637,7 +638,10 @@ impl Engine {
                 // Highest index first, so removals keep the others' positions.
                 rewritten.sort_by(|a, b| (&a.0, b.1).cmp(&(&b.0, a.1)));
                 for (table, i, entry) in rewritten {
-                    let t = s.tables.get_mut(&table).expect("table vanished during purge");
+                    let t = s
+                        .tables
+                        .get_mut(&table)
+                        .expect("table vanished during purge");
                     match entry {
                         Some(e) => t.segments[i] = e,
                         None => {
@@ -678,7 +682,11 @@ impl Engine {
                         continue;
                     };
                     let keep: Vec<u32> = (0..col.len())
-                        .filter(|&r| !list.iter().any(|id| crate::entity::id_equals(col.as_ref(), r, id)))
+                        .filter(|&r| {
+                            !list
+                                .iter()
+                                .any(|id| crate::entity::id_equals(col.as_ref(), r, id))
+                        })
                         .map(|r| r as u32)
                         .collect();
                     if keep.len() != col.len() {
@@ -928,7 +936,9 @@ fn valid_time_array(name: &str, c: &ArrayRef) -> Result<ArrayRef> {
         ..Default::default()
     };
     arrow::compute::cast_with_options(c, &timestamp_type(), &opts).map_err(|e| {
-        Error::Invalid(format!("`{name}` has a value that is not a timestamp ({e}): {hint}"))
+        Error::Invalid(format!(
+            "`{name}` has a value that is not a timestamp ({e}): {hint}"
+        ))
     })
 }
 
