@@ -261,21 +261,7 @@ impl Engine {
                     .tables
                     .entry(op.table.clone())
                     .or_insert_with(|| TableState::new(&op.table));
-                match op.kind {
-                    OpKind::Put => t.apply_put(&op.batch, tx.system_time)?,
-                    OpKind::Delete => t.apply_delete(&op.batch, tx.system_time)?,
-                    OpKind::Erase => t.apply_erase(&op.batch)?,
-                    OpKind::CreateTable => {
-                        let fields: Vec<Field> = op
-                            .batch
-                            .schema()
-                            .fields()
-                            .iter()
-                            .map(|f| f.as_ref().clone())
-                            .collect();
-                        t.schema = t.schema.merged(&op.table, &fields)?;
-                    }
-                }
+                t.apply(op, tx.system_time)?;
             }
             s.last_system_time = tx.system_time;
         }
@@ -843,21 +829,7 @@ impl Engine {
             }
         }
         for op in ops.iter().filter(|op| op.table == table) {
-            match op.kind {
-                OpKind::Put => state.apply_put(&op.batch, t)?,
-                OpKind::Delete => state.apply_delete(&op.batch, t)?,
-                OpKind::Erase => state.apply_erase(&op.batch)?,
-                OpKind::CreateTable => {
-                    let fields: Vec<Field> = op
-                        .batch
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.as_ref().clone())
-                        .collect();
-                    state.schema = state.schema.merged(table, &fields)?;
-                }
-            }
+            state.apply(op, t)?;
         }
         self.scan_state(&state, coord, ids).map(Some)
     }

@@ -262,6 +262,27 @@ impl TableState {
         Ok(())
     }
 
+    /// Apply one (prepared) event committed at system time `t`.
+    pub fn apply(&mut self, op: &crate::log::Op, t: Micros) -> Result<()> {
+        use crate::log::OpKind;
+        match op.kind {
+            OpKind::Put => self.apply_put(&op.batch, t),
+            OpKind::Delete => self.apply_delete(&op.batch, t),
+            OpKind::Erase => self.apply_erase(&op.batch),
+            OpKind::CreateTable => {
+                let fields: Vec<Field> = op
+                    .batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                self.schema = self.schema.merged(&self.name, &fields)?;
+                Ok(())
+            }
+        }
+    }
+
     /// Apply a put batch (already normalized: `_id`, `_valid_from`, `_valid_to`, user columns).
     pub fn apply_put(&mut self, batch: &RecordBatch, t: Micros) -> Result<()> {
         let ids = batch
