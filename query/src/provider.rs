@@ -317,17 +317,30 @@ impl PartitionStream for ScanPartition {
         let out_schema = schema.clone();
         let stream = live_stream.chain(seg_stream).map(move |r| {
             let b = r.map_err(|e| DataFusionError::External(Box::new(e)))?;
-            // By name: the table may have gained columns since planning.
+            // By name: the table may have gained columns since planning. A
+            // column whose type was widened meanwhile is cast back; a value
+            // that no longer fits the planned type is an error, not NULL.
             let cols = out_schema
                 .fields()
                 .iter()
                 .map(|f| match b.column_by_name(f.name()) {
-                    Some(c) if c.data_type() == f.data_type() => c.clone(),
-                    Some(c) => datafusion::arrow::compute::cast(c, f.data_type())
-                        .unwrap_or_else(|_| new_null_array(f.data_type(), b.num_rows())),
-                    None => new_null_array(f.data_type(), b.num_rows()),
+                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                    Some(c) => {
+                        let opts = datafusion::arrow::compute::CastOptions {
+                            safe: false,
+                            ..Default::default()
+                        };
+                        datafusion::arrow::compute::cast_with_options(c, f.data_type(), &opts)
+                            .map_err(|e| {
+                                DataFusionError::Execution(format!(
+                                    "column `{}` changed type while the query ran ({e}); run the query again",
+                                    f.name()
+                                ))
+                            })
+                    }
+                    None => Ok(new_null_array(f.data_type(), b.num_rows())),
                 })
-                .collect();
+                .collect::<DfResult<Vec<_>>>()?;
             Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
                 out_schema.clone(),
                 cols,

@@ -8,7 +8,7 @@
 //! _system_to)`. Wildcards over derived tables and CTEs are left alone: their
 //! columns are whatever the inner query chose, temporal ones included.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
@@ -114,10 +114,10 @@ impl Hider<'_> {
             return;
         }
         let all_strata = rels.iter().all(|(_, s)| matches!(s, Source::Strata(_)));
-        let strata_quals: HashMap<String, ()> = rels
+        let strata_quals: HashSet<String> = rels
             .iter()
             .filter(|(_, s)| matches!(s, Source::Strata(_)))
-            .filter_map(|(q, _)| q.as_ref().map(|q| (q.to_string().to_lowercase(), ())))
+            .filter_map(|(q, _)| q.as_ref().map(|q| q.to_string().to_lowercase()))
             .collect();
         let mut items = Vec::with_capacity(select.projection.len());
         for item in std::mem::take(&mut select.projection) {
@@ -174,7 +174,7 @@ impl Hider<'_> {
                 SelectItem::QualifiedWildcard(
                     SelectItemQualifiedWildcardKind::ObjectName(q),
                     mut opts,
-                ) if strata_quals.contains_key(&q.to_string().to_lowercase()) => {
+                ) if strata_quals.contains(&q.to_string().to_lowercase()) => {
                     exclude_temporal(&mut opts);
                     items.push(SelectItem::QualifiedWildcard(
                         SelectItemQualifiedWildcardKind::ObjectName(q),
