@@ -385,6 +385,50 @@ async fn transactions_roll_back_and_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savepoints_undo_part_of_a_transaction() {
+    let s = Server::start();
+    setup(&s);
+    let mut c = s.client().await;
+    let mut tx = c.transaction().await.unwrap();
+    tx.execute("INSERT INTO people (_id, name) VALUES (30, 'kept')", &[])
+        .await
+        .unwrap();
+    {
+        // tokio-postgres's nested transaction: SAVEPOINT … ROLLBACK TO SAVEPOINT.
+        let sp = tx.savepoint("sp1").await.unwrap();
+        sp.execute("INSERT INTO people (_id, name) VALUES (31, 'undone')", &[])
+            .await
+            .unwrap();
+        let e = sp.query("SELECT * FROM nope", &[]).await.unwrap_err();
+        assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE));
+        sp.rollback().await.unwrap();
+    }
+    // The failure was inside the savepoint: the transaction goes on.
+    tx.execute("INSERT INTO people (_id, name) VALUES (32, 'after')", &[])
+        .await
+        .unwrap();
+    {
+        let sp = tx.savepoint("sp2").await.unwrap();
+        sp.execute(
+            "INSERT INTO people (_id, name) VALUES (33, 'released')",
+            &[],
+        )
+        .await
+        .unwrap();
+        sp.commit().await.unwrap(); // RELEASE SAVEPOINT
+    }
+    tx.commit().await.unwrap();
+    let ids: Vec<i64> = c
+        .query("SELECT _id FROM people WHERE _id >= 30 ORDER BY _id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![30, 32, 33]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_carry_sqlstate() {
     let s = Server::start();
     let c = s.client().await;

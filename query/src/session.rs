@@ -170,6 +170,26 @@ struct OpenTx {
     ops: Vec<Op>,
     system_time: Option<i64>,
     failed: Option<String>,
+    /// `SAVEPOINT name`s, oldest first, with the number of writes before each.
+    savepoints: Vec<(String, usize)>,
+}
+
+impl OpenTx {
+    /// The newest savepoint called `name`.
+    fn savepoint(&self, name: &str) -> Result<usize> {
+        self.savepoints
+            .iter()
+            .rposition(|(n, _)| n == name)
+            .ok_or_else(|| QueryError::Transaction(format!("savepoint `{name}` does not exist")))
+    }
+}
+
+fn ident_name(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
 }
 
 /// One connection's state.
@@ -322,6 +342,51 @@ impl Session {
                 }
                 Ok(Output::Command {
                     tag: "COMMIT".into(),
+                    rows: 0,
+                })
+            }
+            Statement::Savepoint { name } => {
+                let Some(tx) = &mut self.tx else {
+                    return Err(QueryError::Transaction(
+                        "SAVEPOINT can only be used in a transaction block (BEGIN first)".into(),
+                    ));
+                };
+                tx.savepoints.push((ident_name(&name), tx.ops.len()));
+                Ok(Output::Command {
+                    tag: "SAVEPOINT".into(),
+                    rows: 0,
+                })
+            }
+            Statement::ReleaseSavepoint { name } => {
+                let tx = self.tx.as_mut().ok_or_else(|| {
+                    QueryError::Transaction(
+                        "RELEASE SAVEPOINT can only be used in a transaction block".into(),
+                    )
+                })?;
+                let i = tx.savepoint(&ident_name(&name))?;
+                tx.savepoints.truncate(i);
+                Ok(Output::Command {
+                    tag: "RELEASE".into(),
+                    rows: 0,
+                })
+            }
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
+                let tx = self.tx.as_mut().ok_or_else(|| {
+                    QueryError::Transaction(
+                        "ROLLBACK TO SAVEPOINT can only be used in a transaction block".into(),
+                    )
+                })?;
+                let i = tx.savepoint(&ident_name(&name))?;
+                // Undo the writes after the savepoint, which stays; the
+                // transaction works again if it had failed after it.
+                tx.ops.truncate(tx.savepoints[i].1);
+                tx.savepoints.truncate(i + 1);
+                tx.failed = None;
+                Ok(Output::Command {
+                    tag: "ROLLBACK".into(),
                     rows: 0,
                 })
             }

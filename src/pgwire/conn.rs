@@ -237,8 +237,15 @@ impl Inner {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
+        let to_savepoint = matches!(
+            parsed,
+            Some(Statement::Rollback {
+                savepoint: Some(_),
+                ..
+            })
+        );
         let r = self.run_locked(&mut st, reports, sql, parsed, params).await;
-        if !st.session.in_transaction() {
+        if !st.session.in_transaction() || (to_savepoint && r.is_ok()) {
             st.tx_failed = false;
         } else if r.is_err() {
             st.tx_failed = true;
@@ -541,7 +548,9 @@ impl Inner {
                 | Statement::Deallocate { .. }
                 | Statement::StartTransaction { .. }
                 | Statement::Commit { .. }
-                | Statement::Rollback { .. },
+                | Statement::Rollback { .. }
+                | Statement::Savepoint { .. }
+                | Statement::ReleaseSavepoint { .. },
             ) => Some((vec![None; n_params], None)),
             Some(Statement::ShowVariable { variable }) => {
                 let name = vars::show_name(variable);

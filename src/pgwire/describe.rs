@@ -170,6 +170,8 @@ impl Describer {
             Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
             | Statement::CreateTable(_)
             | Statement::Set(_) => Ok(Described {
                 params,

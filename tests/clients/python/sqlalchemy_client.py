@@ -6,12 +6,11 @@ from sqlalchemy import create_engine, inspect, text
 
 from common import HOST, PORT, check, eq
 
-# use_native_hstore=False: SQLAlchemy would look hstore up with psycopg's TypeInfo,
-# which wraps the lookup in a SAVEPOINT; Strata has no savepoints yet.
+# The default engine: on connect SQLAlchemy's psycopg dialect looks hstore up
+# with psycopg's TypeInfo inside a SAVEPOINT.
 engine = create_engine(
     f"postgresql+psycopg://strata@{HOST}:{PORT}/strata",
     connect_args={"connect_timeout": 10},
-    use_native_hstore=False,
 )
 
 with engine.begin() as c:
