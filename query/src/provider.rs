@@ -243,6 +243,15 @@ impl TableProvider for StrataTable {
         let scan = scan
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .ok_or_else(|| unknown_table(&self.engine, &self.table))?;
+        let mut scan = scan;
+        if let Some(p) = projection {
+            let fields = self.schema.fields();
+            scan.columns = Some(Arc::new(
+                p.iter()
+                    .filter_map(|&i| fields.get(i).map(|f| f.name().clone()))
+                    .collect(),
+            ));
+        }
         let scan = Arc::new(scan);
         let n_parts = state.config().target_partitions().max(1);
         let mut parts: Vec<Arc<dyn PartitionStream>> = Vec::new();

@@ -111,6 +111,9 @@ pub struct TableScan {
     pub ids: Option<Arc<Vec<(u64, EntityId)>>>,
     pub live: Vec<RecordBatch>,
     pub segments: Vec<(Arc<Segment>, Arc<DeletionVector>)>,
+    /// User columns the query reads (`None`: all). Segment rows are filtered
+    /// on these only; the others come back as NULL.
+    pub columns: Option<Arc<Vec<String>>>,
     storage: Storage,
 }
 
@@ -126,6 +129,7 @@ impl TableScan {
             del,
             &self.coord,
             self.ids.as_deref().map(|v| v.as_slice()),
+            self.columns.as_deref().map(|v| v.as_slice()),
         )
     }
 }
@@ -764,6 +768,7 @@ impl Engine {
             ids,
             live,
             segments,
+            columns: None,
             storage: self.storage.clone(),
         })
     }

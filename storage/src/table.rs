@@ -596,6 +596,7 @@ pub fn scan_segment(
     deleted: &DeletionVector,
     coord: &Coordinate,
     ids: Option<&IdFilter>,
+    columns: Option<&[String]>,
 ) -> Result<Option<RecordBatch>> {
     let (vf, vt, sf, st) = (data.ts(1), data.ts(2), data.ts(3), data.ts(4));
     let n = data.batch.num_rows();
@@ -625,10 +626,23 @@ pub fn scan_segment(
     }
     // Every row visible (a segment of current rows read at the present, the
     // common case): no copy.
+    // Only the columns the query reads are filtered (and so copied).
+    let source = match columns {
+        Some(cols) => {
+            let batch_schema = data.batch.schema();
+            let keep: Vec<usize> = (0..data.batch.num_columns())
+                .filter(|&i| {
+                    i < SYSTEM_COLUMNS || cols.iter().any(|c| c == batch_schema.field(i).name())
+                })
+                .collect();
+            data.batch.project(&keep)?
+        }
+        None => data.batch.clone(),
+    };
     let filtered = if mask.iter().all(|&m| m) {
-        data.batch.clone()
+        source
     } else {
-        filter_record_batch(&data.batch, &BooleanArray::from(mask))?
+        filter_record_batch(&source, &BooleanArray::from(mask))?
     };
     let ts = |i: usize| {
         filtered
