@@ -37,6 +37,7 @@ pub struct QueryTimes {
 /// (applied at its provisional system time on a private copy of each table).
 #[derive(Debug)]
 pub struct PendingWrites {
+    /// Prepared (validated, normalized) at `system_time`.
     pub ops: Vec<Op>,
     pub system_time: Micros,
     /// Table schemas with the transaction's writes.

@@ -410,9 +410,9 @@ impl Session {
         let pending = match &self.tx {
             Some(tx) if !tx.ops.is_empty() => {
                 let t = self.db.engine.provisional_system_time(tx.system_time);
-                let schemas = self.db.engine.schemas_with(&tx.ops, t)?;
+                let (schemas, ops) = self.db.engine.prepare_pending(&tx.ops, t)?;
                 Some(Arc::new(PendingWrites {
-                    ops: tx.ops.clone(),
+                    ops,
                     system_time: t,
                     schemas,
                 }))

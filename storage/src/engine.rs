@@ -782,35 +782,14 @@ impl Engine {
         })
     }
 
-    /// Table schemas as they would be after `pending` (an open transaction's
-    /// writes) committed; validates those writes the way commit will.
-    pub fn schemas_with(&self, pending: &[Op], t: Micros) -> Result<HashMap<String, TableSchema>> {
-        let mut schemas: HashMap<String, TableSchema> = {
-            let s = self.state.read();
-            s.tables
-                .iter()
-                .map(|(k, v)| (k.clone(), v.schema.clone()))
-                .collect()
-        };
-        prepare_ops(&mut schemas, pending, t)?;
-        Ok(schemas)
-    }
-
-    /// A scan of `table` that also sees `pending`, an open transaction's
-    /// writes, applied at system time `t` on a private copy of the table's
-    /// state (the shared state is not touched). Used for reads inside
-    /// `BEGIN … COMMIT`: a transaction sees its own earlier writes.
-    pub async fn scan_with(
+    /// Validate and normalize `pending` (an open transaction's writes) at
+    /// system time `t`, the way commit will, and return the table schemas as
+    /// they would be after it, with the prepared events for `scan_with`.
+    pub fn prepare_pending(
         &self,
-        table: &str,
-        coord: Coordinate,
-        ids: Option<Vec<EntityId>>,
         pending: &[Op],
         t: Micros,
-    ) -> Result<Option<TableScan>> {
-        if !pending.iter().any(|op| op.table == table) {
-            return self.scan(table, coord, ids);
-        }
+    ) -> Result<(HashMap<String, TableSchema>, Vec<Op>)> {
         let mut schemas: HashMap<String, TableSchema> = {
             let s = self.state.read();
             s.tables
@@ -819,6 +798,26 @@ impl Engine {
                 .collect()
         };
         let ops = prepare_ops(&mut schemas, pending, t)?;
+        Ok((schemas, ops))
+    }
+
+    /// A scan of `table` that also sees `prepared` (an open transaction's
+    /// writes, from `prepare_pending` at `t`), applied at system time `t` on a
+    /// private copy of the table's state (the shared state is not touched).
+    /// Used for reads inside `BEGIN … COMMIT`: a transaction sees its own
+    /// earlier writes.
+    pub async fn scan_with(
+        &self,
+        table: &str,
+        coord: Coordinate,
+        ids: Option<Vec<EntityId>>,
+        prepared: &[Op],
+        t: Micros,
+    ) -> Result<Option<TableScan>> {
+        if !prepared.iter().any(|op| op.table == table) {
+            return self.scan(table, coord, ids);
+        }
+        let ops = prepared;
         // A private copy: segments it needs are loaded into their shared
         // (immutable) objects, which a flush meanwhile cannot invalidate.
         let mut state = {
