@@ -2,7 +2,9 @@
 //! storage, and the session layer the Postgres and Flight front ends share.
 //! Knows nothing of sockets.
 
+pub mod casts;
 mod dml;
+mod fastpath;
 pub mod error;
 pub mod period;
 pub mod pg_catalog;

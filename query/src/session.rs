@@ -66,6 +66,8 @@ pub struct Database {
     /// Planning contexts to reuse: building a DataFusion session state (every
     /// function registered anew) costs more than planning a point lookup.
     pool: parking_lot::Mutex<Vec<Pooled>>,
+    /// Statements answered by the point-lookup path (crate::fastpath).
+    pub(crate) point_lookups: std::sync::atomic::AtomicU64,
 }
 
 /// A reusable planning context and the coordinate slot its catalog reads.
@@ -101,6 +103,7 @@ impl Database {
             engine,
             base,
             pool: parking_lot::Mutex::new(Vec::new()),
+            point_lookups: Default::default(),
         }))
     }
 
@@ -108,10 +111,17 @@ impl Database {
         &self.engine
     }
 
+    /// How many statements were answered as point lookups without planning.
+    pub fn point_lookups(&self) -> u64 {
+        self.point_lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn session(self: &Arc<Self>) -> Session {
         Session {
             db: self.clone(),
             tx: None,
+            fast_path: true,
         }
     }
 
@@ -196,6 +206,8 @@ fn ident_name(i: &ast::Ident) -> String {
 pub struct Session {
     pub(crate) db: Arc<Database>,
     tx: Option<OpenTx>,
+    /// Answer point lookups without the planner (crate::fastpath).
+    fast_path: bool,
 }
 
 /// Split SQL into statements.
@@ -210,6 +222,12 @@ impl Session {
 
     pub fn in_transaction(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Turn the planner-free point-lookup path on or off (on by default;
+    /// off plans every statement, for comparing the two).
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
     }
 
     /// Run every statement in `sql`; parameters (`$1`, …) bind by position.
@@ -404,7 +422,7 @@ impl Session {
     }
 
     /// Plan a statement on DataFusion at the query's coordinates.
-    fn times(&self, rw: &temporal::Rewritten) -> Result<QueryTimes> {
+    pub(crate) fn times(&self, rw: &temporal::Rewritten) -> Result<QueryTimes> {
         // Inside a transaction with writes, reads see those writes: at the
         // system time the transaction would commit at, on private copies.
         let pending = match &self.tx {
@@ -548,6 +566,11 @@ impl Session {
         rw: &temporal::Rewritten,
         params: &[ScalarValue],
     ) -> Result<Output> {
+        if self.fast_path {
+            if let Some(out) = self.try_point_lookup(&stmt, rw, params).await? {
+                return Ok(out);
+            }
+        }
         let (ctx, plan) = self.plan(stmt, rw, params).await?;
         if let LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) = &plan {
             return Err(QueryError::Unsupported(format!(

@@ -600,32 +600,40 @@ pub fn scan_segment(
 ) -> Result<Option<RecordBatch>> {
     let (vf, vt, sf, st) = (data.ts(1), data.ts(2), data.ts(3), data.ts(4));
     let n = data.batch.num_rows();
-    let mut mask = vec![false; n];
-    let mut any = false;
-    let mut check = |r: usize| {
-        if !deleted.contains(r) && coord.matches(vf[r], vt[r], sf[r], st[r]) {
-            mask[r] = true;
-            any = true;
-        }
-    };
-    match ids {
+    let visible = |r: usize| !deleted.contains(r) && coord.matches(vf[r], vt[r], sf[r], st[r]);
+    // Which rows: for a lookup by id, the few rows of those entities (found by
+    // binary search on the sorted entity hashes) taken by index; otherwise a
+    // mask over the whole segment.
+    enum Pick {
+        Rows(Vec<u32>),
+        Mask(Vec<bool>),
+    }
+    let pick = match ids {
         Some(ids) => {
             let id_col = data.batch.column(SYSTEM_COLUMNS).clone();
+            let mut rows = Vec::new();
             for (h, id) in ids {
-                for r in data.rows_of(*h) {
-                    if id_equals(id_col.as_ref(), r, id) {
-                        check(r);
-                    }
-                }
+                rows.extend(
+                    data.rows_of(*h)
+                        .filter(|&r| id_equals(id_col.as_ref(), r, id) && visible(r))
+                        .map(|r| r as u32),
+                );
             }
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            rows.sort_unstable();
+            rows.dedup();
+            Pick::Rows(rows)
         }
-        None => (0..n).for_each(&mut check),
-    }
-    if !any {
-        return Ok(None);
-    }
-    // Every row visible (a segment of current rows read at the present, the
-    // common case): no copy.
+        None => {
+            let mask: Vec<bool> = (0..n).map(visible).collect();
+            if !mask.iter().any(|&m| m) {
+                return Ok(None);
+            }
+            Pick::Mask(mask)
+        }
+    };
     // Only the columns the query reads are filtered (and so copied).
     let source = match columns {
         Some(cols) => {
@@ -639,10 +647,14 @@ pub fn scan_segment(
         }
         None => data.batch.clone(),
     };
-    let filtered = if mask.iter().all(|&m| m) {
-        source
-    } else {
-        filter_record_batch(&source, &BooleanArray::from(mask))?
+    let filtered = match pick {
+        Pick::Rows(rows) => {
+            arrow::compute::take_record_batch(&source, &arrow::array::UInt32Array::from(rows))?
+        }
+        // Every row visible (a segment of current rows read at the present,
+        // the common case): no copy.
+        Pick::Mask(mask) if mask.iter().all(|&m| m) => source,
+        Pick::Mask(mask) => filter_record_batch(&source, &BooleanArray::from(mask))?,
     };
     let ts = |i: usize| {
         filtered

@@ -1,0 +1,473 @@
+//! Point lookups without the planner.
+//!
+//! `SELECT cols FROM t WHERE _id = $1` is the most common statement an
+//! application sends, and planning it on DataFusion (SQL to logical plan,
+//! optimizer, physical plan) costs far more than answering it: the entity's
+//! rows are a hash probe in the live index plus a binary search in the few
+//! segments whose bloom filter admits the id. This module recognizes that
+//! shape on the parsed statement and answers it straight from the storage
+//! engine, at the same temporal coordinate the planner would use.
+//!
+//! Anything it does not recognize exactly (joins, expressions, ORDER BY,
+//! a key whose type does not match `_id`, reads inside a transaction with
+//! writes, …) goes to the planner unchanged, so the answer is always the
+//! planner's answer; `tests/point_lookup.rs` checks the two agree.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, RecordBatch};
+use datafusion::arrow::compute::{cast_with_options, CastOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr, Statement, TableFactor};
+use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
+use strata_storage::EntityId;
+
+use crate::error::{QueryError, Result};
+use crate::session::Output;
+
+/// A recognized point lookup, before binding.
+#[derive(Debug)]
+struct Lookup {
+    /// The table reference as written (a synthetic name for a reference
+    /// with a temporal clause).
+    table: String,
+    items: Vec<Item>,
+    key: Key,
+}
+
+#[derive(Debug)]
+enum Item {
+    /// `*`: the table's columns without the temporal ones.
+    Star,
+    /// A column, and the name it is output as.
+    Column { name: String, output: String },
+}
+
+#[derive(Debug)]
+enum Key {
+    Param(usize),
+    Value(ScalarValue),
+}
+
+fn ident(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+/// `col` or `q.col` (with `q` the table or its alias); the column name.
+fn column(e: &Expr, qualifier: &str) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(ident(i)),
+        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+            [q, c] if ident(q) == qualifier => Some(ident(c)),
+            _ => None,
+        },
+        Expr::Nested(inner) => column(inner, qualifier),
+        _ => None,
+    }
+}
+
+fn key(e: &Expr) -> Option<Key> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Placeholder(p) => {
+                let n: usize = p.strip_prefix('$')?.parse().ok()?;
+                (n >= 1).then(|| Key::Param(n - 1))
+            }
+            ast::Value::Number(n, _) => n.parse::<i64>().ok().map(|i| Key::Value(i.into())),
+            ast::Value::SingleQuotedString(s) => {
+                Some(Key::Value(ScalarValue::Utf8(Some(s.clone()))))
+            }
+            _ => None,
+        },
+        Expr::Nested(inner) => key(inner),
+        _ => None,
+    }
+}
+
+/// The lookup `stmt` is, if it is exactly one.
+fn recognize(stmt: &Statement) -> Option<Lookup> {
+    let Statement::Query(q) = stmt else {
+        return None;
+    };
+    let ast::Query {
+        with,
+        body,
+        order_by,
+        limit_clause,
+        fetch,
+        locks,
+        for_clause,
+        settings,
+        format_clause,
+        pipe_operators,
+    } = q.as_ref();
+    if with.is_some()
+        || order_by.is_some()
+        || limit_clause.is_some()
+        || fetch.is_some()
+        || !locks.is_empty()
+        || for_clause.is_some()
+        || settings.is_some()
+        || format_clause.is_some()
+        || !pipe_operators.is_empty()
+    {
+        return None;
+    }
+    let SetExpr::Select(s) = body.as_ref() else {
+        return None;
+    };
+    let ast::Select {
+        select_token: _,
+        optimizer_hints,
+        distinct,
+        select_modifiers,
+        top,
+        top_before_distinct: _,
+        projection,
+        exclude,
+        into,
+        from,
+        lateral_views,
+        prewhere,
+        selection,
+        connect_by,
+        group_by,
+        cluster_by,
+        distribute_by,
+        sort_by,
+        having,
+        named_window,
+        qualify,
+        window_before_qualify: _,
+        value_table_mode,
+        flavor,
+    } = s.as_ref();
+    let no_grouping =
+        matches!(group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if !optimizer_hints.is_empty()
+        || distinct.is_some()
+        || select_modifiers.is_some()
+        || top.is_some()
+        || exclude.is_some()
+        || into.is_some()
+        || !lateral_views.is_empty()
+        || prewhere.is_some()
+        || !connect_by.is_empty()
+        || !no_grouping
+        || !cluster_by.is_empty()
+        || !distribute_by.is_empty()
+        || !sort_by.is_empty()
+        || having.is_some()
+        || !named_window.is_empty()
+        || qualify.is_some()
+        || value_table_mode.is_some()
+        || !matches!(flavor, ast::SelectFlavor::Standard)
+    {
+        return None;
+    }
+    let [from] = from.as_slice() else {
+        return None;
+    };
+    if !from.joins.is_empty() {
+        return None;
+    }
+    let TableFactor::Table {
+        name,
+        alias,
+        args,
+        with_hints,
+        version,
+        with_ordinality,
+        partitions,
+        json_path,
+        sample,
+        index_hints,
+    } = &from.relation
+    else {
+        return None;
+    };
+    if args.is_some()
+        || !with_hints.is_empty()
+        || version.is_some()
+        || *with_ordinality
+        || !partitions.is_empty()
+        || json_path.is_some()
+        || sample.is_some()
+        || !index_hints.is_empty()
+    {
+        return None;
+    }
+    let table = crate::session::object_name(name).ok()?;
+    let qualifier = match alias {
+        Some(a) if a.columns.is_empty() => ident(&a.name),
+        Some(_) => return None,
+        None => table.clone(),
+    };
+    let Some(Expr::BinaryOp {
+        left,
+        op: ast::BinaryOperator::Eq,
+        right,
+    }) = selection
+    else {
+        return None;
+    };
+    let key = if column(left, &qualifier).as_deref() == Some(ID) {
+        key(right)?
+    } else if column(right, &qualifier).as_deref() == Some(ID) {
+        key(left)?
+    } else {
+        return None;
+    };
+    let mut items = Vec::with_capacity(projection.len());
+    for p in projection {
+        items.push(match p {
+            SelectItem::UnnamedExpr(e) => {
+                let name = column(e, &qualifier)?;
+                Item::Column {
+                    output: name.clone(),
+                    name,
+                }
+            }
+            SelectItem::ExprWithAlias { expr, alias } => Item::Column {
+                name: column(expr, &qualifier)?,
+                output: ident(alias),
+            },
+            SelectItem::Wildcard(o) if plain_wildcard(o) => Item::Star,
+            SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), o)
+                if plain_wildcard(o)
+                    && matches!(n.0.as_slice(), [p] if p.as_ident().map(ident).as_deref() == Some(qualifier.as_str())) =>
+            {
+                Item::Star
+            }
+            _ => return None,
+        });
+    }
+    Some(Lookup { table, items, key })
+}
+
+fn plain_wildcard(o: &ast::WildcardAdditionalOptions) -> bool {
+    o.opt_ilike.is_none()
+        && o.opt_exclude.is_none()
+        && o.opt_except.is_none()
+        && o.opt_replace.is_none()
+        && o.opt_rename.is_none()
+        && o.opt_alias.is_none()
+}
+
+/// The key as an entity id comparable with an `_id` column of type `id_type`,
+/// the way the planner would coerce it; `None` when the planner should decide.
+fn entity(key: &ScalarValue, id_type: &DataType) -> Option<EntityId> {
+    match (id_type, key) {
+        // The planner compares an integer `_id` with a string as strings:
+        // only a string that is an integer's canonical text finds that row.
+        (DataType::Int64, ScalarValue::Utf8(Some(s))) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|i| i.to_string() == *s)
+            .map(EntityId::Int),
+        (DataType::Int64, v) => match crate::provider::scalar_id(v)? {
+            e @ EntityId::Int(_) => Some(e),
+            _ => None,
+        },
+        (DataType::Utf8, v) => match crate::provider::scalar_id(v)? {
+            e @ EntityId::Text(_) => Some(e),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl crate::session::Session {
+    /// Answer `stmt` directly if it is a point lookup; `None` to plan it.
+    pub(crate) async fn try_point_lookup(
+        &self,
+        stmt: &Statement,
+        rw: &crate::temporal::Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Option<Output>> {
+        if !matches!(rw.kind, crate::temporal::StatementKind::Plain) {
+            return Ok(None);
+        }
+        let Some(lookup) = recognize(stmt) else {
+            return Ok(None);
+        };
+        let key = match &lookup.key {
+            Key::Param(i) => match params.get(*i) {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            Key::Value(v) => v,
+        };
+        let times = self.times(rw)?;
+        if times.pending.is_some() {
+            // Inside a transaction with writes: the planner's path sees them.
+            return Ok(None);
+        }
+        let (table, coord) = match times.overrides.iter().find(|(n, _, _)| *n == lookup.table) {
+            Some((_, t, c)) => (t.clone(), *c),
+            None => (lookup.table.clone(), times.default),
+        };
+        let engine = &self.db.engine;
+        let Some(ts) = engine.table_schema(&table) else {
+            return Ok(None);
+        };
+        let full = strata_storage::table::output_schema(&ts);
+        let Ok(id_field) = full.field_with_name(ID) else {
+            return Ok(None);
+        };
+        let Some(id) = entity(key, id_field.data_type()) else {
+            return Ok(None);
+        };
+        // The output columns: (column in the table, output name).
+        let mut cols: Vec<(Arc<Field>, String)> = Vec::new();
+        for item in &lookup.items {
+            match item {
+                Item::Star => {
+                    for f in full.fields() {
+                        if !TEMPORAL_COLUMNS.contains(&f.name().as_str()) {
+                            cols.push((f.clone(), f.name().clone()));
+                        }
+                    }
+                }
+                Item::Column { name, output } => match full.field_with_name(name) {
+                    Ok(f) => cols.push((Arc::new(f.clone()), output.clone())),
+                    // Unknown column: the planner words the error.
+                    Err(_) => return Ok(None),
+                },
+            }
+        }
+        // Duplicate output names: the planner's rules (and error) apply.
+        let mut names: Vec<&str> = cols.iter().map(|(_, o)| o.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Ok(None);
+        }
+        let Some(mut scan) = engine.scan(&table, coord, Some(vec![id]))? else {
+            return Ok(None);
+        };
+        scan.columns = Some(Arc::new(
+            cols.iter()
+                .map(|(f, _)| f.name().clone())
+                .filter(|n| !TEMPORAL_COLUMNS.contains(&n.as_str()))
+                .collect(),
+        ));
+        let schema: SchemaRef = Arc::new(Schema::new(
+            cols.iter()
+                .map(|(f, out)| {
+                    Field::new(out, f.data_type().clone(), true).with_metadata(f.metadata().clone())
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let mut found: Vec<RecordBatch> = scan.live.clone();
+        for i in 0..scan.segments.len() {
+            if let Some(b) = scan.segment(i).await? {
+                found.push(b);
+            }
+        }
+        let mut batches = Vec::with_capacity(found.len());
+        for b in found {
+            let arrays = cols
+                .iter()
+                .map(|(f, _)| match b.column_by_name(f.name()) {
+                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                    Some(c) => {
+                        let opts = CastOptions {
+                            safe: false,
+                            ..Default::default()
+                        };
+                        cast_with_options(c, f.data_type(), &opts).map_err(|e| {
+                            QueryError::Invalid(format!(
+                                "column `{}` changed type while the query ran ({e}); run the query again",
+                                f.name()
+                            ))
+                        })
+                    }
+                    None => Ok(new_null_array(f.data_type(), b.num_rows())),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            batches.push(RecordBatch::try_new(schema.clone(), arrays)?);
+        }
+        self.db
+            .point_lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stream = RecordBatchStreamAdapter::new(
+            schema.clone(),
+            futures::stream::iter(batches.into_iter().map(Ok)),
+        );
+        Ok(Some(Output::Rows {
+            schema,
+            stream: Box::pin(stream),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(sql: &str) -> Option<Lookup> {
+        let mut s = crate::session::parse(sql).unwrap();
+        recognize(&s.pop().unwrap())
+    }
+
+    #[test]
+    fn recognizes_point_lookups_only() {
+        for sql in [
+            "SELECT * FROM t WHERE _id = $1",
+            "SELECT a, b AS c FROM t WHERE _id = 5",
+            "SELECT t.a, t.* FROM t WHERE t._id = 'x'",
+            "SELECT o.a FROM public.t AS o WHERE $1 = o._id",
+            "SELECT _valid_from FROM t WHERE (_id) = ($2)",
+        ] {
+            assert!(lookup(sql).is_some(), "{sql}");
+        }
+        for sql in [
+            "SELECT a + 1 FROM t WHERE _id = 1",
+            "SELECT * FROM t WHERE _id = 1 ORDER BY a",
+            "SELECT * FROM t WHERE _id = 1 LIMIT 1",
+            "SELECT * FROM t WHERE _id = 1 AND a = 2",
+            "SELECT * FROM t WHERE a = 1",
+            "SELECT * FROM t, u WHERE _id = 1",
+            "SELECT * FROM t JOIN u ON true WHERE _id = 1",
+            "SELECT DISTINCT a FROM t WHERE _id = 1",
+            "SELECT count(*) FROM t WHERE _id = 1",
+            "SELECT u.a FROM t WHERE _id = 1",
+            "SELECT * FROM t AS x(a, b) WHERE _id = 1",
+            "SELECT * FROM t WHERE _id = 1.5",
+            "SELECT * FROM t WHERE _id = $0",
+            "WITH c AS (SELECT 1) SELECT * FROM t WHERE _id = 1",
+            "SELECT * FROM t WHERE _id = 1 UNION SELECT * FROM t WHERE _id = 2",
+            "SELECT * FROM other.t WHERE _id = 1",
+        ] {
+            assert!(lookup(sql).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn coerces_keys_like_the_planner() {
+        let int = DataType::Int64;
+        assert_eq!(
+            entity(&ScalarValue::Int32(Some(3)), &int),
+            Some(EntityId::Int(3))
+        );
+        assert_eq!(
+            entity(&ScalarValue::Utf8(Some("7".into())), &int),
+            Some(EntityId::Int(7))
+        );
+        assert_eq!(entity(&ScalarValue::Utf8(Some("07".into())), &int), None);
+        assert_eq!(entity(&ScalarValue::Utf8(Some("x".into())), &int), None);
+        assert_eq!(entity(&ScalarValue::Int64(None), &int), None);
+        let text = DataType::Utf8;
+        assert_eq!(
+            entity(&ScalarValue::Utf8(Some("a".into())), &text),
+            Some(EntityId::Text("a".into()))
+        );
+        assert_eq!(entity(&ScalarValue::Int64(Some(1)), &text), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! Point lookups (`SELECT … FROM t WHERE _id = …`) are answered without the
+//! planner (query/src/fastpath.rs). Every such query here is run both ways —
+//! the fast path and DataFusion — over live rows, segments, history, deleted
+//! and erased entities, and the answers must be identical, column names and
+//! types included. The counter shows which ones took the fast path.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::common::ScalarValue;
+use strata::{Config, Db};
+use strata_query::{Output, Session};
+
+async fn run(
+    s: &mut Session,
+    sql: &str,
+    params: &[ScalarValue],
+) -> Result<(String, Vec<String>), String> {
+    let out = s.execute(sql, params).await.map_err(|e| e.to_string())?;
+    let Some(Output::Rows { schema, stream }) = out.into_iter().last() else {
+        return Err("not a query".into());
+    };
+    let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let fields: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}:{}", f.name(), f.data_type()))
+        .collect();
+    let text = pretty_format_batches(&batches).unwrap().to_string();
+    // Row order is unspecified: compare sorted lines.
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    Ok((fields.join(", "), lines))
+}
+
+/// Run `sql` both ways; assert equal answers; return whether it took the fast path.
+async fn both(db: &Db, sql: &str, params: &[ScalarValue]) -> bool {
+    let mut fast = db.session();
+    let mut planned = db.session();
+    planned.set_fast_path(false);
+    let before = db.database().point_lookups();
+    let a = run(&mut fast, sql, params).await;
+    let used = db.database().point_lookups() > before;
+    let b = run(&mut planned, sql, params).await;
+    match (&a, &b) {
+        (Ok(x), Ok(y)) => assert_eq!(x, y, "fast path and planner disagree on {sql} {params:?}"),
+        (Err(x), Err(y)) => assert_eq!(x, y, "different errors for {sql}"),
+        _ => panic!("fast path {a:?} vs planner {b:?} for {sql} {params:?}"),
+    }
+    used
+}
+
+#[tokio::test]
+async fn point_lookups_answer_like_the_planner() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::dir(dir.path()).with_test_clock(1_577_836_800_000_000, 86_400_000_000);
+    let db = Db::open(cfg).await.unwrap();
+    let setup = [
+        "INSERT INTO items (_id, name, qty, price) VALUES (1, 'ant', 3, 1.5), (2, 'bee', 4, 2.5), (3, 'cat', 5, 3.5)",
+        ".flush",
+        "UPDATE items SET qty = 30 WHERE _id = 1",
+        "INSERT INTO items (_id, name, qty, _valid_from, _valid_to) VALUES (4, 'dog', 1, TIMESTAMP '2019-01-01', TIMESTAMP '2030-01-01')",
+        "DELETE FROM items WHERE _id = 2",
+        ".flush",
+        "UPDATE items SET qty = 300, note = 'late' WHERE _id = 1",
+        "INSERT INTO docs (_id, body) VALUES ('a', 'first'), ('b', 'second')",
+        "UPDATE docs SET body = 'first, edited' WHERE _id = 'a'",
+        "ERASE FROM docs WHERE _id = 'b'",
+    ];
+    for s in setup {
+        if s == ".flush" {
+            db.flush().await.unwrap();
+        } else {
+            db.sql(s).await.unwrap();
+        }
+    }
+    let fast = [
+        "SELECT * FROM items WHERE _id = 1",
+        "SELECT * FROM items WHERE _id = 2",
+        "SELECT * FROM items WHERE _id = 3",
+        "SELECT * FROM items WHERE _id = 4",
+        "SELECT * FROM items WHERE _id = 99",
+        "SELECT name, qty AS how_many, note FROM items WHERE 1 = _id",
+        "SELECT i.qty AS q, i.* FROM items AS i WHERE i._id = 1",
+        "SELECT items.qty FROM public.items WHERE items._id = 3",
+        "SELECT _id, qty, _valid_from, _valid_to, _system_from, _system_to FROM items WHERE _id = 1",
+        "SELECT * FROM items FOR SYSTEM_TIME AS OF TIMESTAMP '2020-01-02 12:00:00' WHERE _id = 1",
+        "SELECT qty, _system_from FROM items FOR ALL SYSTEM_TIME WHERE _id = 1",
+        "SELECT qty, _valid_from FROM items FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 4",
+        "SELECT * FROM items FOR VALID_TIME AS OF TIMESTAMP '2018-06-01' WHERE _id = 4",
+        "SELECT * FROM items FOR ALL SYSTEM_TIME AS x WHERE x._id = 2",
+        "SETTING DEFAULT SYSTEM_TIME AS OF TIMESTAMP '2020-01-01 12:00:00' SELECT * FROM items WHERE _id = 1",
+        "SELECT * FROM docs WHERE _id = 'a'",
+        "SELECT body FROM docs FOR ALL SYSTEM_TIME WHERE _id = 'a'",
+        "SELECT * FROM docs FOR ALL SYSTEM_TIME WHERE _id = 'b'",
+        "SELECT * FROM items WHERE _id = '1'",
+    ];
+    for sql in fast {
+        assert!(
+            both(&db, sql, &[]).await,
+            "expected the fast path for {sql}"
+        );
+    }
+    // Parameters, typed as a client would send them.
+    let p = |v: ScalarValue| vec![v];
+    for params in [
+        p(ScalarValue::Int64(Some(1))),
+        p(ScalarValue::Int32(Some(3))),
+        p(ScalarValue::Int64(Some(2))),
+        p(ScalarValue::Utf8(Some("1".into()))),
+    ] {
+        assert!(both(&db, "SELECT * FROM items WHERE _id = $1", &params).await);
+    }
+    assert!(
+        both(
+            &db,
+            "SELECT body FROM docs WHERE _id = $1",
+            &p(ScalarValue::Utf8(Some("a".into())))
+        )
+        .await
+    );
+    // Shapes and keys the planner answers (still the same answers).
+    for (sql, params) in [
+        ("SELECT qty + 1 FROM items WHERE _id = 1", vec![]),
+        ("SELECT * FROM items WHERE _id = 1 AND qty > 0", vec![]),
+        ("SELECT * FROM items WHERE _id = '01'", vec![]),
+        (
+            "SELECT * FROM items WHERE _id = $1",
+            p(ScalarValue::Int64(None)),
+        ),
+        (
+            "SELECT * FROM items WHERE _id = $1",
+            p(ScalarValue::Utf8(Some("01".into()))),
+        ),
+        ("SELECT nope FROM items WHERE _id = 1", vec![]),
+        ("SELECT name, * FROM items WHERE _id = 1", vec![]),
+        ("SELECT * FROM nope WHERE _id = 1", vec![]),
+        ("SELECT * FROM docs WHERE _id = 1", vec![]),
+    ] {
+        assert!(
+            !both(&db, sql, &params).await,
+            "expected the planner for {sql}"
+        );
+    }
+    // Inside a transaction with writes, reads see them (planner path).
+    let mut s = db.session();
+    s.execute("BEGIN", &[]).await.unwrap();
+    s.execute("UPDATE items SET qty = 7 WHERE _id = 3", &[])
+        .await
+        .unwrap();
+    let (_, rows) = run(&mut s, "SELECT qty FROM items WHERE _id = 3", &[])
+        .await
+        .unwrap();
+    assert!(rows.iter().any(|l| l.contains("| 7 ")), "{rows:?}");
+    s.execute("ROLLBACK", &[]).await.unwrap();
+    // After a restart (everything from segments and the replayed log).
+    drop(db);
+    let cfg = Config::dir(dir.path()).with_test_clock(1_577_836_800_000_000, 86_400_000_000);
+    let db = Db::open(cfg).await.unwrap();
+    for sql in fast {
+        assert!(
+            both(&db, sql, &[]).await,
+            "expected the fast path for {sql} after reopen"
+        );
+    }
+}
