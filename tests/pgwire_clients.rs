@@ -87,6 +87,67 @@ fn psql_catalog_commands() {
     // Unknown relation: psql finds nothing to describe.
     let o = s.psql(&["\\d nosuch"]);
     assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty());
+
+    // Keys and indexes: every table's primary key is `_id`, index `<table>_pkey`.
+    let d = psql_aligned(&s, "\\d people");
+    assert!(
+        d.contains("Indexes:\n    \"people_pkey\" PRIMARY KEY, btree (_id)\n"),
+        "\\d people: {d}"
+    );
+    let d = psql_aligned(&s, "\\d+ people");
+    for want in [
+        "Table \"public.people\"",
+        "Storage",
+        " _id    | bigint           |           | not null |         | plain    |",
+        " tags   | text[]           |           |          |         | extended |",
+        "Indexes:\n    \"people_pkey\" PRIMARY KEY, btree (_id)\n",
+        "Access method: heap",
+    ] {
+        assert!(d.contains(want), "\\d+ people lacks {want:?}:\n{d}");
+    }
+    let di = s.psql_ok(&["\\di"]);
+    assert_eq!(
+        di.trim(),
+        "public|people_pkey|index|strata|people\npublic|pets_pkey|index|strata|pets",
+        "\\di"
+    );
+    let d = psql_aligned(&s, "\\d pets_pkey");
+    for want in [
+        "Index \"public.pets_pkey\"",
+        " _id    | bigint | yes  | _id",
+        "primary key, btree, for table \"public.pets\"",
+    ] {
+        assert!(d.contains(want), "\\d pets_pkey lacks {want:?}:\n{d}");
+    }
+    // A table created later has its index at once.
+    s.psql_ok(&["CREATE TABLE later (_id TEXT, v BIGINT)"]);
+    let di = s.psql_ok(&["\\di later*"]);
+    assert_eq!(
+        di.trim(),
+        "public|later_pkey|index|strata|later",
+        "\\di later*"
+    );
+}
+
+/// psql's default (aligned, with headers and footers) output of one command.
+fn psql_aligned(s: &Server, command: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
+        .arg(s.port.to_string())
+        .args(["-U", "strata", "-d", "strata", "-c", command])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGPASSWORD")
+        .env_remove("PGSERVICE")
+        .env_remove("PGOPTIONS")
+        .output()
+        .expect("run psql");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "psql -c {command:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 #[test]

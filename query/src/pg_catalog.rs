@@ -22,6 +22,18 @@
 //! The temporal columns `_valid_from`, `_valid_to`, `_system_from` and
 //! `_system_to` are listed in `pg_attribute` as system columns (negative
 //! `attnum`): queryable by name, not part of `SELECT *`, as in Postgres.
+//!
+//! Keys: `_id` is every table's primary key (one current row per entity at
+//! each point of the bitemporal plane, found by bloom filter + live index),
+//! so each table `t` has a unique btree index `t_pkey` on `_id` (a `pg_class`
+//! row of kind `i`, a `pg_index` row, `pg_indexes`) and a primary-key
+//! constraint of that name (`pg_constraint`, `information_schema.
+//! table_constraints` / `key_column_usage`); `pg_get_indexdef` and
+//! `pg_get_constraintdef` describe them. Their OIDs derive from the table's.
+//! The rewrite also handles what the clients read them with: JDBC's
+//! `information_schema._pg_expandarray(indkey)` and `(record).field`,
+//! SQLAlchemy's `generate_subscripts`, psql's `FROM unnest(…)` and
+//! `EXISTS (…)` as a value.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -58,6 +70,7 @@ pub const PUBLIC_OID: i64 = 2200;
 pub const INFORMATION_SCHEMA_OID: i64 = 13_000;
 pub const PG_TOAST_OID: i64 = 99;
 const HEAP_AM_OID: i64 = 2;
+const BTREE_AM_OID: i64 = 403;
 const DEFAULT_COLLATION: i64 = 100;
 const C_COLLATION: i64 = 950;
 
@@ -297,6 +310,136 @@ pub fn table_oid(name: &str) -> i64 {
     16_384 + 2 * (h % (1 << 29)) as i64
 }
 
+/// Index and constraint OIDs sit above every table OID (`table_oid` stays
+/// below `16_384 + 2^30`): a table's primary-key index is its OID plus this,
+/// the primary-key constraint the index OID plus one.
+const INDEX_OID_OFFSET: i64 = 1 << 30;
+
+/// A table's primary key: `_id`, the entity id. Strata keeps one current row
+/// per `_id` at every point of the bitemporal plane and finds rows by `_id`
+/// (bloom filter + live index), so every table has this unique index.
+#[derive(Debug, Clone)]
+struct PrimaryKey {
+    table: String,
+    table_oid: i64,
+    /// `<table>_pkey` (`<table>_pkey1`, … if a table already has that name).
+    name: String,
+    /// The index's OID (its `pg_class` row); the constraint's is `oid + 1`.
+    oid: i64,
+    /// `_id`'s attnum, type and typmod.
+    attnum: i64,
+    type_oid: i64,
+    typmod: i32,
+}
+
+impl PrimaryKey {
+    fn constraint_oid(&self) -> i64 {
+        self.oid + 1
+    }
+
+    /// `pg_get_indexdef`: Postgres's `CREATE UNIQUE INDEX …` text.
+    fn indexdef(&self, pretty: bool) -> String {
+        format!(
+            "CREATE UNIQUE INDEX {} ON {}{} USING btree ({})",
+            quote_ident(&self.name),
+            if pretty { "" } else { "public." },
+            quote_ident(&self.table),
+            quote_ident(ID)
+        )
+    }
+
+    /// `pg_get_constraintdef`.
+    fn constraintdef(&self) -> String {
+        format!("PRIMARY KEY ({})", quote_ident(ID))
+    }
+
+    /// The btree operator class of the key's type (Postgres's OIDs).
+    fn opclass(&self) -> i64 {
+        default_opclass(self.type_oid).map(|o| o.0).unwrap_or(0)
+    }
+}
+
+/// Postgres's default btree operator classes for the types Strata stores:
+/// (oid, name, input type, family).
+const BTREE_OPCLASSES: &[(i64, &str, i64, i64)] = &[
+    (10003, "bool_ops", 16, 424),
+    (10006, "bytea_ops", 17, 428),
+    (1979, "int2_ops", 21, 1976),
+    (1978, "int4_ops", 23, 1976),
+    (3124, "int8_ops", 20, 1976),
+    (10012, "float4_ops", 700, 1970),
+    (3123, "float8_ops", 701, 1970),
+    (3125, "numeric_ops", 1700, 1988),
+    (3126, "text_ops", 25, 1994),
+    (3122, "date_ops", 1082, 434),
+    (10038, "time_ops", 1083, 1996),
+    (3128, "timestamp_ops", 1114, 434),
+    (3127, "timestamptz_ops", 1184, 434),
+    (10022, "interval_ops", 1186, 1982),
+    (10065, "uuid_ops", 2950, 2968),
+];
+
+fn default_opclass(type_oid: i64) -> Option<&'static (i64, &'static str, i64, i64)> {
+    BTREE_OPCLASSES.iter().find(|o| o.2 == type_oid)
+}
+
+/// The primary key of the table `name` with schema `ts`; `taken` says
+/// whether a relation name is already used.
+fn primary_key(name: &str, ts: &TableSchema, taken: &dyn Fn(&str) -> bool) -> Option<PrimaryKey> {
+    let (i, f) = ts
+        .columns
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.name() == ID)?;
+    let (type_oid, typmod) = pg_type_of(f.data_type());
+    let base = format!("{name}_pkey");
+    let mut index = base.clone();
+    let mut n = 0;
+    while taken(&index) {
+        n += 1;
+        index = format!("{base}{n}");
+    }
+    let table_oid = table_oid(name);
+    Some(PrimaryKey {
+        table: name.to_string(),
+        table_oid,
+        name: index,
+        oid: table_oid + INDEX_OID_OFFSET,
+        attnum: i as i64 + 1,
+        type_oid,
+        typmod,
+    })
+}
+
+/// The primary keys of all user tables, by table name.
+fn primary_keys(engine: &Engine) -> Vec<PrimaryKey> {
+    let mut names = engine.table_names();
+    names.sort();
+    let taken = |n: &str| names.iter().any(|t| t == n);
+    names
+        .iter()
+        .filter_map(|n| {
+            engine
+                .table_schema(n)
+                .and_then(|ts| primary_key(n, &ts, &taken))
+        })
+        .collect()
+}
+
+/// The primary key whose index (or, with `constraint`, whose constraint) has this OID.
+fn primary_key_by_oid(engine: &Engine, oid: i64, constraint: bool) -> Option<PrimaryKey> {
+    let index_oid = if constraint { oid - 1 } else { oid };
+    let table_oid = index_oid - INDEX_OID_OFFSET;
+    if table_oid < 16_384 || table_oid % 2 != 0 {
+        return None;
+    }
+    let mut names = engine.table_names();
+    names.sort();
+    let table = names.iter().find(|n| self::table_oid(n) == table_oid)?;
+    let taken = |n: &str| names.iter().any(|t| t == n);
+    primary_key(table, &engine.table_schema(table)?, &taken)
+}
+
 /// Catalog relations: (schema, name, oid, columns as "name type, …").
 const SYSTEM_TABLES: &[(&str, &str, i64, &str)] = &[
     ("pg_catalog", "pg_namespace", 2615, "oid oid, nspname name, nspowner oid, nspacl text[]"),
@@ -315,6 +458,7 @@ const SYSTEM_TABLES: &[(&str, &str, i64, &str)] = &[
     ("pg_catalog", "pg_shdescription", 2396, "objoid oid, classoid oid, description text"),
     ("pg_catalog", "pg_attrdef", 2604, "oid oid, adrelid oid, adnum int2, adbin text"),
     ("pg_catalog", "pg_constraint", 2606, "oid oid, conname name, connamespace oid, contype char, condeferrable bool, condeferred bool, convalidated bool, conrelid oid, contypid oid, conindid oid, conparentid oid, confrelid oid, confupdtype char, confdeltype char, confmatchtype char, conislocal bool, coninhcount int4, connoinherit bool, conkey int2[], confkey int2[], conpfeqop oid[], conppeqop oid[], conffeqop oid[], confdelsetcols int2[], conexclop oid[], conbin text"),
+    ("pg_catalog", "pg_opclass", 2616, "oid oid, opcmethod oid, opcname name, opcnamespace oid, opcowner oid, opcfamily oid, opcintype oid, opcdefault bool, opckeytype oid"),
     ("pg_catalog", "pg_am", 2601, "oid oid, amname name, amhandler regproc, amtype char"),
     ("pg_catalog", "pg_proc", 1255, "oid oid, proname name, pronamespace oid, proowner oid, prolang oid, procost float4, prorows float4, provariadic oid, prosupport regproc, prokind char, prosecdef bool, proleakproof bool, proisstrict bool, proretset bool, provolatile char, proparallel char, pronargs int2, pronargdefaults int2, prorettype oid, proargtypes oidvector, proallargtypes oid[], proargmodes char[], proargnames text[], proargdefaults text, protrftypes oid[], prosrc text, probin text, prosqlbody text, proconfig text[], proacl text[]"),
     ("pg_catalog", "pg_tablespace", 1213, "oid oid, spcname name, spcowner oid, spcacl text[], spcoptions text[]"),
@@ -419,6 +563,8 @@ struct Relation {
     kind: &'static str,
     /// (name, pg type oid, typmod, attnum, not null)
     columns: Vec<(String, i64, i32, i64, bool)>,
+    /// For an index: the table it belongs to.
+    table: Option<String>,
 }
 
 /// Everything the catalog tables are built from, read from the engine once per scan.
@@ -426,6 +572,8 @@ struct Snapshot {
     relations: Vec<Relation>,
     /// Live entities per user table (`reltuples`).
     alive: BTreeMap<String, usize>,
+    /// One per user table, on `_id`.
+    keys: Vec<PrimaryKey>,
     functions: Arc<Vec<String>>,
 }
 
@@ -444,6 +592,7 @@ fn user_relation(name: &str, ts: &TableSchema) -> Relation {
         name: name.to_string(),
         kind: "r",
         columns,
+        table: None,
     }
 }
 
@@ -459,6 +608,21 @@ impl Snapshot {
             .iter()
             .map(|(n, ts)| user_relation(n, ts))
             .collect();
+        let taken = |n: &str| user_tables.iter().any(|(t, _)| t == n);
+        let keys: Vec<PrimaryKey> = user_tables
+            .iter()
+            .filter_map(|(n, ts)| primary_key(n, ts, &taken))
+            .collect();
+        for k in &keys {
+            relations.push(Relation {
+                oid: k.oid,
+                schema: "public",
+                name: k.name.clone(),
+                kind: "i",
+                columns: vec![(ID.to_string(), k.type_oid, k.typmod, 1, true)],
+                table: Some(k.table.clone()),
+            });
+        }
         for (schema, name, oid, spec) in SYSTEM_TABLES {
             relations.push(Relation {
                 oid: *oid,
@@ -474,6 +638,7 @@ impl Snapshot {
                     .enumerate()
                     .map(|(i, (n, t))| (n, pg_oid_of(&t), -1, i as i64 + 1, false))
                     .collect(),
+                table: None,
             });
         }
         let alive = user_tables
@@ -483,6 +648,7 @@ impl Snapshot {
         Snapshot {
             relations,
             alive,
+            keys,
             functions,
         }
     }
@@ -503,6 +669,18 @@ fn relation_by_oid(engine: &Engine, oid: i64) -> Option<(String, &'static str)> 
         .into_iter()
         .find(|n| table_oid(n) == oid)
         .map(|n| (n, "public"))
+        .or_else(|| primary_key_by_oid(engine, oid, false).map(|k| (k.name, "public")))
+}
+
+/// A user table's or primary-key index's OID by its name.
+fn public_oid_by_name(engine: &Engine, name: &str) -> Option<i64> {
+    if engine.table_schema(name).is_some() {
+        return Some(table_oid(name));
+    }
+    primary_keys(engine)
+        .into_iter()
+        .find(|k| k.name == name)
+        .map(|k| k.oid)
 }
 
 /// Split a possibly qualified, possibly quoted relation name.
@@ -549,12 +727,10 @@ fn relation_oid_by_name(engine: &Engine, s: &str) -> Option<i64> {
             .map(|(_, _, o, _)| *o)
     };
     match schema.as_deref() {
-        Some("public") => engine.table_schema(&name).map(|_| table_oid(&name)),
+        Some("public") => public_oid_by_name(engine, &name),
         Some(s @ ("pg_catalog" | "information_schema")) => sys(&[s]),
         Some(_) => None,
-        None => {
-            sys(&["pg_catalog"]).or_else(|| engine.table_schema(&name).map(|_| table_oid(&name)))
-        }
+        None => sys(&["pg_catalog"]).or_else(|| public_oid_by_name(engine, &name)),
     }
 }
 
@@ -663,27 +839,37 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             .relations
             .iter()
             .map(|r| {
+                let user = r.schema == "public";
                 let ntuples = snap
                     .alive
-                    .get(&r.name)
-                    .filter(|_| r.schema == "public")
+                    .get(r.table.as_ref().unwrap_or(&r.name))
+                    .filter(|_| user)
                     .map(|a| *a as f64)
                     .unwrap_or(-1.0);
                 vec![
                     V::I(r.oid),
                     s(&r.name),
                     V::I(namespace_oid(r.schema)),
-                    V::I(if r.schema == "public" { r.oid + 1 } else { 0 }),
+                    V::I(if user && r.kind == "r" { r.oid + 1 } else { 0 }),
                     V::I(0),
                     V::I(OWNER_OID),
-                    V::I(if r.kind == "r" { HEAP_AM_OID } else { 0 }),
-                    V::I(if r.kind == "r" { r.oid } else { 0 }),
+                    V::I(match r.kind {
+                        "r" => HEAP_AM_OID,
+                        "i" => BTREE_AM_OID,
+                        _ => 0,
+                    }),
+                    V::I(if r.kind == "r" || r.kind == "i" {
+                        r.oid
+                    } else {
+                        0
+                    }),
                     V::I(0),
                     V::I(0),
                     V::F(ntuples),
                     V::I(0),
                     V::I(0),
-                    V::B(false),
+                    // Every user table has its primary-key index.
+                    V::B(user && r.kind == "r"),
                     V::B(false),
                     s("p"),
                     s(r.kind),
@@ -754,7 +940,7 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
         "pg_type" => {
             let mut types: Vec<TypeRow> = builtin_types().clone();
             for r in &snap.relations {
-                if r.schema == "public" {
+                if r.schema == "public" && r.kind == "r" {
                     types.push(TypeRow {
                         oid: r.oid + 1,
                         name: r.name.clone(),
@@ -917,7 +1103,7 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
                 s("heap_tableam_handler"),
                 s("t"),
             ],
-            vec![V::I(403), s("btree"), s("bthandler"), s("i")],
+            vec![V::I(BTREE_AM_OID), s("btree"), s("bthandler"), s("i")],
         ],
         "pg_tablespace" => vec![
             vec![V::I(1663), s("pg_default"), V::I(OWNER_OID), V::N, V::N],
@@ -1009,7 +1195,7 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
                     s(&r.name),
                     s(OWNER),
                     V::N,
-                    V::B(false),
+                    V::B(r.schema == "public"),
                     V::B(false),
                     V::B(false),
                     V::B(false),
@@ -1030,6 +1216,7 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
         "tables" => snap
             .relations
             .iter()
+            .filter(|r| r.kind != "i")
             .map(|r| {
                 let base = r.kind == "r";
                 vec![
@@ -1050,7 +1237,7 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             .collect(),
         "columns" => {
             let mut out = Vec::new();
-            for r in &snap.relations {
+            for r in snap.relations.iter().filter(|r| r.kind != "i") {
                 for (name, ty, typmod, num, notnull) in &r.columns {
                     if *num <= 0 {
                         continue;
@@ -1135,6 +1322,134 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             }
             out
         }
+        "pg_index" => snap
+            .keys
+            .iter()
+            .map(|k| {
+                vec![
+                    V::I(k.oid),
+                    V::I(k.table_oid),
+                    V::I(1),
+                    V::I(1),
+                    V::B(true),
+                    V::B(false),
+                    V::B(true),
+                    V::B(false),
+                    V::B(true),
+                    V::B(false),
+                    V::B(true),
+                    V::B(false),
+                    V::B(true),
+                    V::B(true),
+                    V::B(false),
+                    V::LI(vec![k.attnum]),
+                    V::LI(vec![collation_of(k.type_oid)]),
+                    V::LI(vec![k.opclass()]),
+                    V::LI(vec![0]),
+                    V::N,
+                    V::N,
+                ]
+            })
+            .collect(),
+        "pg_indexes" => snap
+            .keys
+            .iter()
+            .map(|k| {
+                vec![
+                    s("public"),
+                    s(&k.table),
+                    s(&k.name),
+                    V::N,
+                    s(k.indexdef(false)),
+                ]
+            })
+            .collect(),
+        "pg_constraint" => snap
+            .keys
+            .iter()
+            .map(|k| {
+                vec![
+                    V::I(k.constraint_oid()),
+                    s(&k.name),
+                    V::I(PUBLIC_OID),
+                    s("p"),
+                    V::B(false),
+                    V::B(false),
+                    V::B(true),
+                    V::I(k.table_oid),
+                    V::I(0),
+                    V::I(k.oid),
+                    V::I(0),
+                    V::I(0),
+                    s(" "),
+                    s(" "),
+                    s(" "),
+                    V::B(true),
+                    V::I(0),
+                    V::B(true),
+                    V::LI(vec![k.attnum]),
+                    V::N,
+                    V::N,
+                    V::N,
+                    V::N,
+                    V::N,
+                    V::N,
+                    V::N,
+                ]
+            })
+            .collect(),
+        "pg_opclass" => BTREE_OPCLASSES
+            .iter()
+            .map(|(o, n, ty, fam)| {
+                vec![
+                    V::I(*o),
+                    V::I(BTREE_AM_OID),
+                    s(*n),
+                    V::I(PG_CATALOG_OID),
+                    V::I(OWNER_OID),
+                    V::I(*fam),
+                    V::I(*ty),
+                    V::B(true),
+                    V::I(0),
+                ]
+            })
+            .collect(),
+        "table_constraints" => snap
+            .keys
+            .iter()
+            .map(|k| {
+                vec![
+                    s(DATABASE),
+                    s("public"),
+                    s(&k.name),
+                    s(DATABASE),
+                    s("public"),
+                    s(&k.table),
+                    s("PRIMARY KEY"),
+                    s("NO"),
+                    s("NO"),
+                    s("YES"),
+                    V::N,
+                ]
+            })
+            .collect(),
+        "key_column_usage" => snap
+            .keys
+            .iter()
+            .map(|k| {
+                vec![
+                    s(DATABASE),
+                    s("public"),
+                    s(&k.name),
+                    s(DATABASE),
+                    s("public"),
+                    s(&k.table),
+                    s(ID),
+                    V::I(1),
+                    V::N,
+                ]
+            })
+            .collect(),
         "character_sets" => vec![vec![
             V::N,
             V::N,
@@ -1145,8 +1460,8 @@ fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             s("pg_catalog"),
             s("C.UTF-8"),
         ]],
-        // Strata has no indexes, comments, defaults, constraints other than the
-        // entity key, sequences, enums, ranges, inheritance, triggers, rules,
+        // Strata has no indexes or constraints other than the entity key
+        // (above), and no comments, defaults, sequences, enums, ranges, inheritance, triggers, rules,
         // extensions or policies: those catalogs are empty.
         _ => vec![],
     }
@@ -1206,6 +1521,16 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "server_version_num",
         "160006",
         "Shows the server version as an integer.",
+    ),
+    (
+        "default_table_access_method",
+        "heap",
+        "Sets the default table access method for new tables.",
+    ),
+    (
+        "max_index_keys",
+        "32",
+        "Shows the maximum number of index keys.",
     ),
     (
         "standard_conforming_strings",
@@ -1444,6 +1769,98 @@ impl ScalarUDFImpl for PgFn {
             ));
         }
         Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+    }
+}
+
+/// `__pg_expandarray(list)`: the list of `{x: element, n: position}`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExpandArray {
+    signature: Signature,
+}
+
+fn expand_fields(elem: &DataType) -> datafusion::arrow::datatypes::Fields {
+    vec![
+        Field::new("x", elem.clone(), true),
+        Field::new("n", DataType::Int32, false),
+    ]
+    .into()
+}
+
+impl ScalarUDFImpl for ExpandArray {
+    fn name(&self) -> &str {
+        "__pg_expandarray"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        match arg_types.first() {
+            Some(DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)) => {
+                Ok(list_of(DataType::Struct(expand_fields(f.data_type()))))
+            }
+            Some(DataType::Null) => Ok(list_of(DataType::Struct(expand_fields(&DataType::Int32)))),
+            other => plan_err!(
+                "_pg_expandarray takes an array, not {}",
+                other.map(|t| t.to_string()).unwrap_or_default()
+            ),
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::{Int32Array, ListArray, StructArray};
+        use datafusion::arrow::buffer::OffsetBuffer;
+        let DataType::List(item) = args.return_type().clone() else {
+            return exec_err!("_pg_expandarray: unexpected return type");
+        };
+        let DataType::Struct(fields) = item.data_type().clone() else {
+            return exec_err!("_pg_expandarray: unexpected return type");
+        };
+        let elem = fields[0].data_type().clone();
+        let arr = args.args[0].to_array(args.number_rows)?;
+        let arr = if arr.data_type() == &DataType::Null {
+            datafusion::arrow::array::new_null_array(&list_of(elem.clone()), arr.len())
+        } else {
+            datafusion::arrow::compute::cast(&arr, &list_of(elem.clone()))?
+        };
+        let list = arr.as_any().downcast_ref::<ListArray>().ok_or_else(|| {
+            datafusion::error::DataFusionError::Execution("_pg_expandarray takes an array".into())
+        })?;
+        let mut lens = Vec::with_capacity(list.len());
+        let mut values: Vec<ArrayRef> = Vec::new();
+        let mut positions: Vec<i32> = Vec::new();
+        for i in 0..list.len() {
+            if list.is_null(i) {
+                lens.push(0);
+                continue;
+            }
+            let v = list.value(i);
+            lens.push(v.len());
+            positions.extend(1..=v.len() as i32);
+            values.push(v);
+        }
+        let refs: Vec<&dyn Array> = values.iter().map(|v| v.as_ref()).collect();
+        let xs = if refs.is_empty() {
+            datafusion::arrow::array::new_empty_array(&elem)
+        } else {
+            datafusion::arrow::compute::concat(&refs)?
+        };
+        let structs = StructArray::try_new(
+            fields,
+            vec![xs, Arc::new(Int32Array::from(positions))],
+            None,
+        )?;
+        let out = ListArray::try_new(
+            item,
+            OffsetBuffer::from_lengths(lens),
+            Arc::new(structs),
+            list.nulls().cloned(),
+        )?;
+        let out: ArrayRef = Arc::new(out);
+        Ok(match &args.args[0] {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(out),
+        })
     }
 }
 
@@ -1763,16 +2180,18 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
     )?;
     add(
         &["__pg_regproc"],
-        ret_reg,
+        ret_text,
         Arc::new(|a: &[ScalarValue]| {
             let Some(v) = a.first().filter(|v| !v.is_null()) else {
                 return Ok(ScalarValue::Null);
             };
             if is_string(&v.data_type()) {
+                // `regproc` columns (`typinput`, …) hold function names, so
+                // `'pg_catalog.array_in'::regproc` is the bare name.
                 let name = str_arg(Some(v)).unwrap_or_default();
                 let bare = name.split('(').next().unwrap_or("").trim();
                 let bare = bare.strip_prefix("pg_catalog.").unwrap_or(bare);
-                Ok(oid(Some(if bare == "-" { 0 } else { function_oid(bare) })))
+                Ok(text(Some(bare.to_string())))
             } else {
                 let o = int_arg(Some(v)).unwrap_or(0);
                 Ok(text(Some(if o == 0 { "-".into() } else { o.to_string() })))
@@ -1878,10 +2297,38 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
         ret_text,
         Arc::new(|a: &[ScalarValue]| Ok(text(str_arg(a.first())))),
     )?;
+    // pg_get_indexdef(index oid [, column, pretty]): the whole definition
+    // for column 0, else that key column's name ('' past the last one).
+    let e = engine.clone();
     add(
-        &["pg_get_indexdef", "pg_get_constraintdef"],
+        &["pg_get_indexdef"],
         ret_text,
-        Arc::new(|_: &[ScalarValue]| Ok(text(None))),
+        Arc::new(move |a: &[ScalarValue]| {
+            let Some(o) = int_arg(a.first()) else {
+                return Ok(text(None));
+            };
+            let Some(k) = primary_key_by_oid(&e, o, false) else {
+                return Ok(text(None));
+            };
+            let pretty = matches!(a.get(2), Some(ScalarValue::Boolean(Some(true))));
+            Ok(text(Some(match int_arg(a.get(1)).unwrap_or(0) {
+                0 => k.indexdef(pretty),
+                1 => quote_ident(ID),
+                _ => String::new(),
+            })))
+        }),
+    )?;
+    let e = engine.clone();
+    add(
+        &["pg_get_constraintdef"],
+        ret_text,
+        Arc::new(move |a: &[ScalarValue]| {
+            Ok(text(
+                int_arg(a.first())
+                    .and_then(|o| primary_key_by_oid(&e, o, true))
+                    .map(|k| k.constraintdef()),
+            ))
+        }),
     )?;
     add(
         &["pg_encoding_to_char"],
@@ -2082,6 +2529,12 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
             Ok(text(Some(format!("{{{}}}", parts.join(", ")))))
         }),
     )?;
+    // information_schema._pg_expandarray(a) is a set of (x, n): each element
+    // with its 1-based position. The rewrite makes it
+    // `unnest(__pg_expandarray(a))`; this builds the list of {x, n}.
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(ExpandArray {
+        signature: Signature::any(1, Volatility::Immutable),
+    })))?;
     Ok(())
 }
 
@@ -2121,6 +2574,17 @@ fn call(name: &str, arg: Expr) -> Expr {
         over: None,
         within_group: vec![],
     })
+}
+
+fn call2(name: &str, a: Expr, b: Expr) -> Expr {
+    let mut f = call(name, a);
+    if let Expr::Function(func) = &mut f {
+        if let ast::FunctionArguments::List(l) = &mut func.args {
+            l.args
+                .push(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(b)));
+        }
+    }
+    f
 }
 
 /// What a Postgres-only type in a cast becomes.
@@ -2187,6 +2651,15 @@ fn map_type(t: &SqlType) -> Option<SqlType> {
 /// The Arrow type of a cast to a Postgres-only type (`$1::oid[]`,
 /// `x::regclass`), for describing parameters; None for other types.
 pub fn cast_type(t: &SqlType) -> Option<DataType> {
+    // `$1::regclass` and the like take a name (or an OID as text).
+    let by_name = match t {
+        SqlType::Regclass => true,
+        SqlType::Custom(n, _) => matches!(custom_type(&name_parts(n)), Some(CastTo::Function(_))),
+        _ => false,
+    };
+    if by_name {
+        return Some(DataType::Utf8);
+    }
     fn arrow(t: &SqlType) -> Option<DataType> {
         Some(match t {
             SqlType::IntUnsigned(_) => DataType::UInt32,
@@ -2525,15 +2998,12 @@ fn array_literal(e: &Expr) -> Option<Expr> {
     Some(Expr::Array(ast::Array { elem, named: true }))
 }
 
-/// Catalogs that are always empty in Strata (no indexes, comments, defaults,
+/// Catalogs that are always empty in Strata (no secondary indexes, comments, defaults,
 /// sequences, enums, inheritance, triggers, rules, policies, publications…).
 const EMPTY_CATALOGS: &[&str] = &[
-    "pg_index",
-    "pg_indexes",
     "pg_description",
     "pg_shdescription",
     "pg_attrdef",
-    "pg_constraint",
     "pg_enum",
     "pg_range",
     "pg_sequence",
@@ -2629,6 +3099,91 @@ fn drop_unevaluated_subqueries(sel: &mut ast::Select) {
     }
 }
 
+/// List columns that Strata's catalogs always leave NULL (no storage
+/// options, ACLs or per-object settings).
+const ALWAYS_NULL_LISTS: &[&str] = &[
+    "reloptions",
+    "relacl",
+    "attoptions",
+    "attacl",
+    "attfdwoptions",
+    "spcoptions",
+    "spcacl",
+    "nspacl",
+    "datacl",
+    "proacl",
+    "typacl",
+    "ftoptions",
+];
+
+/// `SELECT … FROM unnest(x.reloptions) …` alone (a correlated unnest, which
+/// DataFusion cannot plan): it yields no rows, as the column is always NULL.
+fn unnests_always_null(q: &ast::Query) -> bool {
+    let ast::SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    let [t] = sel.from.as_slice() else {
+        return false;
+    };
+    if !t.joins.is_empty() {
+        return false;
+    }
+    match &t.relation {
+        ast::TableFactor::UNNEST { array_exprs, .. } => {
+            !array_exprs.is_empty()
+                && array_exprs.iter().all(|e| match e {
+                    Expr::CompoundIdentifier(p) => p
+                        .last()
+                        .is_some_and(|c| ALWAYS_NULL_LISTS.contains(&ident_lower(c).as_str())),
+                    _ => false,
+                })
+        }
+        _ => false,
+    }
+}
+
+/// `EXISTS (SELECT … FROM … WHERE …)` as a value (psql's `\d` of an index):
+/// DataFusion plans EXISTS only as a filter, so it becomes
+/// `(SELECT count(*) FROM … WHERE …) > 0`.
+fn exists_as_count(e: &mut Expr) {
+    let _ = ast::visit_expressions_mut(e, |x| {
+        if let Expr::Exists { subquery, negated } = x {
+            let simple = subquery.with.is_none()
+                && subquery.limit_clause.is_none()
+                && subquery.fetch.is_none()
+                && matches!(subquery.body.as_ref(), ast::SetExpr::Select(sel)
+                    if sel.distinct.is_none()
+                        && sel.having.is_none()
+                        && matches!(&sel.group_by, ast::GroupByExpr::Expressions(v, m) if v.is_empty() && m.is_empty()));
+            if simple {
+                let mut q = subquery.clone();
+                q.order_by = None;
+                if let ast::SetExpr::Select(sel) = q.body.as_mut() {
+                    let mut count =
+                        call("count", Expr::value(ast::Value::Number("1".into(), false)));
+                    if let Expr::Function(f) = &mut count {
+                        if let ast::FunctionArguments::List(l) = &mut f.args {
+                            l.args =
+                                vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)];
+                        }
+                    }
+                    sel.projection = vec![ast::SelectItem::UnnamedExpr(count)];
+                }
+                *x = Expr::BinaryOp {
+                    left: Box::new(Expr::Subquery(q)),
+                    op: if *negated {
+                        BinaryOperator::Eq
+                    } else {
+                        BinaryOperator::Gt
+                    },
+                    right: Box::new(Expr::value(ast::Value::Number("0".into(), false))),
+                };
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// A subquery over always-empty catalogs, without aggregation: no rows.
 fn empty_ungrouped(q: &ast::Query) -> bool {
     let ast::SetExpr::Select(sel) = q.body.as_ref() else {
@@ -2655,7 +3210,9 @@ impl VisitorMut for PgSyntax {
         // `FROM pg_catalog.generate_series(…)`
         if let ast::TableFactor::Table {
             name,
-            args: Some(_),
+            args: Some(args),
+            alias,
+            with_ordinality,
             ..
         } = f
         {
@@ -2665,12 +3222,49 @@ impl VisitorMut for PgSyntax {
                     parts[1].clone(),
                 ))]);
             }
+            // `FROM [pg_catalog.]unnest(a) x`: an UNNEST relation; as in
+            // Postgres, a bare alias also names its one column.
+            if parts.last().is_some_and(|n| n == "unnest") && args.settings.is_none() {
+                let exprs: Option<Vec<Expr>> = args
+                    .args
+                    .iter()
+                    .map(|a| match a {
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(array_exprs) = exprs {
+                    let mut alias = alias.take();
+                    if let Some(a) = alias.as_mut() {
+                        if a.columns.is_empty() && array_exprs.len() == 1 {
+                            a.columns.push(ast::TableAliasColumnDef {
+                                name: a.name.clone(),
+                                data_type: None,
+                            });
+                        }
+                    }
+                    *f = ast::TableFactor::UNNEST {
+                        alias,
+                        array_exprs,
+                        with_offset: false,
+                        with_offset_alias: None,
+                        with_ordinality: *with_ordinality,
+                    };
+                }
+            }
         }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, sel: &mut ast::Select) -> ControlFlow<()> {
         drop_unevaluated_subqueries(sel);
+        for item in sel.projection.iter_mut() {
+            if let ast::SelectItem::UnnamedExpr(e)
+            | ast::SelectItem::ExprWithAlias { expr: e, .. } = item
+            {
+                exists_as_count(e);
+            }
+        }
         // `SELECT NULL, NULL`: Postgres names both `?column?`; DataFusion
         // wants distinct names, so repeated unnamed expressions get aliases
         // (the wire still reports Postgres's names).
@@ -2733,6 +3327,37 @@ impl VisitorMut for PgSyntax {
                 } else if let Some(t) = map_type(data_type) {
                     *data_type = t;
                 }
+            }
+            Expr::Function(f)
+                if matches!(&f.args, ast::FunctionArguments::Subquery(q) if unnests_always_null(q))
+                    && name_parts(&f.name).last().is_some_and(|n| n == "array") =>
+            {
+                // ARRAY(SELECT … FROM unnest(c.reloptions) x): no elements.
+                *expr = Expr::Cast {
+                    kind: ast::CastKind::Cast,
+                    expr: Box::new(Expr::Function(ast::Function {
+                        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
+                            "make_array",
+                        ))]),
+                        uses_odbc_syntax: false,
+                        parameters: ast::FunctionArguments::None,
+                        args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                            duplicate_treatment: None,
+                            args: vec![],
+                            clauses: vec![],
+                        }),
+                        filter: None,
+                        null_treatment: None,
+                        over: None,
+                        within_group: vec![],
+                    })),
+                    data_type: SqlType::Array(ast::ArrayElemTypeDef::SquareBracket(
+                        Box::new(SqlType::Text),
+                        None,
+                    )),
+                    array: false,
+                    format: None,
+                };
             }
             Expr::Function(f)
                 if matches!(f.args, ast::FunctionArguments::Subquery(_))
@@ -2865,6 +3490,99 @@ impl VisitorMut for PgSyntax {
                     }
                 }
             }
+            Expr::CompoundFieldAccess { root, access_chain }
+                if matches!(root.as_ref(), Expr::Nested(_) | Expr::Function(_))
+                    && matches!(
+                        access_chain.first(),
+                        Some(ast::AccessExpr::Dot(Expr::Identifier(_)))
+                    ) =>
+            {
+                // `(record).field` → get_field(record, 'field'), field by field
+                // (`t.col[1]` is a qualified column, left alone).
+                let mut e = std::mem::replace(root.as_mut(), Expr::value(ast::Value::Null));
+                let mut rest = Vec::new();
+                for a in std::mem::take(access_chain) {
+                    match a {
+                        ast::AccessExpr::Dot(Expr::Identifier(id)) if rest.is_empty() => {
+                            e = call2(
+                                "get_field",
+                                e,
+                                Expr::value(ast::Value::SingleQuotedString(ident_lower(&id))),
+                            );
+                        }
+                        other => rest.push(other),
+                    }
+                }
+                *expr = if rest.is_empty() {
+                    e
+                } else {
+                    Expr::CompoundFieldAccess {
+                        root: Box::new(e),
+                        access_chain: rest,
+                    }
+                };
+            }
+            Expr::Function(f)
+                if name_parts(&f.name)
+                    .last()
+                    .is_some_and(|n| n == "_pg_expandarray") =>
+            {
+                // A set of (x, n) records: unnest a list of {x, n} structs.
+                if let ast::FunctionArguments::List(l) = &f.args {
+                    if let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))] =
+                        l.args.as_slice()
+                    {
+                        *expr = call("unnest", call("__pg_expandarray", a.clone()));
+                    }
+                }
+            }
+            Expr::Function(f)
+                if name_parts(&f.name)
+                    .last()
+                    .is_some_and(|n| n == "generate_subscripts") =>
+            {
+                // generate_subscripts(a, dim): 1..cardinality(a) for dimension 1
+                // (Strata's arrays have one dimension).
+                if let ast::FunctionArguments::List(l) = &f.args {
+                    let args: Vec<Expr> = l
+                        .args
+                        .iter()
+                        .filter_map(|a| match a {
+                            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => {
+                                Some(e.clone())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if let [a, dim] = args.as_slice() {
+                        let one = || Expr::value(ast::Value::Number("1".into(), false));
+                        let upper = Expr::Case {
+                            case_token: ast::helpers::attached_token::AttachedToken::empty(),
+                            end_token: ast::helpers::attached_token::AttachedToken::empty(),
+                            operand: None,
+                            conditions: vec![ast::CaseWhen {
+                                condition: Expr::BinaryOp {
+                                    left: Box::new(dim.clone()),
+                                    op: BinaryOperator::Eq,
+                                    right: Box::new(one()),
+                                },
+                                result: Expr::Cast {
+                                    kind: ast::CastKind::Cast,
+                                    expr: Box::new(call("cardinality", a.clone())),
+                                    data_type: SqlType::BigInt(None),
+                                    array: false,
+                                    format: None,
+                                },
+                            }],
+                            else_result: Some(Box::new(Expr::value(ast::Value::Number(
+                                "0".into(),
+                                false,
+                            )))),
+                        };
+                        *expr = call("unnest", call2("generate_series", one(), upper));
+                    }
+                }
+            }
             Expr::Function(f) => {
                 let parts = name_parts(&f.name);
                 if parts.len() == 2 && parts[0] == "pg_catalog" {
@@ -2983,43 +3701,44 @@ mod tests {
         assert!(table_oid("a") % 2 == 0 && table_oid("a") >= 16_384);
     }
 
+    async fn rows(s: &mut crate::Session, sql: &str) -> Vec<String> {
+        use datafusion::arrow::compute::cast;
+        let mut out = Vec::new();
+        for o in s.execute(sql, &[]).await.unwrap() {
+            for b in o.collect().await.unwrap() {
+                for r in 0..b.num_rows() {
+                    let cells: Vec<String> = b
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            let c = cast(c, &DataType::Utf8).unwrap();
+                            let c = c
+                                .as_any()
+                                .downcast_ref::<datafusion::arrow::array::StringArray>()
+                                .unwrap();
+                            if c.is_null(r) {
+                                "NULL".into()
+                            } else {
+                                c.value(r).to_string()
+                            }
+                        })
+                        .collect();
+                    out.push(cells.join("|"));
+                }
+            }
+        }
+        out
+    }
+
     /// The catalogs follow the engine's tables live: a table created, a
     /// column added by a later write, `::regclass` both ways, visibility.
     #[tokio::test]
     async fn catalogs_follow_the_live_catalog() {
-        use datafusion::arrow::compute::cast;
         use strata_storage::{EngineConfig, StoreLocation};
         let db = crate::Database::open(EngineConfig::new(StoreLocation::Memory))
             .await
             .unwrap();
         let mut s = db.session();
-        async fn rows(s: &mut crate::Session, sql: &str) -> Vec<String> {
-            let mut out = Vec::new();
-            for o in s.execute(sql, &[]).await.unwrap() {
-                for b in o.collect().await.unwrap() {
-                    for r in 0..b.num_rows() {
-                        let cells: Vec<String> = b
-                            .columns()
-                            .iter()
-                            .map(|c| {
-                                let c = cast(c, &DataType::Utf8).unwrap();
-                                let c = c
-                                    .as_any()
-                                    .downcast_ref::<datafusion::arrow::array::StringArray>()
-                                    .unwrap();
-                                if c.is_null(r) {
-                                    "NULL".into()
-                                } else {
-                                    c.value(r).to_string()
-                                }
-                            })
-                            .collect();
-                        out.push(cells.join("|"));
-                    }
-                }
-            }
-            out
-        }
         s.execute(
             "CREATE TABLE t (_id BIGINT, name TEXT, price NUMERIC(10,2), tags TEXT[])",
             &[],
@@ -3070,6 +3789,133 @@ mod tests {
         assert_eq!(
             rows(&mut s, "SELECT to_regclass('nosuch'), to_regtype('int4')").await,
             ["NULL|23"]
+        );
+    }
+
+    /// Every table's primary key (`_id`, index `<table>_pkey`) in pg_index,
+    /// pg_class, pg_constraint and information_schema, and the functions
+    /// and syntax the clients read them with.
+    #[tokio::test]
+    async fn primary_keys_follow_the_live_catalog() {
+        use strata_storage::{EngineConfig, StoreLocation};
+        let db = crate::Database::open(EngineConfig::new(StoreLocation::Memory))
+            .await
+            .unwrap();
+        let mut s = db.session();
+        let idx = "SELECT c.relname, c.relkind, t.relname, i.indisprimary, i.indisunique, i.indkey, \
+                   pg_get_indexdef(i.indexrelid), pg_get_indexdef(i.indexrelid, 1, true) \
+                   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid ORDER BY 1";
+        assert!(rows(&mut s, idx).await.is_empty());
+        // (`_id` is always a table's first column.)
+        s.execute("CREATE TABLE a (x BIGINT, _id TEXT)", &[])
+            .await
+            .unwrap();
+        s.execute("INSERT INTO b (_id, v) VALUES (1, 2)", &[])
+            .await
+            .unwrap();
+        // A table named like another's index pushes that index's name on.
+        s.execute("CREATE TABLE b_pkey (_id BIGINT)", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows(&mut s, idx).await,
+            [
+                "a_pkey|i|a|true|true|[1]|CREATE UNIQUE INDEX a_pkey ON public.a USING btree (_id)|_id",
+                "b_pkey1|i|b|true|true|[1]|CREATE UNIQUE INDEX b_pkey1 ON public.b USING btree (_id)|_id",
+                "b_pkey_pkey|i|b_pkey|true|true|[1]|CREATE UNIQUE INDEX b_pkey_pkey ON public.b_pkey USING btree (_id)|_id",
+            ]
+        );
+        assert_eq!(
+            rows(&mut s, "SELECT conname, contype, conkey, conrelid::regclass::text, conindid::regclass::text, \
+                          pg_get_constraintdef(oid, true) FROM pg_constraint WHERE conrelid = 'a'::regclass").await,
+            ["a_pkey|p|[1]|a|a_pkey|PRIMARY KEY (_id)"]
+        );
+        // Stable OIDs: the index's regclass round-trips; the table has an index.
+        assert_eq!(
+            rows(&mut s, "SELECT 'a_pkey'::regclass = i.indexrelid, t.relhasindex, ix.relam, ix.reltype \
+                          FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_class ix ON ix.oid = i.indexrelid \
+                          WHERE t.relname = 'a'").await,
+            ["true|true|403|0"]
+        );
+        // The index has its one attribute; it is no table or type.
+        assert_eq!(
+            rows(&mut s, "SELECT attname, attnum, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'a_pkey'::regclass").await,
+            ["_id|1|text"]
+        );
+        assert!(rows(
+            &mut s,
+            "SELECT 1 FROM information_schema.tables WHERE table_name LIKE '%pkey1'"
+        )
+        .await
+        .is_empty());
+        assert!(
+            rows(&mut s, "SELECT 1 FROM pg_type WHERE typname = 'a_pkey'")
+                .await
+                .is_empty()
+        );
+        assert_eq!(
+            rows(&mut s, "SELECT tc.table_name, kcu.column_name, tc.constraint_name FROM information_schema.table_constraints tc \
+                          JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name \
+                          WHERE tc.constraint_type = 'PRIMARY KEY' ORDER BY 1").await,
+            ["a|_id|a_pkey", "b|_id|b_pkey1", "b_pkey|_id|b_pkey_pkey"]
+        );
+        assert_eq!(
+            rows(
+                &mut s,
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'a'"
+            )
+            .await,
+            ["CREATE UNIQUE INDEX a_pkey ON public.a USING btree (_id)"]
+        );
+        // JDBC's _pg_expandarray and (record).field.
+        assert_eq!(
+            rows(&mut s, "SELECT (information_schema._pg_expandarray(ARRAY[7, 8])).n, (information_schema._pg_expandarray(ARRAY[7, 8])).x").await,
+            ["1|7", "2|8"]
+        );
+        assert_eq!(
+            rows(&mut s, "SELECT r.k::regclass::text FROM (SELECT information_schema._pg_expandarray(i.indkey) AS keys, i.indrelid AS k FROM pg_index i) r \
+                          WHERE (r.keys).x = 1 AND (r.keys).n = 1 ORDER BY 1").await,
+            ["a", "b", "b_pkey"]
+        );
+        // SQLAlchemy's generate_subscripts beside unnest; psql's FROM unnest.
+        assert_eq!(
+            rows(
+                &mut s,
+                "SELECT unnest(ARRAY['p', 'q']) AS v, generate_subscripts(ARRAY['p', 'q'], 1) AS o"
+            )
+            .await,
+            ["p|1", "q|2"]
+        );
+        assert!(rows(&mut s, "SELECT generate_subscripts(ARRAY[1], 2)")
+            .await
+            .is_empty());
+        assert_eq!(
+            rows(
+                &mut s,
+                "SELECT x FROM pg_catalog.unnest(ARRAY[3, 4]) x ORDER BY x DESC"
+            )
+            .await,
+            ["4", "3"]
+        );
+        // EXISTS as a value (psql's \d of an index).
+        assert_eq!(
+            rows(&mut s, "SELECT c.relname, EXISTS (SELECT 1 FROM pg_constraint WHERE conindid = c.oid AND contype = 'p') \
+                          FROM pg_class c WHERE c.relname IN ('a', 'a_pkey') ORDER BY 1").await,
+            ["a|false", "a_pkey|true"]
+        );
+        // regproc literals compare with regproc columns (JDBC getTypeInfo).
+        assert_eq!(
+            rows(&mut s, "SELECT count(*) FROM pg_type WHERE typinput = 'pg_catalog.array_in'::regproc AND typname = '_int8'").await,
+            ["1"]
+        );
+        // Unknown OIDs describe nothing.
+        assert_eq!(
+            rows(
+                &mut s,
+                "SELECT pg_get_indexdef(12345), pg_get_constraintdef(12345)"
+            )
+            .await,
+            ["NULL|NULL"]
         );
     }
 }

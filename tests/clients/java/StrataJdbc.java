@@ -130,8 +130,50 @@ public class StrataJdbc {
             while (r.next()) schemas.add(r.getString(1));
         }
         check(schemas.contains("public"), mode + ": getSchemas has public", schemas);
-        // getPrimaryKeys/getIndexInfo use information_schema._pg_expandarray and
-        // (record).field access, which Strata cannot plan yet: not covered.
-        // getTypeInfo's query trips a DataFusion argument check: not covered yet.
+        // Every table's primary key is _id (the entity id), backed by the index <table>_pkey.
+        List<String> pk = new ArrayList<>();
+        try (ResultSet r = md.getPrimaryKeys(null, "public", table)) {
+            while (r.next()) {
+                pk.add(r.getString("TABLE_NAME") + ":" + r.getString("COLUMN_NAME") + ":" + r.getInt("KEY_SEQ") + ":" + r.getString("PK_NAME"));
+            }
+        }
+        eq(pk, Arrays.asList(table + ":_id:1:" + table + "_pkey"), mode + ": getPrimaryKeys");
+        List<String> idx = new ArrayList<>();
+        try (ResultSet r = md.getIndexInfo(null, "public", table, false, true)) {
+            while (r.next()) {
+                idx.add(r.getString("INDEX_NAME") + ":" + r.getString("COLUMN_NAME") + ":" + r.getBoolean("NON_UNIQUE") + ":" + r.getInt("ORDINAL_POSITION") + ":" + r.getString("ASC_OR_DESC"));
+            }
+        }
+        eq(idx, Arrays.asList(table + "_pkey:_id:false:1:A"), mode + ": getIndexInfo");
+        // Only unique indexes asked for: the same one.
+        try (ResultSet r = md.getIndexInfo(null, "public", acc, true, true)) {
+            check(r.next() && r.getString("INDEX_NAME").equals(acc + "_pkey") && !r.next(), mode + ": getIndexInfo(unique) of " + acc, null);
+        }
+        try (ResultSet r = md.getImportedKeys(null, "public", table)) {
+            check(!r.next(), mode + ": getImportedKeys is empty (no foreign keys)", null);
+        }
+        try (ResultSet r = md.getExportedKeys(null, "public", table)) {
+            check(!r.next(), mode + ": getExportedKeys is empty", null);
+        }
+        List<String> best = new ArrayList<>();
+        try (ResultSet r = md.getBestRowIdentifier(null, "public", table, DatabaseMetaData.bestRowSession, true)) {
+            while (r.next()) best.add(r.getString("COLUMN_NAME") + ":" + r.getString("TYPE_NAME"));
+        }
+        eq(best, Arrays.asList("_id:int8"), mode + ": getBestRowIdentifier");
+        Map<String, Integer> types = new HashMap<>();
+        try (ResultSet r = md.getTypeInfo()) {
+            while (r.next()) types.put(r.getString("TYPE_NAME"), r.getInt("DATA_TYPE"));
+        }
+        eq(types.get("int8"), Types.BIGINT, mode + ": getTypeInfo int8");
+        eq(types.get("text"), Types.VARCHAR, mode + ": getTypeInfo text");
+        eq(types.get("timestamptz"), Types.TIMESTAMP, mode + ": getTypeInfo timestamptz");
+        eq(types.get("bool"), Types.BIT, mode + ": getTypeInfo bool");
+        // A table created now has its key at once.
+        try (Statement s = c.createStatement()) {
+            s.execute("CREATE TABLE " + table + "_new (_id TEXT, v BIGINT)");
+        }
+        try (ResultSet r = md.getPrimaryKeys(null, "public", table + "_new")) {
+            check(r.next() && r.getString("COLUMN_NAME").equals("_id") && r.getString("PK_NAME").equals(table + "_new_pkey") && !r.next(), mode + ": getPrimaryKeys of a new table", null);
+        }
     }
 }

@@ -52,9 +52,35 @@ eq(df["name"].tolist(), ["ada", "alan"], "read_sql names")
 eq(int(df["age"].sum()), 77, "read_sql ages")
 df2 = pd.read_sql(text("SELECT name FROM sa_people WHERE age > :a"), engine, params={"a": 40})
 eq(df2["name"].tolist(), ["alan"], "read_sql with a parameter")
-# pd.read_sql_table reflects primary keys and indexes too; SQLAlchemy's
-# query for those trips a DataFusion planner check (ORDER BY inside
-# array_agg over an unnest): not covered yet.
+
+# Keys and indexes: every table's primary key is _id (index sa_people_pkey);
+# there are no other indexes, foreign keys, unique or check constraints.
+pk = insp.get_pk_constraint("sa_people")
+eq((pk["constrained_columns"], pk["name"]), (["_id"], "sa_people_pkey"), "get_pk_constraint")
+eq(insp.get_indexes("sa_people"), [], "get_indexes (the primary key's index is not listed)")
+eq(insp.get_foreign_keys("sa_people"), [], "get_foreign_keys")
+eq(insp.get_unique_constraints("sa_people"), [], "get_unique_constraints")
+eq(insp.get_check_constraints("sa_people"), [], "get_check_constraints")
+eq(insp.get_table_comment("sa_people"), {"text": None}, "get_table_comment")
+# Table reflection sees the key too.
+from sqlalchemy import MetaData, Table
+
+people = Table("sa_people", MetaData(), autoload_with=engine)
+eq([c.name for c in people.primary_key.columns], ["_id"], "reflected Table primary key")
+# A table created now is reflected with its key at once.
+with engine.begin() as c:
+    c.execute(text("CREATE TABLE sa_later (_id TEXT, v BIGINT)"))
+    c.execute(text("INSERT INTO sa_later (_id, v) VALUES ('a', 1)"))
+eq(inspect(engine).get_pk_constraint("sa_later")["name"], "sa_later_pkey", "get_pk_constraint of a new table")
+
+# pd.read_sql_table reflects the whole table (columns, keys, indexes).
+df3 = pd.read_sql_table("sa_people", engine)
+eq(list(df3.columns), ["_id", "name", "age", "score", "born"], "read_sql_table columns")
+df3 = df3.sort_values("_id")
+eq(df3["name"].tolist(), ["ada", "alan"], "read_sql_table names")
+eq(df3["age"].tolist(), [36, 41], "read_sql_table ages")
+eq([str(pd.Timestamp(b).date()) for b in df3["born"]], ["1815-12-10", "1912-06-23"], "read_sql_table dates")
+eq(pd.read_sql_table("sa_later", engine, index_col="_id")["v"].to_dict(), {"a": 1}, "read_sql_table index_col")
 
 # Time travel through SQLAlchemy.
 with engine.begin() as c:
