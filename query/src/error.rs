@@ -47,6 +47,7 @@ impl QueryError {
             QueryError::Storage(e) => match e.kind() {
                 ErrorKind::Invalid => match e {
                     strata_storage::Error::TypeConflict { .. } => "42804",
+                    strata_storage::Error::InvalidText(_) => "22P02",
                     _ => "22023",
                 },
                 ErrorKind::Unavailable => "58030",
@@ -141,6 +142,7 @@ fn clone_storage(e: &strata_storage::Error) -> strata_storage::Error {
     use strata_storage::Error as E;
     match e {
         E::Invalid(m) => E::Invalid(m.clone()),
+        E::InvalidText(m) => E::InvalidText(m.clone()),
         E::TypeConflict {
             table,
             column,

@@ -321,6 +321,10 @@ impl crate::session::Session {
         let Ok(id_field) = full.field_with_name(ID) else {
             return Ok(None);
         };
+        if strata_storage::schema::SqlType::of(id_field).is_some() {
+            // A uuid key: the planner converts the key to the column's type.
+            return Ok(None);
+        }
         let Some(id) = entity(key, id_field.data_type()) else {
             return Ok(None);
         };

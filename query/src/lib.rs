@@ -4,8 +4,9 @@
 
 pub mod casts;
 mod dml;
-mod fastpath;
 pub mod error;
+mod fastpath;
+mod naming;
 pub mod period;
 pub mod pg_catalog;
 pub mod provider;

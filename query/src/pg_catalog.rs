@@ -228,6 +228,14 @@ pub fn pg_type_of(dt: &DataType) -> (i64, i32) {
     }
 }
 
+/// The Postgres type of a stored column: its declared SQL type when the
+/// field is tagged with one (uuid, json, jsonb), else from its Arrow type.
+fn pg_type_of_field(f: &datafusion::arrow::datatypes::Field) -> (i64, i32) {
+    crate::casts::pg_type_oid(f)
+        .map(|o| (o, -1))
+        .unwrap_or_else(|| pg_type_of(f.data_type()))
+}
+
 /// `format_type(oid, typmod)`: the SQL name of a type.
 pub fn format_type(oid: i64, typmod: Option<i64>) -> Option<String> {
     let t = type_by_oid(oid)?;
@@ -391,7 +399,7 @@ fn primary_key(name: &str, ts: &TableSchema, taken: &dyn Fn(&str) -> bool) -> Op
         .iter()
         .enumerate()
         .find(|(_, f)| f.name() == ID)?;
-    let (type_oid, typmod) = pg_type_of(f.data_type());
+    let (type_oid, typmod) = pg_type_of_field(f);
     let base = format!("{name}_pkey");
     let mut index = base.clone();
     let mut n = 0;
@@ -580,7 +588,7 @@ struct Snapshot {
 fn user_relation(name: &str, ts: &TableSchema) -> Relation {
     let mut columns = Vec::new();
     for (i, f) in ts.columns.iter().enumerate() {
-        let (oid, typmod) = pg_type_of(f.data_type());
+        let (oid, typmod) = pg_type_of_field(f);
         columns.push((f.name().clone(), oid, typmod, i as i64 + 1, f.name() == ID));
     }
     for (i, c) in strata_storage::schema::TEMPORAL_COLUMNS.iter().enumerate() {

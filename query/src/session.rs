@@ -99,6 +99,7 @@ impl Database {
             .build();
         crate::pg_catalog::register_functions(&mut base, &engine)?;
         crate::period::register(&mut base)?;
+        crate::casts::register(&mut base)?;
         Ok(Arc::new(Database {
             engine,
             base,
@@ -465,6 +466,7 @@ impl Session {
         let times = self.times(rw)?;
         let mut stmt = stmt;
         crate::pg_catalog::rewrite(&mut stmt);
+        crate::naming::alias_sorted_casts(&mut stmt);
         {
             let engine = self.db.engine.clone();
             let times = &times;
@@ -751,7 +753,7 @@ impl Session {
             if TEMPORAL_COLUMNS.contains(&name.as_str()) {
                 continue;
             }
-            fields.push(Field::new(name, sql_type(&c.data_type)?, true));
+            fields.push(crate::casts::column_field(&name, &c.data_type)?);
         }
         if !fields.iter().any(|f| f.name() == ID) {
             fields.insert(0, Field::new(ID, DataType::Int64, true));
@@ -809,7 +811,10 @@ fn rename(b: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
         .fields()
         .iter()
         .zip(columns)
-        .map(|(f, n)| Field::new(n, f.data_type().clone(), true))
+        // Keep the metadata: a `'…'::uuid` value is a uuid (crate::casts).
+        .map(|(f, n)| {
+            Field::new(n, f.data_type().clone(), true).with_metadata(f.metadata().clone())
+        })
         .collect();
     let cols: Vec<ArrayRef> = b.columns().to_vec();
     Ok(RecordBatch::try_new_with_options(
@@ -819,7 +824,8 @@ fn rename(b: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
     )?)
 }
 
-/// Map a declared SQL column type to the Arrow type Strata stores.
+/// Map a declared SQL column type to the Arrow type Strata stores
+/// (`uuid`, `json`, `jsonb` are text; `crate::casts::column_field` tags them).
 pub fn sql_type(t: &ast::DataType) -> Result<DataType> {
     use ast::DataType as T;
     Ok(match t {

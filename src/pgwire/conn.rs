@@ -34,7 +34,8 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::{DataRow, NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
-    Describe, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Bind, BindComplete, Describe, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL,
+    TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
@@ -576,8 +577,8 @@ impl Inner {
             }
             _ => None,
         };
-        let (params, schema) = match local {
-            Some(x) => x,
+        let (params, schema, tags) = match local {
+            Some((p, s)) => (p, s, vec![]),
             None => {
                 let special = vars::mentions_special(sql);
                 let rewrite = |s: &mut Statement| {
@@ -591,7 +592,7 @@ impl Inner {
                     .describe(&self.shared.db, sql, &rewrite)
                     .await
                     .map_err(query_err)?;
-                (d.params, d.schema)
+                (d.params, d.schema, d.param_tags)
             }
         };
         let n = params.len().max(client_types.len()).max(n_params);
@@ -606,12 +607,14 @@ impl Inner {
                 .filter(|t| *t != Type::UNKNOWN)
             {
                 Some(t) => param_types.push(t),
-                None => param_types.push(
-                    inferred
+                None => param_types.push(match tags.get(i).copied().flatten() {
+                    // uuid / json / jsonb: text in Arrow, their own type on the wire.
+                    Some(tag) => super::types::pg_type_for_tag(tag),
+                    None => inferred
                         .as_ref()
                         .map(pg_type_for_arrow)
                         .unwrap_or(Type::TEXT),
-                ),
+                }),
             }
             param_arrow.push(inferred);
         }
@@ -1199,6 +1202,43 @@ impl ExtendedQueryHandler for Conn {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::new(Parser(self.0.clone()))
+    }
+
+    /// As pgwire's own, but `BindComplete` is queued, not flushed: the whole
+    /// Bind/Execute/Sync exchange then goes out in one write at Sync (a
+    /// flush per message costs a syscall and a client wake-up each).
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_statement(statement) {
+            Some(Entry::Value(stmt)) => {
+                let p = Portal::try_new(&message, stmt)?;
+                client.portal_store().put_portal(Arc::new(p));
+            }
+            Some(Entry::Empty) => {
+                if !message.parameters.is_empty() {
+                    return Err(user_err(err(
+                        "08P01",
+                        format!(
+                            "bind message supplies {} parameters, but prepared statement {statement:?} requires 0",
+                            message.parameters.len()
+                        ),
+                    )));
+                }
+                client.portal_store().put_empty_portal(portal);
+            }
+            None => return Err(PgWireError::StatementNotFound(statement.to_owned())),
+        }
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
     }
 
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>

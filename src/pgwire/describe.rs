@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use strata_query::temporal::{self, Rewritten, StatementKind};
 use strata_query::{Output, QueryError};
+use strata_storage::schema::SqlType;
 
 use crate::Db;
 
@@ -25,6 +26,9 @@ pub struct Described {
     pub params: Vec<Option<DataType>>,
     /// The rows it returns; None for a command.
     pub schema: Option<SchemaRef>,
+    /// The SQL type (uuid, json, jsonb) of `$1`, `$2`, … where one is known
+    /// (these are text in Arrow, so `params` alone cannot tell).
+    pub param_tags: Vec<Option<SqlType>>,
 }
 
 /// Plans statements over a database's catalog, for describing only. The
@@ -90,8 +94,21 @@ impl Describer {
             parsed.remove(0)
         };
         rewrite(&mut stmt);
-        cast_hints(&stmt, &mut params);
+        let tags = std::sync::Mutex::new(vec![None; n]);
+        cast_hints(&stmt, &mut params, &mut tags.lock().unwrap());
         let fill = |params: &mut Vec<Option<DataType>>, plan: &LogicalPlan| {
+            if let Ok(fields) = plan.get_parameter_fields() {
+                let mut tags = tags.lock().unwrap();
+                for (k, f) in fields {
+                    if let (Some(i), Some(tag)) =
+                        (placeholder_index(&k), f.as_deref().and_then(SqlType::of))
+                    {
+                        if let Some(slot) = tags.get_mut(i.wrapping_sub(1)) {
+                            slot.get_or_insert(tag);
+                        }
+                    }
+                }
+            }
             if let Ok(types) = plan.get_parameter_types() {
                 for (k, v) in types {
                     if let (Some(i), Some(dt)) = (placeholder_index(&k), v) {
@@ -112,6 +129,7 @@ impl Describer {
                 fill(&mut params, &plan);
             }
             return Ok(Described {
+                param_tags: tags.lock().unwrap().clone(),
                 params,
                 schema: None,
             });
@@ -131,6 +149,7 @@ impl Describer {
                                 Output::Rows { schema, .. } => schema,
                                 Output::Command { .. } => {
                                     return Ok(Described {
+                                        param_tags: tags.lock().unwrap().clone(),
                                         params,
                                         schema: None,
                                     })
@@ -146,6 +165,7 @@ impl Describer {
                     None => schema,
                 };
                 Ok(Described {
+                    param_tags: tags.lock().unwrap().clone(),
                     params,
                     schema: Some(schema),
                 })
@@ -154,7 +174,7 @@ impl Describer {
                 if let Ok(plan) = self.plan(db, &stmt, &rw).await {
                     fill(&mut params, &plan);
                 }
-                insert_hints(db, ins, &mut params);
+                insert_hints(db, ins, &mut params, &mut tags.lock().unwrap());
                 if params.iter().any(Option::is_none) {
                     if let Some(src) = &ins.source {
                         if let Ok(plan) = self.plan(db, &Statement::Query(src.clone()), &rw).await {
@@ -163,6 +183,7 @@ impl Describer {
                     }
                 }
                 Ok(Described {
+                    param_tags: tags.lock().unwrap().clone(),
                     params,
                     schema: None,
                 })
@@ -174,6 +195,7 @@ impl Describer {
             | Statement::ReleaseSavepoint { .. }
             | Statement::CreateTable(_)
             | Statement::Set(_) => Ok(Described {
+                param_tags: tags.lock().unwrap().clone(),
                 params,
                 schema: None,
             }),
@@ -188,9 +210,14 @@ impl Describer {
                             | LogicalPlan::Copy(_)
                     );
                     let schema = rows.then(|| Arc::new(plan.schema().as_arrow().clone()));
-                    Ok(Described { params, schema })
+                    Ok(Described {
+                        param_tags: tags.lock().unwrap().clone(),
+                        params,
+                        schema,
+                    })
                 }
                 Err(_) => Ok(Described {
+                    param_tags: tags.lock().unwrap().clone(),
                     params,
                     schema: None,
                 }),
@@ -231,13 +258,19 @@ fn placeholder_of(e: &Expr) -> Option<usize> {
 }
 
 /// `$1::int`, `CAST($2 AS text)`: the type the statement casts a parameter to.
-fn cast_hints(stmt: &Statement, params: &mut [Option<DataType>]) {
+fn cast_hints(stmt: &Statement, params: &mut [Option<DataType>], tags: &mut [Option<SqlType>]) {
     let _ = visit_expressions(stmt, |e| {
         if let Expr::Cast {
             expr, data_type, ..
         } = e
         {
             if let Some(i) = placeholder_of(expr) {
+                if let (Some(slot), Some(tag)) = (
+                    tags.get_mut(i.wrapping_sub(1)),
+                    strata_query::casts::sql_tag(data_type),
+                ) {
+                    slot.get_or_insert(tag);
+                }
                 if let (Some(slot), Ok(dt)) = (
                     params.get_mut(i.wrapping_sub(1)),
                     strata_query::session::sql_type(data_type)
@@ -265,7 +298,12 @@ fn last_name(n: &ast::ObjectName) -> Option<String> {
 
 /// `INSERT INTO t (a, b) VALUES ($1, $2)`: parameters take the types of the
 /// columns they are inserted into, when the table has those columns.
-fn insert_hints(db: &Db, ins: &ast::Insert, params: &mut [Option<DataType>]) {
+fn insert_hints(
+    db: &Db,
+    ins: &ast::Insert,
+    params: &mut [Option<DataType>],
+    tags: &mut [Option<SqlType>],
+) {
     let ast::TableObject::TableName(tn) = &ins.table else {
         return;
     };
@@ -291,6 +329,9 @@ fn insert_hints(db: &Db, ins: &ast::Insert, params: &mut [Option<DataType>]) {
             };
             if let Some(slot) = params.get_mut(i.wrapping_sub(1)) {
                 slot.get_or_insert(field.data_type().clone());
+            }
+            if let (Some(slot), Some(tag)) = (tags.get_mut(i.wrapping_sub(1)), SqlType::of(field)) {
+                slot.get_or_insert(tag);
             }
         }
     }

@@ -26,6 +26,7 @@ use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 use pgwire::types::ToSqlText;
 use postgres_types::{IsNull, Kind, ToSql};
+use strata_storage::schema::SqlType;
 
 type BoxErr = Box<dyn StdError + Sync + Send>;
 
@@ -33,8 +34,6 @@ type BoxErr = Box<dyn StdError + Sync + Send>;
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 /// Days between the two epochs.
 const PG_EPOCH_DAYS: i32 = 10_957;
-
-const EXT_NAME: &str = "ARROW:extension:name";
 
 /// How one result column goes over the wire.
 #[derive(Debug, Clone)]
@@ -46,8 +45,9 @@ pub struct ColumnPlan {
 
 #[derive(Debug, Clone)]
 enum ColKind {
-    /// Cast to this canonical Arrow type, then write natively.
-    Native { dt: DataType, json: bool },
+    /// Cast to this canonical Arrow type, then write natively (as the
+    /// column's SQL type when it has one: uuid, json, jsonb).
+    Native { dt: DataType, tag: Option<SqlType> },
     /// Anything else: Arrow's display text, as `text`.
     Display,
 }
@@ -123,6 +123,24 @@ pub fn pg_type_for_arrow(dt: &DataType) -> Type {
     canonical(dt).map(|c| pg_type_of(&c)).unwrap_or(Type::TEXT)
 }
 
+/// The Postgres type of a text column tagged with a SQL type.
+pub fn pg_type_for_tag(tag: SqlType) -> Type {
+    match tag {
+        SqlType::Uuid => Type::UUID,
+        SqlType::Json => Type::JSON,
+        SqlType::Jsonb => Type::JSONB,
+    }
+}
+
+/// The Postgres type of a field: its SQL type tag (uuid, json, jsonb) if it
+/// has one, else the type of its Arrow type.
+pub fn pg_type_for_field(f: &Field) -> Type {
+    match SqlType::of(f) {
+        Some(tag) => pg_type_for_tag(tag),
+        None => pg_type_for_arrow(f.data_type()),
+    }
+}
+
 pub fn array_of(t: &Type) -> Type {
     match *t {
         Type::BOOL => Type::BOOL_ARRAY,
@@ -152,21 +170,17 @@ pub fn plan_columns(schema: &Schema) -> Vec<ColumnPlan> {
         .fields()
         .iter()
         .map(|f| {
-            let json = f
-                .metadata()
-                .get(EXT_NAME)
-                .is_some_and(|n| n == "arrow.json");
+            let tag = SqlType::of(f);
             match canonical(f.data_type()) {
                 Some(dt) => {
-                    let pg = if json && dt == DataType::Utf8 {
-                        Type::JSON
-                    } else {
-                        pg_type_of(&dt)
+                    let (pg, tag) = match tag {
+                        Some(t) if dt == DataType::Utf8 => (pg_type_for_tag(t), Some(t)),
+                        _ => (pg_type_of(&dt), None),
                     };
                     ColumnPlan {
                         name: f.name().clone(),
                         pg,
-                        kind: ColKind::Native { dt, json },
+                        kind: ColKind::Native { dt, tag },
                     }
                 }
                 None => ColumnPlan {
@@ -233,13 +247,13 @@ pub fn encode_batch(
     let mut cols: Vec<Col> = Vec::with_capacity(plans.len());
     for (p, a) in plans.iter().zip(batch.columns()) {
         cols.push(match &p.kind {
-            ColKind::Native { dt, json } => {
+            ColKind::Native { dt, tag } => {
                 let arr = if a.data_type() == dt {
                     a.clone()
                 } else {
                     cast(a, dt).map_err(enc_err)?
                 };
-                Col::Native { arr, json: *json }
+                Col::Native { arr, tag: *tag }
             }
             ColKind::Display => Col::Display(a.clone()),
         });
@@ -259,7 +273,7 @@ pub fn encode_batch(
     for r in 0..batch.num_rows() {
         for (c, fmt) in cols.iter().zip(&formatters) {
             match c {
-                Col::Native { arr, json } => encode_cell(&mut enc, arr.as_ref(), r, *json)?,
+                Col::Native { arr, tag } => encode_cell(&mut enc, arr.as_ref(), r, *tag)?,
                 Col::Display(a) => {
                     if a.is_null(r) {
                         enc.encode_field(&None::<&str>)?;
@@ -276,7 +290,7 @@ pub fn encode_batch(
 }
 
 enum Col {
-    Native { arr: ArrayRef, json: bool },
+    Native { arr: ArrayRef, tag: Option<SqlType> },
     Display(ArrayRef),
 }
 
@@ -284,7 +298,7 @@ fn encode_cell(
     enc: &mut DataRowEncoder,
     arr: &dyn Array,
     r: usize,
-    json: bool,
+    tag: Option<SqlType>,
 ) -> PgWireResult<()> {
     use DataType as D;
     if arr.is_null(r) {
@@ -309,10 +323,10 @@ fn encode_cell(
         }
         D::Utf8 => {
             let s = arr.as_string::<i32>().value(r);
-            if json {
-                enc.encode_field(&JsonText(s))
-            } else {
-                enc.encode_field(&s)
+            match tag {
+                Some(SqlType::Json | SqlType::Jsonb) => enc.encode_field(&JsonText(s)),
+                Some(SqlType::Uuid) => enc.encode_field(&UuidText(s)),
+                None => enc.encode_field(&s),
             }
         }
         D::Binary => enc.encode_field(&arr.as_binary::<i32>().value(r)),
@@ -334,7 +348,11 @@ fn encode_cell(
         )),
         D::List(_) => {
             let values = arr.as_list::<i32>().value(r);
-            encode_list(enc, values.as_ref(), json)
+            encode_list(
+                enc,
+                values.as_ref(),
+                matches!(tag, Some(SqlType::Json | SqlType::Jsonb)),
+            )
         }
         other => Err(enc_err(format!("unexpected type {other}"))),
     }
@@ -749,6 +767,43 @@ impl ToSqlText for JsonText<'_> {
     }
 }
 
+/// A uuid held as text (lowercase, hyphenated: how Strata stores it).
+#[derive(Debug)]
+pub struct UuidText<'a>(pub &'a str);
+
+impl ToSql for UuidText<'_> {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxErr> {
+        out.put_slice(&uuid_bytes(self.0).ok_or_else(|| invalid("uuid", self.0))?);
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::UUID
+    }
+    postgres_types::to_sql_checked!();
+}
+
+impl ToSqlText for UuidText<'_> {
+    fn to_sql_text(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+        o: &FormatOptions,
+    ) -> Result<IsNull, BoxErr> {
+        self.0.to_sql_text(ty, out, o)
+    }
+}
+
+/// The 16 bytes of a uuid in any form Postgres accepts.
+fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let n = strata_storage::schema::normalize_uuid(s)?;
+    let hex: Vec<u8> = n.bytes().filter(|c| *c != b'-').collect();
+    let mut b = [0u8; 16];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = u8::from_str_radix(std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?, 16).ok()?;
+    }
+    Some(b)
+}
+
 // ---------------------------------------------------------------------------
 // Parameters.
 
@@ -871,10 +926,13 @@ fn decode_binary(ty: &Type, b: &[u8]) -> Result<ScalarValue, String> {
         Type::UUID => ScalarValue::Utf8(Some(uuid_string(&fixed::<16>(b, "uuid")?))),
         Type::JSONB => {
             let body = b.strip_prefix(&[1u8]).ok_or("unsupported jsonb version")?;
-            ScalarValue::Utf8(Some(
-                String::from_utf8(body.to_vec()).map_err(|e| e.to_string())?,
-            ))
+            let s = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+            json_param(SqlType::Jsonb, s)?
         }
+        Type::JSON => json_param(
+            SqlType::Json,
+            std::str::from_utf8(b).map_err(|e| format!("invalid UTF-8 in parameter: {e}"))?,
+        )?,
         _ => ScalarValue::Utf8(Some(
             String::from_utf8(b.to_vec())
                 .map_err(|e| format!("invalid UTF-8 in parameter: {e}"))?,
@@ -958,28 +1016,21 @@ fn decode_text(ty: &Type, s: &str) -> Result<ScalarValue, String> {
                 }
             }
         }
-        Type::UUID => {
-            let hex: String = t
-                .trim_matches(|c| c == '{' || c == '}')
-                .chars()
-                .filter(|c| *c != '-')
-                .collect();
-            if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(invalid("uuid", s));
-            }
-            let mut b = [0u8; 16];
-            for (i, x) in b.iter_mut().enumerate() {
-                *x = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
-            }
-            ScalarValue::Utf8(Some(uuid_string(&b)))
-        }
-        Type::JSON | Type::JSONB => {
-            serde_json::from_str::<serde_json::Value>(s)
-                .map_err(|e| format!("invalid input syntax for type json: {e}"))?;
-            ScalarValue::Utf8(Some(s.to_string()))
-        }
+        Type::UUID => ScalarValue::Utf8(Some(
+            strata_storage::schema::normalize_uuid(t).ok_or_else(|| invalid("uuid", s))?,
+        )),
+        Type::JSON => json_param(SqlType::Json, s)?,
+        Type::JSONB => json_param(SqlType::Jsonb, s)?,
         _ => ScalarValue::Utf8(Some(s.to_string())),
     })
+}
+
+/// A json / jsonb parameter: checked, and for jsonb normalized as stored.
+fn json_param(tag: SqlType, s: &str) -> Result<ScalarValue, String> {
+    Ok(ScalarValue::Utf8(Some(match tag.conform(s)? {
+        Some(n) => n,
+        None => s.to_string(),
+    })))
 }
 
 fn cast_text(t: &str, dt: &DataType, tyname: &str) -> Result<ScalarValue, String> {

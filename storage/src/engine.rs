@@ -951,7 +951,12 @@ fn prepare_ops(
             } else {
                 normalize_array(c)?
             };
-            fields.push(Field::new(name, c.data_type().clone(), true));
+            // Keep a uuid / json / jsonb tag the writer gave the column.
+            let tag = crate::schema::SqlType::of(f);
+            fields.push(crate::schema::tagged(
+                Field::new(name, c.data_type().clone(), true),
+                tag,
+            ));
             cols.push(c);
         }
         let user: Vec<Field> = fields
@@ -988,6 +993,20 @@ fn prepare_ops(
                         offered: format!("{} ({e})", crate::schema::type_name(f.data_type())),
                     })?;
                     *f = Field::new(f.name(), target.clone(), true);
+                }
+            }
+        }
+        // uuid / json / jsonb columns: every value must be valid, and is
+        // stored normalized; the log keeps the column's tag.
+        for (i, f) in fields.iter_mut().enumerate() {
+            let Some(j) = merged.index_of(f.name()) else {
+                continue;
+            };
+            if let Some(tag) = crate::schema::SqlType::of(&merged.columns[j]) {
+                if f.data_type() == &DataType::Utf8 {
+                    let what = format!("column `{}` of table `{}`", f.name(), op.table);
+                    cols[i] = tag.conform_array(&cols[i], &what)?;
+                    *f = tag.field(f.name());
                 }
             }
         }

@@ -23,6 +23,10 @@ pub enum ErrorKind {
 pub enum Error {
     #[error("{0}")]
     Invalid(String),
+    /// A value that is not valid input for its column's type (`uuid`, `json`):
+    /// SQLSTATE 22P02 over the Postgres protocol.
+    #[error("{0}")]
+    InvalidText(String),
     #[error("column `{column}` of table `{table}` has type {existing}; cannot write a value of type {offered} (no lossless conversion)")]
     TypeConflict {
         table: String,
@@ -49,7 +53,9 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Invalid(_) | Error::TypeConflict { .. } => ErrorKind::Invalid,
+            Error::Invalid(_) | Error::InvalidText(_) | Error::TypeConflict { .. } => {
+                ErrorKind::Invalid
+            }
             Error::Store(_) | Error::Io(_) => ErrorKind::Unavailable,
             Error::Arrow(_) => ErrorKind::Internal,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
