@@ -123,6 +123,7 @@ impl Database {
             db: self.clone(),
             tx: None,
             fast_path: true,
+            parsed: Default::default(),
         }
     }
 
@@ -209,6 +210,32 @@ pub struct Session {
     tx: Option<OpenTx>,
     /// Answer point lookups without the planner (crate::fastpath).
     fast_path: bool,
+    /// Parsed statements by SQL text (see `PARSED_MAX`).
+    parsed: std::collections::HashMap<String, Arc<Vec<(temporal::Rewritten, Statement)>>>,
+}
+
+/// Statements a session keeps parsed, by their SQL text (a prepared
+/// statement or a repeated query is tokenized, rewritten and parsed once).
+const PARSED_MAX: usize = 256;
+
+/// Rewrite the temporal extensions, then parse each statement.
+fn rewrite_and_parse(
+    sql: &str,
+    params: &[ScalarValue],
+) -> Result<Vec<(temporal::Rewritten, Statement)>> {
+    let mut out = Vec::new();
+    for rw in temporal::rewrite(sql, params)? {
+        let mut parsed = parse(&rw.sql)?;
+        if parsed.len() != 1 {
+            return Err(QueryError::Syntax(format!(
+                "expected one statement in `{}`",
+                rw.sql
+            )));
+        }
+        let stmt = parsed.pop().unwrap();
+        out.push((rw, stmt));
+    }
+    Ok(out)
 }
 
 /// Split SQL into statements.
@@ -233,18 +260,25 @@ impl Session {
 
     /// Run every statement in `sql`; parameters (`$1`, …) bind by position.
     pub async fn execute(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<Output>> {
-        let stmts = temporal::rewrite(sql, params)?;
-        let mut out = Vec::with_capacity(stmts.len());
-        for rw in stmts {
-            let mut parsed = parse(&rw.sql)?;
-            if parsed.len() != 1 {
-                return Err(QueryError::Syntax(format!(
-                    "expected one statement in `{}`",
-                    rw.sql
-                )));
+        let stmts = match self.parsed.get(sql) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Arc::new(rewrite_and_parse(sql, params)?);
+                // Only statements whose rewrite depends on nothing but their
+                // text are kept: no temporal clause (which may read a
+                // parameter or the clock), no DML portion, ERASE or ASSERT.
+                if p.iter().all(|(rw, _)| rw.is_context_free()) {
+                    if self.parsed.len() >= PARSED_MAX {
+                        self.parsed.clear();
+                    }
+                    self.parsed.insert(sql.to_string(), p.clone());
+                }
+                p
             }
-            let stmt = parsed.pop().unwrap();
-            out.push(self.run(stmt, &rw, params).await?);
+        };
+        let mut out = Vec::with_capacity(stmts.len());
+        for (rw, stmt) in stmts.iter() {
+            out.push(self.run(stmt.clone(), rw, params).await?);
         }
         Ok(out)
     }

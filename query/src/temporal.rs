@@ -27,6 +27,17 @@ pub struct Rewritten {
     pub overrides: Vec<(String, String, Option<TimeSelector>, Option<TimeSelector>)>,
 }
 
+impl Rewritten {
+    /// Whether this rewrite depends on the SQL text alone (not on parameter
+    /// values or the clock): a plain statement without temporal clauses.
+    pub fn is_context_free(&self) -> bool {
+        self.kind == StatementKind::Plain
+            && self.overrides.is_empty()
+            && self.default_system.is_none()
+            && self.default_valid.is_none()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatementKind {
     Plain,

@@ -22,7 +22,7 @@ use pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
@@ -34,7 +34,7 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::{DataRow, NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
-    Bind, BindComplete, Describe, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL,
+    Bind, BindComplete, Describe, Execute, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL,
     TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
@@ -1202,6 +1202,57 @@ impl ExtendedQueryHandler for Conn {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::new(Parser(self.0.clone()))
+    }
+
+    /// Execute a portal to completion with every message queued, so the
+    /// reply (rows, `CommandComplete`) leaves in the one write at Sync; the
+    /// default flushes after `CommandComplete` (two writes per execution).
+    /// Row-limited fetches, resumed portals and COPY take the default path.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(p)) => p,
+            _ => return self._on_execute(client, message).await,
+        };
+        let fresh = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        if message.max_rows != 0
+            || !fresh
+            || !matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+            || super::copy::is_copy(&portal.statement.statement.sql)
+        {
+            return self._on_execute(client, message).await;
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let msg = match ExtendedQueryHandler::do_query(self, client, portal.as_ref(), 0).await? {
+            Response::Query(mut q) => {
+                let mut n = 0usize;
+                while let Some(row) = q.data_rows().next().await {
+                    client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                    n += 1;
+                }
+                let tag = Tag::new(q.command_tag()).with_rows(n);
+                PgWireBackendMessage::CommandComplete(tag.into())
+            }
+            Response::Execution(tag) => PgWireBackendMessage::CommandComplete(tag.into()),
+            Response::EmptyQuery => {
+                PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())
+            }
+            Response::Error(e) => PgWireBackendMessage::ErrorResponse((*e).into()),
+            _ => {
+                return Err(PgWireError::ApiError(
+                    "unexpected response to an extended-protocol statement".into(),
+                ))
+            }
+        };
+        client.feed(msg).await?;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
     /// As pgwire's own, but `BindComplete` is queued, not flushed: the whole
