@@ -135,9 +135,23 @@ pub fn pg_type_for_tag(tag: SqlType) -> Type {
 /// The Postgres type of a field: its SQL type tag (uuid, json, jsonb) if it
 /// has one, else the type of its Arrow type.
 pub fn pg_type_for_field(f: &Field) -> Type {
-    match SqlType::of(f) {
-        Some(tag) => pg_type_for_tag(tag),
-        None => pg_type_for_arrow(f.data_type()),
+    match (SqlType::of(f), item_tag(f)) {
+        (Some(tag), _) => pg_type_for_tag(tag),
+        (None, Some(tag)) => array_of(&pg_type_for_tag(tag)),
+        _ => pg_type_for_arrow(f.data_type()),
+    }
+}
+
+/// The SQL type tag of a list's text items (`uuid[]`, `jsonb[]`), if any.
+fn item_tag(f: &Field) -> Option<SqlType> {
+    use DataType as D;
+    match f.data_type() {
+        D::List(item)
+        | D::LargeList(item)
+        | D::FixedSizeList(item, _)
+        | D::ListView(item)
+        | D::LargeListView(item) => SqlType::of(item),
+        _ => None,
     }
 }
 
@@ -173,8 +187,11 @@ pub fn plan_columns(schema: &Schema) -> Vec<ColumnPlan> {
             let tag = SqlType::of(f);
             match canonical(f.data_type()) {
                 Some(dt) => {
-                    let (pg, tag) = match tag {
-                        Some(t) if dt == DataType::Utf8 => (pg_type_for_tag(t), Some(t)),
+                    let text_items =
+                        matches!(&dt, DataType::List(i) if *i.data_type() == DataType::Utf8);
+                    let (pg, tag) = match (tag, item_tag(f)) {
+                        (Some(t), _) if dt == DataType::Utf8 => (pg_type_for_tag(t), Some(t)),
+                        (None, Some(t)) if text_items => (array_of(&pg_type_for_tag(t)), Some(t)),
                         _ => (pg_type_of(&dt), None),
                     };
                     ColumnPlan {
@@ -311,8 +328,8 @@ fn encode_cell(
         D::Int32 => enc.encode_field(&arr.as_primitive::<Int32Type>().value(r)),
         D::Int64 => enc.encode_field(&arr.as_primitive::<Int64Type>().value(r)),
         D::UInt32 => enc.encode_field(&arr.as_primitive::<UInt32Type>().value(r)),
-        D::Float32 => enc.encode_field(&arr.as_primitive::<Float32Type>().value(r)),
-        D::Float64 => enc.encode_field(&arr.as_primitive::<Float64Type>().value(r)),
+        D::Float32 => enc.encode_field(&PgFloat4(arr.as_primitive::<Float32Type>().value(r))),
+        D::Float64 => enc.encode_field(&PgFloat8(arr.as_primitive::<Float64Type>().value(r))),
         D::Decimal128(_, s) => {
             let v = arr.as_primitive::<Decimal128Type>().value(r);
             enc.encode_field(&Numeric(format_decimal(&v.to_string(), *s)))
@@ -329,7 +346,7 @@ fn encode_cell(
                 None => enc.encode_field(&s),
             }
         }
-        D::Binary => enc.encode_field(&arr.as_binary::<i32>().value(r)),
+        D::Binary => enc.encode_field(&PgBytes(arr.as_binary::<i32>().value(r))),
         D::Date32 => enc.encode_field(&PgDate(arr.as_primitive::<Date32Type>().value(r))),
         D::Time64(_) => enc.encode_field(&PgTime(
             arr.as_primitive::<Time64MicrosecondType>().value(r),
@@ -341,30 +358,269 @@ fn encode_cell(
         D::Interval(_) => enc.encode_field(&mdn_to_interval(
             arr.as_primitive::<IntervalMonthDayNanoType>().value(r),
         )),
-        D::Duration(_) => enc.encode_field(&Interval::new(
+        D::Duration(_) => enc.encode_field(&PgInterval(Interval::new(
             0,
             0,
             arr.as_primitive::<DurationMicrosecondType>().value(r),
-        )),
+        ))),
         D::List(_) => {
             let values = arr.as_list::<i32>().value(r);
-            encode_list(
-                enc,
-                values.as_ref(),
-                matches!(tag, Some(SqlType::Json | SqlType::Jsonb)),
-            )
+            encode_list(enc, values.as_ref(), tag)
         }
         other => Err(enc_err(format!("unexpected type {other}"))),
     }
 }
 
-fn collect<T>(a: &dyn Array, f: impl Fn(usize) -> T) -> Vec<Option<T>> {
-    (0..a.len())
-        .map(|i| if a.is_null(i) { None } else { Some(f(i)) })
-        .collect()
+fn collect<T>(a: &dyn Array, f: impl Fn(usize) -> T) -> PgArray<T> {
+    PgArray(
+        (0..a.len())
+            .map(|i| if a.is_null(i) { None } else { Some(f(i)) })
+            .collect(),
+    )
 }
 
-fn encode_list(enc: &mut DataRowEncoder, a: &dyn Array, json: bool) -> PgWireResult<()> {
+/// Write `text` as an element of a text-format array, quoted and escaped
+/// the way Postgres's array_out does: quotes when the element is empty, is
+/// `NULL` in any case, or holds `{`, `}`, `,`, `"`, `\\` or ASCII white space.
+fn push_array_element(out: &mut BytesMut, text: &str) {
+    let quote = text.is_empty()
+        || text.eq_ignore_ascii_case("null")
+        || text.bytes().any(|b| {
+            matches!(
+                b,
+                b'{' | b'}' | b',' | b'"' | b'\\' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c
+            )
+        });
+    if !quote {
+        out.put_slice(text.as_bytes());
+        return;
+    }
+    out.put_u8(b'"');
+    for b in text.bytes() {
+        if b == b'"' || b == b'\\' {
+            out.put_u8(b'\\');
+        }
+        out.put_u8(b);
+    }
+    out.put_u8(b'"');
+}
+
+/// A bytea value: `\x…` (hex) or the escape format, per `bytea_output`.
+#[derive(Debug)]
+pub struct PgBytes<'a>(pub &'a [u8]);
+
+impl ToSql for PgBytes<'_> {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxErr> {
+        out.put_slice(self.0);
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::BYTEA
+    }
+    postgres_types::to_sql_checked!();
+}
+
+impl ToSqlText for PgBytes<'_> {
+    fn to_sql_text(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+        o: &FormatOptions,
+    ) -> Result<IsNull, BoxErr> {
+        let mut text = String::with_capacity(2 + 2 * self.0.len());
+        if o.bytea_output.trim().eq_ignore_ascii_case("escape") {
+            for &b in self.0 {
+                match b {
+                    b'\\' => text.push_str("\\\\"),
+                    0x20..=0x7e => text.push(b as char),
+                    _ => text.push_str(&format!("\\{b:03o}")),
+                }
+            }
+        } else {
+            text.push_str("\\x");
+            for b in self.0 {
+                text.push_str(&format!("{b:02x}"));
+            }
+        }
+        if is_array(ty) {
+            push_array_element(out, &text);
+        } else {
+            out.put_slice(text.as_bytes());
+        }
+        Ok(IsNull::No)
+    }
+}
+
+/// A one-dimensional array. Postgres writes an empty array with no
+/// dimensions at all (binary: ndim 0), not as one dimension of length 0.
+#[derive(Debug)]
+pub struct PgArray<T>(pub Vec<Option<T>>);
+
+impl<T: ToSql> ToSql for PgArray<T> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxErr> {
+        if self.0.is_empty() {
+            let member = match ty.kind() {
+                Kind::Array(m) => m.oid(),
+                _ => return Err(format!("{ty} is not an array type").into()),
+            };
+            out.put_i32(0); // dimensions
+            out.put_i32(0); // has nulls
+            out.put_u32(member);
+            return Ok(IsNull::No);
+        }
+        self.0.to_sql(ty, out)
+    }
+    fn accepts(ty: &Type) -> bool {
+        <Vec<Option<T>> as ToSql>::accepts(ty)
+    }
+    postgres_types::to_sql_checked!();
+}
+
+impl<T: ToSqlText> ToSqlText for PgArray<T> {
+    fn to_sql_text(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+        o: &FormatOptions,
+    ) -> Result<IsNull, BoxErr> {
+        self.0.to_sql_text(ty, out, o)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Floats: Postgres's float4out / float8out.
+
+/// The decimal digits (no leading or trailing zeros, except a lone `0`) and
+/// the decimal exponent of `sci`, a Rust `{:e}` rendering like `-1.25e-7`.
+fn sci_parts(sci: &str) -> (bool, String, i32) {
+    let (neg, body) = match sci.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, sci),
+    };
+    let (mant, exp) = body.split_once('e').unwrap_or((body, "0"));
+    let mut digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+    }
+    (neg, digits, exp.parse().unwrap_or(0))
+}
+
+/// Digits `d` times 10^(exp - len(d) + 1), as Postgres prints it: plain
+/// when `-4 <= exp < plain_below`, else `d.ddde+XX` (at least two exponent
+/// digits) — the rule of C's `%g`, which Postgres's shortest output keeps.
+fn render_float(neg: bool, d: &str, exp: i32, plain_below: i32) -> String {
+    let mut out = String::with_capacity(d.len() + 8);
+    if neg {
+        out.push('-');
+    }
+    if exp < -4 || exp >= plain_below {
+        out.push_str(&d[..1]);
+        if d.len() > 1 {
+            out.push('.');
+            out.push_str(&d[1..]);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", exp.unsigned_abs()));
+    } else if exp >= 0 {
+        let int_len = exp as usize + 1;
+        if d.len() <= int_len {
+            out.push_str(d);
+            out.extend(std::iter::repeat_n('0', int_len - d.len()));
+        } else {
+            out.push_str(&d[..int_len]);
+            out.push('.');
+            out.push_str(&d[int_len..]);
+        }
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+        out.push_str(d);
+    }
+    out
+}
+
+/// A float as Postgres writes it in text. With `extra_float_digits > 0`
+/// (the default 1, and 3 as JDBC and psycopg set it): the shortest digits
+/// that read back as the same value. Otherwise `%.Ng` with N = 15 (float8)
+/// or 6 (float4) plus `extra_float_digits`.
+pub fn pg_float_text(v: f64, single: bool, extra_float_digits: i8) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let base: i32 = if single { 6 } else { 15 };
+    if extra_float_digits > 0 {
+        let sci = if single {
+            format!("{:e}", v as f32)
+        } else {
+            format!("{v:e}")
+        };
+        let (neg, d, exp) = sci_parts(&sci);
+        return render_float(neg, &d, exp, base);
+    }
+    let precision = (base + extra_float_digits as i32).max(1);
+    let sci = format!("{:.*e}", precision as usize - 1, v);
+    let (neg, d, exp) = sci_parts(&sci);
+    render_float(neg, &d, exp, precision)
+}
+
+/// A float8 value.
+#[derive(Debug)]
+pub struct PgFloat8(pub f64);
+
+impl ToSql for PgFloat8 {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxErr> {
+        self.0.to_sql(ty, out)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::FLOAT8
+    }
+    postgres_types::to_sql_checked!();
+}
+
+impl ToSqlText for PgFloat8 {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        o: &FormatOptions,
+    ) -> Result<IsNull, BoxErr> {
+        out.put_slice(pg_float_text(self.0, false, o.extra_float_digits).as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+/// A float4 value.
+#[derive(Debug)]
+pub struct PgFloat4(pub f32);
+
+impl ToSql for PgFloat4 {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxErr> {
+        self.0.to_sql(ty, out)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::FLOAT4
+    }
+    postgres_types::to_sql_checked!();
+}
+
+impl ToSqlText for PgFloat4 {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        o: &FormatOptions,
+    ) -> Result<IsNull, BoxErr> {
+        out.put_slice(pg_float_text(self.0 as f64, true, o.extra_float_digits).as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+fn encode_list(enc: &mut DataRowEncoder, a: &dyn Array, tag: Option<SqlType>) -> PgWireResult<()> {
+    let json = matches!(tag, Some(SqlType::Json | SqlType::Jsonb));
     use DataType as D;
     match a.data_type() {
         D::Boolean => enc.encode_field(&collect(a, |i| a.as_boolean().value(i))),
@@ -372,8 +628,12 @@ fn encode_list(enc: &mut DataRowEncoder, a: &dyn Array, json: bool) -> PgWireRes
         D::Int32 => enc.encode_field(&collect(a, |i| a.as_primitive::<Int32Type>().value(i))),
         D::Int64 => enc.encode_field(&collect(a, |i| a.as_primitive::<Int64Type>().value(i))),
         D::UInt32 => enc.encode_field(&collect(a, |i| a.as_primitive::<UInt32Type>().value(i))),
-        D::Float32 => enc.encode_field(&collect(a, |i| a.as_primitive::<Float32Type>().value(i))),
-        D::Float64 => enc.encode_field(&collect(a, |i| a.as_primitive::<Float64Type>().value(i))),
+        D::Float32 => enc.encode_field(&collect(a, |i| {
+            PgFloat4(a.as_primitive::<Float32Type>().value(i))
+        })),
+        D::Float64 => enc.encode_field(&collect(a, |i| {
+            PgFloat8(a.as_primitive::<Float64Type>().value(i))
+        })),
         D::Decimal128(_, s) => enc.encode_field(&collect(a, |i| {
             Numeric(format_decimal(
                 &a.as_primitive::<Decimal128Type>().value(i).to_string(),
@@ -389,8 +649,11 @@ fn encode_list(enc: &mut DataRowEncoder, a: &dyn Array, json: bool) -> PgWireRes
         D::Utf8 if json => {
             enc.encode_field(&collect(a, |i| JsonText(a.as_string::<i32>().value(i))))
         }
+        D::Utf8 if tag == Some(SqlType::Uuid) => {
+            enc.encode_field(&collect(a, |i| UuidText(a.as_string::<i32>().value(i))))
+        }
         D::Utf8 => enc.encode_field(&collect(a, |i| a.as_string::<i32>().value(i))),
-        D::Binary => enc.encode_field(&collect(a, |i| a.as_binary::<i32>().value(i))),
+        D::Binary => enc.encode_field(&collect(a, |i| PgBytes(a.as_binary::<i32>().value(i)))),
         D::Date32 => enc.encode_field(&collect(a, |i| {
             PgDate(a.as_primitive::<Date32Type>().value(i))
         })),
@@ -405,14 +668,272 @@ fn encode_list(enc: &mut DataRowEncoder, a: &dyn Array, json: bool) -> PgWireRes
             mdn_to_interval(a.as_primitive::<IntervalMonthDayNanoType>().value(i))
         })),
         D::Duration(_) => enc.encode_field(&collect(a, |i| {
-            Interval::new(0, 0, a.as_primitive::<DurationMicrosecondType>().value(i))
+            PgInterval(Interval::new(
+                0,
+                0,
+                a.as_primitive::<DurationMicrosecondType>().value(i),
+            ))
         })),
         other => Err(enc_err(format!("unexpected array element type {other}"))),
     }
 }
 
-fn mdn_to_interval(v: IntervalMonthDayNano) -> Interval {
-    Interval::new(v.months, v.days, v.nanoseconds / 1000)
+fn mdn_to_interval(v: IntervalMonthDayNano) -> PgInterval {
+    PgInterval(Interval::new(v.months, v.days, v.nanoseconds / 1000))
+}
+
+/// An interval, written as Postgres's EncodeInterval does in each
+/// IntervalStyle (`postgres`, `iso_8601`, `sql_standard`, `postgres_verbose`).
+#[derive(Debug)]
+pub struct PgInterval(pub Interval);
+
+impl ToSql for PgInterval {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxErr> {
+        out.put_i64(self.0.microseconds);
+        out.put_i32(self.0.days);
+        out.put_i32(self.0.months);
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+    postgres_types::to_sql_checked!();
+}
+
+impl ToSqlText for PgInterval {
+    fn to_sql_text(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+        o: &FormatOptions,
+    ) -> Result<IsNull, BoxErr> {
+        let style = o.interval_style.trim().to_ascii_lowercase();
+        let text = match style.as_str() {
+            "postgres" | "" => interval_postgres(&self.0),
+            "iso_8601" => interval_iso(&self.0),
+            "sql_standard" => interval_sql_standard(&self.0),
+            "postgres_verbose" => interval_verbose(&self.0),
+            _ => return self.0.to_sql_text(ty, out, o),
+        };
+        if is_array(ty) {
+            push_array_element(out, &text);
+        } else {
+            out.put_slice(text.as_bytes());
+        }
+        Ok(IsNull::No)
+    }
+}
+
+/// Years, months, days, hours, minutes, seconds and microseconds of an
+/// interval, each carrying its own sign (C's truncating division).
+fn interval_fields(iv: &Interval) -> [i64; 7] {
+    let us = iv.microseconds;
+    [
+        (iv.months / 12) as i64,
+        (iv.months % 12) as i64,
+        iv.days as i64,
+        us / 3_600_000_000,
+        us / 60_000_000 % 60,
+        us / 1_000_000 % 60,
+        us % 1_000_000,
+    ]
+}
+
+/// `SS[.ffffff]` with trailing zeros dropped; two digits when `fill`.
+fn interval_seconds(sec: i64, micros: i64, fill: bool) -> String {
+    let mut s = if fill {
+        format!("{:02}", sec.unsigned_abs())
+    } else {
+        sec.unsigned_abs().to_string()
+    };
+    if micros != 0 {
+        let f = format!(".{:06}", micros.unsigned_abs());
+        s.push_str(f.trim_end_matches('0'));
+    }
+    s
+}
+
+fn interval_postgres(iv: &Interval) -> String {
+    let [year, mon, day, hour, min, sec, us] = interval_fields(iv);
+    let mut out = String::new();
+    let mut is_zero = true;
+    let mut is_before = false;
+    for (v, unit) in [(year, "year"), (mon, "mon"), (day, "day")] {
+        if v == 0 {
+            continue;
+        }
+        if !is_zero {
+            out.push(' ');
+        }
+        if is_before && v > 0 {
+            out.push('+');
+        }
+        out.push_str(&format!("{v} {unit}{}", if v != 1 { "s" } else { "" }));
+        is_before = v < 0;
+        is_zero = false;
+    }
+    if is_zero || hour != 0 || min != 0 || sec != 0 || us != 0 {
+        let minus = hour < 0 || min < 0 || sec < 0 || us < 0;
+        if !is_zero {
+            out.push(' ');
+        }
+        if minus {
+            out.push('-');
+        } else if is_before {
+            out.push('+');
+        }
+        out.push_str(&format!(
+            "{:02}:{:02}:{}",
+            hour.unsigned_abs(),
+            min.unsigned_abs(),
+            interval_seconds(sec, us, true)
+        ));
+    }
+    out
+}
+
+fn interval_sql_standard(iv: &Interval) -> String {
+    let [mut year, mut mon, mut day, mut hour, mut min, mut sec, mut us] = interval_fields(iv);
+    let all = [year, mon, day, hour, min, sec, us];
+    let has_negative = all.iter().any(|v| *v < 0);
+    let has_positive = all.iter().any(|v| *v > 0);
+    let has_year_month = year != 0 || mon != 0;
+    let has_day_time = day != 0 || hour != 0 || min != 0 || sec != 0 || us != 0;
+    // Postgres's "sql_standard_value": one sign, and not both kinds of field.
+    let mixed_signs = has_negative && has_positive;
+    let mixed_fields = has_year_month && has_day_time;
+    let standard = !mixed_signs && !mixed_fields;
+    let mut out = String::new();
+    if has_negative && standard {
+        // One sign in front of the whole value.
+        out.push('-');
+        for v in [
+            &mut year, &mut mon, &mut day, &mut hour, &mut min, &mut sec, &mut us,
+        ] {
+            *v = -*v;
+        }
+    }
+    if !has_negative && !has_positive {
+        out.push('0');
+    } else if !standard {
+        // Mixed signs or fields: every part carries its sign.
+        let ys = if year < 0 || mon < 0 { '-' } else { '+' };
+        let ds = if day < 0 { '-' } else { '+' };
+        let ts = if hour < 0 || min < 0 || sec < 0 || us < 0 {
+            '-'
+        } else {
+            '+'
+        };
+        out.push_str(&format!(
+            "{ys}{}-{} {ds}{} {ts}{}:{:02}:{}",
+            year.unsigned_abs(),
+            mon.unsigned_abs(),
+            day.unsigned_abs(),
+            hour.unsigned_abs(),
+            min.unsigned_abs(),
+            interval_seconds(sec, us, true)
+        ));
+    } else if has_year_month {
+        out.push_str(&format!("{year}-{mon}"));
+    } else if day != 0 {
+        out.push_str(&format!(
+            "{day} {hour}:{min:02}:{}",
+            interval_seconds(sec, us, true)
+        ));
+    } else {
+        out.push_str(&format!(
+            "{hour}:{min:02}:{}",
+            interval_seconds(sec, us, true)
+        ));
+    }
+    out
+}
+
+fn interval_verbose(iv: &Interval) -> String {
+    let [year, mon, day, hour, min, sec, us] = interval_fields(iv);
+    let mut out = String::from("@");
+    let mut is_zero = true;
+    let mut is_before = false;
+    for (v, unit) in [
+        (year, "year"),
+        (mon, "mon"),
+        (day, "day"),
+        (hour, "hour"),
+        (min, "min"),
+    ] {
+        if v == 0 {
+            continue;
+        }
+        // The first non-zero part decides "ago"; later parts are relative to it.
+        let shown = if is_zero {
+            is_before = v < 0;
+            v.abs()
+        } else if is_before {
+            -v
+        } else {
+            v
+        };
+        out.push_str(&format!(
+            " {shown} {unit}{}",
+            if shown == 1 { "" } else { "s" }
+        ));
+        is_zero = false;
+    }
+    if sec != 0 || us != 0 {
+        out.push(' ');
+        if sec < 0 || (sec == 0 && us < 0) {
+            if is_zero {
+                is_before = true;
+            } else if !is_before {
+                out.push('-');
+            }
+        } else if is_before {
+            out.push('-');
+        }
+        out.push_str(&interval_seconds(sec, us, false));
+        out.push_str(if sec.abs() != 1 || us != 0 {
+            " secs"
+        } else {
+            " sec"
+        });
+        is_zero = false;
+    }
+    if is_zero {
+        out.push_str(" 0");
+    }
+    if is_before {
+        out.push_str(" ago");
+    }
+    out
+}
+
+fn interval_iso(iv: &Interval) -> String {
+    let [year, mon, day, hour, min, sec, us] = interval_fields(iv);
+    if [year, mon, day, hour, min, sec, us].iter().all(|v| *v == 0) {
+        return "PT0S".into();
+    }
+    let mut out = String::from("P");
+    for (v, u) in [(year, 'Y'), (mon, 'M'), (day, 'D')] {
+        if v != 0 {
+            out.push_str(&format!("{v}{u}"));
+        }
+    }
+    if hour != 0 || min != 0 || sec != 0 || us != 0 {
+        out.push('T');
+    }
+    for (v, u) in [(hour, 'H'), (min, 'M')] {
+        if v != 0 {
+            out.push_str(&format!("{v}{u}"));
+        }
+    }
+    if sec != 0 || us != 0 {
+        if sec < 0 || us < 0 {
+            out.push('-');
+        }
+        out.push_str(&interval_seconds(sec, us, false));
+        out.push('S');
+    }
+    out
 }
 
 /// `12345` with scale 2 → `123.45`; works on the decimal string of any width.
@@ -616,19 +1137,239 @@ impl ToSqlText for PgDate {
             d => {
                 let date =
                     NaiveDate::from_num_days_from_ce_opt(d + 719_163).ok_or("date out of range")?;
-                if o.date_style.to_ascii_uppercase().starts_with("ISO") {
-                    out.put_slice(date.format("%Y-%m-%d").to_string().as_bytes());
+                let style = DateStyle::parse(&o.date_style);
+                let (mut text, bc) = style.date(&date);
+                if bc {
+                    text.push_str(" BC");
+                }
+                if is_array(ty) {
+                    push_array_element(out, &text);
                 } else {
-                    let t = if is_array(ty) {
-                        Type::DATE_ARRAY
-                    } else {
-                        Type::DATE
-                    };
-                    return date.to_sql_text(&t, out, o);
+                    out.put_slice(text.as_bytes());
                 }
             }
         }
         Ok(IsNull::No)
+    }
+}
+
+/// Postgres's DateStyle: the output style and whether days come before
+/// months (`DMY`) in the SQL and Postgres styles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum DateStyle {
+    Iso,
+    Sql { dmy: bool },
+    Postgres { dmy: bool },
+    German,
+}
+
+impl DateStyle {
+    /// `ISO, MDY`, `SQL, DMY`, `Postgres`, `German`, ... (unknown words are
+    /// ignored; German alone implies DMY, like Postgres).
+    fn parse(s: &str) -> DateStyle {
+        let mut style = "ISO".to_string();
+        let mut dmy = None;
+        for tok in s
+            .split([',', ' '])
+            .map(|t| t.trim().to_ascii_uppercase())
+            .filter(|t| !t.is_empty())
+        {
+            match tok.as_str() {
+                "ISO" | "SQL" | "POSTGRES" | "GERMAN" => style = tok,
+                "DMY" | "EURO" | "EUROPEAN" => dmy = Some(true),
+                "MDY" | "YMD" | "US" | "NONEURO" | "NONEUROPEAN" => dmy = Some(false),
+                _ => {}
+            }
+        }
+        match style.as_str() {
+            "SQL" => DateStyle::Sql {
+                dmy: dmy.unwrap_or(false),
+            },
+            "POSTGRES" => DateStyle::Postgres {
+                dmy: dmy.unwrap_or(false),
+            },
+            "GERMAN" => DateStyle::German,
+            _ => DateStyle::Iso,
+        }
+    }
+
+    /// A date as this style writes it alone, and whether it is BC (the
+    /// caller appends ` BC` after everything else).
+    fn date(self, d: &NaiveDate) -> (String, bool) {
+        let y = d.year();
+        let (year, bc) = if y <= 0 { (1 - y, true) } else { (y, false) };
+        let (m, day) = (d.month(), d.day());
+        let text = match self {
+            DateStyle::Iso => format!("{year:04}-{m:02}-{day:02}"),
+            DateStyle::Sql { dmy: true } => format!("{day:02}/{m:02}/{year:04}"),
+            DateStyle::Sql { dmy: false } => format!("{m:02}/{day:02}/{year:04}"),
+            DateStyle::Postgres { dmy: true } => format!("{day:02}-{m:02}-{year:04}"),
+            DateStyle::Postgres { dmy: false } => format!("{m:02}-{day:02}-{year:04}"),
+            DateStyle::German => format!("{day:02}.{m:02}.{year:04}"),
+        };
+        (text, bc)
+    }
+
+    /// A timestamp (local time) as this style writes it; `zone` is the
+    /// UTC offset in seconds and the zone's abbreviation, for timestamptz.
+    fn timestamp(self, t: &NaiveDateTime, zone: Option<(i32, &str)>) -> String {
+        let d = t.date();
+        let (date, bc) = self.date(&d);
+        let mut clock = t.format("%H:%M:%S").to_string();
+        push_frac(&mut clock, t.nanosecond() / 1000);
+        let mut s = match self {
+            DateStyle::Iso => {
+                let mut s = format!("{date} {clock}");
+                if let Some((off, _)) = zone {
+                    push_offset(&mut s, off);
+                }
+                s
+            }
+            DateStyle::Sql { .. } | DateStyle::German => {
+                let mut s = format!("{date} {clock}");
+                if let Some((_, abbrev)) = zone {
+                    s.push(' ');
+                    s.push_str(abbrev);
+                }
+                s
+            }
+            DateStyle::Postgres { dmy } => {
+                let y = d.year();
+                let year = if y <= 0 { 1 - y } else { y };
+                let day_month = if dmy {
+                    format!("{:02} {}", d.day(), d.format("%b"))
+                } else {
+                    format!("{} {:02}", d.format("%b"), d.day())
+                };
+                let mut s = format!("{} {day_month} {clock} {year:04}", d.format("%a"));
+                if let Some((_, abbrev)) = zone {
+                    s.push(' ');
+                    s.push_str(abbrev);
+                }
+                s
+            }
+        };
+        if bc {
+            s.push_str(" BC");
+        }
+        s
+    }
+}
+
+/// A session TimeZone: a tz database zone, or a fixed offset.
+#[derive(Debug, Clone)]
+pub enum SessionZone {
+    Named(chrono_tz::Tz),
+    /// Seconds east of UTC and the abbreviation shown by the SQL, Postgres
+    /// and German DateStyles (may be empty, as in Postgres).
+    Fixed {
+        east: i32,
+        abbrev: String,
+    },
+}
+
+impl SessionZone {
+    /// The name `SHOW TimeZone` gives: tz database names in their own case.
+    pub fn canonical(&self, original: &str) -> String {
+        match self {
+            SessionZone::Named(z) => z.name().to_string(),
+            SessionZone::Fixed { .. } => original.to_string(),
+        }
+    }
+}
+
+/// The UTC offset (seconds east) and abbreviation (`CET`, `EDT`, `LMT`) of
+/// the session time zone `tz` at `at`. Zones that do not parse count as UTC.
+pub fn session_zone(at: &DateTime<chrono::Utc>, tz: &str) -> (i32, String) {
+    use chrono::{Offset, TimeZone};
+    use chrono_tz::OffsetName;
+    match parse_time_zone(tz) {
+        Some(SessionZone::Named(z)) => {
+            let off = z.offset_from_utc_datetime(&at.naive_utc());
+            let secs = off.fix().local_minus_utc();
+            let abbrev = match off.abbreviation() {
+                Some(a) => a.to_string(),
+                None => {
+                    let mut s = String::new();
+                    push_offset(&mut s, secs);
+                    s
+                }
+            };
+            (secs, abbrev)
+        }
+        Some(SessionZone::Fixed { east, abbrev }) => (east, abbrev),
+        None => (0, "UTC".into()),
+    }
+}
+
+/// A TimeZone setting as Postgres reads it: a number is hours east of UTC
+/// (`+02`, `-5`, `5.5`); a tz database name in any case (`Europe/Berlin`,
+/// `utc`, `EST5EDT`); or a POSIX zone without daylight rules, whose offset
+/// counts hours *west* (`UTC+3` is three hours behind UTC, `+05:30`,
+/// `GMT-05:30`). None for anything else.
+pub fn parse_time_zone(tz: &str) -> Option<SessionZone> {
+    if let Ok(hours) = tz.parse::<f64>() {
+        if hours.is_finite() && hours.abs() < 24.0 {
+            let east = (hours * 3600.0).round() as i32;
+            let mut abbrev = String::new();
+            push_offset(&mut abbrev, east);
+            return Some(SessionZone::Fixed { east, abbrev });
+        }
+        return None;
+    }
+    if let Ok(z) = tz.parse::<chrono_tz::Tz>() {
+        return Some(SessionZone::Named(z));
+    }
+    if let Some(z) = chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|z| z.name().eq_ignore_ascii_case(tz))
+    {
+        return Some(SessionZone::Named(*z));
+    }
+    // POSIX: [abbreviation of 3+ letters] [+|-]hh[:mm[:ss]]
+    let letters = tz.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+    if letters != 0 && letters < 3 {
+        return None;
+    }
+    let (abbrev, rest) = tz.split_at(letters);
+    let (sign, rest) = match rest.as_bytes().first() {
+        Some(b'+') => (1, &rest[1..]),
+        Some(b'-') => (-1, &rest[1..]),
+        _ => (1, rest),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    if parts.is_empty()
+        || parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let nums: Vec<i32> = parts.iter().map(|p| p.parse().unwrap_or(0)).collect();
+    let west =
+        nums[0] * 3600 + nums.get(1).copied().unwrap_or(0) * 60 + nums.get(2).copied().unwrap_or(0);
+    if nums[0] > 24 || nums.get(1).is_some_and(|m| *m > 59) || nums.get(2).is_some_and(|s| *s > 59)
+    {
+        return None;
+    }
+    Some(SessionZone::Fixed {
+        east: -sign * west,
+        abbrev: abbrev.to_string(),
+    })
+}
+
+/// `+01`, `-05`, `+05:30`, `+00:53:28`: how Postgres writes a UTC offset.
+fn push_offset(s: &mut String, off: i32) {
+    s.push(if off < 0 { '-' } else { '+' });
+    let a = off.unsigned_abs();
+    let (h, m, sec) = (a / 3600, a / 60 % 60, a % 60);
+    s.push_str(&format!("{h:02}"));
+    if m != 0 || sec != 0 {
+        s.push_str(&format!(":{m:02}"));
+    }
+    if sec != 0 {
+        s.push_str(&format!(":{sec:02}"));
     }
 }
 
@@ -707,28 +1448,18 @@ impl ToSqlText for PgTimestamp {
             i64::MIN => out.put_slice(b"-infinity"),
             us => {
                 let dt = DateTime::from_timestamp_micros(us).ok_or("timestamp out of range")?;
-                if !o.date_style.to_ascii_uppercase().starts_with("ISO") {
-                    let t = match (self.tz, is_array(ty)) {
-                        (true, false) => Type::TIMESTAMPTZ,
-                        (true, true) => Type::TIMESTAMPTZ_ARRAY,
-                        (false, false) => Type::TIMESTAMP,
-                        (false, true) => Type::TIMESTAMP_ARRAY,
-                    };
-                    return if self.tz {
-                        dt.to_sql_text(&t, out, o)
-                    } else {
-                        dt.naive_utc().to_sql_text(&t, out, o)
-                    };
-                }
-                let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
-                push_frac(&mut s, dt.nanosecond() / 1000);
-                if self.tz {
-                    s.push_str("+00");
-                }
+                let style = DateStyle::parse(&o.date_style);
+                // timestamptz shows in the session's TimeZone, with its
+                // offset (ISO) or abbreviation (the other styles).
+                let s = if self.tz {
+                    let (off, abbrev) = session_zone(&dt, &o.time_zone);
+                    let local = dt.naive_utc() + chrono::Duration::seconds(off as i64);
+                    style.timestamp(&local, Some((off, &abbrev)))
+                } else {
+                    style.timestamp(&dt.naive_utc(), None)
+                };
                 if is_array(ty) {
-                    out.put_u8(b'"');
-                    out.put_slice(s.as_bytes());
-                    out.put_u8(b'"');
+                    push_array_element(out, &s);
                 } else {
                     out.put_slice(s.as_bytes());
                 }
@@ -1306,6 +2037,131 @@ mod tests {
             numeric_to_binary(s, &mut b).unwrap();
             let back = numeric_from_binary(&b).unwrap();
             assert_eq!(plain_decimal(&back), plain_decimal(s), "{s} -> {back}");
+        }
+    }
+
+    #[test]
+    fn floats_like_postgres() {
+        let f8 = |v: f64, e: i8| pg_float_text(v, false, e);
+        assert_eq!(f8(4.0, 1), "4");
+        assert_eq!(f8(1.5, 1), "1.5");
+        assert_eq!(f8(1e20, 1), "1e+20");
+        assert_eq!(f8(1e15, 1), "1e+15");
+        assert_eq!(f8(1e14, 1), "100000000000000");
+        assert_eq!(f8(1.2345678901234567e-05, 3), "1.2345678901234568e-05");
+        assert_eq!(f8(0.0001, 1), "0.0001");
+        assert_eq!(f8(-0.0, 1), "-0");
+        assert_eq!(f8(f64::NEG_INFINITY, 1), "-Infinity");
+        assert_eq!(f8(f64::NAN, 0), "NaN");
+        assert_eq!(f8(5e-324, 1), "5e-324");
+        assert_eq!(f8(123456789012345678.0, 0), "1.23456789012346e+17");
+        assert_eq!(f8(999999999999999.0, -3), "1e+15");
+        assert_eq!(f8(0.1, 0), "0.1");
+        let f4 = |v: f32, e: i8| pg_float_text(v as f64, true, e);
+        assert_eq!(f4(1234567.0, 1), "1.234567e+06");
+        assert_eq!(f4(123456.0, 1), "123456");
+        assert_eq!(f4(0.1, 1), "0.1");
+        assert_eq!(f4(1234567.0, 0), "1.23457e+06");
+    }
+
+    #[test]
+    fn time_zone_settings() {
+        let at = DateTime::from_timestamp(1_577_934_245, 0).unwrap();
+        let z = |s: &str| session_zone(&at, s);
+        assert_eq!(z("Europe/Berlin"), (3600, "CET".into()));
+        assert_eq!(z("europe/berlin"), (3600, "CET".into()));
+        assert_eq!(z("UTC+3"), (-3 * 3600, "UTC".into()));
+        assert_eq!(z("GMT-05:30"), (5 * 3600 + 1800, "GMT".into()));
+        assert_eq!(z("+05:30"), (-(5 * 3600 + 1800), "".into()));
+        assert_eq!(z("+02"), (7200, "+02".into()));
+        assert_eq!(z("-5"), (-5 * 3600, "-05".into()));
+        assert!(parse_time_zone("Mars/Olympus").is_none());
+        assert!(parse_time_zone("IST").is_none());
+        assert!(parse_time_zone("Z").is_none());
+    }
+
+    #[test]
+    fn timestamps_in_session_zone() {
+        let mut o = FormatOptions::default();
+        let text = |us: i64, tz: bool, o: &FormatOptions| {
+            let mut b = BytesMut::new();
+            PgTimestamp { us, tz }
+                .to_sql_text(&Type::TIMESTAMPTZ, &mut b, o)
+                .unwrap();
+            String::from_utf8(b.to_vec()).unwrap()
+        };
+        // 2020-01-02 03:04:05.5 UTC
+        let us = 1_577_934_245_500_000;
+        assert_eq!(text(us, true, &o), "2020-01-02 03:04:05.5+00");
+        o.time_zone = "Europe/Berlin".into();
+        assert_eq!(text(us, true, &o), "2020-01-02 04:04:05.5+01");
+        o.time_zone = "Asia/Kolkata".into();
+        assert_eq!(text(us, true, &o), "2020-01-02 08:34:05.5+05:30");
+        assert_eq!(text(us, false, &o), "2020-01-02 03:04:05.5");
+        let d = NaiveDate::from_ymd_opt(-43, 3, 15).unwrap();
+        assert_eq!(DateStyle::Iso.date(&d), ("0044-03-15".to_string(), true));
+        assert_eq!(DateStyle::parse("German"), DateStyle::German);
+        assert_eq!(DateStyle::parse("SQL, DMY").date(&d).0, "15/03/0044");
+    }
+
+    #[test]
+    fn intervals_like_postgres() {
+        let pg = |m, d, us| interval_postgres(&Interval::new(m, d, us));
+        let iso = |m, d, us| interval_iso(&Interval::new(m, d, us));
+        assert_eq!(pg(14, 3, 14_706_500_000), "1 year 2 mons 3 days 04:05:06.5");
+        assert_eq!(pg(0, -1, 0), "-1 days");
+        assert_eq!(pg(0, 0, 0), "00:00:00");
+        assert_eq!(pg(1, -1, 0), "1 mon -1 days");
+        assert_eq!(pg(0, 0, -1_000_000), "-00:00:01");
+        assert_eq!(pg(0, 1, -500_000), "1 day -00:00:00.5");
+        assert_eq!(pg(0, -1, 1_000_000), "-1 days +00:00:01");
+        assert_eq!(pg(0, 0, 360_000_000_000), "100:00:00");
+        assert_eq!(iso(14, 3, 14_706_500_000), "P1Y2M3DT4H5M6.5S");
+        assert_eq!(iso(0, 1, -500_000), "P1DT-0.5S");
+        assert_eq!(iso(0, 0, 0), "PT0S");
+    }
+
+    #[test]
+    fn tagged_list_items() {
+        use datafusion::arrow::array::{ListArray, StringArray};
+        let item = SqlType::Uuid.field("item");
+        let field = Field::new("u", DataType::List(Arc::new(item.clone())), true);
+        assert_eq!(pg_type_for_field(&field), Type::UUID_ARRAY);
+        let schema = Schema::new(vec![field]);
+        let plans = plan_columns(&schema);
+        assert_eq!(plans[0].pg, Type::UUID_ARRAY);
+        let values = StringArray::from(vec![Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), None]);
+        let list = ListArray::new(
+            Arc::new(item),
+            datafusion::arrow::buffer::OffsetBuffer::from_lengths([2]),
+            Arc::new(values),
+            None,
+        );
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(list)]).unwrap();
+        let opts = Arc::new(FormatOptions::default());
+        for (format, want) in [
+            (
+                Format::UnifiedText,
+                b"{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}".to_vec(),
+            ),
+            (Format::UnifiedBinary, {
+                let mut w = vec![
+                    0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0x0b, 0x86, 0, 0, 0, 2, 0, 0, 0, 1,
+                ];
+                w.extend([0, 0, 0, 16]);
+                w.extend(uuid_bytes("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap());
+                w.extend([0xff, 0xff, 0xff, 0xff]);
+                w
+            }),
+        ] {
+            let fields = Arc::new(field_infos(&plans, &format, &opts));
+            let rows = encode_batch(&batch, &plans, &fields).unwrap();
+            let mut buf = BytesMut::new();
+            use pgwire::messages::Message;
+            rows[0].encode(&mut buf).unwrap();
+            // DataRow: tag, length, column count, then length + bytes.
+            let body = &buf[11..];
+            assert_eq!(body, &want[..], "{format:?}");
         }
     }
 

@@ -233,6 +233,19 @@ impl Settings {
                     ))
                 }
             },
+            "timezone" => match super::types::parse_time_zone(value) {
+                Some(z) => z.canonical(value),
+                None => {
+                    return Err((
+                        "22023".into(),
+                        format!(
+                            "invalid value for parameter \"TimeZone\": \"{value}\" \
+                             (use a time zone name such as 'Europe/Berlin' or 'UTC', \
+                             or an offset in hours such as '+02')"
+                        ),
+                    ))
+                }
+            },
             "transaction_isolation" | "default_transaction_isolation" => value.to_ascii_lowercase(),
             _ => value.to_string(),
         };
@@ -286,7 +299,12 @@ impl Settings {
                 m.insert(k.to_string(), v);
             }
         }
-        pgwire::types::format::FormatOptions::from_client_metadata(&m)
+        let mut o = pgwire::types::format::FormatOptions::from_client_metadata(&m);
+        // timestamptz values are written in the session's time zone.
+        if let Some(tz) = self.get("TimeZone") {
+            o.time_zone = tz;
+        }
+        o
     }
 }
 
