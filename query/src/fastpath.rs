@@ -317,7 +317,7 @@ impl crate::session::Session {
         let Some(ts) = engine.table_schema(&table) else {
             return Ok(None);
         };
-        let full = strata_storage::table::output_schema(&ts);
+        let full = crate::provider::planner_schema(&ts);
         let Ok(id_field) = full.field_with_name(ID) else {
             return Ok(None);
         };

@@ -88,7 +88,7 @@ impl StrataSchema {
         let ts = times.table_schema(&self.engine, table)?;
         // All columns, the temporal ones included; `SELECT *` leaves those
         // out by a rewrite before planning (crate::wildcard).
-        let schema = strata_storage::table::output_schema(&ts);
+        let schema = planner_schema(&ts);
         Some(Arc::new(StrataTable {
             engine: self.engine.clone(),
             table: table.to_string(),
@@ -126,6 +126,34 @@ impl SchemaProvider for StrataSchema {
     fn table_exist(&self, name: &str) -> bool {
         self.times().table_schema(&self.engine, name).is_some()
     }
+}
+
+/// A table's columns as the planner sees them: the stored types, except
+/// TIME (stored in microseconds, Postgres's precision) is offered in
+/// nanoseconds, DataFusion's unit for TIME literals — it cannot compare the
+/// two units. Scans cast (`ScanPartition`); writes store microseconds again.
+pub fn planner_schema(ts: &TableSchema) -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let stored = strata_storage::table::output_schema(ts);
+    if !stored
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Time64(TimeUnit::Microsecond)))
+    {
+        return stored;
+    }
+    let fields: Vec<Field> = stored
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Time64(TimeUnit::Microsecond) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Time64(TimeUnit::Nanosecond)),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
 }
 
 /// "table `x` does not exist", with the closest existing name when there is one.

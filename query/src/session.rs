@@ -895,6 +895,12 @@ pub fn sql_type(t: &ast::DataType) -> Result<DataType> {
             }
             _ => DataType::Timestamp(TimeUnit::Microsecond, None),
         },
+        T::Time(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => {
+            DataType::Time64(TimeUnit::Microsecond)
+        }
+        T::Interval { .. } => {
+            DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)
+        }
         T::Bytea | T::Blob(_) | T::Binary(_) | T::Varbinary(_) => DataType::Binary,
         T::Numeric(info) | T::Decimal(info) => match info {
             ast::ExactNumberInfo::PrecisionAndScale(p, s) => {

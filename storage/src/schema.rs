@@ -99,6 +99,10 @@ pub fn merge_types(existing: &DataType, incoming: &DataType) -> Option<DataType>
         (Timestamp(_, Some(_)), Timestamp(_, None))
         | (Timestamp(_, None), Timestamp(_, Some(_))) => Some(timestamp_type()),
         (Timestamp(_, tz), Date32) => Some(Timestamp(TimeUnit::Microsecond, tz.clone())),
+        // Text into a date/time column is read as that type, the way
+        // Postgres reads a quoted literal into a typed column; a string that
+        // does not parse is refused (`adapt_array` casts without `safe`).
+        (Date32 | Timestamp(_, _) | Time64(_) | Interval(_), Utf8) => Some(existing.clone()),
         (Decimal128(p1, s1), Decimal128(p2, s2)) => {
             let s = (*s1).max(*s2);
             let int_digits = (*p1 as i8 - *s1).max(*p2 as i8 - *s2);
