@@ -165,3 +165,79 @@ async fn point_lookups_answer_like_the_planner() {
         );
     }
 }
+
+/// `INSERT … VALUES` with literal and parameter rows is built without the
+/// planner; the rows and column types written must be the planner's.
+#[tokio::test]
+async fn literal_inserts_store_what_the_planner_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(Config::dir(dir.path())).await.unwrap();
+    let cases: Vec<(&str, Vec<ScalarValue>)> = vec![
+        ("(_id, a, b, c, d) VALUES (1, 'x', 1.5, true, NULL)", vec![]),
+        (
+            "(_id, a, b) VALUES (2, -7, -2.25), (3, 9223372036854775807, 1e3)",
+            vec![],
+        ),
+        ("(_id, a, b) VALUES (4, NULL, 'y'), (5, 'z', NULL)", vec![]),
+        (
+            "(_id, a, b) VALUES ($1, $2, $3)",
+            vec![
+                ScalarValue::Int64(Some(6)),
+                ScalarValue::Utf8(Some("p".into())),
+                ScalarValue::Float64(Some(0.5)),
+            ],
+        ),
+        (
+            "(_id, a) VALUES ($1, ($2))",
+            vec![
+                ScalarValue::Int32(Some(7)),
+                ScalarValue::Boolean(Some(false)),
+            ],
+        ),
+        ("(_id, a) VALUES (8, 1), (9, 2.5)", vec![]),
+        ("(_id, a) VALUES (10, -9223372036854775808)", vec![]),
+    ];
+    for (i, (tail, params)) in cases.iter().enumerate() {
+        let mut fast = db.session();
+        let mut planned = db.session();
+        planned.set_fast_path(false);
+        let a = fast
+            .execute(&format!("INSERT INTO fast{i} {tail}"), params)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let b = planned
+            .execute(&format!("INSERT INTO slow{i} {tail}"), params)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert_eq!(a.is_ok(), b.is_ok(), "{tail}: fast {a:?} vs planner {b:?}");
+        if a.is_err() {
+            continue;
+        }
+        let sf = db
+            .database()
+            .engine()
+            .table_schema(&format!("fast{i}"))
+            .unwrap();
+        let ss = db
+            .database()
+            .engine()
+            .table_schema(&format!("slow{i}"))
+            .unwrap();
+        let types = |t: &strata_storage::schema::TableSchema| {
+            t.columns
+                .iter()
+                .map(|f| format!("{}:{}", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(types(&sf), types(&ss), "column types for {tail}");
+        let (_, fa) = run(&mut fast, &format!("SELECT * FROM fast{i}"), &[])
+            .await
+            .unwrap();
+        let (_, sa) = run(&mut fast, &format!("SELECT * FROM slow{i}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(fa, sa, "rows for {tail}");
+    }
+}

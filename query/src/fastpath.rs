@@ -475,3 +475,110 @@ mod tests {
         assert_eq!(entity(&ScalarValue::Int64(Some(1)), &text), None);
     }
 }
+
+/// The rows of `INSERT … VALUES (…), (…)` when every value is a literal or a
+/// parameter, built without the planner; `None` when the planner should
+/// evaluate the source (expressions, casts, a query, mixed types in a column).
+pub(crate) fn values_batch(source: &ast::Query, params: &[ScalarValue]) -> Option<RecordBatch> {
+    if source.with.is_some()
+        || source.order_by.is_some()
+        || source.limit_clause.is_some()
+        || source.fetch.is_some()
+    {
+        return None;
+    }
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return None;
+    };
+    let width = values.rows.first()?.len();
+    if width == 0 || values.rows.iter().any(|r| r.len() != width) {
+        return None;
+    }
+    let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(values.rows.len()); width];
+    for row in &values.rows {
+        for (i, e) in row.iter().enumerate() {
+            columns[i].push(literal(e, params)?);
+        }
+    }
+    let mut fields = Vec::with_capacity(width);
+    let mut arrays = Vec::with_capacity(width);
+    for (i, col) in columns.into_iter().enumerate() {
+        // One type per column (as the planner requires); NULLs take it.
+        let mut ty = DataType::Null;
+        for v in &col {
+            let t = v.data_type();
+            if t == DataType::Null {
+                continue;
+            }
+            if ty == DataType::Null {
+                ty = t;
+            } else if ty != t {
+                return None;
+            }
+        }
+        let typed: Vec<ScalarValue> = if ty == DataType::Null {
+            col
+        } else {
+            let null = ScalarValue::try_from(&ty).ok()?;
+            col.into_iter()
+                .map(|v| if v.is_null() { null.clone() } else { v })
+                .collect()
+        };
+        let array = if ty == DataType::Null {
+            datafusion::arrow::array::new_null_array(&DataType::Null, typed.len())
+        } else {
+            ScalarValue::iter_to_array(typed).ok()?
+        };
+        fields.push(Field::new(format!("column{}", i + 1), ty, true));
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).ok()
+}
+
+/// A literal or parameter as the planner would type it.
+fn literal(e: &Expr, params: &[ScalarValue]) -> Option<ScalarValue> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Placeholder(p) => {
+                let n: usize = p.strip_prefix('$')?.parse().ok()?;
+                params.get(n.checked_sub(1)?).cloned()
+            }
+            ast::Value::Number(n, _) => number(n, false),
+            ast::Value::SingleQuotedString(s) => Some(ScalarValue::Utf8(Some(s.clone()))),
+            ast::Value::Boolean(b) => Some(ScalarValue::Boolean(Some(*b))),
+            ast::Value::Null => Some(ScalarValue::Null),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => number(n, true),
+                _ => None,
+            },
+            _ => None,
+        },
+        Expr::Nested(inner) => literal(inner, params),
+        _ => None,
+    }
+}
+
+/// An integer literal is BIGINT; other numbers (`1.5`, `1e3`) DOUBLE.
+fn number(n: &str, negative: bool) -> Option<ScalarValue> {
+    let text = if negative {
+        format!("-{n}")
+    } else {
+        n.to_string()
+    };
+    if n.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<i64>()
+            .ok()
+            .map(|i| ScalarValue::Int64(Some(i)));
+    }
+    text.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(|f| ScalarValue::Float64(Some(f)))
+}

@@ -667,9 +667,15 @@ impl Session {
             })?;
             columns = ts.columns.iter().map(|f| f.name().clone()).collect();
         }
-        let (ctx, plan) = self.plan(Statement::Query(source), rw, params).await?;
-        let df = ctx.execute_logical_plan(plan).await?;
-        let batches = df.collect().await?;
+        // Literal and parameter rows are built directly (crate::fastpath).
+        let batches = match crate::fastpath::values_batch(&source, params) {
+            Some(b) if self.fast_path => vec![b],
+            _ => {
+                let (ctx, plan) = self.plan(Statement::Query(source), rw, params).await?;
+                let df = ctx.execute_logical_plan(plan).await?;
+                df.collect().await?
+            }
+        };
         let mut rows = 0u64;
         let mut ops = Vec::new();
         for b in batches {
