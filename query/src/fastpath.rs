@@ -25,7 +25,7 @@ use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
 use strata_storage::EntityId;
 
 use crate::error::{QueryError, Result};
-use crate::session::Output;
+use crate::session::{ident_name as ident, Output};
 
 /// A recognized point lookup, before binding.
 #[derive(Debug)]
@@ -49,14 +49,6 @@ enum Item {
 enum Key {
     Param(usize),
     Value(ScalarValue),
-}
-
-fn ident(i: &ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
-    }
 }
 
 /// `col` or `q.col` (with `q` the table or its alias); the column name.
@@ -238,9 +230,9 @@ fn recognize(stmt: &Statement) -> Option<Lookup> {
                 name: column(expr, &qualifier)?,
                 output: ident(alias),
             },
-            SelectItem::Wildcard(o) if plain_wildcard(o) => Item::Star,
+            SelectItem::Wildcard(o) if crate::wildcard::is_plain(o) => Item::Star,
             SelectItem::QualifiedWildcard(ast::SelectItemQualifiedWildcardKind::ObjectName(n), o)
-                if plain_wildcard(o)
+                if crate::wildcard::is_plain(o)
                     && matches!(n.0.as_slice(), [p] if p.as_ident().map(ident).as_deref() == Some(qualifier.as_str())) =>
             {
                 Item::Star
@@ -249,15 +241,6 @@ fn recognize(stmt: &Statement) -> Option<Lookup> {
         });
     }
     Some(Lookup { table, items, key })
-}
-
-fn plain_wildcard(o: &ast::WildcardAdditionalOptions) -> bool {
-    o.opt_ilike.is_none()
-        && o.opt_exclude.is_none()
-        && o.opt_except.is_none()
-        && o.opt_replace.is_none()
-        && o.opt_rename.is_none()
-        && o.opt_alias.is_none()
 }
 
 /// The key as an entity id comparable with an `_id` column of type `id_type`,

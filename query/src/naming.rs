@@ -8,6 +8,8 @@
 
 use std::ops::ControlFlow;
 
+use crate::session::ident_name as norm;
+
 use datafusion::sql::sqlparser::ast::{
     Expr, OrderByKind, Query, SelectItem, SetExpr, Statement, VisitMut, VisitorMut,
 };
@@ -28,14 +30,6 @@ fn cast_column_name(e: &Expr) -> Option<datafusion::sql::sqlparser::ast::Ident> 
             _ => None,
         },
         _ => None,
-    }
-}
-
-fn norm(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
     }
 }
 

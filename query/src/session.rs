@@ -196,7 +196,8 @@ impl OpenTx {
     }
 }
 
-fn ident_name(i: &ast::Ident) -> String {
+/// An identifier's name: as written if quoted, else lower-cased.
+pub(crate) fn ident_name(i: &ast::Ident) -> String {
     if i.quote_style.is_some() {
         i.value.clone()
     } else {

@@ -264,7 +264,8 @@ fn normal(i: &Ident) -> String {
     }
 }
 
-fn is_plain(o: &WildcardAdditionalOptions) -> bool {
+/// A bare `*` (no ILIKE/EXCLUDE/EXCEPT/REPLACE/RENAME/alias options).
+pub(crate) fn is_plain(o: &WildcardAdditionalOptions) -> bool {
     o.opt_ilike.is_none()
         && o.opt_exclude.is_none()
         && o.opt_except.is_none()
