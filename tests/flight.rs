@@ -1,12 +1,14 @@
 //! `strata serve` over Arrow Flight SQL, end to end: the real binary and
 //! arrow-flight's `FlightSqlServiceClient`.
 
+#[path = "clients/certs.rs"]
+mod certs;
 #[path = "clients/harness.rs"]
 mod harness;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
@@ -16,6 +18,7 @@ use arrow_flight::sql::{
     TableExistsOption, TableNotExistOption,
 };
 use arrow_flight::FlightInfo;
+use certs::make_certs;
 use futures::TryStreamExt;
 use harness::Server;
 use tonic::transport::Channel;
@@ -23,27 +26,9 @@ use tonic::transport::Channel;
 type Client = FlightSqlServiceClient<Channel>;
 
 /// The Flight SQL port from the banner.
-fn flight_port(s: &Server) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines = s.stdout.lock().unwrap().clone();
-        for l in &lines {
-            if let Some(rest) = l.split("flight sql listening on ").nth(1) {
-                let rest = rest.trim();
-                assert!(rest.starts_with("127.0.0.1:"), "{rest}");
-                return rest.rsplit(':').next().unwrap().parse().unwrap();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no `flight sql listening on` line in the banner: {lines:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 async fn connect(s: &Server) -> Client {
-    let port = flight_port(s);
+    let port = s.flight_port();
     let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(10))
@@ -165,7 +150,7 @@ async fn both_listeners_start_and_a_query_streams_many_batches() {
         .terminate(Duration::from_secs(20))
         .expect("exits after SIGTERM");
     assert!(st.success(), "{st}");
-    let port = flight_port(&s);
+    let port = s.flight_port();
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the Flight SQL port is closed"
@@ -711,91 +696,17 @@ async fn errors_are_statuses_with_clear_messages() {
     assert_eq!(rows(&query(&mut c, "SELECT 1").await), 1);
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let o = std::process::Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl (install it: apt-get install openssl)");
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_flight_sql_and_refuses_plaintext() {
-    let certs = tempfile::tempdir().unwrap();
-    let d = certs.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Strata flight test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.crt",
-        ],
-    );
-    let crt = d.join("server.crt");
-    let key = d.join("server.key");
+    let (_certs, ca, crt, key, _other_ca) = make_certs();
     let (s, _tmp) = server_with(&[
         "--tls-cert",
         crt.to_str().unwrap(),
         "--tls-key",
         key.to_str().unwrap(),
     ]);
-    let port = flight_port(&s);
-    let ca = std::fs::read(d.join("ca.crt")).unwrap();
+    let port = s.flight_port();
+    let ca = std::fs::read(ca).unwrap();
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(ca))
         .domain_name("localhost");

@@ -7,28 +7,8 @@
 mod harness;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use harness::Server;
-
-fn flight_port(s: &Server) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines = s.stdout.lock().unwrap().clone();
-        if let Some(p) = lines.iter().find_map(|l| {
-            l.split("flight sql listening on ")
-                .nth(1)
-                .and_then(|r| r.trim().rsplit(':').next()?.parse().ok())
-        }) {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no flight sql banner line: {lines:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn adbc_flight_sql_driver_end_to_end() {
@@ -44,7 +24,7 @@ fn adbc_flight_sql_driver_end_to_end() {
         ],
         &[],
     );
-    let port = flight_port(&s);
+    let port = s.flight_port();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/python/flight_adbc_test.py"

@@ -7,28 +7,8 @@
 mod harness;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use harness::Server;
-
-fn flight_port(s: &Server) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines = s.stdout.lock().unwrap().clone();
-        if let Some(p) = lines.iter().find_map(|l| {
-            l.split("flight sql listening on ")
-                .nth(1)
-                .and_then(|r| r.trim().rsplit(':').next()?.parse().ok())
-        }) {
-            return p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no flight sql banner line: {lines:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 const RUNNER: &str = r#"
 import sys, nbformat
@@ -64,7 +44,7 @@ fn time_travel_notebook_runs_headless() {
         ],
         &[],
     );
-    let port = flight_port(&s);
+    let port = s.flight_port();
     let nb = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/docs/notebooks/time_travel.ipynb"

@@ -7,7 +7,7 @@ mod harness;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -21,25 +21,9 @@ use tonic::transport::Channel;
 
 type Client = FlightSqlServiceClient<Channel>;
 
-fn flight_port(s: &Server) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines = s.stdout.lock().unwrap().clone();
-        if let Some(p) = lines.iter().find_map(|l| {
-            l.split("flight sql listening on 127.0.0.1:")
-                .nth(1)
-                .and_then(|p| p.trim().parse().ok())
-        }) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "no Flight SQL port in {lines:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 async fn connect(s: &Server) -> Client {
     let ch =
-        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", flight_port(s)))
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", s.flight_port()))
             .unwrap()
             .connect_timeout(Duration::from_secs(10))
             .connect()

@@ -22,6 +22,27 @@ pub struct Server {
 }
 
 impl Server {
+    /// The Flight SQL port from the startup banner (`flight sql listening on
+    /// 127.0.0.1:PORT`), waiting up to 30 s for it.
+    pub fn flight_port(&self) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = self.stdout.lock().unwrap().clone();
+            for l in &lines {
+                if let Some(rest) = l.split("flight sql listening on ").nth(1) {
+                    let rest = rest.trim();
+                    assert!(rest.starts_with("127.0.0.1:"), "{rest}");
+                    return rest.rsplit(':').next().unwrap().parse().unwrap();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `flight sql listening on` line in the banner: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A server over a fresh temporary data directory.
     pub fn start() -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
