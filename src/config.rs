@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_storage::{EngineConfig, StoreLocation, TestClock};
+use strata_storage::{CompactionConfig, EngineConfig, GcConfig, StoreLocation, TestClock};
 
 /// Default data directory for the CLI and the server.
 pub const DEFAULT_DATA_DIR: &str = "./strata-data";
@@ -15,6 +15,10 @@ pub struct Config {
     pub test_clock: Option<(i64, i64)>,
     /// Flush the live index to segments past this many rectangles.
     pub flush_rows: usize,
+    /// Compaction settings (defaults: 100 MiB segments, fan-out 4, in the background).
+    pub compaction: CompactionConfig,
+    /// Collection settings (defaults: 10 min grace, 24 h log retention).
+    pub gc: GcConfig,
 }
 
 impl Config {
@@ -40,6 +44,8 @@ impl Config {
             location,
             test_clock: None,
             flush_rows: 1_000_000,
+            compaction: CompactionConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 
@@ -53,9 +59,21 @@ impl Config {
         self
     }
 
+    pub fn with_compaction(mut self, c: CompactionConfig) -> Config {
+        self.compaction = c;
+        self
+    }
+
+    pub fn with_gc(mut self, gc: GcConfig) -> Config {
+        self.gc = gc;
+        self
+    }
+
     pub(crate) fn engine_config(&self) -> EngineConfig {
         let mut c = EngineConfig::new(self.location.clone());
         c.flush_rows = self.flush_rows;
+        c.compaction = self.compaction.clone();
+        c.gc = self.gc.clone();
         if let Some((start, step)) = self.test_clock {
             c.clock = Arc::new(TestClock::new(start, step));
         }

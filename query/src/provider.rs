@@ -340,18 +340,9 @@ impl PartitionStream for ScanPartition {
         };
         let live_stream = futures::stream::iter(live.into_iter().map(Ok));
         let segs = self.segments.clone();
-        let seg_stream = futures::stream::iter(segs)
-            .then(move |i| {
-                let scan = scan.clone();
-                async move { scan.segment(i).await }
-            })
-            .filter_map(|r| async move {
-                match r {
-                    Ok(Some(b)) => Some(Ok(b)),
-                    Ok(None) => None,
-                    Err(e) => Some(Err(e)),
-                }
-            });
+        // Segment by segment, batch by batch: a segment is read in parts,
+        // pruned by its batch statistics, never whole.
+        let seg_stream = futures::stream::iter(segs).flat_map(move |i| scan.segment_stream(i));
         let out_schema = schema.clone();
         let stream = live_stream.chain(seg_stream).map(move |r| {
             let b = r.map_err(|e| DataFusionError::External(Box::new(e)))?;

@@ -332,6 +332,17 @@ impl Session {
     ) -> Result<Output> {
         match (&rw.kind, &stmt) {
             (StatementKind::Erase, Statement::Delete(d)) => return self.erase(d, rw, params).await,
+            (StatementKind::Checkpoint, _) => {
+                self.db
+                    .engine()
+                    .checkpoint()
+                    .await
+                    .map_err(QueryError::from)?;
+                return Ok(Output::Command {
+                    tag: "CHECKPOINT".into(),
+                    rows: 0,
+                });
+            }
             (StatementKind::Assert, Statement::Query(_)) => {
                 return self.assert(stmt, rw, params).await
             }

@@ -47,6 +47,8 @@ pub enum StatementKind {
     Assert,
     /// `BEGIN READ WRITE WITH (SYSTEM_TIME = t)`.
     BeginAt(Micros),
+    /// `CHECKPOINT`: flush, compact and collect (parsed as `SELECT 1`).
+    Checkpoint,
 }
 
 fn word(t: &Token) -> Option<String> {
@@ -413,6 +415,18 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
             c.pos += 1;
             r.kind = StatementKind::Assert;
             out.push(Token::make_keyword("SELECT"));
+        }
+        Some("CHECKPOINT") => {
+            c.pos += 1;
+            c.skip_ws();
+            if c.pos < toks.len() && !matches!(toks[c.pos], Token::SemiColon) {
+                return Err(QueryError::Syntax(
+                    "CHECKPOINT takes no arguments: write just `CHECKPOINT`".into(),
+                ));
+            }
+            r.kind = StatementKind::Checkpoint;
+            r.sql = "SELECT 1".into();
+            return Ok(r);
         }
         Some("BEGIN") | Some("START") => {
             // BEGIN [TRANSACTION] [READ WRITE | READ ONLY] [WITH (SYSTEM_TIME = t)]

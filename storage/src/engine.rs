@@ -3,6 +3,7 @@
 //! applies them to the tables, flushes segments, and serves scans.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
@@ -20,10 +21,14 @@ use crate::schema::{
     adapt_array, normalize_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO,
     VALID_FROM, VALID_TO,
 };
-use crate::segment::{self, Bloom, Segment, SegmentData};
+use crate::compaction::CompactionConfig;
+use crate::gc::GcConfig;
+use crate::reader::OpenFiles;
+use crate::segment::{self, Segment, SegmentFile, Tier};
 use crate::store::{CreateOutcome, FaultHook, Storage, StoreLocation};
 use crate::table::{
-    output_schema, scan_segment, valid_columns, DeletionVector, SegmentEntry, TableState,
+    batch_may_match, output_schema, scan_batch, valid_columns, DeletionVector, SegFiles,
+    SegmentEntry, TableState,
 };
 use crate::temporal::Coordinate;
 use crate::time::{fmt_micros, Clock, Micros, SystemClock, OPEN};
@@ -36,6 +41,11 @@ pub struct EngineConfig {
     /// Flush the live index to segments once it holds this many rectangles.
     pub flush_rows: usize,
     pub fault: Option<Arc<dyn FaultHook>>,
+    /// The process memory budget in bytes (`--memory-limit`); the storage
+    /// engine takes shares of it for the live index and open segment files.
+    pub memory_limit: Option<usize>,
+    pub compaction: CompactionConfig,
+    pub gc: GcConfig,
 }
 
 impl EngineConfig {
@@ -45,8 +55,31 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             flush_rows: 1_000_000,
             fault: None,
+            memory_limit: None,
+            compaction: CompactionConfig::default(),
+            gc: GcConfig::default(),
         }
     }
+
+    /// Bytes the live index may hold before it is flushed: a quarter of the budget.
+    pub fn live_budget(&self) -> usize {
+        self.memory_limit.map(|m| m / 4).unwrap_or(1 << 30).max(1 << 20)
+    }
+
+    /// Bytes of segment files kept open (mapped) at once: a quarter of the budget.
+    pub fn open_files_budget(&self) -> usize {
+        self.memory_limit.map(|m| m / 4).unwrap_or(1 << 30).max(16 << 20)
+    }
+}
+
+/// A summary of what opening the engine read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub millis: u64,
+    pub bytes_read: u64,
+    pub objects_read: u64,
+    pub log_records_replayed: u64,
+    pub segments: u64,
 }
 
 /// What a committed transaction got.
@@ -70,27 +103,52 @@ struct Pending {
 }
 
 #[derive(Debug, Default)]
-struct State {
-    tables: BTreeMap<String, TableState>,
-    applied_seq: u64,
-    last_system_time: Micros,
-    manifest_version: u64,
+pub(crate) struct State {
+    pub(crate) tables: BTreeMap<String, TableState>,
+    pub(crate) applied_seq: u64,
+    pub(crate) last_system_time: Micros,
+    pub(crate) manifest_version: u64,
 }
 
 impl State {
     fn live_rows(&self) -> usize {
         self.tables.values().map(|t| t.live.rects.len()).sum()
     }
+    fn live_bytes(&self) -> usize {
+        self.tables.values().map(|t| t.live.bytes).sum()
+    }
 }
 
 pub struct Engine {
-    storage: Storage,
+    pub(crate) storage: Storage,
     clock: Arc<dyn Clock>,
     flush_rows: usize,
-    state: RwLock<State>,
+    live_budget: usize,
+    pub(crate) state: RwLock<State>,
     /// Held by whoever changes `state`: the group-commit leader, a flush, a catch-up.
-    writer: tokio::sync::Mutex<()>,
+    pub(crate) writer: tokio::sync::Mutex<()>,
     queue: Mutex<Vec<Pending>>,
+    pub(crate) open_files: Arc<OpenFiles>,
+    pub(crate) compaction: CompactionConfig,
+    pub(crate) gc: GcConfig,
+    /// One compaction at a time on this node.
+    pub(crate) compacting: tokio::sync::Mutex<()>,
+    /// Wakes the background compaction task (after a flush).
+    pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Bumped by every erase: a compaction that started before one is discarded
+    /// (its output could hold the erased bytes).
+    pub(crate) erase_epoch: std::sync::atomic::AtomicU64,
+    open_report: Mutex<OpenReport>,
+    pub(crate) counters: EngineCounters,
+}
+
+/// Counters for operators (system tables).
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    pub compactions: std::sync::atomic::AtomicU64,
+    pub compactions_discarded: std::sync::atomic::AtomicU64,
+    pub objects_collected: std::sync::atomic::AtomicU64,
+    pub log_records_collected: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -98,6 +156,24 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("storage", &self.storage.describe())
             .finish()
+    }
+}
+
+/// What a scan pruned and read (shown by `EXPLAIN ANALYZE`).
+#[derive(Debug, Default)]
+pub struct ScanMetrics {
+    pub segments_total: AtomicU64,
+    pub segments_pruned: AtomicU64,
+    pub segments_read: AtomicU64,
+    pub batches_pruned: AtomicU64,
+    pub batches_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub live_rows: AtomicU64,
+}
+
+impl ScanMetrics {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
     }
 }
 
@@ -114,54 +190,151 @@ pub struct TableScan {
     /// User columns the query reads (`None`: all). Segment rows are filtered
     /// on these only; the others come back as NULL.
     pub columns: Option<Arc<Vec<String>>>,
+    pub metrics: Arc<ScanMetrics>,
     storage: Storage,
+    files: Arc<OpenFiles>,
 }
 
 impl TableScan {
-    /// Visible rows of segment `i`.
-    pub async fn segment(&self, i: usize) -> Result<Option<RecordBatch>> {
-        let (seg, del) = &self.segments[i];
-        let data = seg.load(&self.storage).await?;
-        scan_segment(
+    /// Open segment `i`'s file (memory-mapped; through the cache for remote stores).
+    pub async fn open_segment(&self, i: usize) -> Result<Arc<SegmentFile>> {
+        self.files.open(&self.storage, &self.segments[i].0).await
+    }
+
+    /// The batches of segment `i` that may hold visible rows (by batch statistics).
+    pub fn batches(&self, i: usize, file: &SegmentFile) -> Vec<usize> {
+        let del = &self.segments[i].1;
+        let ids = self.ids.as_deref().map(|v| v.as_slice());
+        let keep: Vec<usize> = (0..file.num_batches())
+            .filter(|&b| batch_may_match(file, b, del, &self.coord, ids))
+            .collect();
+        self.metrics
+            .batches_pruned
+            .fetch_add((file.num_batches() - keep.len()) as u64, Ordering::Relaxed);
+        keep
+    }
+
+    /// Visible rows of batch `b` of segment `i`.
+    pub fn read_batch(&self, i: usize, file: &SegmentFile, b: usize) -> Result<Option<RecordBatch>> {
+        self.metrics.batches_read.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .bytes_read
+            .fetch_add(file.batch_bytes(b) as u64, Ordering::Relaxed);
+        scan_batch(
             &self.table_schema,
             &self.schema,
-            &data,
-            del,
+            file,
+            b,
+            &self.segments[i].1,
             &self.coord,
             self.ids.as_deref().map(|v| v.as_slice()),
             self.columns.as_deref().map(|v| v.as_slice()),
         )
     }
+
+    /// Visible rows of segment `i`, batch by batch.
+    pub fn segment_stream(
+        self: &Arc<Self>,
+        i: usize,
+    ) -> futures::stream::BoxStream<'static, Result<RecordBatch>> {
+        use futures::StreamExt;
+        let scan = self.clone();
+        let opened = async move {
+            let file = scan.open_segment(i).await?;
+            scan.metrics.segments_read.fetch_add(1, Ordering::Relaxed);
+            let batches = scan.batches(i, &file);
+            Ok::<_, Error>((scan, file, batches))
+        };
+        futures::stream::once(opened)
+            .flat_map(move |r| match r {
+                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+                Ok((scan, file, batches)) => futures::stream::iter(batches)
+                    .filter_map(move |b| {
+                        let r = scan.read_batch(i, &file, b).transpose();
+                        async move { r }
+                    })
+                    .boxed(),
+            })
+            .boxed()
+    }
+
+    /// Visible rows of segment `i` as one batch (for point lookups: few rows).
+    pub async fn segment(&self, i: usize) -> Result<Option<RecordBatch>> {
+        let file = self.open_segment(i).await?;
+        self.metrics.segments_read.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        for b in self.batches(i, &file) {
+            if let Some(x) = self.read_batch(i, &file, b)? {
+                out.push(x);
+            }
+        }
+        Ok(match out.len() {
+            0 => None,
+            1 => out.pop(),
+            _ => Some(arrow::compute::concat_batches(&self.schema, &out)?),
+        })
+    }
 }
 
 impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>> {
+        let started = std::time::Instant::now();
         let mut storage = Storage::open(&config.location)?;
         if let Some(f) = &config.fault {
             storage = storage.with_fault_hook(f.clone());
         }
         let engine = Engine {
             storage,
-            clock: config.clock,
+            clock: config.clock.clone(),
             flush_rows: config.flush_rows.max(1),
+            live_budget: config.live_budget(),
             state: RwLock::new(State::default()),
             writer: tokio::sync::Mutex::new(()),
             queue: Mutex::new(Vec::new()),
+            open_files: Arc::new(OpenFiles::new(config.open_files_budget())),
+            compaction: config.compaction.clone(),
+            gc: config.gc.clone(),
+            compacting: tokio::sync::Mutex::new(()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            erase_epoch: AtomicU64::new(0),
+            open_report: Mutex::new(OpenReport::default()),
+            counters: EngineCounters::default(),
         };
         let _w = engine.writer.lock().await;
-        engine.reload().await?;
+        let mut report = engine.reload().await?;
         drop(_w);
-        Ok(Arc::new(engine))
+        report.millis = started.elapsed().as_millis() as u64;
+        *engine.open_report.lock() = report;
+        let engine = Arc::new(engine);
+        if engine.compaction.background {
+            crate::compaction::spawn_background(&engine);
+        }
+        Ok(engine)
     }
 
     pub fn storage(&self) -> &Storage {
         &self.storage
     }
 
+    /// What opening read (time, bytes, objects, log records replayed).
+    pub fn open_report(&self) -> OpenReport {
+        *self.open_report.lock()
+    }
+
+    /// Bytes of segment files open (mapped) now.
+    pub fn open_file_bytes(&self) -> usize {
+        self.open_files.open_bytes()
+    }
+
     /// Rebuild in-memory state from the latest manifest and the log after it.
+    /// Reads the manifest, the deletion vectors it names and the log tail;
+    /// segment files and bloom filters are read when first needed.
     /// Caller holds `writer`.
-    async fn reload(&self) -> Result<()> {
-        let m = Manifest::load_latest(&self.storage).await?;
+    pub(crate) async fn reload(&self) -> Result<OpenReport> {
+        let mut report = OpenReport::default();
+        let (m, mbytes) = Manifest::load_latest_sized(&self.storage).await?;
+        report.bytes_read += mbytes as u64;
+        report.objects_read += 1;
         let mut tables = BTreeMap::new();
         for (name, tm) in &m.tables {
             let mut t = TableState::new(name);
@@ -169,15 +342,6 @@ impl Engine {
                 columns: tm.columns.clone(),
             };
             for se in &tm.segments {
-                let bloom_bytes =
-                    self.storage
-                        .get(&se.meta.bloom_path)
-                        .await?
-                        .ok_or_else(|| Error::Corrupt {
-                            path: se.meta.bloom_path.clone(),
-                            reason: "bloom filter listed in the manifest is missing".into(),
-                        })?;
-                let bloom = Bloom::from_bytes(&se.meta.bloom_path, &bloom_bytes)?;
                 let rows = se.meta.rows as usize;
                 let deleted = match &se.deleted_path {
                     Some(p) => {
@@ -185,6 +349,8 @@ impl Engine {
                             path: p.clone(),
                             reason: "deletion vector listed in the manifest is missing".into(),
                         })?;
+                        report.bytes_read += b.len() as u64;
+                        report.objects_read += 1;
                         DeletionVector::from_bytes(rows, &b).ok_or_else(|| Error::Corrupt {
                             path: p.clone(),
                             reason: "bad deletion vector".into(),
@@ -192,8 +358,9 @@ impl Engine {
                     }
                     None => DeletionVector::with_rows(rows),
                 };
+                report.segments += 1;
                 t.segments.push(SegmentEntry {
-                    seg: Arc::new(Segment::new(se.meta.clone(), bloom)),
+                    seg: Arc::new(Segment::new(se.meta.clone())),
                     deleted: Arc::new(deleted),
                     deleted_path: se.deleted_path.clone(),
                     dirty: false,
@@ -210,8 +377,11 @@ impl Engine {
                 manifest_version: m.version,
             };
         }
-        self.catch_up_locked().await?;
-        Ok(())
+        let (n, bytes) = self.catch_up_counted().await?;
+        report.log_records_replayed = n;
+        report.objects_read += n;
+        report.bytes_read += bytes;
+        Ok(report)
     }
 
     /// Apply log records written since we last looked (by this or another node).
@@ -221,13 +391,20 @@ impl Engine {
     }
 
     async fn catch_up_locked(&self) -> Result<u64> {
+        Ok(self.catch_up_counted().await?.0)
+    }
+
+    /// Catch up; returns records applied and bytes read.
+    async fn catch_up_counted(&self) -> Result<(u64, u64)> {
         let mut n = 0;
+        let mut bytes_read = 0u64;
         loop {
             let seq = self.state.read().applied_seq + 1;
             let path = log_path(seq);
             let Some(bytes) = self.storage.get(&path).await? else {
-                return Ok(n);
+                return Ok((n, bytes_read));
             };
+            bytes_read += bytes.len() as u64;
             let rec = LogRecord::decode(&path, &bytes)?;
             if rec.seq != seq {
                 return Err(Error::Corrupt {
@@ -240,24 +417,45 @@ impl Engine {
         }
     }
 
-    /// Segments that applying `ops` will read.
-    fn segments_needed<'a>(&self, ops: impl Iterator<Item = &'a Op>) -> Vec<Arc<Segment>> {
-        let s = self.state.read();
-        let mut to_load = Vec::new();
-        for op in ops {
-            if let Some(t) = s.tables.get(&op.table) {
-                to_load.extend(segments_needed_by(t, op));
+    /// Open the segment files that applying `ops` to the current state reads.
+    async fn files_for<'a>(&self, ops: impl Iterator<Item = &'a Op> + Clone) -> Result<SegFiles> {
+        // Bloom filters first, so that only segments that may hold the entities are opened.
+        let candidates: Vec<Arc<Segment>> = {
+            let s = self.state.read();
+            let mut v = Vec::new();
+            for op in ops.clone() {
+                if let Some(t) = s.tables.get(&op.table) {
+                    v.extend(segments_needed_by(t, op));
+                }
+            }
+            v
+        };
+        for seg in &candidates {
+            seg.load_bloom(&self.storage).await?;
+        }
+        let needed: Vec<Arc<Segment>> = {
+            let s = self.state.read();
+            let mut v = Vec::new();
+            for op in ops {
+                if let Some(t) = s.tables.get(&op.table) {
+                    v.extend(segments_needed_by(t, op));
+                }
+            }
+            v
+        };
+        let mut files = SegFiles::new();
+        for seg in needed {
+            if !files.contains_key(&seg.meta.path) {
+                let f = self.open_files.open(&self.storage, &seg).await?;
+                files.insert(seg.meta.path.clone(), f);
             }
         }
-        to_load
+        Ok(files)
     }
 
-    /// Load the segments a record's events need, then apply it atomically.
+    /// Open the segments a record's events need, then apply it atomically.
     async fn apply_record(&self, rec: &LogRecord) -> Result<()> {
-        let to_load = self.segments_needed(rec.txs.iter().flat_map(|t| t.ops.iter()));
-        for seg in to_load {
-            seg.load(&self.storage).await?;
-        }
+        let files = self.files_for(rec.txs.iter().flat_map(|t| t.ops.iter())).await?;
         let mut s = self.state.write();
         for tx in &rec.txs {
             for op in &tx.ops {
@@ -265,11 +463,18 @@ impl Engine {
                     .tables
                     .entry(op.table.clone())
                     .or_insert_with(|| TableState::new(&op.table));
-                t.apply(op, tx.system_time)?;
+                t.apply(op, tx.system_time, &files)?;
             }
             s.last_system_time = tx.system_time;
         }
         s.applied_seq = rec.seq;
+        if rec
+            .txs
+            .iter()
+            .any(|t| t.ops.iter().any(|o| o.kind == OpKind::Erase))
+        {
+            self.erase_epoch.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -411,7 +616,7 @@ impl Engine {
                 };
                 let _ = p.reply.send(r);
             }
-            if applied.is_ok() && self.state.read().live_rows() >= self.flush_rows {
+            if applied.is_ok() && self.live_over_budget() {
                 if let Err(e) = self.flush_locked().await {
                     tracing::warn!("flush failed (will retry on a later commit): {e}");
                 }
@@ -420,16 +625,26 @@ impl Engine {
         }
     }
 
+    fn live_over_budget(&self) -> bool {
+        let s = self.state.read();
+        s.live_rows() >= self.flush_rows || s.live_bytes() >= self.live_budget
+    }
+
     /// Write the live index out as segments and publish a new manifest.
     pub async fn flush(&self) -> Result<()> {
         let _w = self.writer.lock().await;
         self.flush_locked().await
     }
 
-    async fn flush_locked(&self) -> Result<()> {
+    /// Flush (writer lock held): the live index becomes one level-0 segment
+    /// per table, dirty deletion vectors are written, then the next manifest
+    /// version is created. Also the way any change of the segment lists
+    /// (compaction, purge) is published: the manifest always records the
+    /// deletion vectors as of its `log_seq`.
+    pub(crate) async fn flush_locked(&self) -> Result<()> {
         let version;
         let mut new_segments: Vec<(String, SegmentEntry)> = Vec::new();
-        let mut new_dels: Vec<(String, usize, String)> = Vec::new();
+        let mut new_dels: Vec<(String, String, String)> = Vec::new();
         // Objects to write before the manifest. Gathered under the state lock and
         // written after releasing it: a parking_lot guard must not be held across
         // an `.await` (it made `commit` and `flush` futures `!Send`).
@@ -439,6 +654,7 @@ impl Engine {
         // loser from overwriting the winner's segments, blooms and deletion vectors.
         let tag = flush_tag();
         let mut manifest;
+        let mut flushed_any = false;
         {
             let s = self.state.read();
             version = s.manifest_version + 1;
@@ -447,6 +663,7 @@ impl Engine {
                 version,
                 log_seq: s.applied_seq,
                 last_system_time: s.last_system_time,
+                created_at: wall_clock_micros(),
                 tables: BTreeMap::new(),
             };
             for (name, t) in &s.tables {
@@ -455,7 +672,7 @@ impl Engine {
                     columns: t.schema.columns.clone(),
                     segments: vec![],
                 };
-                for (i, e) in t.segments.iter().enumerate() {
+                for e in t.segments.iter() {
                     let mut deleted_path = e.deleted_path.clone();
                     if e.dirty {
                         let stem = e
@@ -469,7 +686,7 @@ impl Engine {
                             .to_string();
                         let p = format!("{dir}/{stem}.del-{version:010}-{tag}");
                         writes.push((p.clone(), bytes::Bytes::from(e.deleted.to_bytes())));
-                        new_dels.push((name.clone(), i, p.clone()));
+                        new_dels.push((name.clone(), e.seg.meta.path.clone(), p.clone()));
                         deleted_path = Some(p);
                     }
                     tm.segments.push(SegmentEntryManifest {
@@ -481,7 +698,8 @@ impl Engine {
                 if let Some(batch) = t.flush_batch()? {
                     let path = format!("{dir}/seg-{version:010}-{tag}.arrow");
                     let bloom_path = format!("{dir}/seg-{version:010}-{tag}.bloom");
-                    let (bytes, meta, bloom) = segment::encode(&path, &bloom_path, &batch)?;
+                    let (bytes, meta, bloom) =
+                        segment::encode(&path, &bloom_path, Tier::L0, 0, &batch)?;
                     writes.push((path.clone(), bytes));
                     writes.push((bloom_path.clone(), bloom.to_bytes()));
                     tm.segments.push(SegmentEntryManifest {
@@ -489,22 +707,16 @@ impl Engine {
                         deleted_path: None,
                         deleted_rows: 0,
                     });
-                    let seg = Segment::with_data(
-                        meta,
-                        bloom,
-                        SegmentData {
-                            batch: batch.clone(),
-                        },
-                    );
                     new_segments.push((
                         name.clone(),
                         SegmentEntry {
                             deleted: Arc::new(DeletionVector::with_rows(batch.num_rows())),
-                            seg: Arc::new(seg),
+                            seg: Arc::new(Segment::with_bloom(meta, bloom)),
                             deleted_path: None,
                             dirty: false,
                         },
                     ));
+                    flushed_any = true;
                 }
                 manifest.tables.insert(name.clone(), tm);
             }
@@ -520,14 +732,17 @@ impl Engine {
             CreateOutcome::Created => {}
             CreateOutcome::AlreadyExists => {
                 // Another node published this version: adopt its view.
-                return self.reload().await;
+                self.reload().await?;
+                return Ok(());
             }
         }
         let mut s = self.state.write();
-        for (table, i, p) in new_dels {
+        for (table, seg_path, p) in new_dels {
             if let Some(t) = s.tables.get_mut(&table) {
-                t.segments[i].deleted_path = Some(p);
-                t.segments[i].dirty = false;
+                if let Some(e) = t.segments.iter_mut().find(|e| e.seg.meta.path == seg_path) {
+                    e.deleted_path = Some(p);
+                    e.dirty = false;
+                }
             }
         }
         for t in s.tables.values_mut() {
@@ -541,6 +756,10 @@ impl Engine {
                 .push(e);
         }
         s.manifest_version = version;
+        drop(s);
+        if flushed_any {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -588,34 +807,48 @@ impl Engine {
             out
         };
         for (n, (table, i, e)) in candidates.into_iter().enumerate() {
-            let data = e.seg.load(&self.storage).await?;
-            let keep: Vec<u32> = (0..data.batch.num_rows())
-                .filter(|&r| !e.deleted.contains(r))
-                .map(|r| r as u32)
-                .collect();
+            let file = self.open_files.open(&self.storage, &e.seg).await?;
+            let mut parts: Vec<RecordBatch> = Vec::new();
+            for b in 0..file.num_batches() {
+                let base = file.batch_offset(b);
+                let rows = file.stats[b].rows as usize;
+                let keep: Vec<u32> = (0..rows)
+                    .filter(|&r| !e.deleted.contains(base + r))
+                    .map(|r| r as u32)
+                    .collect();
+                if keep.is_empty() {
+                    continue;
+                }
+                let batch = file.decode(b, None)?;
+                let idx = arrow::array::UInt32Array::from(keep);
+                // A copy: the new segment must not point into the old file's bytes.
+                let taken = arrow::compute::take_record_batch(&batch, &idx)?;
+                parts.push(taken);
+            }
             old_objects.push(e.seg.meta.path.clone());
             old_objects.push(e.seg.meta.bloom_path.clone());
             if let Some(p) = &e.deleted_path {
                 old_objects.push(p.clone());
             }
-            if keep.is_empty() {
+            if parts.is_empty() {
                 rewritten.push((table, i, None));
                 continue;
             }
-            let idx = arrow::array::UInt32Array::from(keep);
-            let batch = arrow::compute::take_record_batch(&data.batch, &idx)?;
             let dir = table_dir(&table);
             let path = format!("{dir}/seg-{version:010}-{tag}-p{n}.arrow");
             let bloom_path = format!("{dir}/seg-{version:010}-{tag}-p{n}.bloom");
-            let (bytes, meta, bloom) = segment::encode(&path, &bloom_path, &batch)?;
+            let schema = parts[0].schema();
+            let all = arrow::compute::concat_batches(&schema, &parts)?;
+            let (bytes, meta, bloom) =
+                segment::encode(&path, &bloom_path, e.seg.meta.tier, e.seg.meta.level, &all)?;
             self.storage.put(&path, bytes).await?;
             self.storage.put(&bloom_path, bloom.to_bytes()).await?;
-            let rows = batch.num_rows();
+            let rows = all.num_rows();
             rewritten.push((
                 table,
                 i,
                 Some(SegmentEntry {
-                    seg: Arc::new(Segment::with_data(meta, bloom, SegmentData { batch })),
+                    seg: Arc::new(Segment::with_bloom(meta, bloom)),
                     deleted: Arc::new(DeletionVector::with_rows(rows)),
                     deleted_path: None,
                     dirty: false,
@@ -655,8 +888,13 @@ impl Engine {
             }
         }
         // 3. The log.
-        for seq in 1..=upto_seq {
-            let path = log_path(seq);
+        for path in self.storage.list("log").await? {
+            let Some(seq) = crate::log::seq_of(&path) else {
+                continue;
+            };
+            if seq > upto_seq {
+                continue;
+            }
             let Some(bytes) = self.storage.get(&path).await? else {
                 continue;
             };
@@ -747,20 +985,29 @@ impl Engine {
         let ids: Option<Arc<Vec<(u64, EntityId)>>> =
             ids.map(|v| Arc::new(v.into_iter().map(|i| (i.hash(), i)).collect()));
         let live = t.scan_live(&coord, ids.as_deref().map(|v| v.as_slice()), &schema)?;
-        let segments = t
+        let segments: Vec<(Arc<Segment>, Arc<DeletionVector>)> = t
             .segments
             .iter()
             .filter(|e| {
-                let m = &e.seg.meta;
-                coord.system.may_match(m.system_from_min, m.system_to_max)
-                    && coord.valid.may_match(m.valid_from_min, m.valid_to_max)
-                    && e.deleted.count() < m.rows as usize
+                e.seg.meta.bounds.may_match(&coord)
+                    && e.deleted.count() < e.seg.meta.rows as usize
                     && ids
                         .as_ref()
                         .is_none_or(|ids| ids.iter().any(|(h, _)| e.seg.may_contain(*h)))
             })
             .map(|e| (e.seg.clone(), e.deleted.clone()))
             .collect();
+        let metrics = ScanMetrics::default();
+        metrics
+            .segments_total
+            .store(t.segments.len() as u64, Ordering::Relaxed);
+        metrics
+            .segments_pruned
+            .store((t.segments.len() - segments.len()) as u64, Ordering::Relaxed);
+        metrics.live_rows.store(
+            live.iter().map(|b| b.num_rows() as u64).sum(),
+            Ordering::Relaxed,
+        );
         Ok(TableScan {
             schema,
             table_schema: t.schema.clone(),
@@ -769,7 +1016,9 @@ impl Engine {
             live,
             segments,
             columns: None,
+            metrics: Arc::new(metrics),
             storage: self.storage.clone(),
+            files: self.open_files.clone(),
         })
     }
 
@@ -827,13 +1076,20 @@ impl Engine {
                 .cloned()
                 .unwrap_or_else(|| TableState::new(table))
         };
+        let mut files = SegFiles::new();
         for op in ops.iter().filter(|op| op.table == table) {
             for seg in segments_needed_by(&state, op) {
-                seg.load(&self.storage).await?;
+                seg.load_bloom(&self.storage).await?;
+            }
+            for seg in segments_needed_by(&state, op) {
+                if !files.contains_key(&seg.meta.path) {
+                    let f = self.open_files.open(&self.storage, &seg).await?;
+                    files.insert(seg.meta.path.clone(), f);
+                }
             }
         }
         for op in ops.iter().filter(|op| op.table == table) {
-            state.apply(op, t)?;
+            state.apply(op, t, &files)?;
         }
         self.scan_state(&state, coord, ids).map(Some)
     }
@@ -849,21 +1105,21 @@ fn segments_needed_by(t: &TableState, op: &Op) -> Vec<Arc<Segment>> {
         return vec![];
     };
     let iids = hash_column(ids.as_ref());
-    if op.kind == OpKind::Erase {
-        // An erase marks rows in every segment holding the entity, including
-        // segments of closed rectangles only, which `segments_to_load` skips.
-        t.segments
-            .iter()
-            .filter(|e| e.seg.loaded().is_none() && iids.iter().any(|&h| e.seg.may_contain(h)))
-            .map(|e| e.seg.clone())
-            .collect()
-    } else {
-        t.segments_to_load(&iids)
-    }
+    // An erase marks rows in every segment holding the entity, including
+    // segments of closed rectangles only.
+    t.segments_needed(&iids, op.kind == OpKind::Erase)
+}
+
+/// Wall-clock time in microseconds (manifest creation times for collection).
+pub(crate) fn wall_clock_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as Micros)
+        .unwrap_or(0)
 }
 
 /// A name component unique to one flush attempt (time, process, counter).
-fn flush_tag() -> String {
+pub(crate) fn flush_tag() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,11 +1,14 @@
 //! Strata storage: the transaction log, live index, segments and manifest on
 //! object storage, and bitemporal resolution. Knows nothing of SQL.
 
+pub mod compaction;
 pub mod engine;
 pub mod entity;
 pub mod error;
+pub mod gc;
 pub mod log;
 pub mod manifest;
+pub mod reader;
 pub mod reference;
 pub mod schema;
 pub mod segment;
@@ -14,7 +17,10 @@ pub mod table;
 pub mod temporal;
 pub mod time;
 
-pub use engine::{CommitInfo, Engine, EngineConfig, TableScan, TxRequest};
+pub use compaction::CompactionConfig;
+pub use engine::{CommitInfo, Engine, EngineConfig, OpenReport, ScanMetrics, TableScan, TxRequest};
+pub use gc::{GcConfig, GcReport};
+pub use segment::Tier;
 pub use entity::EntityId;
 pub use error::{Error, ErrorKind, Result};
 pub use log::{Op, OpKind};

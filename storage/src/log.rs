@@ -66,6 +66,15 @@ pub fn log_path(seq: u64) -> String {
     format!("log/{seq:020}")
 }
 
+/// The sequence number of a log object path (`log/<seq:020>`).
+pub fn seq_of(path: &str) -> Option<u64> {
+    let name = path.strip_prefix("log/")?;
+    if name.len() != 20 {
+        return None;
+    }
+    name.parse().ok()
+}
+
 fn ipc_bytes(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     {

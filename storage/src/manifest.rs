@@ -38,10 +38,16 @@ pub struct Manifest {
     pub log_seq: u64,
     /// System time of the last transaction at `log_seq`.
     pub last_system_time: Micros,
+    /// Wall-clock time this version was written (µs since the epoch); the
+    /// previous version's grace period for collection starts here.
+    #[serde(default)]
+    pub created_at: Micros,
     pub tables: BTreeMap<String, TableManifest>,
 }
 
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added segment tiers, levels, sizes and per-batch statistics
+/// (version 1 manifests are read too: their segments are level 0).
+pub const FORMAT_VERSION: u32 = 2;
 
 pub fn manifest_path(version: u64) -> String {
     format!("manifest/{version:020}.json")
@@ -50,22 +56,37 @@ pub fn manifest_path(version: u64) -> String {
 impl Manifest {
     /// The newest manifest in the store, or an empty one (version 0).
     pub async fn load_latest(storage: &Storage) -> Result<Manifest> {
+        Ok(Manifest::load_latest_sized(storage).await?.0)
+    }
+
+    /// The newest manifest and the bytes read for it.
+    pub async fn load_latest_sized(storage: &Storage) -> Result<(Manifest, usize)> {
         let paths = storage.list("manifest").await?;
         let Some(last) = paths.iter().filter(|p| p.ends_with(".json")).max() else {
-            return Ok(Manifest {
-                format: FORMAT_VERSION,
-                ..Default::default()
-            });
+            return Ok((
+                Manifest {
+                    format: FORMAT_VERSION,
+                    ..Default::default()
+                },
+                0,
+            ));
         };
         let bytes = storage
             .get(last)
             .await?
             .ok_or_else(|| Error::NotFound(format!("manifest {last} vanished")))?;
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        let m = Manifest::parse(last, &bytes)?;
+        Ok((m, bytes.len()))
+    }
+
+    /// Parse and check one manifest object.
+    pub fn parse(path: &str, bytes: &[u8]) -> Result<Manifest> {
+        let last = &path.to_string();
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
             path: last.clone(),
             reason: format!("bad manifest JSON: {e}"),
         })?;
-        if m.format != FORMAT_VERSION {
+        if m.format != FORMAT_VERSION && m.format != 1 {
             return Err(Error::Corrupt {
                 path: last.clone(),
                 reason: format!(

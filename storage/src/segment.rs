@@ -1,29 +1,77 @@
 //! Segments: immutable Arrow IPC files of rectangles, sorted by entity hash,
-//! with a bloom filter beside them and pruning metadata in the manifest.
+//! written as record batches that each carry their own statistics (in the
+//! file footer), with a bloom filter beside them and pruning metadata in the
+//! manifest. A segment is read in parts: its footer is parsed once, and a scan
+//! decodes only the batches (and columns) it needs, zero-copy from a
+//! memory-mapped local file (see `reader`).
 //!
 //! Column order in a segment file: `_iid` (UInt64), `_valid_from`, `_valid_to`,
 //! `_system_from`, `_system_to` (Timestamp µs UTC, `OPEN` = i64::MAX), then the
-//! table's columns as of the flush (`_id` first).
+//! table's columns as of the write (`_id` first). The format is specified in
+//! docs/format.md.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType, UInt64Type};
-use arrow::ipc::reader::FileReader;
+use arrow::buffer::Buffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType, UInt64Type};
+use arrow::ipc::reader::FileDecoder;
 use arrow::ipc::writer::FileWriter;
+use arrow::ipc::{Block, MetadataVersion};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::schema::{timestamp_type, IID, SYSTEM_FROM, SYSTEM_TO, VALID_FROM, VALID_TO};
 use crate::store::Storage;
-use crate::time::Micros;
+use crate::temporal::Coordinate;
+use crate::time::{Micros, OPEN};
 
 /// Number of leading system columns in a segment file.
 pub const SYSTEM_COLUMNS: usize = 5;
 
-/// Per-column statistics kept in the manifest for pruning.
+/// Footer metadata key holding the per-batch statistics (a JSON array).
+pub const BATCH_STATS_KEY: &str = "strata:batches";
+
+/// Which part of the bitemporal plane a segment holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// A flush of the live index: current and historical rectangles mixed.
+    #[default]
+    L0,
+    /// Compacted rectangles visible at the present: `_system_to` = ∞ and
+    /// `_valid_to` = ∞.
+    Current,
+    /// Compacted rectangles still believed (`_system_to` = ∞) about a bounded
+    /// valid period (`_valid_to` < ∞): mostly the valid-time past.
+    Bounded,
+    /// Compacted superseded rectangles (`_system_to` < ∞).
+    History,
+}
+
+impl Tier {
+    /// The tier a compacted rectangle belongs to.
+    pub fn of(valid_to: Micros, system_to: Micros) -> Tier {
+        match (system_to == OPEN, valid_to == OPEN) {
+            (true, true) => Tier::Current,
+            (true, false) => Tier::Bounded,
+            (false, _) => Tier::History,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::L0 => "l0",
+            Tier::Current => "current",
+            Tier::Bounded => "bounded",
+            Tier::History => "history",
+        }
+    }
+}
+
+/// Per-column statistics, kept in the manifest (per segment) and in the
+/// segment footer (per batch) for pruning.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ColumnStats {
     pub name: String,
@@ -34,14 +82,9 @@ pub struct ColumnStats {
     pub max: Option<serde_json::Value>,
 }
 
-/// What the manifest records about one segment.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SegmentMeta {
-    /// Object path of the Arrow IPC file.
-    pub path: String,
-    /// Object path of the bloom filter over `_iid`.
-    pub bloom_path: String,
-    pub rows: u64,
+/// The bounds of a set of rectangles: entity hashes and the four temporal columns.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bounds {
     pub iid_min: u64,
     pub iid_max: u64,
     pub valid_from_min: Micros,
@@ -52,6 +95,84 @@ pub struct SegmentMeta {
     pub system_from_max: Micros,
     pub system_to_min: Micros,
     pub system_to_max: Micros,
+}
+
+impl Bounds {
+    /// Could a rectangle within these bounds be visible at `coord`?
+    pub fn may_match(&self, coord: &Coordinate) -> bool {
+        coord
+            .system
+            .may_match(self.system_from_min, self.system_to_max)
+            && coord.valid.may_match(self.valid_from_min, self.valid_to_max)
+    }
+
+    pub fn may_contain(&self, iid: u64) -> bool {
+        self.iid_min <= iid && iid <= self.iid_max
+    }
+
+    fn of(batch: &RecordBatch) -> Bounds {
+        let iids = batch.column(0).as_primitive::<UInt64Type>().values();
+        let ts = |i: usize| {
+            batch
+                .column(i)
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+        };
+        let min_max = |v: &[i64]| {
+            (
+                v.iter().copied().min().unwrap_or(0),
+                v.iter().copied().max().unwrap_or(0),
+            )
+        };
+        let (vf0, vf1) = min_max(ts(1));
+        let (vt0, vt1) = min_max(ts(2));
+        let (sf0, sf1) = min_max(ts(3));
+        let (st0, st1) = min_max(ts(4));
+        Bounds {
+            iid_min: iids.first().copied().unwrap_or(0),
+            iid_max: iids.last().copied().unwrap_or(0),
+            valid_from_min: vf0,
+            valid_from_max: vf1,
+            valid_to_min: vt0,
+            valid_to_max: vt1,
+            system_from_min: sf0,
+            system_from_max: sf1,
+            system_to_min: st0,
+            system_to_max: st1,
+        }
+    }
+}
+
+/// What the manifest records about one segment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentMeta {
+    /// Object path of the Arrow IPC file.
+    pub path: String,
+    /// Object path of the bloom filter over `_iid`.
+    pub bloom_path: String,
+    pub rows: u64,
+    #[serde(default)]
+    pub tier: Tier,
+    /// Compaction level within the tier (0 for flushes).
+    #[serde(default)]
+    pub level: u32,
+    /// Size of the segment file in bytes.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Number of record batches in the file.
+    #[serde(default)]
+    pub batches: u32,
+    #[serde(flatten)]
+    pub bounds: Bounds,
+    pub columns: Vec<ColumnStats>,
+}
+
+/// Statistics of one record batch of a segment (in the file footer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BatchStats {
+    pub rows: u32,
+    #[serde(flatten)]
+    pub bounds: Bounds,
     pub columns: Vec<ColumnStats>,
 }
 
@@ -95,6 +216,10 @@ impl Bloom {
             .all(|p| self.words[p / 64] & (1 << (p % 64)) != 0)
     }
 
+    pub fn size_bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
     pub fn to_bytes(&self) -> Bytes {
         let mut out = Vec::with_capacity(self.words.len() * 8);
         for w in &self.words {
@@ -132,170 +257,429 @@ pub fn segment_schema(table_fields: &[Field]) -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
-/// Decoded contents of a segment, cached in memory once read.
+/// An opened segment file: the bytes (memory-mapped when local) and its
+/// parsed footer. Decoding a batch builds arrays that point into the bytes.
 #[derive(Debug)]
-pub struct SegmentData {
-    /// The whole file as one batch (system columns first).
-    pub batch: RecordBatch,
+pub struct SegmentFile {
+    path: String,
+    buf: Buffer,
+    schema: SchemaRef,
+    version: MetadataVersion,
+    blocks: Vec<Block>,
+    dictionaries: Vec<Block>,
+    /// First row of each batch; `offsets[batches]` = rows.
+    offsets: Vec<usize>,
+    pub stats: Vec<BatchStats>,
 }
 
-impl SegmentData {
-    pub fn iids(&self) -> &[u64] {
-        self.batch.column(0).as_primitive::<UInt64Type>().values()
+impl SegmentFile {
+    pub fn open(path: &str, bytes: Bytes) -> Result<SegmentFile> {
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path.to_string(),
+            reason,
+        };
+        let buf = Buffer::from(bytes);
+        if buf.len() < 10 {
+            return Err(corrupt("segment file too short".into()));
+        }
+        let trailer: [u8; 10] = buf[buf.len() - 10..].try_into().unwrap();
+        let footer_len = arrow::ipc::reader::read_footer_length(trailer)
+            .map_err(|e| corrupt(format!("not an Arrow IPC file: {e}")))?;
+        if footer_len + 10 > buf.len() {
+            return Err(corrupt("footer length beyond the file".into()));
+        }
+        let footer_bytes = &buf[buf.len() - 10 - footer_len..buf.len() - 10];
+        let footer = arrow::ipc::root_as_footer(footer_bytes)
+            .map_err(|e| corrupt(format!("bad Arrow IPC footer: {e}")))?;
+        let fb_schema = footer
+            .schema()
+            .ok_or_else(|| corrupt("Arrow IPC footer without a schema".into()))?;
+        let schema = Arc::new(arrow::ipc::convert::fb_to_schema(fb_schema));
+        let blocks: Vec<Block> = footer
+            .recordBatches()
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        let dictionaries: Vec<Block> = footer
+            .dictionaries()
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        let mut stats_json = None;
+        if let Some(kv) = footer.custom_metadata() {
+            for e in kv.iter() {
+                if e.key() == Some(BATCH_STATS_KEY) {
+                    stats_json = e.value().map(|s| s.to_string());
+                }
+            }
+        }
+        let version = footer.version();
+        for b in blocks.iter().chain(dictionaries.iter()) {
+            let end = (b.offset() as i128) + b.metaDataLength() as i128 + b.bodyLength() as i128;
+            if b.offset() < 0 || end > buf.len() as i128 {
+                return Err(corrupt("a batch lies beyond the end of the file".into()));
+            }
+        }
+        let mut f = SegmentFile {
+            path: path.to_string(),
+            buf,
+            schema,
+            version,
+            blocks,
+            dictionaries,
+            offsets: vec![],
+            stats: vec![],
+        };
+        if f.schema.fields().len() < SYSTEM_COLUMNS + 1
+            || f.schema.field(0).name() != IID
+            || f.schema.field(SYSTEM_COLUMNS).name() != crate::schema::ID
+        {
+            return Err(corrupt("not a Strata segment (unexpected columns)".into()));
+        }
+        let stats: Vec<BatchStats> = match stats_json {
+            Some(s) => serde_json::from_str(&s)
+                .map_err(|e| corrupt(format!("bad batch statistics in the footer: {e}")))?,
+            // A segment written before batch statistics: derive them once.
+            None => {
+                let mut v = Vec::with_capacity(f.blocks.len());
+                for i in 0..f.blocks.len() {
+                    let b = f.decode(i, Some(&[0, 1, 2, 3, 4]))?;
+                    v.push(BatchStats {
+                        rows: b.num_rows() as u32,
+                        bounds: Bounds::of(&b),
+                        columns: vec![],
+                    });
+                }
+                v
+            }
+        };
+        if stats.len() != f.blocks.len() {
+            return Err(corrupt(format!(
+                "footer has statistics for {} batches, file has {}",
+                stats.len(),
+                f.blocks.len()
+            )));
+        }
+        let mut offsets = Vec::with_capacity(stats.len() + 1);
+        let mut o = 0usize;
+        for s in &stats {
+            offsets.push(o);
+            o += s.rows as usize;
+        }
+        offsets.push(o);
+        f.offsets = offsets;
+        f.stats = stats;
+        Ok(f)
     }
-    pub fn ts(&self, col: usize) -> &[i64] {
-        self.batch
-            .column(col)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values()
+
+    pub fn path(&self) -> &str {
+        &self.path
     }
-    /// The table columns (`_id` and user columns) of the segment.
-    pub fn user(&self) -> RecordBatch {
-        let idx: Vec<usize> = (SYSTEM_COLUMNS..self.batch.num_columns()).collect();
-        self.batch.project(&idx).expect("projection in range")
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
-    /// Row range holding entity hash `iid` (rows are sorted by `_iid`).
-    pub fn rows_of(&self, iid: u64) -> std::ops::Range<usize> {
-        let iids = self.iids();
-        let lo = iids.partition_point(|&x| x < iid);
-        let hi = iids.partition_point(|&x| x <= iid);
-        lo..hi
+
+    pub fn num_batches(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn rows(&self) -> usize {
+        *self.offsets.last().unwrap_or(&0)
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// First row (segment-wide) of batch `i`.
+    pub fn batch_offset(&self, i: usize) -> usize {
+        self.offsets[i]
+    }
+
+    /// The batch holding segment row `row`, and the row within it.
+    pub fn locate(&self, row: usize) -> (usize, usize) {
+        let b = self.offsets.partition_point(|&o| o <= row) - 1;
+        (b, row - self.offsets[b])
+    }
+
+    /// Batches whose entity-hash range includes `iid` (rows are sorted by `_iid`).
+    pub fn batches_of(&self, iid: u64) -> std::ops::Range<usize> {
+        let lo = self.stats.partition_point(|s| s.bounds.iid_max < iid);
+        let hi = self.stats.partition_point(|s| s.bounds.iid_min <= iid);
+        lo..hi.max(lo)
+    }
+
+    /// Bytes of batch `i`'s message and body.
+    pub fn batch_bytes(&self, i: usize) -> usize {
+        let b = &self.blocks[i];
+        b.metaDataLength() as usize + b.bodyLength() as usize
+    }
+
+    /// Decode batch `i`, only the given file columns (all if `None`).
+    pub fn decode(&self, i: usize, projection: Option<&[usize]>) -> Result<RecordBatch> {
+        let mut d = FileDecoder::new(self.schema.clone(), self.version);
+        if let Some(p) = projection {
+            d = d.with_projection(p.to_vec());
+        }
+        let corrupt = |e: arrow::error::ArrowError| Error::Corrupt {
+            path: self.path.clone(),
+            reason: format!("bad record batch: {e}"),
+        };
+        for b in &self.dictionaries {
+            let data = self.block_buf(b);
+            d.read_dictionary(b, &data).map_err(corrupt)?;
+        }
+        let block = &self.blocks[i];
+        let data = self.block_buf(block);
+        let batch = d
+            .read_record_batch(block, &data)
+            .map_err(corrupt)?
+            .ok_or_else(|| Error::Corrupt {
+                path: self.path.clone(),
+                reason: format!("batch {i} is empty"),
+            })?;
+        let want = self.offsets[i + 1] - self.offsets[i];
+        if batch.num_rows() != want {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                reason: format!(
+                    "batch {i} has {} rows, its statistics say {want}",
+                    batch.num_rows()
+                ),
+            });
+        }
+        Ok(batch)
+    }
+
+    fn block_buf(&self, b: &Block) -> Buffer {
+        let len = b.metaDataLength() as usize + b.bodyLength() as usize;
+        self.buf.slice_with_length(b.offset() as usize, len)
+    }
+
+    /// Index of a column in the file, by name.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.schema.index_of(name).ok()
     }
 }
 
-/// A segment: its metadata, bloom filter, and lazily loaded data.
+/// A segment: its metadata, its bloom filter (loaded on first need), and its
+/// file while it is open (see `reader::OpenFiles`).
 #[derive(Debug)]
 pub struct Segment {
     pub meta: SegmentMeta,
-    pub bloom: Bloom,
-    data: tokio::sync::OnceCell<Arc<SegmentData>>,
+    bloom: tokio::sync::OnceCell<Bloom>,
+    pub(crate) file: parking_lot::Mutex<Option<Arc<SegmentFile>>>,
 }
 
 impl Segment {
-    pub fn new(meta: SegmentMeta, bloom: Bloom) -> Segment {
+    pub fn new(meta: SegmentMeta) -> Segment {
         Segment {
             meta,
-            bloom,
-            data: tokio::sync::OnceCell::new(),
+            bloom: tokio::sync::OnceCell::new(),
+            file: parking_lot::Mutex::new(None),
         }
     }
 
-    pub fn with_data(meta: SegmentMeta, bloom: Bloom, data: SegmentData) -> Segment {
-        let s = Segment::new(meta, bloom);
-        let _ = s.data.set(Arc::new(data));
+    pub fn with_bloom(meta: SegmentMeta, bloom: Bloom) -> Segment {
+        let s = Segment::new(meta);
+        let _ = s.bloom.set(bloom);
         s
     }
 
+    /// Could the segment hold entity hash `iid`? Without its bloom filter
+    /// loaded, only the hash range answers (conservatively).
     pub fn may_contain(&self, iid: u64) -> bool {
-        iid >= self.meta.iid_min && iid <= self.meta.iid_max && self.bloom.may_contain(iid)
+        self.meta.bounds.may_contain(iid) && self.bloom.get().is_none_or(|b| b.may_contain(iid))
     }
 
-    pub fn loaded(&self) -> Option<&Arc<SegmentData>> {
-        self.data.get()
+    pub fn bloom_loaded(&self) -> bool {
+        self.bloom.get().is_some()
     }
 
-    pub async fn load(&self, storage: &Storage) -> Result<Arc<SegmentData>> {
-        let d = self
-            .data
+    /// Load the bloom filter if it is not in memory yet.
+    pub async fn load_bloom(&self, storage: &Storage) -> Result<()> {
+        self.bloom
             .get_or_try_init(|| async {
-                let bytes = storage
-                    .get(&self.meta.path)
+                let b = storage
+                    .get(&self.meta.bloom_path)
                     .await?
                     .ok_or_else(|| Error::Corrupt {
-                        path: self.meta.path.clone(),
-                        reason: "segment listed in the manifest is missing".into(),
+                        path: self.meta.bloom_path.clone(),
+                        reason: "bloom filter listed in the manifest is missing".into(),
                     })?;
-                let batch = read_ipc_file(&self.meta.path, bytes)?;
-                if batch.num_rows() as u64 != self.meta.rows {
-                    return Err(Error::Corrupt {
-                        path: self.meta.path.clone(),
-                        reason: format!(
-                            "segment has {} rows, manifest says {}",
-                            batch.num_rows(),
-                            self.meta.rows
-                        ),
-                    });
-                }
-                Ok::<_, Error>(Arc::new(SegmentData { batch }))
+                Bloom::from_bytes(&self.meta.bloom_path, &b)
             })
             .await?;
-        Ok(d.clone())
+        Ok(())
     }
-}
 
-pub fn read_ipc_file(path: &str, bytes: Bytes) -> Result<RecordBatch> {
-    let reader = FileReader::try_new(Cursor::new(bytes), None).map_err(|e| Error::Corrupt {
-        path: path.into(),
-        reason: format!("not an Arrow IPC file: {e}"),
-    })?;
-    let schema = reader.schema();
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    /// The file, if it is open now.
+    pub fn opened(&self) -> Option<Arc<SegmentFile>> {
+        self.file.lock().clone()
+    }
+
+    /// Is this segment's file open and holding any current rectangle?
+    pub fn has_open_rows(&self) -> bool {
+        self.meta.bounds.system_to_max == OPEN
+    }
 }
 
 /// Rows per record batch inside a segment file.
-const BATCH_ROWS: usize = 65_536;
+pub const BATCH_ROWS: usize = 65_536;
 
-/// Encode a segment batch (already sorted by `_iid`) as an Arrow IPC file and
-/// compute its metadata and bloom filter.
+/// Encode segment batches (already sorted by `_iid`, each at most
+/// `BATCH_ROWS` rows, all with the same schema) as an Arrow IPC file with
+/// per-batch statistics in its footer, and compute the manifest metadata
+/// and bloom filter.
+pub fn encode_batches(
+    path: &str,
+    bloom_path: &str,
+    tier: Tier,
+    level: u32,
+    batches: &[RecordBatch],
+) -> Result<(Bytes, SegmentMeta, Bloom)> {
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| Error::Internal("encoding an empty segment".into()))?;
+    let mut stats = Vec::with_capacity(batches.len());
+    let mut iids: Vec<u64> = Vec::new();
+    for b in batches {
+        stats.push(BatchStats {
+            rows: b.num_rows() as u32,
+            bounds: Bounds::of(b),
+            columns: column_stats_of(b),
+        });
+        iids.extend_from_slice(b.column(0).as_primitive::<UInt64Type>().values());
+    }
+    let mut buf = Vec::new();
+    {
+        let mut w = FileWriter::try_new(&mut buf, &schema)?;
+        for b in batches {
+            w.write(b)?;
+        }
+        w.write_metadata(
+            BATCH_STATS_KEY,
+            serde_json::to_string(&stats).expect("statistics serialize"),
+        );
+        w.finish()?;
+    }
+    let rows: u64 = stats.iter().map(|s| s.rows as u64).sum();
+    let bounds = merge_bounds(stats.iter().map(|s| s.bounds));
+    let columns = merge_column_stats(&stats);
+    let meta = SegmentMeta {
+        path: path.to_string(),
+        bloom_path: bloom_path.to_string(),
+        rows,
+        tier,
+        level,
+        bytes: buf.len() as u64,
+        batches: batches.len() as u32,
+        bounds,
+        columns,
+    };
+    Ok((Bytes::from(buf), meta, Bloom::build(&iids)))
+}
+
+/// Encode one sorted batch of any size (split into `BATCH_ROWS` batches).
 pub fn encode(
     path: &str,
     bloom_path: &str,
+    tier: Tier,
+    level: u32,
     batch: &RecordBatch,
 ) -> Result<(Bytes, SegmentMeta, Bloom)> {
-    let mut buf = Vec::new();
-    {
-        let mut w = FileWriter::try_new(&mut buf, &batch.schema())?;
-        let mut off = 0;
-        while off < batch.num_rows() {
-            let n = BATCH_ROWS.min(batch.num_rows() - off);
-            w.write(&batch.slice(off, n))?;
-            off += n;
-        }
-        w.finish()?;
+    let mut parts = Vec::new();
+    let mut off = 0;
+    while off < batch.num_rows() {
+        let n = BATCH_ROWS.min(batch.num_rows() - off);
+        parts.push(batch.slice(off, n));
+        off += n;
     }
-    let iids = batch.column(0).as_primitive::<UInt64Type>();
-    let ts = |i: usize| {
-        batch
-            .column(i)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values()
+    if parts.is_empty() {
+        parts.push(batch.clone());
+    }
+    encode_batches(path, bloom_path, tier, level, &parts)
+}
+
+fn merge_bounds(it: impl Iterator<Item = Bounds>) -> Bounds {
+    let mut out: Option<Bounds> = None;
+    for b in it {
+        out = Some(match out {
+            None => b,
+            Some(o) => Bounds {
+                iid_min: o.iid_min.min(b.iid_min),
+                iid_max: o.iid_max.max(b.iid_max),
+                valid_from_min: o.valid_from_min.min(b.valid_from_min),
+                valid_from_max: o.valid_from_max.max(b.valid_from_max),
+                valid_to_min: o.valid_to_min.min(b.valid_to_min),
+                valid_to_max: o.valid_to_max.max(b.valid_to_max),
+                system_from_min: o.system_from_min.min(b.system_from_min),
+                system_from_max: o.system_from_max.max(b.system_from_max),
+                system_to_min: o.system_to_min.min(b.system_to_min),
+                system_to_max: o.system_to_max.max(b.system_to_max),
+            },
+        });
+    }
+    out.unwrap_or(Bounds {
+        iid_min: 0,
+        iid_max: 0,
+        valid_from_min: 0,
+        valid_from_max: 0,
+        valid_to_min: 0,
+        valid_to_max: 0,
+        system_from_min: 0,
+        system_from_max: 0,
+        system_to_min: 0,
+        system_to_max: 0,
+    })
+}
+
+fn json_cmp(a: &serde_json::Value, b: &serde_json::Value) -> std::cmp::Ordering {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+                x.cmp(&y)
+            } else {
+                let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+                x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+            }
+        }
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        _ => std::cmp::Ordering::Equal,
+    }
+}
+
+fn merge_column_stats(stats: &[BatchStats]) -> Vec<ColumnStats> {
+    let Some(first) = stats.first() else {
+        return vec![];
     };
-    let min_max = |v: &[i64]| {
-        (
-            v.iter().copied().min().unwrap_or(0),
-            v.iter().copied().max().unwrap_or(0),
-        )
-    };
-    let (vf0, vf1) = min_max(ts(1));
-    let (vt0, vt1) = min_max(ts(2));
-    let (sf0, sf1) = min_max(ts(3));
-    let (st0, st1) = min_max(ts(4));
-    let columns = batch
+    let mut out: Vec<ColumnStats> = first.columns.clone();
+    for s in &stats[1..] {
+        for (o, c) in out.iter_mut().zip(&s.columns) {
+            o.null_count += c.null_count;
+            o.min = match (o.min.take(), &c.min) {
+                (Some(a), Some(b)) => Some(if json_cmp(b, &a).is_lt() { b.clone() } else { a }),
+                (a, b) => a.or_else(|| b.clone()),
+            };
+            o.max = match (o.max.take(), &c.max) {
+                (Some(a), Some(b)) => Some(if json_cmp(b, &a).is_gt() { b.clone() } else { a }),
+                (a, b) => a.or_else(|| b.clone()),
+            };
+        }
+    }
+    out
+}
+
+fn column_stats_of(batch: &RecordBatch) -> Vec<ColumnStats> {
+    batch
         .schema()
         .fields()
         .iter()
         .enumerate()
         .skip(SYSTEM_COLUMNS)
         .map(|(i, f)| column_stats(f.name(), batch.column(i)))
-        .collect();
-    let meta = SegmentMeta {
-        path: path.to_string(),
-        bloom_path: bloom_path.to_string(),
-        rows: batch.num_rows() as u64,
-        iid_min: iids.values().first().copied().unwrap_or(0),
-        iid_max: iids.values().last().copied().unwrap_or(0),
-        valid_from_min: vf0,
-        valid_from_max: vf1,
-        valid_to_min: vt0,
-        valid_to_max: vt1,
-        system_from_min: sf0,
-        system_from_max: sf1,
-        system_to_min: st0,
-        system_to_max: st1,
-        columns,
-    };
-    Ok((Bytes::from(buf), meta, Bloom::build(iids.values())))
+        .collect()
 }
 
 fn column_stats(name: &str, col: &ArrayRef) -> ColumnStats {
@@ -347,6 +731,7 @@ pub fn iid_array(v: Vec<u64>) -> ArrayRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Int64Array;
 
     #[test]
     fn bloom_has_no_false_negatives() {
@@ -361,5 +746,51 @@ mod tests {
         assert!(fp < 300, "false positive rate too high: {fp}/10000");
         let back = Bloom::from_bytes("x", &b.to_bytes()).unwrap();
         assert!(hs.iter().all(|&h| back.may_contain(h)));
+    }
+
+    fn sample(n: usize) -> RecordBatch {
+        let mut iids: Vec<u64> = (0..n as u64).map(|i| i * 3).collect();
+        iids.sort();
+        let ts = |v: i64| ts_array(vec![v; n]);
+        let schema = segment_schema(&[Field::new("_id", DataType::Int64, true)]);
+        RecordBatch::try_new(
+            schema,
+            vec![
+                iid_array(iids),
+                ts(1),
+                ts(OPEN),
+                ts(2),
+                ts(OPEN),
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn batches_are_read_in_parts_with_their_statistics() {
+        let batch = sample(BATCH_ROWS * 2 + 10);
+        let (bytes, meta, _) = encode("p", "b", Tier::L0, 0, &batch).unwrap();
+        assert_eq!(meta.batches, 3);
+        assert_eq!(meta.rows as usize, batch.num_rows());
+        let f = SegmentFile::open("p", bytes).unwrap();
+        assert_eq!(f.num_batches(), 3);
+        assert_eq!(f.batch_offset(2), BATCH_ROWS * 2);
+        assert_eq!(f.locate(BATCH_ROWS + 5), (1, 5));
+        // Entity hash 3 * BATCH_ROWS is the first row of batch 1.
+        assert_eq!(f.batches_of(3 * BATCH_ROWS as u64), 1..2);
+        assert!(f.batches_of(u64::MAX).is_empty());
+        let b = f.decode(2, Some(&[0, 5])).unwrap();
+        assert_eq!(b.num_columns(), 2);
+        assert_eq!(b.num_rows(), 10);
+        assert_eq!(f.stats[2].columns[0].min, Some(serde_json::json!(BATCH_ROWS * 2)));
+    }
+
+    #[test]
+    fn corrupt_files_are_errors() {
+        let batch = sample(10);
+        let (bytes, _, _) = encode("p", "b", Tier::L0, 0, &batch).unwrap();
+        assert!(SegmentFile::open("p", bytes.slice(0..bytes.len() - 3)).is_err());
+        assert!(SegmentFile::open("p", Bytes::from_static(b"short")).is_err());
     }
 }

@@ -188,11 +188,55 @@ impl Storage {
         Ok(out)
     }
 
+    /// All objects under `prefix` with their last-modified time (µs since
+    /// the epoch) and size, sorted by path.
+    pub async fn list_with_meta(&self, prefix: &str) -> Result<Vec<(String, i64, u64)>> {
+        let p = Path::from(prefix);
+        let mut out: Vec<(String, i64, u64)> = self
+            .inner
+            .list(Some(&p))
+            .map_ok(|m| {
+                (
+                    m.location.to_string(),
+                    m.last_modified.timestamp_micros(),
+                    m.size,
+                )
+            })
+            .try_collect()
+            .await?;
+        out.sort();
+        Ok(out)
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.check_fault(path)?;
         match self.inner.delete(&Path::from(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// An object's bytes for zero-copy reading: memory-mapped in place on a
+    /// local directory, fetched whole otherwise. `Ok(None)` if it does not exist.
+    pub async fn get_mapped(&self, path: &str) -> Result<Option<Bytes>> {
+        if let Some(file) = self.local_path(path) {
+            return tokio::task::spawn_blocking(move || -> Result<Option<Bytes>> {
+                let f = match std::fs::File::open(&file) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                if f.metadata()?.len() == 0 {
+                    return Ok(Some(Bytes::new()));
+                }
+                // SAFETY: objects are immutable once written (a rewrite goes
+                // to a new name), so the mapped bytes do not change under us.
+                let map = unsafe { memmap2::Mmap::map(&f)? };
+                Ok(Some(Bytes::from_owner(map)))
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("mmap task failed: {e}")))?;
+        }
+        self.get(path).await
     }
 }

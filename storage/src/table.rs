@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::schema::{
     adapt_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO, VALID_FROM, VALID_TO,
 };
-use crate::segment::{iid_array, segment_schema, ts_array, Segment, SegmentData, SYSTEM_COLUMNS};
+use crate::segment::{iid_array, segment_schema, ts_array, Segment, SegmentFile, SYSTEM_COLUMNS};
 use crate::temporal::Coordinate;
 use crate::time::{Micros, OPEN};
 
@@ -60,6 +60,24 @@ impl DeletionVector {
     pub fn count(&self) -> usize {
         self.count
     }
+    /// Marked rows in `[from, to)`.
+    pub fn count_range(&self, from: usize, to: usize) -> usize {
+        let mut n = 0;
+        let mut r = from;
+        while r < to {
+            if r % 64 == 0 && r + 64 <= to {
+                n += self.words[r / 64].count_ones() as usize;
+                r += 64;
+            } else {
+                n += self.contains(r) as usize;
+                r += 1;
+            }
+        }
+        n
+    }
+    pub fn rows(&self) -> usize {
+        self.words.len() * 64
+    }
     /// Serialized as little-endian u32 row numbers, ascending.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.count * 4);
@@ -95,17 +113,27 @@ pub struct SegmentEntry {
     pub deleted: Arc<DeletionVector>,
     /// Object path of the persisted deletion vector, if any.
     pub deleted_path: Option<String>,
-    /// Marks added since the last manifest.
+    /// The deletion vector changed since it was last persisted.
     pub dirty: bool,
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct LiveIndex {
     pub sources: Vec<RecordBatch>,
-    seg_sources: HashMap<String, u32>,
     pub rects: Vec<Rect>,
     by_iid: HashMap<u64, Vec<u32>>,
     pub alive: usize,
+    /// Estimated memory held by the sources and rectangles.
+    pub bytes: usize,
+}
+
+impl LiveIndex {
+    fn push_source(&mut self, b: RecordBatch) -> u32 {
+        let s = self.sources.len() as u32;
+        self.bytes += b.get_array_memory_size();
+        self.sources.push(b);
+        s
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +143,24 @@ pub struct TableState {
     pub segments: Vec<SegmentEntry>,
     pub live: LiveIndex,
 }
+
+/// A rectangle piece whose values are a segment row not copied yet: its
+/// `src` is `PENDING | k`, `k` indexing `ApplyScratch::pending`.
+const PENDING: u32 = 1 << 31;
+
+/// Per-event scratch: decoded segment batches (system columns and `_id`),
+/// and segment rows that new pieces take their values from.
+struct ApplyScratch<'a> {
+    files: &'a SegFiles,
+    decoded: HashMap<(usize, usize), RecordBatch>,
+    pending: Vec<(usize, u32)>,
+}
+
+/// Segment files open for an apply, by segment path.
+pub type SegFiles = HashMap<String, Arc<SegmentFile>>;
+
+/// File columns read to find and split an entity's rectangles.
+const KEY_COLUMNS: [usize; SYSTEM_COLUMNS + 1] = [0, 1, 2, 3, 4, SYSTEM_COLUMNS];
 
 /// The schema a scan of a table produces: the table's columns then the four
 /// temporal columns (NULL = open bound).
@@ -166,12 +212,13 @@ impl TableState {
         }
     }
 
-    /// Segments that might hold open rectangles of the given entity hashes and
-    /// are not loaded yet: the writer loads them before applying.
-    pub fn segments_to_load(&self, iids: &[u64]) -> Vec<Arc<Segment>> {
+    /// Segments that applying an event for these entity hashes reads: those
+    /// that may hold their open rectangles (for an erase: any rectangle). The
+    /// writer opens them before applying.
+    pub fn segments_needed(&self, iids: &[u64], all_tiers: bool) -> Vec<Arc<Segment>> {
         self.segments
             .iter()
-            .filter(|e| e.seg.loaded().is_none() && e.seg.meta.system_to_max == OPEN)
+            .filter(|e| all_tiers || e.seg.has_open_rows())
             .filter(|e| iids.iter().any(|&h| e.seg.may_contain(h)))
             .map(|e| e.seg.clone())
             .collect()
@@ -182,21 +229,56 @@ impl TableState {
         self.live.rects.push(r);
         self.live.by_iid.entry(r.iid).or_default().push(i);
         self.live.alive += 1;
+        self.live.bytes += std::mem::size_of::<Rect>() + 8;
     }
 
-    fn seg_source(&mut self, seg: &Segment, data: &SegmentData) -> u32 {
-        if let Some(&s) = self.live.seg_sources.get(&seg.meta.path) {
-            return s;
+    fn opened(&self, si: usize, scratch: &ApplyScratch) -> Result<Arc<SegmentFile>> {
+        let seg = &self.segments[si].seg;
+        scratch.files.get(&seg.meta.path).cloned().ok_or_else(|| {
+            Error::Internal(format!("segment {} not open before apply", seg.meta.path))
+        })
+    }
+
+    /// Segment rows (segment-wide numbers) holding entity hash `iid`, with
+    /// their key columns: (row, batch of key columns, row in that batch).
+    fn segment_rows_of(
+        &self,
+        si: usize,
+        iid: u64,
+        scratch: &mut ApplyScratch<'_>,
+    ) -> Result<Vec<(usize, RecordBatch, usize)>> {
+        let file = self.opened(si, scratch)?;
+        let mut out = Vec::new();
+        for b in file.batches_of(iid) {
+            let batch = match scratch.decoded.get(&(si, b)) {
+                Some(x) => x.clone(),
+                None => {
+                    let x = file.decode(b, Some(&KEY_COLUMNS))?;
+                    scratch.decoded.insert((si, b), x.clone());
+                    x
+                }
+            };
+            let iids = batch.column(0).as_primitive::<arrow::datatypes::UInt64Type>().values();
+            let lo = iids.partition_point(|&x| x < iid);
+            let hi = iids.partition_point(|&x| x <= iid);
+            let base = file.batch_offset(b);
+            for r in lo..hi {
+                out.push((base + r, batch.clone(), r));
+            }
         }
-        let s = self.live.sources.len() as u32;
-        self.live.sources.push(data.user());
-        self.live.seg_sources.insert(seg.meta.path.clone(), s);
-        s
+        Ok(out)
     }
 
     /// Close every open rectangle of entity `id` that overlaps `[a, b)` at
     /// system time `t`, issuing the replacements (see docs/architecture.md).
-    fn retire(&mut self, iid: u64, id: &EntityId, a: Micros, b: Micros, t: Micros) -> Result<()> {
+    fn retire(
+        &mut self,
+        iid: u64,
+        id: &EntityId,
+        (a, b): (Micros, Micros),
+        t: Micros,
+        scratch: &mut ApplyScratch<'_>,
+    ) -> Result<()> {
         let mut pieces: Vec<Rect> = Vec::new();
         if let Some(list) = self.live.by_iid.get(&iid) {
             for &ri in list {
@@ -204,9 +286,13 @@ impl TableState {
                 if r.dead || r.st != OPEN || r.vf >= b || a >= r.vt {
                     continue;
                 }
-                let src = &self.live.sources[r.src as usize];
-                let ids = src.column_by_name(ID).expect("source without _id");
-                if !id_equals(ids.as_ref(), r.row as usize, id) {
+                if r.src & PENDING == 0 {
+                    let src = &self.live.sources[r.src as usize];
+                    let ids = src.column_by_name(ID).expect("source without _id");
+                    if !id_equals(ids.as_ref(), r.row as usize, id) {
+                        continue;
+                    }
+                } else if !self.pending_id_equals(r.src, id, scratch)? {
                     continue;
                 }
                 self.live.rects[ri as usize].dead = true;
@@ -216,44 +302,33 @@ impl TableState {
         }
         for si in 0..self.segments.len() {
             let e = &self.segments[si];
-            if e.seg.meta.system_to_max != OPEN || !e.seg.may_contain(iid) {
+            if !e.seg.has_open_rows() || !e.seg.may_contain(iid) {
                 continue;
             }
-            let seg = e.seg.clone();
-            let data = seg.loaded().cloned().ok_or_else(|| {
-                Error::Internal(format!("segment {} not loaded before apply", seg.meta.path))
-            })?;
-            let rows = data.rows_of(iid);
-            if rows.is_empty() {
-                continue;
-            }
-            let (vf, vt, sf, st) = (data.ts(1), data.ts(2), data.ts(3), data.ts(4));
-            let ids = data.batch.column(SYSTEM_COLUMNS).clone();
-            for row in rows {
-                if st[row] != OPEN
-                    || vf[row] >= b
-                    || a >= vt[row]
-                    || self.segments[si].deleted.contains(row)
-                {
+            for (row, keys, r) in self.segment_rows_of(si, iid, scratch)? {
+                let ts = |c: usize| keys.column(c).as_primitive::<TimestampMicrosecondType>().value(r);
+                let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
+                if st != OPEN || vf >= b || a >= vt || self.segments[si].deleted.contains(row) {
                     continue;
                 }
-                if !id_equals(ids.as_ref(), row, id) {
+                if !id_equals(keys.column(SYSTEM_COLUMNS).as_ref(), r, id) {
                     continue;
                 }
                 Arc::make_mut(&mut self.segments[si].deleted).insert(row);
                 self.segments[si].dirty = true;
-                let src = self.seg_source(&seg, &data);
-                let r = Rect {
-                    src,
-                    row: row as u32,
+                let k = scratch.pending.len() as u32;
+                scratch.pending.push((si, row as u32));
+                let piece = Rect {
+                    src: PENDING | k,
+                    row: 0,
                     iid,
-                    vf: vf[row],
-                    vt: vt[row],
-                    sf: sf[row],
+                    vf,
+                    vt,
+                    sf,
                     st: OPEN,
                     dead: false,
                 };
-                pieces.extend(split(r, a, b, t));
+                pieces.extend(split(piece, a, b, t));
             }
         }
         for p in pieces {
@@ -262,13 +337,92 @@ impl TableState {
         Ok(())
     }
 
-    /// Apply one (prepared) event committed at system time `t`.
-    pub fn apply(&mut self, op: &crate::log::Op, t: Micros) -> Result<()> {
+    /// Does the segment row behind a pending piece hold entity `id`?
+    fn pending_id_equals(&self, src: u32, id: &EntityId, scratch: &mut ApplyScratch<'_>) -> Result<bool> {
+        let (si, row) = scratch.pending[(src & !PENDING) as usize];
+        let file = self.opened(si, scratch)?;
+        let (b, r) = file.locate(row as usize);
+        let keys = match scratch.decoded.get(&(si, b)) {
+            Some(x) => x.clone(),
+            None => {
+                let x = file.decode(b, Some(&KEY_COLUMNS))?;
+                scratch.decoded.insert((si, b), x.clone());
+                x
+            }
+        };
+        Ok(id_equals(keys.column(SYSTEM_COLUMNS).as_ref(), r, id))
+    }
+
+    /// Copy the values of the segment rows new pieces point at into live
+    /// sources (one per segment), and point the pieces at them.
+    fn materialize_pending(&mut self, first_rect: usize, scratch: &mut ApplyScratch<'_>) -> Result<()> {
+        if scratch.pending.is_empty() {
+            return Ok(());
+        }
+        // Per segment: its distinct rows, ascending.
+        let mut per_seg: HashMap<usize, Vec<u32>> = HashMap::new();
+        for &(si, row) in &scratch.pending {
+            per_seg.entry(si).or_default().push(row);
+        }
+        let mut located: HashMap<(usize, u32), (u32, u32)> = HashMap::new();
+        let mut segs: Vec<usize> = per_seg.keys().copied().collect();
+        segs.sort_unstable();
+        for si in segs {
+            let mut rows = per_seg.remove(&si).unwrap();
+            rows.sort_unstable();
+            rows.dedup();
+            let file = self.opened(si, scratch)?;
+            let user_cols: Vec<usize> = (SYSTEM_COLUMNS..file.schema().fields().len()).collect();
+            let mut parts: Vec<RecordBatch> = Vec::new();
+            let mut i = 0;
+            while i < rows.len() {
+                let (b, _) = file.locate(rows[i] as usize);
+                let base = file.batch_offset(b);
+                let end = base + file.stats[b].rows as usize;
+                let mut idx = Vec::new();
+                while i < rows.len() && (rows[i] as usize) < end {
+                    idx.push(rows[i] - base as u32);
+                    i += 1;
+                }
+                let batch = file.decode(b, Some(&user_cols))?;
+                parts.push(arrow::compute::take_record_batch(
+                    &batch,
+                    &UInt32Array::from(idx),
+                )?);
+            }
+            let schema = parts[0].schema();
+            let source = arrow::compute::concat_batches(&schema, &parts)?;
+            let src = self.live.push_source(source);
+            for (k, &row) in rows.iter().enumerate() {
+                located.insert((si, row), (src, k as u32));
+            }
+        }
+        for r in &mut self.live.rects[first_rect..] {
+            if r.src & PENDING != 0 {
+                let (si, row) = scratch.pending[(r.src & !PENDING) as usize];
+                let (src, k) = located[&(si, row)];
+                r.src = src;
+                r.row = k;
+            }
+        }
+        scratch.pending.clear();
+        Ok(())
+    }
+
+    /// Apply one (prepared) event committed at system time `t`. The segments
+    /// it reads (`segments_needed`) must be open.
+    pub fn apply(&mut self, op: &crate::log::Op, t: Micros, files: &SegFiles) -> Result<()> {
         use crate::log::OpKind;
-        match op.kind {
-            OpKind::Put => self.apply_put(&op.batch, t),
-            OpKind::Delete => self.apply_delete(&op.batch, t),
-            OpKind::Erase => self.apply_erase(&op.batch),
+        let mut scratch = ApplyScratch {
+            files,
+            decoded: HashMap::new(),
+            pending: Vec::new(),
+        };
+        let first = self.live.rects.len();
+        let r = match op.kind {
+            OpKind::Put => self.apply_put(&op.batch, t, &mut scratch),
+            OpKind::Delete => self.apply_delete(&op.batch, t, &mut scratch),
+            OpKind::Erase => self.apply_erase(&op.batch, &mut scratch),
             OpKind::CreateTable => {
                 let fields: Vec<Field> = op
                     .batch
@@ -280,11 +434,13 @@ impl TableState {
                 self.schema = self.schema.merged(&self.name, &fields)?;
                 Ok(())
             }
-        }
+        };
+        r?;
+        self.materialize_pending(first, &mut scratch)
     }
 
     /// Apply a put batch (already normalized: `_id`, `_valid_from`, `_valid_to`, user columns).
-    pub fn apply_put(&mut self, batch: &RecordBatch, t: Micros) -> Result<()> {
+    fn apply_put(&mut self, batch: &RecordBatch, t: Micros, scratch: &mut ApplyScratch<'_>) -> Result<()> {
         let ids = batch
             .column_by_name(ID)
             .ok_or_else(|| Error::Invalid(format!("put into `{}` without `_id`", self.name)))?
@@ -304,12 +460,11 @@ impl TableState {
             .map(|f| f.as_ref().clone())
             .collect();
         self.schema = self.schema.merged(&self.name, &fields)?;
-        let src = self.live.sources.len() as u32;
-        self.live.sources.push(user);
+        let src = self.live.push_source(user);
         let hashes = hash_column(ids.as_ref());
         for row in 0..batch.num_rows() {
             let id = id_at(ids.as_ref(), row);
-            self.retire(hashes[row], &id, vf[row], vt[row], t)?;
+            self.retire(hashes[row], &id, (vf[row], vt[row]), t, scratch)?;
             self.push_rect(Rect {
                 src,
                 row: row as u32,
@@ -325,7 +480,7 @@ impl TableState {
     }
 
     /// Apply a delete batch (`_id`, `_valid_from`, `_valid_to`).
-    pub fn apply_delete(&mut self, batch: &RecordBatch, t: Micros) -> Result<()> {
+    fn apply_delete(&mut self, batch: &RecordBatch, t: Micros, scratch: &mut ApplyScratch<'_>) -> Result<()> {
         let ids = batch
             .column_by_name(ID)
             .ok_or_else(|| Error::Invalid("delete without `_id`".into()))?
@@ -334,13 +489,13 @@ impl TableState {
         let hashes = hash_column(ids.as_ref());
         for row in 0..batch.num_rows() {
             let id = id_at(ids.as_ref(), row);
-            self.retire(hashes[row], &id, vf[row], vt[row], t)?;
+            self.retire(hashes[row], &id, (vf[row], vt[row]), t, scratch)?;
         }
         Ok(())
     }
 
     /// Hide every rectangle of the given entities, at every system and valid time.
-    pub fn apply_erase(&mut self, batch: &RecordBatch) -> Result<()> {
+    fn apply_erase(&mut self, batch: &RecordBatch, scratch: &mut ApplyScratch<'_>) -> Result<()> {
         let ids = batch
             .column_by_name(ID)
             .ok_or_else(|| Error::Invalid("erase without `_id`".into()))?
@@ -352,14 +507,16 @@ impl TableState {
             if let Some(list) = self.live.by_iid.get(&iid).cloned() {
                 for ri in list {
                     let r = self.live.rects[ri as usize];
-                    let src = &self.live.sources[r.src as usize];
-                    if !r.dead
-                        && id_equals(
-                            src.column_by_name(ID).unwrap().as_ref(),
-                            r.row as usize,
-                            &id,
-                        )
-                    {
+                    if r.dead {
+                        continue;
+                    }
+                    let same = if r.src & PENDING == 0 {
+                        let src = &self.live.sources[r.src as usize];
+                        id_equals(src.column_by_name(ID).unwrap().as_ref(), r.row as usize, &id)
+                    } else {
+                        self.pending_id_equals(r.src, &id, scratch)?
+                    };
+                    if same {
                         self.live.rects[ri as usize].dead = true;
                         self.live.alive -= 1;
                     }
@@ -369,16 +526,11 @@ impl TableState {
                 if !self.segments[si].seg.may_contain(iid) {
                     continue;
                 }
-                let data = self.segments[si]
-                    .seg
-                    .loaded()
-                    .cloned()
-                    .ok_or_else(|| Error::Internal("segment not loaded before erase".into()))?;
-                let ids_col = data.batch.column(SYSTEM_COLUMNS).clone();
-                for r in data.rows_of(iid) {
-                    if !self.segments[si].deleted.contains(r) && id_equals(ids_col.as_ref(), r, &id)
+                for (row, keys, r) in self.segment_rows_of(si, iid, scratch)? {
+                    if !self.segments[si].deleted.contains(row)
+                        && id_equals(keys.column(SYSTEM_COLUMNS).as_ref(), r, &id)
                     {
-                        Arc::make_mut(&mut self.segments[si].deleted).insert(r);
+                        Arc::make_mut(&mut self.segments[si].deleted).insert(row);
                         self.segments[si].dirty = true;
                     }
                 }
@@ -588,33 +740,72 @@ pub(crate) fn valid_columns(batch: &RecordBatch, t: Micros) -> Result<(Vec<i64>,
     Ok((vf, vt))
 }
 
-/// Rows of a segment visible at `coord`, as one output batch.
-pub fn scan_segment(
+/// Can batch `b` of a segment hold rows visible at `coord` (for these
+/// entities)? Decided from the batch statistics and the deletion vector,
+/// before reading any of its data.
+pub fn batch_may_match(
+    file: &SegmentFile,
+    b: usize,
+    deleted: &DeletionVector,
+    coord: &Coordinate,
+    ids: Option<&IdFilter>,
+) -> bool {
+    let st = &file.stats[b];
+    if !st.bounds.may_match(coord) {
+        return false;
+    }
+    if let Some(ids) = ids {
+        if !ids.iter().any(|(h, _)| st.bounds.may_contain(*h)) {
+            return false;
+        }
+    }
+    let base = file.batch_offset(b);
+    deleted.count() == 0 || deleted.count_range(base, base + st.rows as usize) < st.rows as usize
+}
+
+/// Rows of batch `b` of a segment visible at `coord`, as one output batch.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_batch(
     schema: &TableSchema,
     out: &SchemaRef,
-    data: &SegmentData,
+    file: &SegmentFile,
+    b: usize,
     deleted: &DeletionVector,
     coord: &Coordinate,
     ids: Option<&IdFilter>,
     columns: Option<&[String]>,
 ) -> Result<Option<RecordBatch>> {
-    let (vf, vt, sf, st) = (data.ts(1), data.ts(2), data.ts(3), data.ts(4));
-    let n = data.batch.num_rows();
-    let visible = |r: usize| !deleted.contains(r) && coord.matches(vf[r], vt[r], sf[r], st[r]);
+    // Only the columns the query reads are decoded (zero-copy) and filtered.
+    let fields = file.schema().fields();
+    let projection: Vec<usize> = (0..fields.len())
+        .filter(|&i| {
+            i <= SYSTEM_COLUMNS
+                || columns.is_none_or(|cols| cols.iter().any(|c| c == fields[i].name()))
+        })
+        .collect();
+    let data = file.decode(b, Some(&projection))?;
+    let base = file.batch_offset(b);
+    let ts = |c: usize| data.column(c).as_primitive::<TimestampMicrosecondType>().values();
+    let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
+    let n = data.num_rows();
+    let visible = |r: usize| !deleted.contains(base + r) && coord.matches(vf[r], vt[r], sf[r], st[r]);
     // Which rows: for a lookup by id, the few rows of those entities (found by
     // binary search on the sorted entity hashes) taken by index; otherwise a
-    // mask over the whole segment.
+    // mask over the batch.
     enum Pick {
         Rows(Vec<u32>),
         Mask(Vec<bool>),
     }
     let pick = match ids {
         Some(ids) => {
-            let id_col = data.batch.column(SYSTEM_COLUMNS).clone();
+            let iids = data.column(0).as_primitive::<arrow::datatypes::UInt64Type>().values();
+            let id_col = data.column(SYSTEM_COLUMNS).clone();
             let mut rows = Vec::new();
             for (h, id) in ids {
+                let lo = iids.partition_point(|x| x < h);
+                let hi = iids.partition_point(|x| x <= h);
                 rows.extend(
-                    data.rows_of(*h)
+                    (lo..hi)
                         .filter(|&r| id_equals(id_col.as_ref(), r, id) && visible(r))
                         .map(|r| r as u32),
                 );
@@ -634,27 +825,12 @@ pub fn scan_segment(
             Pick::Mask(mask)
         }
     };
-    // Only the columns the query reads are filtered (and so copied).
-    let source = match columns {
-        Some(cols) => {
-            let batch_schema = data.batch.schema();
-            let keep: Vec<usize> = (0..data.batch.num_columns())
-                .filter(|&i| {
-                    i < SYSTEM_COLUMNS || cols.iter().any(|c| c == batch_schema.field(i).name())
-                })
-                .collect();
-            data.batch.project(&keep)?
-        }
-        None => data.batch.clone(),
-    };
     let filtered = match pick {
-        Pick::Rows(rows) => {
-            arrow::compute::take_record_batch(&source, &arrow::array::UInt32Array::from(rows))?
-        }
-        // Every row visible (a segment of current rows read at the present,
+        Pick::Rows(rows) => arrow::compute::take_record_batch(&data, &UInt32Array::from(rows))?,
+        // Every row visible (a batch of current rows read at the present,
         // the common case): no copy.
-        Pick::Mask(mask) if mask.iter().all(|&m| m) => source,
-        Pick::Mask(mask) => filter_record_batch(&source, &BooleanArray::from(mask))?,
+        Pick::Mask(mask) if mask.iter().all(|&m| m) => data,
+        Pick::Mask(mask) => filter_record_batch(&data, &BooleanArray::from(mask))?,
     };
     let ts = |i: usize| {
         filtered
