@@ -254,6 +254,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
 
     println!("Strata {} serving", env!("CARGO_PKG_VERSION"));
     println!("  data in {}", r.location());
+    let open = db.database().engine().open_report();
+    println!(
+        "  opened in {} ms: read {} bytes in {} objects (manifest, deletion vectors, {} log records); {} segments",
+        open.millis, open.bytes_read, open.objects_read, open.log_records_replayed, open.segments
+    );
     println!("  postgres listening on {local}");
     println!("  flight sql listening on {}", flight.local_addr());
     let host = if local.ip().is_unspecified() {

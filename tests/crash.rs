@@ -17,7 +17,10 @@
 //! INSERTs, an INSERT … SELECT of a larger batch, and BEGIN … COMMIT blocks
 //! writing two tables. Every round continues in the same directory from where
 //! the previous one stopped; a small flush threshold makes segment flushes
-//! and manifest writes happen throughout.
+//! and manifest writes happen throughout, and background compaction (small
+//! target segments) and collection (one-second grace period) run all the
+//! time, so kills also land in the middle of compactions and collections.
+//! After every kill the newest manifest must name only objects that exist.
 //!
 //! `STRATA_CRASH_ROUNDS` changes the number of rounds (default 24),
 //! `STRATA_CRASH_SEED` replays a run's kill delays.
@@ -98,6 +101,47 @@ async fn writer(db: &Db, w: i64, first: i64) {
     }
 }
 
+/// The writer's settings: small flushes, and compaction and collection
+/// running all the time (small target segments, a one-second grace period
+/// and collection interval, no log retention), so that kills land during
+/// flushes, compactions and collections.
+fn child_config(dir: &Path) -> Config {
+    Config::dir(dir)
+        .with_flush_rows(FLUSH_ROWS)
+        .with_compaction(strata::CompactionConfig {
+            target_bytes: 64 << 10,
+            fanout: 2,
+            background: true,
+        })
+        .with_gc(strata::GcConfig {
+            grace: Duration::from_millis(1000),
+            log_retention: Duration::ZERO,
+            interval: Duration::from_millis(200),
+        })
+}
+
+/// Every object the newest manifest names must exist (nothing collected too
+/// early, nothing published before it was written).
+async fn check_manifest_objects(db: &Db, round: usize) {
+    let storage = db.database().engine().storage();
+    let m = strata_storage::manifest::Manifest::load_latest(storage)
+        .await
+        .expect("read the newest manifest");
+    for (table, tm) in &m.tables {
+        for se in &tm.segments {
+            let mut paths = vec![se.meta.path.clone(), se.meta.bloom_path.clone()];
+            paths.extend(se.deleted_path.clone());
+            for p in paths {
+                assert!(
+                    storage.get(&p).await.expect("read object").is_some(),
+                    "round {round}: manifest {} of table {table} names missing object {p}",
+                    m.version
+                );
+            }
+        }
+    }
+}
+
 /// The writer process. Does nothing unless started by `crash_recovery`.
 #[test]
 fn writer_child() {
@@ -115,7 +159,7 @@ fn writer_child() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let db = Db::open(Config::dir(&dir).with_flush_rows(FLUSH_ROWS))
+        let db = Db::open(child_config(Path::new(&dir)))
             .await
             .expect("child: open");
         println!("\nREADY");
@@ -157,9 +201,10 @@ async fn query_ints(db: &Db, sql: &str, cols: &[&str]) -> Vec<Vec<i64>> {
 /// is each writer's next transaction index before the round; returns the
 /// new one.
 async fn verify(dir: &Path, next: &[i64], acked: &[i64], round: usize) -> Vec<i64> {
-    let db = Db::open(Config::dir(dir).with_flush_rows(FLUSH_ROWS))
+    let db = Db::open(child_config(dir))
         .await
         .expect("reopen after kill");
+    check_manifest_objects(&db, round).await;
     let tables = db.database().engine().table_names();
     let mut present = BTreeSet::new();
     if tables.iter().any(|t| t == "crash_rows") {

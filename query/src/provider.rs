@@ -303,7 +303,96 @@ impl TableProvider for StrataTable {
             false,
             limit,
         )?;
-        Ok(Arc::new(exec))
+        Ok(Arc::new(StrataScanExec {
+            table: self.table.clone(),
+            metrics: scan.metrics.clone(),
+            inner: Arc::new(exec),
+        }))
+    }
+}
+
+/// The scan of one Strata table: the streaming scan underneath, plus what the
+/// storage engine pruned and read, for `EXPLAIN ANALYZE`.
+#[derive(Debug)]
+pub struct StrataScanExec {
+    table: String,
+    metrics: Arc<strata_storage::ScanMetrics>,
+    inner: Arc<dyn ExecutionPlan>,
+}
+
+impl datafusion::physical_plan::DisplayAs for StrataScanExec {
+    fn fmt_as(
+        &self,
+        _t: datafusion::physical_plan::DisplayFormatType,
+        f: &mut fmt::Formatter,
+    ) -> fmt::Result {
+        write!(f, "StrataScanExec: table={}", self.table)
+    }
+}
+
+impl ExecutionPlan for StrataScanExec {
+    fn name(&self) -> &str {
+        "StrataScanExec"
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.inner]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match children.pop() {
+            Some(inner) if children.is_empty() => Ok(Arc::new(StrataScanExec {
+                table: self.table.clone(),
+                metrics: self.metrics.clone(),
+                inner,
+            })),
+            _ => Err(DataFusionError::Internal(
+                "StrataScanExec takes exactly one child".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        self.inner.execute(partition, context)
+    }
+
+    fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
+        use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder};
+        use strata_storage::ScanMetrics as M;
+        let set = ExecutionPlanMetricsSet::new();
+        let m = &self.metrics;
+        for (name, v) in [
+            ("segments_total", M::get(&m.segments_total)),
+            ("segments_pruned", M::get(&m.segments_pruned)),
+            ("segments_read", M::get(&m.segments_read)),
+            ("batches_pruned", M::get(&m.batches_pruned)),
+            ("batches_read", M::get(&m.batches_read)),
+            ("bytes_read", M::get(&m.bytes_read)),
+            ("live_rows", M::get(&m.live_rows)),
+        ] {
+            MetricBuilder::new(&set).global_counter(name).add(v as usize);
+        }
+        Some(set.clone_inner())
     }
 }
 

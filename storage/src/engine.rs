@@ -142,6 +142,23 @@ pub struct Engine {
     pub(crate) counters: EngineCounters,
 }
 
+/// One segment as the `strata_segments` system table shows it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub table: String,
+    pub tier: &'static str,
+    pub level: u32,
+    pub rows: u64,
+    pub dead_rows: u64,
+    pub bytes: u64,
+    pub batches: u32,
+    pub path: String,
+    pub system_from_min: Micros,
+    pub system_to_max: Micros,
+    /// Its file is open (mapped) now.
+    pub open: bool,
+}
+
 /// Counters for operators (system tables).
 #[derive(Debug, Default)]
 pub struct EngineCounters {
@@ -950,6 +967,42 @@ impl Engine {
             .tables
             .get(table)
             .map(|t| t.schema.clone())
+    }
+
+    /// Every segment of every table, for the `strata_segments` system table.
+    pub fn segments_info(&self) -> Vec<SegmentInfo> {
+        let s = self.state.read();
+        let mut out = Vec::new();
+        for (name, t) in &s.tables {
+            for e in &t.segments {
+                let m = &e.seg.meta;
+                out.push(SegmentInfo {
+                    table: name.clone(),
+                    tier: m.tier.name(),
+                    level: m.level,
+                    rows: m.rows,
+                    dead_rows: e.deleted.count() as u64,
+                    bytes: m.bytes,
+                    batches: m.batches,
+                    path: m.path.clone(),
+                    system_from_min: m.bounds.system_from_min,
+                    system_to_max: m.bounds.system_to_max,
+                    open: e.seg.opened().is_some(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Compactions published and discarded, objects and log records collected.
+    pub fn storage_counters(&self) -> [(&'static str, u64); 4] {
+        let c = &self.counters;
+        [
+            ("compactions", c.compactions.load(Ordering::Relaxed)),
+            ("compactions_discarded", c.compactions_discarded.load(Ordering::Relaxed)),
+            ("objects_collected", c.objects_collected.load(Ordering::Relaxed)),
+            ("log_records_collected", c.log_records_collected.load(Ordering::Relaxed)),
+        ]
     }
 
     /// Rows in the live index and segments per table (for stats and tests).

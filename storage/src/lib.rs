@@ -18,7 +18,9 @@ pub mod temporal;
 pub mod time;
 
 pub use compaction::CompactionConfig;
-pub use engine::{CommitInfo, Engine, EngineConfig, OpenReport, ScanMetrics, TableScan, TxRequest};
+pub use engine::{
+    CommitInfo, Engine, EngineConfig, OpenReport, ScanMetrics, SegmentInfo, TableScan, TxRequest,
+};
 pub use gc::{GcConfig, GcReport};
 pub use segment::Tier;
 pub use entity::EntityId;
