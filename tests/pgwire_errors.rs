@@ -129,7 +129,8 @@ async fn overflow_and_division_by_zero_have_postgres_sqlstates() {
         Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
         "{e:?}"
     );
-    assert!(e.to_string().contains("bigint out of range"), "{e}");
+    let msg = e.as_db_error().unwrap().message();
+    assert!(msg.contains("bigint out of range"), "{msg}");
     let e = c
         .execute(
             "UPDATE accounts SET balance = balance * $1 WHERE _id = 1",
@@ -210,7 +211,8 @@ async fn a_write_that_cannot_reach_the_disk_is_an_io_error_not_a_conflict() {
     let code = e.code().cloned();
     assert_ne!(code, Some(SqlState::T_R_SERIALIZATION_FAILURE), "{e:?}");
     assert_eq!(code, Some(SqlState::IO_ERROR), "{e:?}");
-    assert!(e.to_string().contains("transaction not committed"), "{e}");
+    let msg = e.as_db_error().unwrap().message();
+    assert!(msg.contains("transaction not committed"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
