@@ -47,7 +47,7 @@ pub fn sql_tag(t: &ast::DataType) -> Option<SqlType> {
             let parts: Vec<String> = name
                 .0
                 .iter()
-                .filter_map(|p| p.as_ident().map(|i| i.value.to_lowercase()))
+                .filter_map(|p| p.as_ident().map(crate::ident::normalize))
                 .collect();
             match parts
                 .iter()
@@ -92,8 +92,31 @@ struct Types;
 
 impl TypePlanner for Types {
     fn plan_type_field(&self, t: &ast::DataType) -> DfResult<Option<FieldRef>> {
+        if let Some(dt) = timestamp_micros(t) {
+            return Ok(Some(Arc::new(Field::new("", dt, true))));
+        }
         Ok(sql_tag(t).map(|tag| Arc::new(tag.field(""))))
     }
+}
+
+/// `TIMESTAMP [WITH TIME ZONE]` (in casts and typed literals) in
+/// microseconds, Postgres's precision and what storage keeps. DataFusion
+/// plans them in nanoseconds, which end in 2262 (Postgres goes to 294276 AD).
+/// An explicit precision of 0 or 3 keeps DataFusion's seconds or milliseconds.
+fn timestamp_micros(t: &ast::DataType) -> Option<DataType> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let ast::DataType::Timestamp(precision, tz) = t else {
+        return None;
+    };
+    if !matches!(precision, None | Some(6) | Some(9)) {
+        return None;
+    }
+    Some(match tz {
+        ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz => {
+            strata_storage::schema::timestamp_type()
+        }
+        _ => DataType::Timestamp(TimeUnit::Microsecond, None),
+    })
 }
 
 fn function_name(tag: SqlType) -> &'static str {

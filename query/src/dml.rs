@@ -31,7 +31,7 @@ fn table_and_alias(t: &ast::TableWithJoins) -> Result<(String, Option<String>)> 
     match &t.relation {
         ast::TableFactor::Table { name, alias, .. } => Ok((
             object_name(name)?,
-            alias.as_ref().map(|a| a.name.value.clone()),
+            alias.as_ref().map(|a| crate::ident::normalize(&a.name)),
         )),
         other => Err(QueryError::Unsupported(format!("cannot write to {other}"))),
     }
@@ -142,7 +142,7 @@ impl Session {
                 ast::AssignmentTarget::ColumnName(n) => {
                     n.0.last()
                         .and_then(|p| p.as_ident())
-                        .map(|i| i.value.clone())
+                        .map(crate::ident::normalize)
                 }
                 _ => None,
             }

@@ -20,10 +20,16 @@ pub enum QueryError {
     TypeConflict(String),
     #[error("{0}")]
     Transaction(String),
+    /// A statement inside a transaction block that already failed.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0}")]
     Assertion(String),
     #[error("{0}")]
     Storage(strata_storage::Error),
+    /// Out of range (22003) or division by zero (22012).
+    #[error("{0}")]
+    Arithmetic(crate::overflow::ArithmeticError),
     #[error("{0}")]
     Execution(String),
     #[error("internal error: {0}")]
@@ -43,6 +49,7 @@ impl QueryError {
             QueryError::UndefinedColumn(_) => "42703",
             QueryError::TypeConflict(_) => "42804",
             QueryError::Transaction(_) => "25000",
+            QueryError::Aborted(_) => "25P02",
             QueryError::Assertion(_) => "P0004",
             QueryError::Storage(e) => match e.kind() {
                 ErrorKind::Invalid => match e {
@@ -51,11 +58,13 @@ impl QueryError {
                     _ => "22023",
                 },
                 ErrorKind::Unavailable => "58030",
+                ErrorKind::Full => "53100",
                 ErrorKind::Corrupt => "XX001",
                 ErrorKind::Conflict => "40001",
                 ErrorKind::NotFound => "42P01",
                 ErrorKind::Internal => "XX000",
             },
+            QueryError::Arithmetic(e) => e.sqlstate(),
             QueryError::Execution(_) => "22000",
             QueryError::Internal(_) => "XX000",
         }
@@ -70,7 +79,24 @@ impl From<strata_storage::Error> for QueryError {
 
 impl From<datafusion::arrow::error::ArrowError> for QueryError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        QueryError::Execution(e.to_string())
+        arrow_error(e)
+    }
+}
+
+/// An arrow error: a division by zero or a cast that does not fit keeps its
+/// Postgres SQLSTATE.
+fn arrow_error(e: datafusion::arrow::error::ArrowError) -> QueryError {
+    use crate::overflow::ArithmeticError;
+    use datafusion::arrow::error::ArrowError as A;
+    match e {
+        A::DivideByZero => QueryError::Arithmetic(ArithmeticError::DivisionByZero),
+        A::ArithmeticOverflow(m) => QueryError::Arithmetic(ArithmeticError::OutOfRange(format!(
+            "value out of range: {m}"
+        ))),
+        e => match crate::overflow::cast_out_of_range(&e.to_string()) {
+            Some(ae) => QueryError::Arithmetic(ae),
+            None => QueryError::Execution(e.to_string()),
+        },
     }
 }
 
@@ -90,7 +116,10 @@ impl From<DataFusionError> for QueryError {
             DataFusionError::SQL(p, _) => QueryError::Syntax(p.to_string()),
             DataFusionError::External(inner) => match inner.downcast::<strata_storage::Error>() {
                 Ok(se) => QueryError::Storage(*se),
-                Err(other) => QueryError::Execution(other.to_string()),
+                Err(other) => match other.downcast::<crate::overflow::ArithmeticError>() {
+                    Ok(ae) => QueryError::Arithmetic(*ae),
+                    Err(other) => QueryError::Execution(other.to_string()),
+                },
             },
             DataFusionError::NotImplemented(m) => QueryError::Unsupported(m),
             DataFusionError::SchemaError(se, _) => {
@@ -108,8 +137,11 @@ impl From<DataFusionError> for QueryError {
                     QueryError::Invalid(m)
                 }
             }
-            DataFusionError::ArrowError(a, _) => QueryError::Execution(a.to_string()),
-            DataFusionError::Execution(m) => QueryError::Execution(m),
+            DataFusionError::ArrowError(a, _) => arrow_error(*a),
+            DataFusionError::Execution(m) => match crate::overflow::cast_out_of_range(&m) {
+                Some(ae) => QueryError::Arithmetic(ae),
+                None => QueryError::Execution(m),
+            },
             other => QueryError::Execution(other.to_string()),
         }
     }
@@ -126,9 +158,18 @@ impl CloneShallow for DataFusionError {
             DataFusionError::NotImplemented(m) => DataFusionError::NotImplemented(m.clone()),
             DataFusionError::Plan(m) => DataFusionError::Plan(m.clone()),
             DataFusionError::Execution(m) => DataFusionError::Execution(m.clone()),
+            DataFusionError::ArrowError(a, b) => match a.as_ref() {
+                datafusion::arrow::error::ArrowError::DivideByZero => DataFusionError::ArrowError(
+                    Box::new(datafusion::arrow::error::ArrowError::DivideByZero),
+                    b.clone(),
+                ),
+                other => DataFusionError::Execution(other.to_string()),
+            },
             DataFusionError::External(e) => {
                 if let Some(se) = e.downcast_ref::<strata_storage::Error>() {
                     DataFusionError::External(Box::new(clone_storage(se)))
+                } else if let Some(ae) = e.downcast_ref::<crate::overflow::ArithmeticError>() {
+                    DataFusionError::External(Box::new(ae.clone()))
                 } else {
                     DataFusionError::Execution(e.to_string())
                 }

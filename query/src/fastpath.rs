@@ -266,6 +266,26 @@ fn entity(key: &ScalarValue, id_type: &DataType) -> Option<EntityId> {
     }
 }
 
+/// Column `f` of a found batch, by name, in `f`'s type (NULL if missing).
+fn column_as(b: &RecordBatch, f: &Field) -> Result<datafusion::arrow::array::ArrayRef> {
+    match b.column_by_name(f.name()) {
+        Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+        Some(c) => {
+            let opts = CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            cast_with_options(c, f.data_type(), &opts).map_err(|e| {
+                QueryError::Invalid(format!(
+                    "column `{}` changed type while the query ran ({e}); run the query again",
+                    f.name()
+                ))
+            })
+        }
+        None => Ok(new_null_array(f.data_type(), b.num_rows())),
+    }
+}
+
 impl crate::session::Session {
     /// Answer `stmt` directly if it is a point lookup; `None` to plan it.
     pub(crate) async fn try_point_lookup(
@@ -335,15 +355,25 @@ impl crate::session::Session {
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Ok(None);
         }
-        let Some(mut scan) = engine.scan(&table, coord, Some(vec![id]))? else {
+        // At a past system time the pieces of a version are merged back
+        // (crate::merge): read every column over all of valid time.
+        let merge = crate::merge::needed(&coord, engine.latest_system_time());
+        let scan_coord = if merge {
+            crate::merge::scan_coordinate(&coord)
+        } else {
+            coord
+        };
+        let Some(mut scan) = engine.scan(&table, scan_coord, Some(vec![id]))? else {
             return Ok(None);
         };
-        scan.columns = Some(Arc::new(
-            cols.iter()
-                .map(|(f, _)| f.name().clone())
-                .filter(|n| !TEMPORAL_COLUMNS.contains(&n.as_str()))
-                .collect(),
-        ));
+        if !merge {
+            scan.columns = Some(Arc::new(
+                cols.iter()
+                    .map(|(f, _)| f.name().clone())
+                    .filter(|n| !TEMPORAL_COLUMNS.contains(&n.as_str()))
+                    .collect(),
+            ));
+        }
         let schema: SchemaRef = Arc::new(Schema::new(
             cols.iter()
                 .map(|(f, out)| {
@@ -357,26 +387,25 @@ impl crate::session::Session {
                 found.push(b);
             }
         }
+        if merge {
+            let conformed = found
+                .iter()
+                .map(|b| {
+                    let arrays = full
+                        .fields()
+                        .iter()
+                        .map(|f| column_as(b, f))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(RecordBatch::try_new(full.clone(), arrays)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            found = crate::merge::merge_batches(full.clone(), &conformed, coord.valid)?;
+        }
         let mut batches = Vec::with_capacity(found.len());
         for b in found {
             let arrays = cols
                 .iter()
-                .map(|(f, _)| match b.column_by_name(f.name()) {
-                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                    Some(c) => {
-                        let opts = CastOptions {
-                            safe: false,
-                            ..Default::default()
-                        };
-                        cast_with_options(c, f.data_type(), &opts).map_err(|e| {
-                            QueryError::Invalid(format!(
-                                "column `{}` changed type while the query ran ({e}); run the query again",
-                                f.name()
-                            ))
-                        })
-                    }
-                    None => Ok(new_null_array(f.data_type(), b.num_rows())),
-                })
+                .map(|(f, _)| column_as(&b, f))
                 .collect::<Result<Vec<_>>>()?;
             batches.push(RecordBatch::try_new(schema.clone(), arrays)?);
         }

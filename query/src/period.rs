@@ -753,7 +753,7 @@ fn expand_period_columns(toks: Vec<Token>) -> Vec<Token> {
                 let plain = w.quote_style.is_none();
                 let quoted = w.quote_style == Some('"');
                 let v = if plain {
-                    w.value.to_ascii_lowercase()
+                    crate::ident::fold(&w.value)
                 } else if quoted {
                     w.value.clone()
                 } else {

@@ -230,7 +230,7 @@ pub fn pg_type_of(dt: &DataType) -> (i64, i32) {
 
 /// The Postgres type of a stored column: its declared SQL type when the
 /// field is tagged with one (uuid, json, jsonb), else from its Arrow type.
-fn pg_type_of_field(f: &datafusion::arrow::datatypes::Field) -> (i64, i32) {
+pub(crate) fn pg_type_of_field(f: &datafusion::arrow::datatypes::Field) -> (i64, i32) {
     crate::casts::pg_type_oid(f)
         .map(|o| (o, -1))
         .unwrap_or_else(|| pg_type_of(f.data_type()))
@@ -712,7 +712,7 @@ fn split_name(s: &str) -> (Option<String>, String) {
                 parts.push(if was_quoted {
                     cur.clone()
                 } else {
-                    cur.to_lowercase()
+                    crate::ident::fold(&cur)
                 });
                 cur.clear();
                 was_quoted = false;
@@ -720,7 +720,11 @@ fn split_name(s: &str) -> (Option<String>, String) {
             c => cur.push(c),
         }
     }
-    parts.push(if was_quoted { cur } else { cur.to_lowercase() });
+    parts.push(if was_quoted {
+        cur
+    } else {
+        crate::ident::fold(&cur)
+    });
     let name = parts.pop().unwrap_or_default();
     (parts.pop(), name)
 }
@@ -2551,11 +2555,7 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
 // ---------------------------------------------------------------------------
 
 fn ident_lower(i: &Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_ascii_lowercase()
-    }
+    crate::ident::normalize(i)
 }
 
 fn name_parts(n: &ObjectName) -> Vec<String> {

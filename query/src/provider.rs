@@ -261,19 +261,31 @@ impl TableProvider for StrataTable {
                 });
             }
         }
+        // At a past system time the pieces of each version are merged back
+        // (crate::merge): scan every column over all of valid time.
+        let latest = match &self.pending {
+            Some(p) => p.system_time,
+            None => self.engine.latest_system_time(),
+        };
+        let merge = crate::merge::needed(&self.coord, latest);
+        let coord = if merge {
+            crate::merge::scan_coordinate(&self.coord)
+        } else {
+            self.coord
+        };
         let scan = match &self.pending {
             Some(p) => {
                 self.engine
-                    .scan_with(&self.table, self.coord, ids, &p.ops, p.system_time)
+                    .scan_with(&self.table, coord, ids, &p.ops, p.system_time)
                     .await
             }
-            None => self.engine.scan(&self.table, self.coord, ids),
+            None => self.engine.scan(&self.table, coord, ids),
         };
         let scan = scan
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .ok_or_else(|| unknown_table(&self.engine, &self.table))?;
         let mut scan = scan;
-        if let Some(p) = projection {
+        if let Some(p) = projection.filter(|_| !merge) {
             let fields = self.schema.fields();
             scan.columns = Some(Arc::new(
                 p.iter()
@@ -294,6 +306,11 @@ impl TableProvider for StrataTable {
                 with_live: g == 0,
                 segments: segs,
             }));
+        }
+        if merge {
+            let exec =
+                StreamingTableExec::try_new(self.schema.clone(), parts, None, vec![], false, None)?;
+            return crate::merge::plan(Arc::new(exec), self.coord.valid, projection);
         }
         let exec = StreamingTableExec::try_new(
             self.schema.clone(),

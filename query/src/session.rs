@@ -100,6 +100,8 @@ impl Database {
         crate::pg_catalog::register_functions(&mut base, &engine)?;
         crate::period::register(&mut base)?;
         crate::casts::register(&mut base)?;
+        crate::overflow::register(&mut base)?;
+        crate::pg_typeof::register(&mut base)?;
         Ok(Arc::new(Database {
             engine,
             base,
@@ -198,11 +200,7 @@ impl OpenTx {
 
 /// An identifier's name: as written if quoted, else lower-cased.
 pub(crate) fn ident_name(i: &ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
-    }
+    crate::ident::normalize(i)
 }
 
 /// One connection's state.
@@ -311,8 +309,8 @@ impl Session {
         if let Some(tx) = &self.tx {
             if let Some(why) = &tx.failed {
                 if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
-                    return Err(QueryError::Transaction(format!(
-                        "current transaction is aborted ({why}); commands ignored until ROLLBACK"
+                    return Err(QueryError::Aborted(format!(
+                        "current transaction is aborted ({why}); commands ignored until end of transaction block (ROLLBACK)"
                     )));
                 }
             }
@@ -365,11 +363,19 @@ impl Session {
                     StatementKind::BeginAt(t) => {
                         let last = self.db.engine.latest_system_time();
                         if t <= last {
-                            return Err(QueryError::Invalid(format!(
+                            let why = format!(
                                 "cannot pin system time {}: it is not after the last committed transaction's system time {}",
                                 strata_storage::time::fmt_micros(t),
                                 strata_storage::time::fmt_micros(last)
-                            )));
+                            );
+                            // The block is open but failed, as after any error
+                            // inside it: what the client sends until it ends
+                            // the block must not run in autocommit.
+                            self.tx = Some(OpenTx {
+                                failed: Some(why.clone()),
+                                ..Default::default()
+                            });
+                            return Err(QueryError::Invalid(why));
                         }
                         Some(t)
                     }
@@ -801,7 +807,7 @@ impl Session {
         }
         let mut fields = Vec::new();
         for c in &ct.columns {
-            let name = c.name.value.clone();
+            let name = crate::ident::normalize(&c.name);
             if TEMPORAL_COLUMNS.contains(&name.as_str()) {
                 continue;
             }
@@ -828,15 +834,7 @@ impl Session {
 pub(crate) fn object_name(n: &ast::ObjectName) -> Result<String> {
     let parts: Vec<String> =
         n.0.iter()
-            .map(|p| {
-                p.as_ident().map(|i| {
-                    if i.quote_style.is_some() {
-                        i.value.clone()
-                    } else {
-                        i.value.to_lowercase()
-                    }
-                })
-            })
+            .map(|p| p.as_ident().map(crate::ident::normalize))
             .collect::<Option<_>>()
             .ok_or_else(|| QueryError::Unsupported(format!("unsupported name {n}")))?;
     match parts.as_slice() {

@@ -97,6 +97,14 @@ impl<'a> Cursor<'a> {
                 self.pos += 1;
                 Ok(())
             }
+            Some(x)
+                if w.strip_suffix("_TIME") == Some(x.as_str())
+                    && self.peek_word_at(self.pos + 1, 0).as_deref() == Some("TIME") =>
+            {
+                Err(QueryError::Syntax(format!(
+                    "`{x} TIME` is not a time axis: did you mean `{w}` (with an underscore)?"
+                )))
+            }
             other => Err(QueryError::Syntax(format!(
                 "expected {w} in a temporal clause, found {}",
                 other.unwrap_or_else(|| self
@@ -509,6 +517,10 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                 out.push(Token::Whitespace(Whitespace::Space));
                 continue;
             }
+            let next3 = c.peek_word_at(c.pos + 1, 2);
+            if let Some(hint) = axis_typo(next.as_deref(), next2.as_deref(), next3.as_deref()) {
+                return Err(QueryError::Syntax(hint));
+            }
             let temporal = matches!(next.as_deref(), Some("SYSTEM_TIME") | Some("VALID_TIME"))
                 || (next.as_deref() == Some("ALL")
                     && matches!(next2.as_deref(), Some("SYSTEM_TIME") | Some("VALID_TIME")));
@@ -524,7 +536,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                             parts.push(if wd.quote_style.is_some() {
                                 wd.value.clone()
                             } else {
-                                wd.value.to_lowercase()
+                                crate::ident::fold(&wd.value)
                             });
                             out.pop();
                             if matches!(out.last(), Some(Token::Period)) {
@@ -612,6 +624,44 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
     let out = crate::period::rewrite_tokens(out)?;
     r.sql = out.iter().map(token_sql).collect();
     Ok(r)
+}
+
+/// `FOR SYSTEM TIME`, `FOR VALIDTIME`, `FOR ALL SYSTEM TIME`, `FOR
+/// APPLICATION_TIME`, …: what was probably meant, if the words after FOR
+/// look like a misspelt time axis.
+fn axis_typo(w1: Option<&str>, w2: Option<&str>, w3: Option<&str>) -> Option<String> {
+    let (all, a, b) = match w1 {
+        Some("ALL") => ("ALL ", w2?, w3),
+        Some(w) => ("", w, w2),
+        None => return None,
+    };
+    let meant = match (a, b) {
+        ("SYSTEM_TIME" | "VALID_TIME", _) => return None,
+        ("SYSTEM" | "VALID", Some("TIME")) => {
+            let axis = format!("{a}_TIME");
+            return Some(format!(
+                "`FOR {all}{a} TIME` is not a temporal clause: did you mean `FOR {all}{axis}` (with an underscore)?"
+            ));
+        }
+        ("TRANSACTION_TIME" | "SYSTEM_VERSIONING", _) => "SYSTEM_TIME",
+        ("APPLICATION_TIME" | "BUSINESS_TIME" | "VALID_PERIOD", _) => "VALID_TIME",
+        (w, _) => {
+            let axes = ["SYSTEM_TIME".to_string(), "VALID_TIME".to_string()];
+            let close = w.len() >= 6
+                && (w.contains("TIME") || w.starts_with("SYS") || w.starts_with("VALID"));
+            if !close {
+                return None;
+            }
+            match crate::error::closest(w, &axes) {
+                Some("SYSTEM_TIME") => "SYSTEM_TIME",
+                Some(_) => "VALID_TIME",
+                None => return None,
+            }
+        }
+    };
+    Some(format!(
+        "`FOR {all}{a}` is not a temporal clause: did you mean `FOR {all}{meant}`?"
+    ))
 }
 
 fn is_keyword_like(w: &str) -> bool {

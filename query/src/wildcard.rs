@@ -117,7 +117,7 @@ impl Hider<'_> {
         let strata_quals: HashSet<String> = rels
             .iter()
             .filter(|(_, s)| matches!(s, Source::Strata(_)))
-            .filter_map(|(q, _)| q.as_ref().map(|q| q.to_string().to_lowercase()))
+            .filter_map(|(q, _)| q.as_ref().map(|q| crate::ident::fold(&q.to_string())))
             .collect();
         let mut items = Vec::with_capacity(select.projection.len());
         for item in std::mem::take(&mut select.projection) {
@@ -174,7 +174,7 @@ impl Hider<'_> {
                 SelectItem::QualifiedWildcard(
                     SelectItemQualifiedWildcardKind::ObjectName(q),
                     mut opts,
-                ) if strata_quals.contains(&q.to_string().to_lowercase()) => {
+                ) if strata_quals.contains(&crate::ident::fold(&q.to_string())) => {
                     exclude_temporal(&mut opts);
                     items.push(SelectItem::QualifiedWildcard(
                         SelectItemQualifiedWildcardKind::ObjectName(q),
@@ -257,11 +257,7 @@ impl Hider<'_> {
 }
 
 fn normal(i: &Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
-    }
+    crate::ident::normalize(i)
 }
 
 /// A bare `*` (no ILIKE/EXCLUDE/EXCEPT/REPLACE/RENAME/alias options).

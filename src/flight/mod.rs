@@ -1073,13 +1073,17 @@ fn status(e: QueryError) -> Status {
         | QueryError::Invalid(_)
         | QueryError::UndefinedColumn(_)
         | QueryError::TypeConflict(_)
+        | QueryError::Arithmetic(_)
         | QueryError::Execution(_) => Code::InvalidArgument,
         QueryError::UndefinedTable(_) => Code::NotFound,
         QueryError::Unsupported(_) => Code::Unimplemented,
-        QueryError::Transaction(_) | QueryError::Assertion(_) => Code::FailedPrecondition,
+        QueryError::Transaction(_) | QueryError::Aborted(_) | QueryError::Assertion(_) => {
+            Code::FailedPrecondition
+        }
         QueryError::Storage(s) => match s.kind() {
             K::Invalid => Code::InvalidArgument,
             K::Unavailable => Code::Unavailable,
+            K::Full => Code::ResourceExhausted,
             K::Corrupt => Code::DataLoss,
             K::Conflict => Code::Aborted,
             K::NotFound => Code::NotFound,

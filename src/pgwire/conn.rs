@@ -328,7 +328,7 @@ impl Inner {
                 data_types,
                 statement,
             } => {
-                let key = name.value.to_lowercase();
+                let key = strata_query::ident::normalize(name);
                 if st.prepared.contains_key(&key) {
                     return Err(err(
                         "42P05",
@@ -356,7 +356,7 @@ impl Inner {
                 parameters,
                 ..
             } => {
-                let key = vars::object_name_string(name).to_lowercase();
+                let key = strata_query::ident::fold(&vars::object_name_string(name));
                 let p = st.prepared.get(&key).cloned().ok_or_else(|| {
                     err(
                         "26000",
@@ -372,7 +372,7 @@ impl Inner {
                     st.prepared.clear();
                     return cmd("DEALLOCATE ALL");
                 }
-                let key = name.value.to_lowercase();
+                let key = strata_query::ident::normalize(name);
                 if st.prepared.remove(&key).is_none() {
                     return Err(err(
                         "26000",
@@ -565,7 +565,7 @@ impl Inner {
             Some(Statement::Execute {
                 name: Some(name), ..
             }) => {
-                let key = vars::object_name_string(name).to_lowercase();
+                let key = strata_query::ident::fold(&vars::object_name_string(name));
                 let st = self.state.lock().await;
                 let p = st.prepared.get(&key).ok_or_else(|| {
                     err(

@@ -85,11 +85,7 @@ fn syntax(msg: impl Into<String>) -> E {
 }
 
 fn ident_name(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
-    }
+    strata_query::ident::normalize(i)
 }
 
 fn quote_ident(s: &str) -> String {

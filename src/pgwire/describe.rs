@@ -285,11 +285,7 @@ fn cast_hints(stmt: &Statement, params: &mut [Option<DataType>], tags: &mut [Opt
 }
 
 fn ident_name(i: &ast::Ident) -> String {
-    if i.quote_style.is_some() {
-        i.value.clone()
-    } else {
-        i.value.to_lowercase()
-    }
+    strata_query::ident::normalize(i)
 }
 
 fn last_name(n: &ast::ObjectName) -> Option<String> {

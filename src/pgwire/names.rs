@@ -49,13 +49,9 @@ pub fn rename(schema: &SchemaRef, names: &[Option<String>]) -> SchemaRef {
 }
 
 fn last_ident(n: &ast::ObjectName) -> Option<String> {
-    n.0.last().and_then(|p| p.as_ident()).map(|i| {
-        if i.quote_style.is_some() {
-            i.value.clone()
-        } else {
-            i.value.to_lowercase()
-        }
-    })
+    n.0.last()
+        .and_then(|p| p.as_ident())
+        .map(strata_query::ident::normalize)
 }
 
 /// The name Postgres gives an unaliased select item; None keeps the planner's
@@ -63,15 +59,7 @@ fn last_ident(n: &ast::ObjectName) -> Option<String> {
 fn expr_name(e: &Expr) -> Option<String> {
     Some(match e {
         Expr::Identifier(_) => return None,
-        Expr::CompoundIdentifier(parts) => {
-            return parts.last().map(|i| {
-                if i.quote_style.is_some() {
-                    i.value.clone()
-                } else {
-                    i.value.to_lowercase()
-                }
-            })
-        }
+        Expr::CompoundIdentifier(parts) => return parts.last().map(strata_query::ident::normalize),
         Expr::Nested(inner) => return expr_name(inner),
         Expr::Function(f) => last_ident(&f.name).unwrap_or_else(|| "?column?".into()),
         Expr::Cast {
@@ -79,7 +67,7 @@ fn expr_name(e: &Expr) -> Option<String> {
         } => match expr_name(expr) {
             Some(n) if n != "?column?" => n,
             None => match expr.as_ref() {
-                Expr::Identifier(i) => i.value.to_lowercase(),
+                Expr::Identifier(i) => strata_query::ident::normalize(i),
                 _ => type_name(data_type),
             },
             _ => type_name(data_type),
@@ -123,7 +111,7 @@ fn type_name(t: &SqlType) -> String {
         T::JSON => "json",
         T::JSONB => "jsonb",
         T::Array(_) => "array",
-        other => return other.to_string().to_lowercase(),
+        other => return strata_query::ident::fold(&other.to_string()),
     }
     .to_string()
 }

@@ -1191,9 +1191,10 @@ pub(crate) fn flush_tag() -> String {
 
 fn fail_all(pending: Vec<Pending>, e: &Error) {
     for p in pending {
-        let _ = p.reply.send(Err(Error::Conflict(format!(
-            "transaction not committed: {e}"
-        ))));
+        let _ = p.reply.send(Err(Error::NotCommitted {
+            kind: e.kind(),
+            reason: e.to_string(),
+        }));
     }
 }
 

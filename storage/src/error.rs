@@ -7,8 +7,11 @@ use std::fmt;
 pub enum ErrorKind {
     /// The request was wrong (bad value, type conflict, bad period): fix the input.
     Invalid,
-    /// The object store or disk failed: retry later.
+    /// The object store or disk failed (an I/O error, a directory that
+    /// cannot be written): retry later, or fix the storage.
     Unavailable,
+    /// The disk (or a quota) is full: free space, then retry.
+    Full,
     /// Stored bytes are not what Strata wrote (checksum, format): needs an operator.
     Corrupt,
     /// Another writer got there first and the operation could not be retried.
@@ -44,6 +47,17 @@ pub enum Error {
     Corrupt { path: String, reason: String },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A commit that failed before it was durable, for the reason `kind`
+    /// says (a group commit hands the one failure to every waiting writer).
+    #[error("transaction not committed: {reason}")]
+    NotCommitted { kind: ErrorKind, reason: String },
+    /// The data directory cannot be written (found at open).
+    #[error("data directory `{path}` is not writable: {reason}; give a directory this process can create files in")]
+    NotWritable {
+        path: String,
+        reason: String,
+        kind: ErrorKind,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("internal error: {0}")]
@@ -56,7 +70,9 @@ impl Error {
             Error::Invalid(_) | Error::InvalidText(_) | Error::TypeConflict { .. } => {
                 ErrorKind::Invalid
             }
-            Error::Store(_) | Error::Io(_) => ErrorKind::Unavailable,
+            Error::Io(e) => io_kind(e),
+            Error::Store(e) => store_kind(e),
+            Error::NotCommitted { kind, .. } | Error::NotWritable { kind, .. } => *kind,
             Error::Arrow(_) => ErrorKind::Internal,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Conflict(_) => ErrorKind::Conflict,
@@ -64,6 +80,31 @@ impl Error {
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
+}
+
+/// An I/O error's kind: a full disk or quota is `Full`, anything else `Unavailable`.
+pub fn io_kind(e: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as K;
+    // ENOSPC = 28, EDQUOT = 122 on Linux.
+    if matches!(e.kind(), K::StorageFull | K::QuotaExceeded)
+        || matches!(e.raw_os_error(), Some(28 | 122))
+    {
+        ErrorKind::Full
+    } else {
+        ErrorKind::Unavailable
+    }
+}
+
+/// An object store error's kind, from the I/O error beneath it if any.
+fn store_kind(e: &object_store::Error) -> ErrorKind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io_kind(io);
+        }
+        source = s.source();
+    }
+    ErrorKind::Unavailable
 }
 
 impl fmt::Display for ErrorKind {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::temporal::Coordinate;
+use crate::temporal::{Coordinate, TimeSelector};
 use crate::time::{Micros, OPEN};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +119,50 @@ impl<K: Ord + Clone, V: Clone + Ord> RefModel<K, V> {
             .filter(|r| coord.matches(r.vf, r.vt, r.sf, r.st))
             .collect()
     }
+
+    /// What a query at `coord` returns when the last transaction committed
+    /// at `latest`: at a past system time (AS OF s < latest) each version as
+    /// it was known at s, its pieces merged (see [`merge_pieces`]), the
+    /// valid-time selector applied to the merged periods; otherwise the
+    /// visible rectangles.
+    pub fn read(&self, coord: &Coordinate, latest: Micros) -> Vec<RefRect<K, V>> {
+        match coord.system {
+            TimeSelector::AsOf(s) if s < latest => {
+                let at_s = Coordinate {
+                    system: coord.system,
+                    valid: TimeSelector::All,
+                };
+                merge_pieces(self.visible(&at_s))
+                    .into_iter()
+                    .filter(|r| coord.valid.matches(r.vf, r.vt))
+                    .collect()
+            }
+            _ => self.visible(coord),
+        }
+    }
+}
+
+/// The pieces of one version as one rectangle: rectangles of the same
+/// entity with the same `sf` and value whose valid periods meet are one,
+/// valid over their union, `st` the earliest of theirs. (Meant for the
+/// rectangles visible at one system time, which never overlap per entity.)
+pub fn merge_pieces<K: Ord + Clone, V: Ord + Clone>(
+    mut rects: Vec<RefRect<K, V>>,
+) -> Vec<RefRect<K, V>> {
+    rects.sort_by(|a, b| (&a.id, a.sf, a.vf).cmp(&(&b.id, b.sf, b.vf)));
+    let mut out: Vec<RefRect<K, V>> = Vec::new();
+    for r in rects {
+        if let Some(l) = out.last_mut() {
+            if l.id == r.id && l.sf == r.sf && l.value == r.value && l.vt == r.vf {
+                l.vt = r.vt;
+                l.st = l.st.min(r.st);
+                continue;
+            }
+        }
+        out.push(r);
+    }
+    out.sort();
+    out
 }
 
 /// Merge rectangles that differ only by adjacent valid intervals, so that two
@@ -174,5 +218,35 @@ mod tests {
         assert_eq!(got, want);
         // v1 is returned once at (S = Jan 15, V = Jan 15).
         assert_eq!(m.visible(&Coordinate::as_of(150, 150)).len(), 1);
+    }
+
+    #[test]
+    fn past_reads_show_versions_whole() {
+        // Put v over [Jan, ∞) at system time 10; at 20 a correction over [Apr, Jul).
+        let (jan, apr, jul) = (100, 400, 700);
+        let mut m: RefModel<i64, &str> = RefModel::new();
+        m.event(1, 10, jan, OPEN, RefKind::Put("v"));
+        m.event(1, 20, apr, jul, RefKind::Put("w"));
+        let all_valid = |s| Coordinate {
+            system: TimeSelector::AsOf(s),
+            valid: TimeSelector::All,
+        };
+        // The raw rectangles at 15 are three pieces of v, cut at dates learned at 20.
+        assert_eq!(m.visible(&all_valid(15)).len(), 3);
+        // Read at 15: one row, v over [Jan, ∞), known until the first change (20).
+        let r = |v, vf, vt, sf, st| RefRect {
+            id: 1,
+            value: v,
+            vf,
+            vt,
+            sf,
+            st,
+        };
+        assert_eq!(m.read(&all_valid(15), 20), vec![r("v", jan, OPEN, 10, 20)]);
+        // The valid-time selector applies to the merged period.
+        let at_may = Coordinate::as_of(15, 500);
+        assert_eq!(m.read(&at_may, 20), vec![r("v", jan, OPEN, 10, 20)]);
+        // At the present nothing merges: v's open pieces and w.
+        assert_eq!(m.read(&all_valid(20), 20).len(), 3);
     }
 }

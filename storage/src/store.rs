@@ -48,12 +48,32 @@ pub enum CreateOutcome {
     AlreadyExists,
 }
 
+/// Create, write, sync and remove a file in `dir`: a directory the process
+/// cannot write is found at open, not at the first commit.
+fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let probe = dir.join(format!(".strata-write-probe-{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(b"strata")?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    r
+}
+
 impl Storage {
     pub fn open(location: &StoreLocation) -> Result<Storage> {
         match location {
             StoreLocation::Local(dir) => {
-                std::fs::create_dir_all(dir)?;
-                let dir = std::fs::canonicalize(dir)?;
+                let not_writable = |e: std::io::Error| Error::NotWritable {
+                    path: dir.display().to_string(),
+                    reason: e.to_string(),
+                    kind: crate::error::io_kind(&e),
+                };
+                std::fs::create_dir_all(dir).map_err(not_writable)?;
+                let dir = std::fs::canonicalize(dir).map_err(not_writable)?;
+                probe_writable(&dir).map_err(not_writable)?;
                 let inner = LocalFileSystem::new_with_prefix(&dir)?;
                 Ok(Storage {
                     inner: Arc::new(inner),

@@ -822,3 +822,51 @@ async fn columns_added_after_a_flush_read_as_null_from_older_segments() {
     assert_eq!(state(&engine, t1).await, before);
     assert_eq!(state(&engine, t2).await, after);
 }
+
+/// Fails every write to the log with the given OS error.
+#[derive(Debug)]
+struct FailLogWrites(i32);
+
+impl strata_storage::FaultHook for FailLogWrites {
+    fn before_write(&self, path: &str) -> std::io::Result<()> {
+        if path.starts_with("log/") {
+            Err(std::io::Error::from_raw_os_error(self.0))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_commit_keeps_its_cause_not_conflict() {
+    // ENOSPC: the disk is full; EIO: any other I/O error.
+    for (errno, kind) in [(28, ErrorKind::Full), (5, ErrorKind::Unavailable)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = EngineConfig::new(StoreLocation::Local(tmp.path().to_path_buf()));
+        cfg.fault = Some(Arc::new(FailLogWrites(errno)));
+        let engine = Engine::open(cfg).await.expect("open");
+        let e = engine
+            .commit(tx(vec![put("t", &[1], vec![("v", ints(&[1]))])]))
+            .await
+            .expect_err("the log write fails");
+        assert_eq!(e.kind(), kind, "{e}");
+        assert_ne!(e.kind(), ErrorKind::Conflict, "{e}");
+        assert!(e.to_string().contains("transaction not committed"), "{e}");
+    }
+}
+
+#[test]
+fn a_data_directory_that_cannot_be_written_is_refused_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let dir = file.join("data");
+    let e = strata_storage::store::Storage::open(&StoreLocation::Local(dir.clone()))
+        .expect_err("cannot create a directory under a file");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("is not writable") && msg.contains(&dir.display().to_string()),
+        "{msg}"
+    );
+}
