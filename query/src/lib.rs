@@ -6,7 +6,7 @@ pub mod casts;
 mod dml;
 pub mod error;
 mod fastpath;
-mod naming;
+pub mod naming;
 pub mod period;
 pub mod pg_catalog;
 pub mod provider;
