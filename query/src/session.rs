@@ -640,8 +640,17 @@ impl Session {
         let out = renamed.clone();
         let stream = stream.map(move |b| {
             let b = b?;
+            // The batch's own types (the planner's schema may differ in
+            // details such as nullability), under the client's names.
+            let fields: Vec<Field> = b
+                .schema()
+                .fields()
+                .iter()
+                .zip(out.fields())
+                .map(|(f, o)| f.as_ref().clone().with_name(o.name().clone()))
+                .collect();
             Ok::<_, datafusion::error::DataFusionError>(RecordBatch::try_new_with_options(
-                out.clone(),
+                Arc::new(Schema::new(fields)),
                 b.columns().to_vec(),
                 &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
             )?)
