@@ -604,8 +604,9 @@ impl Gen {
             .map(|w| format!(" WHERE {w}"))
             .unwrap_or_default();
         let lhs = self.expr(ty, outer, 0);
+        // `IS TRUE`: an IN that is NULL under a NOT is the NOT IN of KNOWN.
         format!(
-            "({lhs} {not}IN (SELECT {} FROM {} AS {a}{w}))",
+            "(({lhs} {not}IN (SELECT {} FROM {} AS {a}{w})) IS TRUE)",
             c.sql(),
             self.tables[t].name
         )
