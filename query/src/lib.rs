@@ -8,7 +8,7 @@ pub mod error;
 mod fastpath;
 pub mod ident;
 mod merge;
-mod naming;
+pub mod naming;
 pub mod overflow;
 pub mod period;
 pub mod pg_catalog;

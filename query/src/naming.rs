@@ -95,6 +95,59 @@ impl VisitorMut for Aliaser {
     }
 }
 
+/// Marks a planning name given to a repeated output column; what follows it
+/// is not part of the column's name (see [`client_name`]).
+pub const DUPLICATE_MARK: &str = "\u{1}#";
+
+/// The name a client sees for an output column planned as `name`.
+pub fn client_name(name: &str) -> &str {
+    match name.find(DUPLICATE_MARK) {
+        Some(i) => &name[..i],
+        None => name,
+    }
+}
+
+/// Postgres allows output columns named alike (`SELECT v, 'gen', v`, `SELECT
+/// 7 AS c, - c AS c`); DataFusion's projections need distinct names. Every
+/// repeat of a name in the outermost select list is planned under the name
+/// plus [`DUPLICATE_MARK`] and its position, which the session strips from
+/// the result's schema, so clients see the names they wrote.
+pub fn unique_output_names(stmt: &mut Statement) {
+    let Statement::Query(q) = stmt else {
+        return;
+    };
+    let mut body = q.body.as_mut();
+    // A set operation's columns are named by its first SELECT.
+    while let SetExpr::SetOperation { left, .. } = body {
+        body = left.as_mut();
+    }
+    let SetExpr::Select(select) = body else {
+        return;
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        let Some(name) = output_name(item) else {
+            continue;
+        };
+        if seen.insert(name.clone()) {
+            continue;
+        }
+        let alias = datafusion::sql::sqlparser::ast::Ident::with_quote(
+            '"',
+            format!("{name}{DUPLICATE_MARK}{}", i + 1),
+        );
+        *item = match std::mem::replace(
+            item,
+            SelectItem::UnnamedExpr(Expr::value(datafusion::sql::sqlparser::ast::Value::Null)),
+        ) {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                SelectItem::ExprWithAlias { expr, alias }
+            }
+            other => other,
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2760,6 +2760,32 @@ fn has_aggregate(e: &Expr) -> bool {
     found
 }
 
+/// Does every table `q`'s top SELECT reads belong to pg_catalog or
+/// information_schema (qualified so, or named like a catalog relation)?
+fn reads_only_catalogs(q: &ast::Query) -> bool {
+    let ast::SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    let catalog = |f: &ast::TableFactor| match f {
+        ast::TableFactor::Table {
+            name, args: None, ..
+        } => {
+            let parts = name_parts(name);
+            match parts.as_slice() {
+                [.., s, _] => s == "pg_catalog" || s == "information_schema",
+                [n] => SYSTEM_TABLES.iter().any(|(_, t, ..)| t == n),
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    !sel.from.is_empty()
+        && sel
+            .from
+            .iter()
+            .all(|t| catalog(&t.relation) && t.joins.iter().all(|j| catalog(&j.relation)))
+}
+
 /// `(SELECT x FROM … WHERE <correlated>)` as a value: Postgres checks at run
 /// time that it yields at most one row; DataFusion only plans correlated
 /// scalar subqueries that aggregate. Catalog queries (psql's `\d`,
@@ -3409,7 +3435,11 @@ impl VisitorMut for PgSyntax {
             Expr::Exists { subquery, negated } if empty_ungrouped(subquery) => {
                 *expr = Expr::value(ast::Value::Boolean(*negated));
             }
-            Expr::Subquery(q) => {
+            // Both rewrites change what a subquery means (a count over no
+            // rows is 0, not NULL; more than one row is an error, not the
+            // first): they are for the catalog queries of tools only, never
+            // for user tables.
+            Expr::Subquery(q) if reads_only_catalogs(q) => {
                 aggregate_scalar_subquery(q);
                 if let Some(cond) = hoist_outer_predicates(q) {
                     let sub = std::mem::replace(expr, Expr::value(ast::Value::Null));

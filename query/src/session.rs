@@ -20,7 +20,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use strata_storage::log::{Op, OpKind};
 use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
 use strata_storage::{Coordinate, Engine, EngineConfig, TxRequest};
@@ -519,6 +519,7 @@ impl Session {
         let mut stmt = stmt;
         crate::pg_catalog::rewrite(&mut stmt);
         crate::naming::alias_sorted_casts(&mut stmt);
+        crate::naming::unique_output_names(&mut stmt);
         {
             let engine = self.db.engine.clone();
             let times = &times;
@@ -635,7 +636,52 @@ impl Session {
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let stream = df.execute_stream().await?;
-        Ok(Output::Rows { schema, stream })
+        if !schema
+            .fields()
+            .iter()
+            .any(|f| f.name().contains(crate::naming::DUPLICATE_MARK))
+        {
+            return Ok(Output::Rows { schema, stream });
+        }
+        // Repeated output names were planned apart: give them back.
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let n = crate::naming::client_name(f.name()).to_string();
+                f.as_ref().clone().with_name(n)
+            })
+            .collect();
+        let renamed: SchemaRef =
+            Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        let out = renamed.clone();
+        let stream = stream.map(move |b| {
+            let b = b?;
+            // The batch's own types (the planner's schema may differ in
+            // details such as nullability), under the client's names.
+            let fields: Vec<Field> = b
+                .schema()
+                .fields()
+                .iter()
+                .zip(out.fields())
+                .map(|(f, o)| f.as_ref().clone().with_name(o.name().clone()))
+                .collect();
+            Ok::<_, datafusion::error::DataFusionError>(RecordBatch::try_new_with_options(
+                Arc::new(Schema::new(fields)),
+                b.columns().to_vec(),
+                &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+            )?)
+        });
+        let stream = Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                renamed.clone(),
+                stream,
+            ),
+        );
+        Ok(Output::Rows {
+            schema: renamed,
+            stream,
+        })
     }
 
     /// Commit `ops` now, or add them to the open transaction.

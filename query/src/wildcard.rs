@@ -82,33 +82,7 @@ impl Hider<'_> {
         // The USING columns of all joins, if every such join is USING (not NATURAL).
         let mut using_cols: Option<Vec<String>> = Some(Vec::new());
         for twj in &mut select.from {
-            self.natural_to_using(twj);
-            rels.push((qualifier(&twj.relation), self.classify(&twj.relation)));
-            for j in &twj.joins {
-                match constraint(&j.join_operator) {
-                    Some(JoinConstraint::Using(cols)) => {
-                        using_or_natural = true;
-                        if let Some(u) = using_cols.as_mut() {
-                            for c in cols {
-                                let n =
-                                    c.0.last()
-                                        .and_then(|p| p.as_ident())
-                                        .map(normal)
-                                        .unwrap_or_else(|| c.to_string());
-                                if !u.contains(&n) {
-                                    u.push(n);
-                                }
-                            }
-                        }
-                    }
-                    Some(JoinConstraint::Natural) => {
-                        using_or_natural = true;
-                        using_cols = None;
-                    }
-                    _ => {}
-                }
-                rels.push((qualifier(&j.relation), self.classify(&j.relation)));
-            }
+            self.collect(twj, &mut rels, &mut using_or_natural, &mut using_cols);
         }
         if rels.is_empty() || !rels.iter().any(|(_, s)| matches!(s, Source::Strata(_))) {
             return;
@@ -185,6 +159,61 @@ impl Hider<'_> {
             }
         }
         select.projection = items;
+    }
+
+    /// The relations of one FROM item, in order, looking through
+    /// parenthesized joins (`(a CROSS JOIN b)`), and what its joins' USING /
+    /// NATURAL constraints say.
+    fn collect(
+        &self,
+        twj: &mut TableWithJoins,
+        rels: &mut Vec<(Option<ObjectName>, Source)>,
+        using_or_natural: &mut bool,
+        using_cols: &mut Option<Vec<String>>,
+    ) {
+        self.natural_to_using(twj);
+        self.collect_factor(&mut twj.relation, rels, using_or_natural, using_cols);
+        for j in &mut twj.joins {
+            match constraint(&j.join_operator) {
+                Some(JoinConstraint::Using(cols)) => {
+                    *using_or_natural = true;
+                    if let Some(u) = using_cols.as_mut() {
+                        for c in cols {
+                            let n =
+                                c.0.last()
+                                    .and_then(|p| p.as_ident())
+                                    .map(normal)
+                                    .unwrap_or_else(|| c.to_string());
+                            if !u.contains(&n) {
+                                u.push(n);
+                            }
+                        }
+                    }
+                }
+                Some(JoinConstraint::Natural) => {
+                    *using_or_natural = true;
+                    *using_cols = None;
+                }
+                _ => {}
+            }
+            self.collect_factor(&mut j.relation, rels, using_or_natural, using_cols);
+        }
+    }
+
+    fn collect_factor(
+        &self,
+        f: &mut TableFactor,
+        rels: &mut Vec<(Option<ObjectName>, Source)>,
+        using_or_natural: &mut bool,
+        using_cols: &mut Option<Vec<String>>,
+    ) {
+        match f {
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias: None,
+            } => self.collect(table_with_joins, rels, using_or_natural, using_cols),
+            _ => rels.push((qualifier(f), self.classify(f))),
+        }
     }
 
     /// `a NATURAL JOIN b` of two Strata tables joins on their shared user

@@ -195,13 +195,13 @@ pub fn plan_columns(schema: &Schema) -> Vec<ColumnPlan> {
                         _ => (pg_type_of(&dt), None),
                     };
                     ColumnPlan {
-                        name: f.name().clone(),
+                        name: strata_query::naming::client_name(f.name()).to_string(),
                         pg,
                         kind: ColKind::Native { dt, tag },
                     }
                 }
                 None => ColumnPlan {
-                    name: f.name().clone(),
+                    name: strata_query::naming::client_name(f.name()).to_string(),
                     pg: Type::TEXT,
                     kind: ColKind::Display,
                 },
