@@ -26,6 +26,10 @@ pub enum QueryError {
     Storage(strata_storage::Error),
     #[error("{0}")]
     Execution(String),
+    /// A query needed more memory than its share of `--memory-limit`, even
+    /// after spilling what can spill: SQLSTATE 53200.
+    #[error("out of memory: {0}. The query needs more than the query share of --memory-limit; raise --memory-limit, or make the query hold less at once (fewer groups, a smaller sort or join build side, no array_agg/string_agg over everything)")]
+    OutOfMemory(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -57,6 +61,7 @@ impl QueryError {
                 ErrorKind::Internal => "XX000",
             },
             QueryError::Execution(_) => "22000",
+            QueryError::OutOfMemory(_) => "53200",
             QueryError::Internal(_) => "XX000",
         }
     }
@@ -77,6 +82,9 @@ impl From<datafusion::arrow::error::ArrowError> for QueryError {
 impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
         let root = e.find_root();
+        if let DataFusionError::ResourcesExhausted(m) = root {
+            return QueryError::OutOfMemory(m.trim_end_matches('.').to_string());
+        }
         if let DataFusionError::SchemaError(se, _) = root {
             let m = se.to_string();
             return if m.contains("o field named") || m.contains("not found") {

@@ -11,8 +11,9 @@ pub mod period;
 pub mod pg_catalog;
 pub mod provider;
 pub mod session;
+pub mod system_tables;
 pub mod temporal;
 mod wildcard;
 
 pub use error::{QueryError, Result};
-pub use session::{Database, Output, Session};
+pub use session::{Database, Output, RuntimeOptions, Session};

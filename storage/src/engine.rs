@@ -36,6 +36,10 @@ pub struct EngineConfig {
     /// Flush the live index to segments once it holds this many rectangles.
     pub flush_rows: usize,
     pub fault: Option<Arc<dyn FaultHook>>,
+    /// The process memory budget in bytes (`--memory-limit`); `None`: no limit.
+    pub memory_limit: Option<usize>,
+    /// The disk cache of a remote store (`--cache-dir`, `--cache-size`).
+    pub cache: crate::cache::CacheConfig,
 }
 
 impl EngineConfig {
@@ -45,6 +49,8 @@ impl EngineConfig {
             clock: Arc::new(SystemClock),
             flush_rows: 1_000_000,
             fault: None,
+            memory_limit: None,
+            cache: Default::default(),
         }
     }
 }
@@ -136,7 +142,7 @@ impl TableScan {
 
 impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>> {
-        let mut storage = Storage::open(&config.location)?;
+        let mut storage = Storage::open_with_cache(&config.location, &config.cache)?;
         if let Some(f) = &config.fault {
             storage = storage.with_fault_hook(f.clone());
         }

@@ -1,6 +1,7 @@
 //! Strata storage: the transaction log, live index, segments and manifest on
 //! object storage, and bitemporal resolution. Knows nothing of SQL.
 
+pub mod cache;
 pub mod engine;
 pub mod entity;
 pub mod error;
@@ -14,10 +15,11 @@ pub mod table;
 pub mod temporal;
 pub mod time;
 
+pub use cache::{CacheConfig, CacheStats};
 pub use engine::{CommitInfo, Engine, EngineConfig, TableScan, TxRequest};
 pub use entity::EntityId;
 pub use error::{Error, ErrorKind, Result};
 pub use log::{Op, OpKind};
-pub use store::{FaultHook, StoreLocation};
+pub use store::{FaultHook, LatencyStore, StoreLocation};
 pub use temporal::{Coordinate, TimeSelector};
 pub use time::{Clock, Micros, SystemClock, TestClock, OPEN};
