@@ -41,7 +41,7 @@ impl Db {
     /// Open (or create) the database `config` points at: a directory, an
     /// object-store URL, or memory. Replays the log after the latest manifest.
     pub async fn open(config: Config) -> Result<Db> {
-        let inner = Database::open(config.engine_config()).await?;
+        let inner = Database::open_with(config.engine_config(), config.runtime_options()).await?;
         Ok(Db { inner })
     }
 

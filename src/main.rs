@@ -37,6 +37,18 @@ struct StoreArgs {
     /// Flush the live index to segments past this many rows.
     #[arg(long, env = "STRATA_FLUSH_ROWS", default_value_t = 1_000_000)]
     flush_rows: usize,
+    /// Memory budget (3GiB, 512MiB, 50%, none) [default: 50% of the RAM].
+    #[arg(long, env = "STRATA_MEMORY_LIMIT")]
+    memory_limit: Option<String>,
+    /// Directory for query spill files [default: the system temp dir].
+    #[arg(long, env = "STRATA_SPILL_DIR")]
+    spill_dir: Option<PathBuf>,
+    /// Disk cache directory for a remote store.
+    #[arg(long, env = "STRATA_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Disk cache size limit (10GiB, bytes; 0 turns it off) [default: 10GiB].
+    #[arg(long, env = "STRATA_CACHE_SIZE")]
+    cache_size: Option<String>,
 }
 
 impl StoreArgs {
@@ -48,6 +60,18 @@ impl StoreArgs {
         if let Some(tc) = &self.test_clock {
             let (s, st) = parse_test_clock(tc)?;
             c = c.with_test_clock(s, st);
+        }
+        if let Some(m) = &self.memory_limit {
+            c = c.with_memory_limit(strata::config::parse_memory_limit(m)?);
+        }
+        if let Some(d) = &self.spill_dir {
+            c = c.with_spill_dir(d);
+        }
+        if let Some(d) = &self.cache_dir {
+            c = c.with_cache_dir(d);
+        }
+        if let Some(n) = &self.cache_size {
+            c = c.with_cache_size(strata::config::parse_size(n, "--cache-size")?);
         }
         Ok(c.with_flush_rows(self.flush_rows))
     }

@@ -9,6 +9,10 @@
 //! pg_port = 5432
 //! flush_rows = 1000000
 //! catch_up_ms = 200
+//! memory_limit = "3GiB"            # or "50%", or bytes; default: half the RAM
+//! spill_dir = "/var/tmp/strata"    # default: the system temp dir
+//! cache_dir = "/var/cache/strata"  # remote stores only
+//! cache_size = "10GiB"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -73,6 +77,38 @@ pub struct ServeArgs {
     /// Refuse connections that do not use TLS.
     #[arg(long, env = "STRATA_TLS_REQUIRED")]
     pub tls_required: bool,
+    /// Memory budget of the process: 3GiB, 512MiB, 2GB, bytes, 50% of the
+    /// RAM, or none; queries get half of it and spill past their share
+    /// [default: 50% of the RAM].
+    #[arg(long, env = "STRATA_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// Directory for query spill files [default: the system temp dir].
+    #[arg(long, env = "STRATA_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// Disk cache directory for a remote store [default:
+    /// $XDG_CACHE_HOME/strata/<hash of the store URL>].
+    #[arg(long, env = "STRATA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Disk cache size limit (10GiB, 500MB, bytes; 0 turns it off) [default: 10GiB].
+    #[arg(long, env = "STRATA_CACHE_SIZE")]
+    pub cache_size: Option<String>,
+}
+
+/// A size in a config file: `"3GiB"` or a number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeSetting {
+    fn text(&self) -> String {
+        match self {
+            SizeSetting::Bytes(b) => b.to_string(),
+            SizeSetting::Text(t) => t.clone(),
+        }
+    }
 }
 
 /// The config file: the same settings as the flags.
@@ -93,6 +129,10 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_required: Option<bool>,
+    pub memory_limit: Option<SizeSetting>,
+    pub spill_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<SizeSetting>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -110,6 +150,11 @@ pub struct Resolved {
     pub auth: crate::auth::Auth,
     /// TLS for both listeners, when configured.
     pub tls: Option<crate::auth::TlsSettings>,
+    /// Bytes; `None`: no limit.
+    pub memory_limit: Option<usize>,
+    pub spill_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<u64>,
 }
 
 impl ServeArgs {
@@ -125,7 +170,25 @@ impl ServeArgs {
                 (Some(cfg), true) => cfg.parent().unwrap_or(Path::new(".")).join(d),
                 _ => d,
             });
+        let memory_limit = match self
+            .memory_limit
+            .clone()
+            .or(file.memory_limit.as_ref().map(|m| m.text()))
+        {
+            Some(m) => crate::config::parse_memory_limit(&m)?,
+            None => crate::config::default_memory_limit(),
+        };
+        let cache_size = self
+            .cache_size
+            .clone()
+            .or(file.cache_size.as_ref().map(|m| m.text()))
+            .map(|c| crate::config::parse_size(&c, "--cache-size"))
+            .transpose()?;
         Ok(Resolved {
+            memory_limit,
+            spill_dir: self.spill_dir.clone().or(file.spill_dir),
+            cache_dir: self.cache_dir.clone().or(file.cache_dir),
+            cache_size,
             data_dir: self
                 .data_dir
                 .clone()
@@ -189,6 +252,16 @@ impl Resolved {
         if let Some(tc) = &self.test_clock {
             let (s, st) = parse_test_clock(tc)?;
             c = c.with_test_clock(s, st);
+        }
+        c = c.with_memory_limit(self.memory_limit);
+        if let Some(d) = &self.spill_dir {
+            c = c.with_spill_dir(d);
+        }
+        if let Some(d) = &self.cache_dir {
+            c = c.with_cache_dir(d);
+        }
+        if let Some(n) = self.cache_size {
+            c = c.with_cache_size(n);
         }
         Ok(c.with_flush_rows(self.flush_rows))
     }
@@ -259,6 +332,19 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         "  opened in {} ms: read {} bytes in {} objects (manifest, deletion vectors, {} log records); {} segments",
         open.millis, open.bytes_read, open.objects_read, open.log_records_replayed, open.segments
     );
+    if let Some(c) = db.database().engine().storage().cache_stats() {
+        println!(
+            "  cache in {} ({} of {} bytes used)",
+            c.dir, c.used_bytes, c.limit_bytes
+        );
+    }
+    match r.memory_limit {
+        Some(m) => println!(
+            "  memory limit {m} bytes ({} for queries)",
+            (m as f64 * strata_query::session::QUERY_MEMORY_SHARE) as usize
+        ),
+        None => println!("  memory limit: none"),
+    }
     println!("  postgres listening on {local}");
     println!("  flight sql listening on {}", flight.local_addr());
     let host = if local.ip().is_unspecified() {
@@ -357,6 +443,47 @@ mod tests {
             args.resolve().unwrap().auth.mode,
             crate::auth::AuthMode::Password
         );
+    }
+
+    #[test]
+    fn memory_and_cache_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("strata.toml");
+        std::fs::write(
+            &cfg,
+            "memory_limit = \"512MiB\"\ncache_size = 1000000\ncache_dir = \"/tmp/c\"\n",
+        )
+        .unwrap();
+        let r = ServeArgs {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(r.memory_limit, Some(512 << 20));
+        assert_eq!(r.cache_size, Some(1_000_000));
+        assert_eq!(r.cache_dir, Some(PathBuf::from("/tmp/c")));
+        let r = ServeArgs {
+            config: Some(cfg),
+            memory_limit: Some("3GiB".into()),
+            cache_size: Some("2GB".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(r.memory_limit, Some(3 << 30));
+        assert_eq!(r.cache_size, Some(2_000_000_000));
+        assert_eq!(
+            ServeArgs::default().resolve().unwrap().memory_limit,
+            crate::config::default_memory_limit()
+        );
+        let err = ServeArgs {
+            memory_limit: Some("3 gigs".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("--memory-limit"), "{err}");
     }
 
     #[test]

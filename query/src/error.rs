@@ -32,6 +32,10 @@ pub enum QueryError {
     Arithmetic(crate::overflow::ArithmeticError),
     #[error("{0}")]
     Execution(String),
+    /// A query needed more memory than its share of `--memory-limit`, even
+    /// after spilling what can spill: SQLSTATE 53200.
+    #[error("out of memory: {0}. The query needs more than the query share of --memory-limit; raise --memory-limit, or make the query hold less at once (fewer groups, a smaller sort or join build side, no array_agg/string_agg over everything)")]
+    OutOfMemory(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -66,6 +70,7 @@ impl QueryError {
             },
             QueryError::Arithmetic(e) => e.sqlstate(),
             QueryError::Execution(_) => "22000",
+            QueryError::OutOfMemory(_) => "53200",
             QueryError::Internal(_) => "XX000",
         }
     }
@@ -103,6 +108,9 @@ fn arrow_error(e: datafusion::arrow::error::ArrowError) -> QueryError {
 impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
         let root = e.find_root();
+        if let DataFusionError::ResourcesExhausted(m) = root {
+            return QueryError::OutOfMemory(m.trim_end_matches('.').to_string());
+        }
         if let DataFusionError::SchemaError(se, _) = root {
             let m = se.to_string();
             return if m.contains("o field named") || m.contains("not found") {

@@ -15,8 +15,9 @@ pub mod pg_catalog;
 mod pg_typeof;
 pub mod provider;
 pub mod session;
+pub mod system_tables;
 pub mod temporal;
 mod wildcard;
 
 pub use error::{QueryError, Result};
-pub use session::{Database, Output, Session};
+pub use session::{Database, Output, RuntimeOptions, Session};

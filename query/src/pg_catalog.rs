@@ -1619,6 +1619,9 @@ impl SchemaProvider for PublicSchema {
         if self.pg.find(name).is_some() {
             return self.pg.provider(name);
         }
+        if let Some(t) = crate::system_tables::provider(name, &self.pg.engine)? {
+            return Ok(Some(t));
+        }
         self.inner.table(name).await
     }
     fn table_exist(&self, name: &str) -> bool {

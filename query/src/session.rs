@@ -12,6 +12,9 @@ use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::common::ParamValues;
 use datafusion::common::ScalarValue;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
@@ -85,8 +88,68 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// Share of the process memory budget (`EngineConfig::memory_limit`) that
+/// query execution may hold, all queries together: 50%.
+pub const QUERY_MEMORY_SHARE: f64 = 0.5;
+
+/// How query execution uses memory and disk. All sessions of a `Database`
+/// share one DataFusion runtime: one memory pool, one spill directory.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Bytes that sorts, aggregations, joins and other buffering operators
+    /// may reserve, all running queries together (a `FairSpillPool`: each
+    /// spilling operator gets a fair share and spills past it). `None`: no
+    /// limit.
+    pub query_memory: Option<usize>,
+    /// Where spill files go (a fresh `datafusion-*` directory inside it,
+    /// removed when the database closes). `None`: the system temp directory.
+    pub spill_dir: Option<std::path::PathBuf>,
+}
+
+impl RuntimeOptions {
+    /// Query memory as [`QUERY_MEMORY_SHARE`] of a process budget.
+    pub fn from_budget(memory_limit: Option<usize>) -> RuntimeOptions {
+        RuntimeOptions {
+            query_memory: memory_limit.map(|m| ((m as f64) * QUERY_MEMORY_SHARE) as usize),
+            spill_dir: None,
+        }
+    }
+
+    fn runtime(&self) -> Result<Arc<RuntimeEnv>> {
+        let mut b = RuntimeEnvBuilder::new();
+        if let Some(limit) = self.query_memory {
+            let pool = TrackConsumersPool::new(
+                FairSpillPool::new(limit),
+                std::num::NonZeroUsize::new(3).expect("3 > 0"),
+            );
+            b = b.with_memory_pool(Arc::new(pool));
+        }
+        if let Some(dir) = &self.spill_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                QueryError::Invalid(format!(
+                    "cannot create the spill directory {}: {e} (set --spill-dir to a writable directory)",
+                    dir.display()
+                ))
+            })?;
+            b = b.with_disk_manager_builder(
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+            );
+        }
+        Ok(b.build_arc()?)
+    }
+}
+
 impl Database {
+    /// Open with query memory as a share of `config.memory_limit`
+    /// ([`RuntimeOptions::from_budget`]) and spills in the system temp dir.
     pub async fn open(config: EngineConfig) -> Result<Arc<Database>> {
+        let opts = RuntimeOptions::from_budget(config.memory_limit);
+        Database::open_with(config, opts).await
+    }
+
+    pub async fn open_with(config: EngineConfig, opts: RuntimeOptions) -> Result<Arc<Database>> {
+        let runtime = opts.runtime()?;
         let engine = Engine::open(config).await?;
         let cfg = SessionConfig::new()
             .with_default_catalog_and_schema("strata", "public")
@@ -95,6 +158,7 @@ impl Database {
             .with_information_schema(false);
         let mut base = SessionStateBuilder::new()
             .with_config(cfg)
+            .with_runtime_env(runtime)
             .with_default_features()
             .build();
         crate::pg_catalog::register_functions(&mut base, &engine)?;
@@ -112,6 +176,12 @@ impl Database {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The runtime every query of this database runs in (its memory pool
+    /// and spill directory).
+    pub fn runtime(&self) -> Arc<RuntimeEnv> {
+        self.base.runtime_env().clone()
     }
 
     /// How many statements were answered as point lookups without planning.

@@ -1089,6 +1089,7 @@ fn status(e: QueryError) -> Status {
             K::NotFound => Code::NotFound,
             K::Internal => Code::Internal,
         },
+        QueryError::OutOfMemory(_) => Code::ResourceExhausted,
         QueryError::Internal(_) => Code::Internal,
     };
     Status::new(code, format!("{e} (SQLSTATE {})", e.sqlstate()))

@@ -46,6 +46,10 @@ pub struct EngineConfig {
     pub memory_limit: Option<usize>,
     pub compaction: CompactionConfig,
     pub gc: GcConfig,
+    /// The process memory budget in bytes (`--memory-limit`); `None`: no limit.
+    pub memory_limit: Option<usize>,
+    /// The disk cache of a remote store (`--cache-dir`, `--cache-size`).
+    pub cache: crate::cache::CacheConfig,
 }
 
 impl EngineConfig {
@@ -58,6 +62,7 @@ impl EngineConfig {
             memory_limit: None,
             compaction: CompactionConfig::default(),
             gc: GcConfig::default(),
+            cache: Default::default(),
         }
     }
 
@@ -296,7 +301,7 @@ impl TableScan {
 impl Engine {
     pub async fn open(config: EngineConfig) -> Result<Arc<Engine>> {
         let started = std::time::Instant::now();
-        let mut storage = Storage::open(&config.location)?;
+        let mut storage = Storage::open_with_cache(&config.location, &config.cache)?;
         if let Some(f) = &config.fault {
             storage = storage.with_fault_hook(f.clone());
         }

@@ -1,6 +1,7 @@
 //! Strata storage: the transaction log, live index, segments and manifest on
 //! object storage, and bitemporal resolution. Knows nothing of SQL.
 
+pub mod cache;
 pub mod compaction;
 pub mod engine;
 pub mod entity;
@@ -23,9 +24,10 @@ pub use engine::{
 };
 pub use gc::{GcConfig, GcReport};
 pub use segment::Tier;
+pub use cache::{CacheConfig, CacheStats};
 pub use entity::EntityId;
 pub use error::{Error, ErrorKind, Result};
 pub use log::{Op, OpKind};
-pub use store::{FaultHook, StoreLocation};
+pub use store::{FaultHook, LatencyStore, StoreLocation};
 pub use temporal::{Coordinate, TimeSelector};
 pub use time::{Clock, Micros, SystemClock, TestClock, OPEN};

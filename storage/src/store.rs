@@ -1,17 +1,29 @@
 //! Object store access: the few operations Strata needs (conditional create,
 //! put, get, list, delete) over any `object_store` backend, plus the fsync that
 //! `LocalFileSystem` does not do, and a fault-injection hook for recovery tests.
+//!
+//! Reads of immutable objects are zero-copy: [`Storage::get_mapped`] returns
+//! `Bytes` backed by a memory map — of the file itself on a local directory,
+//! of a copy in the local disk cache ([`crate::cache`]) on a remote store.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
 
+use crate::cache::{map_file, CacheConfig, CacheStats, DiskCache, DEFAULT_CACHE_SIZE};
 use crate::error::{Error, Result};
 
 /// Where the durable state lives.
@@ -24,6 +36,14 @@ pub enum StoreLocation {
     Url(String),
     /// Nothing durable: for tests and scratch work.
     Memory,
+    /// Any `object_store` implementation, treated like a remote store (reads
+    /// go through the disk cache). `name` stands for its URL (the default
+    /// cache directory is named by its hash). For tests and benches, e.g. a
+    /// [`LatencyStore`].
+    Custom {
+        store: Arc<dyn ObjectStore>,
+        name: String,
+    },
 }
 
 /// Called before every write; returning an error makes the write fail
@@ -39,6 +59,8 @@ pub struct Storage {
     local_root: Option<PathBuf>,
     fault: Option<Arc<dyn FaultHook>>,
     description: String,
+    /// Set for a remote store (unless the cache is turned off).
+    cache: Option<DiskCache>,
 }
 
 /// Outcome of a conditional create.
@@ -62,8 +84,35 @@ fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
     r
 }
 
+/// Objects written once under a unique name and never modified: segments,
+/// blooms and deletion vectors (everything under `tables/`). Only these are
+/// cached or mapped by [`Storage::get`]; the log (rewritten by ERASE) and
+/// manifests are always read from the store.
+fn immutable(path: &str) -> bool {
+    path.starts_with("tables/")
+}
+
 impl Storage {
+    /// Open a store with the default cache settings (see [`CacheConfig`]).
     pub fn open(location: &StoreLocation) -> Result<Storage> {
+        Storage::open_with_cache(location, &CacheConfig::default())
+    }
+
+    /// Open a store; a remote one (`Url` other than `file://`, `Custom`) gets
+    /// a disk cache set up by `cache`. Local and memory stores ignore it.
+    pub fn open_with_cache(location: &StoreLocation, cache: &CacheConfig) -> Result<Storage> {
+        let mut s = Storage::open_uncached(location)?;
+        if s.local_root.is_none() && !matches!(location, StoreLocation::Memory) {
+            let limit = cache.size.unwrap_or(DEFAULT_CACHE_SIZE);
+            if limit > 0 {
+                let dir = cache.resolve_dir(&s.description);
+                s.cache = Some(DiskCache::open(&dir, limit)?);
+            }
+        }
+        Ok(s)
+    }
+
+    fn open_uncached(location: &StoreLocation) -> Result<Storage> {
         match location {
             StoreLocation::Local(dir) => {
                 let not_writable = |e: std::io::Error| Error::NotWritable {
@@ -80,6 +129,7 @@ impl Storage {
                     local_root: Some(dir.clone()),
                     fault: None,
                     description: dir.display().to_string(),
+                    cache: None,
                 })
             }
             StoreLocation::Memory => Ok(Storage {
@@ -87,6 +137,14 @@ impl Storage {
                 local_root: None,
                 fault: None,
                 description: "memory".to_string(),
+                cache: None,
+            }),
+            StoreLocation::Custom { store, name } => Ok(Storage {
+                inner: store.clone(),
+                local_root: None,
+                fault: None,
+                description: name.clone(),
+                cache: None,
             }),
             StoreLocation::Url(u) => {
                 let url = url::Url::parse(u)
@@ -95,7 +153,7 @@ impl Storage {
                     let path = url.to_file_path().map_err(|_| {
                         Error::Invalid(format!("bad file URL `{u}`: not an absolute path"))
                     })?;
-                    return Storage::open(&StoreLocation::Local(path));
+                    return Storage::open_uncached(&StoreLocation::Local(path));
                 }
                 let opts: Vec<(String, String)> = std::env::vars()
                     .filter(|(k, _)| k.starts_with("AWS_"))
@@ -112,6 +170,7 @@ impl Storage {
                     local_root: None,
                     fault: None,
                     description: u.clone(),
+                    cache: None,
                 })
             }
         }
@@ -124,6 +183,12 @@ impl Storage {
 
     pub fn describe(&self) -> &str {
         &self.description
+    }
+
+    /// The disk cache's state and counters; `None` when there is no cache
+    /// (local or memory store, or `--cache-size 0`).
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
     }
 
     /// The local path of an object, when the store is a local directory.
@@ -180,16 +245,88 @@ impl Storage {
     /// Write (or overwrite) `data` at `path`, durably.
     pub async fn put(&self, path: &str, data: Bytes) -> Result<()> {
         self.check_fault(path)?;
+        if let Some(c) = &self.cache {
+            c.invalidate(path);
+        }
         self.inner
             .put(&Path::from(path), PutPayload::from_bytes(data))
             .await?;
         self.sync_local(path).await
     }
 
-    /// Read a whole object; `Ok(None)` if it does not exist.
+    /// Read a whole object; `Ok(None)` if it does not exist. Immutable
+    /// objects (segments, blooms, deletion vectors) come from
+    /// [`Storage::get_mapped`]; the log and manifests are read from the store.
     pub async fn get(&self, path: &str) -> Result<Option<Bytes>> {
+        if immutable(path) && (self.cache.is_some() || self.local_root.is_some()) {
+            return self.get_mapped(path).await;
+        }
+        self.get_uncached(path).await
+    }
+
+    async fn get_uncached(&self, path: &str) -> Result<Option<Bytes>> {
         match self.inner.get(&Path::from(path)).await {
             Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Read a whole immutable object without copying it: `Bytes` backed by a
+    /// memory map (`arrow::buffer::Buffer::from(bytes)` builds arrow buffers
+    /// on it). `Ok(None)` if it does not exist.
+    ///
+    /// - Local directory: the file itself is mapped, in place.
+    /// - Remote store: the object is fetched into the disk cache (once, for
+    ///   concurrent callers) and the cached file mapped. While any `Bytes`
+    ///   sharing that mapping lives, the file is pinned: never evicted. An
+    ///   object that cannot fit in the cache is returned from memory uncached.
+    /// - Memory store: the stored `Bytes` themselves.
+    ///
+    /// Only for objects that are never modified after they are written (a
+    /// cached copy is served without asking the store again).
+    pub async fn get_mapped(&self, path: &str) -> Result<Option<Bytes>> {
+        if let Some(c) = &self.cache {
+            return c.get(self.inner.as_ref(), path).await;
+        }
+        let Some(root) = &self.local_root else {
+            return self.get_uncached(path).await;
+        };
+        let file = match std::fs::File::open(root.join(path)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(match map_file(&file)? {
+            Some(map) => Bytes::from_owner(map),
+            None => Bytes::new(),
+        }))
+    }
+
+    /// Read `range` of an immutable object (a footer, one batch): from the
+    /// mapped file on a local store or a cached copy, else one ranged request
+    /// to the store (not cached). `Ok(None)` if the object does not exist; a
+    /// range past its end is an error.
+    pub async fn get_range(&self, path: &str, range: Range<u64>) -> Result<Option<Bytes>> {
+        let cached = match &self.cache {
+            Some(c) => c.peek(path)?,
+            None if self.local_root.is_some() => self.get_mapped(path).await?,
+            None => None,
+        };
+        if let Some(b) = cached {
+            if range.start > range.end || range.end > b.len() as u64 {
+                return Err(Error::Invalid(format!(
+                    "range {range:?} is outside object `{path}` of {} bytes",
+                    b.len()
+                )));
+            }
+            return Ok(Some(b.slice(range.start as usize..range.end as usize)));
+        }
+        if self.local_root.is_some() {
+            return Ok(None);
+        }
+        match self.inner.get_range(&Path::from(path), range).await {
+            Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -228,35 +365,158 @@ impl Storage {
         Ok(out)
     }
 
+    /// Delete an object (and its cached copy: no bytes of it stay on local
+    /// disk once no reader maps them).
     pub async fn delete(&self, path: &str) -> Result<()> {
         self.check_fault(path)?;
+        if let Some(c) = &self.cache {
+            c.invalidate(path);
+        }
         match self.inner.delete(&Path::from(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    /// An object's bytes for zero-copy reading: memory-mapped in place on a
-    /// local directory, fetched whole otherwise. `Ok(None)` if it does not exist.
-    pub async fn get_mapped(&self, path: &str) -> Result<Option<Bytes>> {
-        if let Some(file) = self.local_path(path) {
-            return tokio::task::spawn_blocking(move || -> Result<Option<Bytes>> {
-                let f = match std::fs::File::open(&file) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                if f.metadata()?.len() == 0 {
-                    return Ok(Some(Bytes::new()));
-                }
-                // SAFETY: objects are immutable once written (a rewrite goes
-                // to a new name), so the mapped bytes do not change under us.
-                let map = unsafe { memmap2::Mmap::map(&f)? };
-                Ok(Some(Bytes::from_owner(map)))
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("mmap task failed: {e}")))?;
+/// An object store that waits `latency` before every request it passes on
+/// to `inner`, and counts requests: a stand-in for S3 in tests and benches.
+#[derive(Debug)]
+pub struct LatencyStore {
+    inner: Arc<dyn ObjectStore>,
+    latency: Duration,
+    requests: std::sync::atomic::AtomicU64,
+    gets: std::sync::atomic::AtomicU64,
+}
+
+impl LatencyStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, latency: Duration) -> LatencyStore {
+        LatencyStore {
+            inner,
+            latency,
+            requests: Default::default(),
+            gets: Default::default(),
         }
-        self.get(path).await
+    }
+
+    /// An in-memory store with `latency` per request.
+    pub fn memory(latency: Duration) -> Arc<LatencyStore> {
+        Arc::new(LatencyStore::new(Arc::new(InMemory::new()), latency))
+    }
+
+    /// Requests of any kind so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// GET requests (whole or ranged) so far.
+    pub fn gets(&self) -> u64 {
+        self.gets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A `StoreLocation` over this store, named `name`.
+    pub fn location(self: &Arc<Self>, name: &str) -> StoreLocation {
+        StoreLocation::Custom {
+            store: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    async fn wait(&self) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(self.latency).await;
+    }
+}
+
+impl std::fmt::Display for LatencyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LatencyStore({:?}, {})", self.latency, self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LatencyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.wait().await;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.wait().await;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.wait().await;
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.wait().await;
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let latency = self.latency;
+        let inner = self.inner.clone();
+        futures::stream::once(async move {
+            tokio::time::sleep(latency).await;
+            inner.delete_stream(locations)
+        })
+        .flatten()
+        .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let latency = self.latency;
+        let inner = self.inner.list(prefix);
+        futures::stream::once(async move {
+            tokio::time::sleep(latency).await;
+            inner
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.wait().await;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.wait().await;
+        self.inner.copy_opts(from, to, options).await
     }
 }

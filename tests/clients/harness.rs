@@ -77,6 +77,10 @@ impl Server {
             "STRATA_LISTEN",
             "STRATA_CONFIG",
             "STRATA_CATCH_UP_MS",
+            "STRATA_MEMORY_LIMIT",
+            "STRATA_SPILL_DIR",
+            "STRATA_CACHE_DIR",
+            "STRATA_CACHE_SIZE",
         ] {
             cmd.env_remove(k);
         }
