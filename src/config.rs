@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use strata_storage::{CompactionConfig, EngineConfig, GcConfig, StoreLocation, TestClock};
 use strata_query::RuntimeOptions;
-use strata_storage::{CacheConfig, EngineConfig, StoreLocation, TestClock};
+use strata_storage::CacheConfig;
 
 /// Default data directory for the CLI and the server.
 pub const DEFAULT_DATA_DIR: &str = "./strata-data";

@@ -46,8 +46,6 @@ pub struct EngineConfig {
     pub memory_limit: Option<usize>,
     pub compaction: CompactionConfig,
     pub gc: GcConfig,
-    /// The process memory budget in bytes (`--memory-limit`); `None`: no limit.
-    pub memory_limit: Option<usize>,
     /// The disk cache of a remote store (`--cache-dir`, `--cache-size`).
     pub cache: crate::cache::CacheConfig,
 }
