@@ -49,7 +49,8 @@ async fn segments_are_cached_and_found_again_after_reopen() {
         let dir = dir.as_any().downcast_ref::<StringArray>().unwrap().value(0);
         assert_eq!(dir, cache_dir.display().to_string());
         assert_eq!(i64_at(&b, "limit_bytes"), 64 << 20);
-        assert!(i64_at(&b, "misses") >= 2, "segment and bloom fetched");
+        // The segment (a scan needs no bloom filter: those load on first lookup).
+        assert!(i64_at(&b, "misses") >= 1, "segment fetched");
         assert_eq!(i64_at(&b, "files"), i64_at(&b, "misses"));
         assert!(i64_at(&b, "used_bytes") > 0);
         assert_eq!(i64_at(&b, "used_bytes"), i64_at(&b, "fetched_bytes"));
@@ -64,7 +65,7 @@ async fn segments_are_cached_and_found_again_after_reopen() {
     let b = cache_row(&db).await;
     assert_eq!(i64_at(&b, "misses"), 0);
     assert_eq!(i64_at(&b, "fetched_bytes"), 0);
-    assert!(i64_at(&b, "hits") >= 2);
+    assert!(i64_at(&b, "hits") >= 1);
     let rate = b[0].column_by_name("hit_rate").unwrap();
     assert_eq!(
         rate.as_any()

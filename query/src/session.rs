@@ -151,11 +151,20 @@ impl Database {
     pub async fn open_with(config: EngineConfig, opts: RuntimeOptions) -> Result<Arc<Database>> {
         let runtime = opts.runtime()?;
         let engine = Engine::open(config).await?;
-        let cfg = SessionConfig::new()
+        let mut cfg = SessionConfig::new()
             .with_default_catalog_and_schema("strata", "public")
             .with_create_default_catalog_and_schema(false)
             // information_schema is Postgres's, from crate::pg_catalog.
             .with_information_schema(false);
+        if let Some(limit) = opts.query_memory {
+            // Each sort holds back memory for merging its spilled runs
+            // (DataFusion's default: 10 MB). Under a small pool that reserve
+            // alone exceeds a sort's share and the sort fails instead of
+            // spilling: size it from the pool, a quarter of a partition's share.
+            let parts = cfg.target_partitions().max(1);
+            let reserve = (limit / (4 * parts)).clamp(64 << 10, 10 << 20);
+            cfg = cfg.with_sort_spill_reservation_bytes(reserve);
+        }
         let mut base = SessionStateBuilder::new()
             .with_config(cfg)
             .with_runtime_env(runtime)

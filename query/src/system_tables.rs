@@ -1,5 +1,5 @@
 //! Strata's own system tables, for operators: `strata_cache` (the disk cache
-//! of a remote store). Found unqualified from `public`, like `pg_class`, and
+//! of a remote store) and `strata_segments` (every segment per table and tier). Found unqualified from `public`, like `pg_class`, and
 //! rebuilt from the live counters each time a statement names them.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use datafusion::error::Result as DfResult;
 use strata_storage::Engine;
 
 /// Names of the system tables this module serves.
-pub const TABLES: &[&str] = &["strata_cache"];
+pub const TABLES: &[&str] = &["strata_cache", "strata_segments"];
 
 /// The system table called `name`, or `None` if there is none.
 pub(crate) fn provider(
@@ -20,6 +20,7 @@ pub(crate) fn provider(
 ) -> DfResult<Option<Arc<dyn TableProvider>>> {
     match name {
         "strata_cache" => Ok(Some(strata_cache(engine)?)),
+        "strata_segments" => Ok(Some(strata_segments(engine)?)),
         _ => Ok(None),
     }
 }
@@ -70,6 +71,45 @@ fn strata_cache(engine: &Arc<Engine>) -> DfResult<Arc<dyn TableProvider>> {
         int(|s| s.fetched_bytes),
         int(|s| s.uncached_reads),
         Arc::new(Float64Array::from_iter(stats.iter().map(|s| s.hit_rate()))),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// One row per segment: table, tier (`l0`, `current`, `bounded`, `history`),
+/// level, rows, dead rows, bytes, batches, its system-time bounds, whether its
+/// file is open (mapped) now, and its object path.
+fn strata_segments(engine: &Arc<Engine>) -> DfResult<Arc<dyn TableProvider>> {
+    let i = |n: &str| Field::new(n, DataType::Int64, false);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("tier", DataType::Utf8, false),
+        i("level"),
+        i("rows"),
+        i("dead_rows"),
+        i("bytes"),
+        i("batches"),
+        Field::new("open", DataType::Boolean, false),
+        Field::new("path", DataType::Utf8, false),
+    ]));
+    let segs = engine.segments_info();
+    let int = |f: fn(&strata_storage::SegmentInfo) -> u64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            segs.iter().map(|s| i64::try_from(f(s)).unwrap_or(i64::MAX)),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.table.as_str()))),
+        Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.tier))),
+        int(|s| s.level as u64),
+        int(|s| s.rows),
+        int(|s| s.dead_rows),
+        int(|s| s.bytes),
+        int(|s| s.batches as u64),
+        Arc::new(datafusion::arrow::array::BooleanArray::from(
+            segs.iter().map(|s| s.open).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.path.as_str()))),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))

@@ -69,6 +69,15 @@ async fn explain_analyze_reports_pruning_and_checkpoint_settles_tiers() {
     // A point lookup reads one batch of one segment at most per tier.
     let plan = q(&mut s, "EXPLAIN ANALYZE SELECT x FROM t WHERE _id = 7 AND x > 0").await;
     assert!(metric(&plan, "batches_read") <= 1, "{plan}");
+    // strata_segments shows the tiers: the present's rows in `current`.
+    assert_eq!(
+        q(&mut s, "SELECT sum(rows) AS r FROM strata_segments WHERE table_name = 't' AND tier = 'current'").await,
+        q(&mut s, "SELECT 1000 AS r").await
+    );
+    assert_eq!(
+        q(&mut s, "SELECT count(*) AS n FROM strata_segments WHERE table_name = 't' AND tier = 'l0'").await,
+        q(&mut s, "SELECT 0 AS n").await
+    );
     // CHECKPOINT is a statement with a tag, and refuses arguments.
     let mut outs = s.execute("CHECKPOINT", &[]).await.unwrap();
     match outs.pop().unwrap() {
