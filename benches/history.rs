@@ -79,7 +79,11 @@ fn bench(c: &mut Criterion) {
                 }
             })
         };
-        let label = if compaction { "compaction" } else { "no compaction" };
+        let label = if compaction {
+            "compaction"
+        } else {
+            "no compaction"
+        };
         rt.block_on(write_round(&db, n, 0));
         settle(&db);
         let t0: i64 = rt.block_on(async {

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_storage::{CompactionConfig, EngineConfig, GcConfig, StoreLocation, TestClock};
 use strata_query::RuntimeOptions;
 use strata_storage::CacheConfig;
+use strata_storage::{CompactionConfig, EngineConfig, GcConfig, StoreLocation, TestClock};
 
 /// Default data directory for the CLI and the server.
 pub const DEFAULT_DATA_DIR: &str = "./strata-data";

@@ -407,7 +407,9 @@ impl ExecutionPlan for StrataScanExec {
             ("bytes_read", M::get(&m.bytes_read)),
             ("live_rows", M::get(&m.live_rows)),
         ] {
-            MetricBuilder::new(&set).global_counter(name).add(v as usize);
+            MetricBuilder::new(&set)
+                .global_counter(name)
+                .add(v as usize);
         }
         Some(set.clone_inner())
     }

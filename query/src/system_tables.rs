@@ -99,7 +99,9 @@ fn strata_segments(engine: &Arc<Engine>) -> DfResult<Arc<dyn TableProvider>> {
         ))
     };
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.table.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            segs.iter().map(|s| s.table.as_str()),
+        )),
         Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.tier))),
         int(|s| s.level as u64),
         int(|s| s.rows),
@@ -109,7 +111,9 @@ fn strata_segments(engine: &Arc<Engine>) -> DfResult<Arc<dyn TableProvider>> {
         Arc::new(datafusion::arrow::array::BooleanArray::from(
             segs.iter().map(|s| s.open).collect::<Vec<_>>(),
         )),
-        Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.path.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            segs.iter().map(|s| s.path.as_str()),
+        )),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))

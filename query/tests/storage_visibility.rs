@@ -46,7 +46,11 @@ fn metric(plan: &str, name: &str) -> u64 {
 async fn explain_analyze_reports_pruning_and_checkpoint_settles_tiers() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = db(dir.path()).await;
-    q(&mut s, "INSERT INTO t (_id, x) SELECT value, value FROM generate_series(1, 1000) AS g(value)").await;
+    q(
+        &mut s,
+        "INSERT INTO t (_id, x) SELECT value, value FROM generate_series(1, 1000) AS g(value)",
+    )
+    .await;
     q(&mut s, "CHECKPOINT").await;
     for round in 1..=3 {
         q(
@@ -58,7 +62,10 @@ async fn explain_analyze_reports_pruning_and_checkpoint_settles_tiers() {
     }
     // At the present: the history of the updates is never opened.
     let plan = q(&mut s, "EXPLAIN ANALYZE SELECT count(*), sum(x) FROM t").await;
-    assert!(metric(&plan, "segments_total") > metric(&plan, "segments_read"), "{plan}");
+    assert!(
+        metric(&plan, "segments_total") > metric(&plan, "segments_read"),
+        "{plan}"
+    );
     assert!(metric(&plan, "segments_pruned") >= 1, "{plan}");
     assert!(metric(&plan, "batches_read") >= 1, "{plan}");
     assert!(metric(&plan, "bytes_read") > 0, "{plan}");
@@ -67,7 +74,11 @@ async fn explain_analyze_reports_pruning_and_checkpoint_settles_tiers() {
         q(&mut s, "SELECT 1000 AS n, 500500 + 500 * 6 AS s").await
     );
     // A point lookup reads one batch of one segment at most per tier.
-    let plan = q(&mut s, "EXPLAIN ANALYZE SELECT x FROM t WHERE _id = 7 AND x > 0").await;
+    let plan = q(
+        &mut s,
+        "EXPLAIN ANALYZE SELECT x FROM t WHERE _id = 7 AND x > 0",
+    )
+    .await;
     assert!(metric(&plan, "batches_read") <= 1, "{plan}");
     // strata_segments shows the tiers: the present's rows in `current`.
     assert_eq!(
@@ -75,7 +86,11 @@ async fn explain_analyze_reports_pruning_and_checkpoint_settles_tiers() {
         q(&mut s, "SELECT 1000 AS r").await
     );
     assert_eq!(
-        q(&mut s, "SELECT count(*) AS n FROM strata_segments WHERE table_name = 't' AND tier = 'l0'").await,
+        q(
+            &mut s,
+            "SELECT count(*) AS n FROM strata_segments WHERE table_name = 't' AND tier = 'l0'"
+        )
+        .await,
         q(&mut s, "SELECT 0 AS n").await
     );
     // CHECKPOINT is a statement with a tag, and refuses arguments.
@@ -84,6 +99,10 @@ async fn explain_analyze_reports_pruning_and_checkpoint_settles_tiers() {
         strata_query::Output::Command { tag, .. } => assert_eq!(tag, "CHECKPOINT"),
         other => panic!("{other:?}"),
     }
-    let e = s.execute("CHECKPOINT now", &[]).await.unwrap_err().to_string();
+    let e = s
+        .execute("CHECKPOINT now", &[])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("CHECKPOINT takes no arguments"), "{e}");
 }

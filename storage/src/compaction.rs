@@ -119,7 +119,10 @@ pub(crate) fn plan(t: &TableState, cfg: &CompactionConfig, force: bool) -> Optio
         }
         let mut by_level: HashMap<u32, Vec<SegmentEntry>> = HashMap::new();
         for e in cur.iter().filter(|e| small(e)) {
-            by_level.entry(e.seg.meta.level).or_default().push(e.clone());
+            by_level
+                .entry(e.seg.meta.level)
+                .or_default()
+                .push(e.clone());
         }
         let mut levels: Vec<u32> = by_level.keys().copied().collect();
         levels.sort_unstable();
@@ -393,7 +396,8 @@ impl Engine {
         }
         let job_hash = h.digest();
         let prepared = {
-            let (files, dvs, schema, tier) = (files.clone(), dvs.clone(), job.schema.clone(), job.out_tier);
+            let (files, dvs, schema, tier) =
+                (files.clone(), dvs.clone(), job.schema.clone(), job.out_tier);
             tokio::task::spawn_blocking(move || prepare(&files, &dvs, &schema, tier))
                 .await
                 .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??
@@ -467,7 +471,11 @@ impl Engine {
             };
             let mut idx = Vec::with_capacity(job.inputs.len());
             for inp in &job.inputs {
-                match t.segments.iter().position(|e| Arc::ptr_eq(&e.seg, &inp.seg)) {
+                match t
+                    .segments
+                    .iter()
+                    .position(|e| Arc::ptr_eq(&e.seg, &inp.seg))
+                {
                     Some(i) => idx.push(i),
                     None => return Ok(false),
                 }

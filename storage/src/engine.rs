@@ -11,19 +11,19 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
+use crate::compaction::CompactionConfig;
 use crate::entity::{check_id_column, hash_column, EntityId};
 use crate::error::{Error, Result};
+use crate::gc::GcConfig;
 use crate::log::{log_path, LogRecord, Op, OpKind, Transaction};
 use crate::manifest::{
     manifest_path, table_dir, Manifest, SegmentEntryManifest, TableManifest, FORMAT_VERSION,
 };
+use crate::reader::OpenFiles;
 use crate::schema::{
     adapt_array, normalize_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO,
     VALID_FROM, VALID_TO,
 };
-use crate::compaction::CompactionConfig;
-use crate::gc::GcConfig;
-use crate::reader::OpenFiles;
 use crate::segment::{self, Segment, SegmentFile, Tier};
 use crate::store::{CreateOutcome, FaultHook, Storage, StoreLocation};
 use crate::table::{
@@ -66,12 +66,18 @@ impl EngineConfig {
 
     /// Bytes the live index may hold before it is flushed: a quarter of the budget.
     pub fn live_budget(&self) -> usize {
-        self.memory_limit.map(|m| m / 4).unwrap_or(1 << 30).max(1 << 20)
+        self.memory_limit
+            .map(|m| m / 4)
+            .unwrap_or(1 << 30)
+            .max(1 << 20)
     }
 
     /// Bytes of segment files kept open (mapped) at once: a quarter of the budget.
     pub fn open_files_budget(&self) -> usize {
-        self.memory_limit.map(|m| m / 4).unwrap_or(1 << 30).max(16 << 20)
+        self.memory_limit
+            .map(|m| m / 4)
+            .unwrap_or(1 << 30)
+            .max(16 << 20)
     }
 }
 
@@ -235,7 +241,12 @@ impl TableScan {
     }
 
     /// Visible rows of batch `b` of segment `i`.
-    pub fn read_batch(&self, i: usize, file: &SegmentFile, b: usize) -> Result<Option<RecordBatch>> {
+    pub fn read_batch(
+        &self,
+        i: usize,
+        file: &SegmentFile,
+        b: usize,
+    ) -> Result<Option<RecordBatch>> {
         self.metrics.batches_read.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .bytes_read
@@ -475,7 +486,9 @@ impl Engine {
 
     /// Open the segments a record's events need, then apply it atomically.
     async fn apply_record(&self, rec: &LogRecord) -> Result<()> {
-        let files = self.files_for(rec.txs.iter().flat_map(|t| t.ops.iter())).await?;
+        let files = self
+            .files_for(rec.txs.iter().flat_map(|t| t.ops.iter()))
+            .await?;
         let mut s = self.state.write();
         for tx in &rec.txs {
             for op in &tx.ops {
@@ -1002,9 +1015,18 @@ impl Engine {
         let c = &self.counters;
         [
             ("compactions", c.compactions.load(Ordering::Relaxed)),
-            ("compactions_discarded", c.compactions_discarded.load(Ordering::Relaxed)),
-            ("objects_collected", c.objects_collected.load(Ordering::Relaxed)),
-            ("log_records_collected", c.log_records_collected.load(Ordering::Relaxed)),
+            (
+                "compactions_discarded",
+                c.compactions_discarded.load(Ordering::Relaxed),
+            ),
+            (
+                "objects_collected",
+                c.objects_collected.load(Ordering::Relaxed),
+            ),
+            (
+                "log_records_collected",
+                c.log_records_collected.load(Ordering::Relaxed),
+            ),
         ]
     }
 
@@ -1057,9 +1079,10 @@ impl Engine {
         metrics
             .segments_total
             .store(t.segments.len() as u64, Ordering::Relaxed);
-        metrics
-            .segments_pruned
-            .store((t.segments.len() - segments.len()) as u64, Ordering::Relaxed);
+        metrics.segments_pruned.store(
+            (t.segments.len() - segments.len()) as u64,
+            Ordering::Relaxed,
+        );
         metrics.live_rows.store(
             live.iter().map(|b| b.num_rows() as u64).sum(),
             Ordering::Relaxed,

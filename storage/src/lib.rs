@@ -18,16 +18,16 @@ pub mod table;
 pub mod temporal;
 pub mod time;
 
+pub use cache::{CacheConfig, CacheStats};
 pub use compaction::CompactionConfig;
 pub use engine::{
     CommitInfo, Engine, EngineConfig, OpenReport, ScanMetrics, SegmentInfo, TableScan, TxRequest,
 };
-pub use gc::{GcConfig, GcReport};
-pub use segment::Tier;
-pub use cache::{CacheConfig, CacheStats};
 pub use entity::EntityId;
 pub use error::{Error, ErrorKind, Result};
+pub use gc::{GcConfig, GcReport};
 pub use log::{Op, OpKind};
+pub use segment::Tier;
 pub use store::{FaultHook, LatencyStore, StoreLocation};
 pub use temporal::{Coordinate, TimeSelector};
 pub use time::{Clock, Micros, SystemClock, TestClock, OPEN};

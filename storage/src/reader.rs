@@ -84,7 +84,8 @@ impl OpenFiles {
         }
         {
             let mut g = self.inner.lock();
-            g.order.push_back((Arc::downgrade(seg), Arc::downgrade(&file), size));
+            g.order
+                .push_back((Arc::downgrade(seg), Arc::downgrade(&file), size));
             g.bytes += size;
             while g.bytes > self.budget && g.order.len() > 1 {
                 let (w, f, sz) = g.order.pop_front().unwrap();
@@ -97,7 +98,10 @@ impl OpenFiles {
         // Close outside the lock (dropping a mapping may unmap).
         for (s, f) in closed {
             let mut slot = s.file.lock();
-            if slot.as_ref().is_some_and(|cur| Weak::ptr_eq(&Arc::downgrade(cur), &f)) {
+            if slot
+                .as_ref()
+                .is_some_and(|cur| Weak::ptr_eq(&Arc::downgrade(cur), &f))
+            {
                 slot.take();
             }
         }

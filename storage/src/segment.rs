@@ -103,7 +103,9 @@ impl Bounds {
         coord
             .system
             .may_match(self.system_from_min, self.system_to_max)
-            && coord.valid.may_match(self.valid_from_min, self.valid_to_max)
+            && coord
+                .valid
+                .may_match(self.valid_from_min, self.valid_to_max)
     }
 
     pub fn may_contain(&self, iid: u64) -> bool {
@@ -499,13 +501,14 @@ impl Segment {
     pub async fn load_bloom(&self, storage: &Storage) -> Result<()> {
         self.bloom
             .get_or_try_init(|| async {
-                let b = storage
-                    .get(&self.meta.bloom_path)
-                    .await?
-                    .ok_or_else(|| Error::Corrupt {
-                        path: self.meta.bloom_path.clone(),
-                        reason: "bloom filter listed in the manifest is missing".into(),
-                    })?;
+                let b =
+                    storage
+                        .get(&self.meta.bloom_path)
+                        .await?
+                        .ok_or_else(|| Error::Corrupt {
+                            path: self.meta.bloom_path.clone(),
+                            reason: "bloom filter listed in the manifest is missing".into(),
+                        })?;
                 Bloom::from_bytes(&self.meta.bloom_path, &b)
             })
             .await?;
@@ -659,11 +662,19 @@ fn merge_column_stats(stats: &[BatchStats]) -> Vec<ColumnStats> {
         for (o, c) in out.iter_mut().zip(&s.columns) {
             o.null_count += c.null_count;
             o.min = match (o.min.take(), &c.min) {
-                (Some(a), Some(b)) => Some(if json_cmp(b, &a).is_lt() { b.clone() } else { a }),
+                (Some(a), Some(b)) => Some(if json_cmp(b, &a).is_lt() {
+                    b.clone()
+                } else {
+                    a
+                }),
                 (a, b) => a.or_else(|| b.clone()),
             };
             o.max = match (o.max.take(), &c.max) {
-                (Some(a), Some(b)) => Some(if json_cmp(b, &a).is_gt() { b.clone() } else { a }),
+                (Some(a), Some(b)) => Some(if json_cmp(b, &a).is_gt() {
+                    b.clone()
+                } else {
+                    a
+                }),
                 (a, b) => a.or_else(|| b.clone()),
             };
         }
@@ -783,7 +794,10 @@ mod tests {
         let b = f.decode(2, Some(&[0, 5])).unwrap();
         assert_eq!(b.num_columns(), 2);
         assert_eq!(b.num_rows(), 10);
-        assert_eq!(f.stats[2].columns[0].min, Some(serde_json::json!(BATCH_ROWS * 2)));
+        assert_eq!(
+            f.stats[2].columns[0].min,
+            Some(serde_json::json!(BATCH_ROWS * 2))
+        );
     }
 
     #[test]

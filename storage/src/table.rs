@@ -258,7 +258,10 @@ impl TableState {
                     x
                 }
             };
-            let iids = batch.column(0).as_primitive::<arrow::datatypes::UInt64Type>().values();
+            let iids = batch
+                .column(0)
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .values();
             let lo = iids.partition_point(|&x| x < iid);
             let hi = iids.partition_point(|&x| x <= iid);
             let base = file.batch_offset(b);
@@ -306,7 +309,11 @@ impl TableState {
                 continue;
             }
             for (row, keys, r) in self.segment_rows_of(si, iid, scratch)? {
-                let ts = |c: usize| keys.column(c).as_primitive::<TimestampMicrosecondType>().value(r);
+                let ts = |c: usize| {
+                    keys.column(c)
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .value(r)
+                };
                 let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
                 if st != OPEN || vf >= b || a >= vt || self.segments[si].deleted.contains(row) {
                     continue;
@@ -338,7 +345,12 @@ impl TableState {
     }
 
     /// Does the segment row behind a pending piece hold entity `id`?
-    fn pending_id_equals(&self, src: u32, id: &EntityId, scratch: &mut ApplyScratch<'_>) -> Result<bool> {
+    fn pending_id_equals(
+        &self,
+        src: u32,
+        id: &EntityId,
+        scratch: &mut ApplyScratch<'_>,
+    ) -> Result<bool> {
         let (si, row) = scratch.pending[(src & !PENDING) as usize];
         let file = self.opened(si, scratch)?;
         let (b, r) = file.locate(row as usize);
@@ -355,7 +367,11 @@ impl TableState {
 
     /// Copy the values of the segment rows new pieces point at into live
     /// sources (one per segment), and point the pieces at them.
-    fn materialize_pending(&mut self, first_rect: usize, scratch: &mut ApplyScratch<'_>) -> Result<()> {
+    fn materialize_pending(
+        &mut self,
+        first_rect: usize,
+        scratch: &mut ApplyScratch<'_>,
+    ) -> Result<()> {
         if scratch.pending.is_empty() {
             return Ok(());
         }
@@ -440,7 +456,12 @@ impl TableState {
     }
 
     /// Apply a put batch (already normalized: `_id`, `_valid_from`, `_valid_to`, user columns).
-    fn apply_put(&mut self, batch: &RecordBatch, t: Micros, scratch: &mut ApplyScratch<'_>) -> Result<()> {
+    fn apply_put(
+        &mut self,
+        batch: &RecordBatch,
+        t: Micros,
+        scratch: &mut ApplyScratch<'_>,
+    ) -> Result<()> {
         let ids = batch
             .column_by_name(ID)
             .ok_or_else(|| Error::Invalid(format!("put into `{}` without `_id`", self.name)))?
@@ -480,7 +501,12 @@ impl TableState {
     }
 
     /// Apply a delete batch (`_id`, `_valid_from`, `_valid_to`).
-    fn apply_delete(&mut self, batch: &RecordBatch, t: Micros, scratch: &mut ApplyScratch<'_>) -> Result<()> {
+    fn apply_delete(
+        &mut self,
+        batch: &RecordBatch,
+        t: Micros,
+        scratch: &mut ApplyScratch<'_>,
+    ) -> Result<()> {
         let ids = batch
             .column_by_name(ID)
             .ok_or_else(|| Error::Invalid("delete without `_id`".into()))?
@@ -512,7 +538,11 @@ impl TableState {
                     }
                     let same = if r.src & PENDING == 0 {
                         let src = &self.live.sources[r.src as usize];
-                        id_equals(src.column_by_name(ID).unwrap().as_ref(), r.row as usize, &id)
+                        id_equals(
+                            src.column_by_name(ID).unwrap().as_ref(),
+                            r.row as usize,
+                            &id,
+                        )
                     } else {
                         self.pending_id_equals(r.src, &id, scratch)?
                     };
@@ -785,10 +815,15 @@ pub fn scan_batch(
         .collect();
     let data = file.decode(b, Some(&projection))?;
     let base = file.batch_offset(b);
-    let ts = |c: usize| data.column(c).as_primitive::<TimestampMicrosecondType>().values();
+    let ts = |c: usize| {
+        data.column(c)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+    };
     let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
     let n = data.num_rows();
-    let visible = |r: usize| !deleted.contains(base + r) && coord.matches(vf[r], vt[r], sf[r], st[r]);
+    let visible =
+        |r: usize| !deleted.contains(base + r) && coord.matches(vf[r], vt[r], sf[r], st[r]);
     // Which rows: for a lookup by id, the few rows of those entities (found by
     // binary search on the sorted entity hashes) taken by index; otherwise a
     // mask over the batch.
@@ -798,7 +833,10 @@ pub fn scan_batch(
     }
     let pick = match ids {
         Some(ids) => {
-            let iids = data.column(0).as_primitive::<arrow::datatypes::UInt64Type>().values();
+            let iids = data
+                .column(0)
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .values();
             let id_col = data.column(SYSTEM_COLUMNS).clone();
             let mut rows = Vec::new();
             for (h, id) in ids {

@@ -70,15 +70,28 @@ async fn rows(engine: &Engine, coord: Coordinate) -> Vec<Row> {
     }
     let mut out = Vec::new();
     for b in batches {
-        let id = b.column_by_name("_id").unwrap().as_primitive::<Int64Type>().clone();
-        let v = b.column_by_name("v").unwrap().as_primitive::<Int64Type>().clone();
+        let id = b
+            .column_by_name("_id")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
+        let v = b
+            .column_by_name("v")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
         let ts = |n: &str| {
             b.column_by_name(n)
                 .unwrap()
                 .as_primitive::<TimestampMicrosecondType>()
                 .clone()
         };
-        let (vf, vt, sf, st) = (ts("_valid_from"), ts("_valid_to"), ts("_system_from"), ts("_system_to"));
+        let (vf, vt, sf, st) = (
+            ts("_valid_from"),
+            ts("_valid_to"),
+            ts("_system_from"),
+            ts("_system_to"),
+        );
         let open = |a: &arrow::array::TimestampMicrosecondArray, i: usize| {
             if a.is_null(i) {
                 OPEN
@@ -141,7 +154,9 @@ async fn segments_grow_like_the_log_of_the_data_and_answers_do_not_change() {
     for flush in 0..1000i64 {
         // 20 new entities, and 10 overwrites of older ones (history).
         let new: Vec<i64> = (flush * 20..flush * 20 + 20).collect();
-        let old: Vec<i64> = (0..10).map(|k| (flush * 7 + k * 13) % (flush * 20 + 1)).collect();
+        let old: Vec<i64> = (0..10)
+            .map(|k| (flush * 7 + k * 13) % (flush * 20 + 1))
+            .collect();
         let info = engine
             .commit(tx(vec![put(&new, flush), put(&old, -flush)]))
             .await
@@ -162,12 +177,19 @@ async fn segments_grow_like_the_log_of_the_data_and_answers_do_not_change() {
             counts.push(segment_count(&engine));
         }
     }
-    eprintln!("segments after 10 / 100 / 1000 flushes: {counts:?}; {}", tiers(&engine));
+    eprintln!(
+        "segments after 10 / 100 / 1000 flushes: {counts:?}; {}",
+        tiers(&engine)
+    );
     // Logarithmic: at most fanout - 1 segments per level and tier (three
     // compacted tiers, plus level 0), levels = log4(flushes).
     let levels = |n: f64| n.log(4.0).ceil() as usize;
     for (n, c) in [(10.0, counts[0]), (100.0, counts[1]), (1000.0, counts[2])] {
-        assert!(c <= 3 * (3 * levels(n)) + 3, "{n} flushes: {counts:?} {}", tiers(&engine));
+        assert!(
+            c <= 3 * (3 * levels(n)) + 3,
+            "{n} flushes: {counts:?} {}",
+            tiers(&engine)
+        );
     }
     // The present is every entity's last write.
     let latest = engine.latest_system_time();
@@ -200,7 +222,11 @@ async fn checkpoint_separates_current_from_history_and_the_present_skips_history
     let ids: Vec<i64> = (0..5000).collect();
     let first = engine.commit(tx(vec![put(&ids, 0)])).await.unwrap();
     engine.checkpoint().await.unwrap();
-    let present_before = rows(&engine, Coordinate::as_of(first.system_time, first.system_time)).await;
+    let present_before = rows(
+        &engine,
+        Coordinate::as_of(first.system_time, first.system_time),
+    )
+    .await;
     let mut times = vec![first.system_time];
     for round in 1..=10 {
         let info = engine.commit(tx(vec![put(&ids, round)])).await.unwrap();
@@ -222,7 +248,10 @@ async fn checkpoint_separates_current_from_history_and_the_present_skips_history
     // rows (the valid-time past of each entity is in `bounded` segments,
     // superseded rectangles in `history`).
     let latest = engine.latest_system_time();
-    let scan = engine.scan("t", Coordinate::as_of(latest, latest), None).unwrap().unwrap();
+    let scan = engine
+        .scan("t", Coordinate::as_of(latest, latest), None)
+        .unwrap()
+        .unwrap();
     assert!(!scan.segments.is_empty());
     for (seg, del) in &scan.segments {
         assert_eq!(seg.meta.tier, Tier::Current, "{}", seg.meta.path);
@@ -235,7 +264,13 @@ async fn checkpoint_separates_current_from_history_and_the_present_skips_history
     let t0 = times[0];
     let c = Coordinate::as_of(t0, latest);
     let scan = engine.scan("t", c, None).unwrap().unwrap();
-    assert!(scan.segments.iter().all(|(s, _)| s.meta.tier == Tier::History), "{}", tiers(&engine));
+    assert!(
+        scan.segments
+            .iter()
+            .all(|(s, _)| s.meta.tier == Tier::History),
+        "{}",
+        tiers(&engine)
+    );
     let read: u64 = scan.segments.iter().map(|(s, _)| s.meta.rows).sum();
     assert_eq!(read, 5000, "{}", tiers(&engine));
     let old = rows(&engine, c).await;
@@ -244,13 +279,19 @@ async fn checkpoint_separates_current_from_history_and_the_present_skips_history
     // As of the first load, valid then: from `bounded` segments, never current ones.
     let c = Coordinate::as_of(t0, t0);
     let scan = engine.scan("t", c, None).unwrap().unwrap();
-    assert!(scan.segments.iter().all(|(s, _)| s.meta.tier != Tier::Current));
+    assert!(scan
+        .segments
+        .iter()
+        .all(|(s, _)| s.meta.tier != Tier::Current));
     let old = rows(&engine, c).await;
     assert_eq!(old.len(), 5000);
     assert!(old.iter().all(|r| r.1 == Some(0)));
     // The first load's own answer then, with `_system_to` now closed.
     assert_eq!(
-        present_before.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+        present_before
+            .iter()
+            .map(|r| (r.0, r.1))
+            .collect::<Vec<_>>(),
         old.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>()
     );
 }
@@ -301,7 +342,10 @@ async fn collection_keeps_what_manifests_in_grace_need_and_nothing_else() {
     }
     assert_eq!(n, 300);
     let after = objects(dir.path());
-    assert!(before.iter().filter(|p| p.starts_with("tables/")).all(|p| after.contains(p)));
+    assert!(before
+        .iter()
+        .filter(|p| p.starts_with("tables/"))
+        .all(|p| after.contains(p)));
     drop(engine);
 
     // After the grace period (zero now): only the newest manifest's objects
@@ -330,6 +374,9 @@ async fn collection_keeps_what_manifests_in_grace_need_and_nothing_else() {
     }
     assert_eq!(store, expect);
     let latest = engine.latest_system_time();
-    assert_eq!(rows(&engine, Coordinate::as_of(latest, latest)).await.len(), 300);
+    assert_eq!(
+        rows(&engine, Coordinate::as_of(latest, latest)).await.len(),
+        300
+    );
     assert_eq!(rows(&engine, Coordinate::all()).await, all_before);
 }
