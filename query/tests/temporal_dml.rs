@@ -82,6 +82,10 @@ async fn clauses_change_results() {
     )
     .await;
     assert!(e.contains("2019-01-01") && e.contains("2020-01-0"), "{e}");
+    // A refused pin leaves a failed transaction block until the client ends it.
+    let e = err(&mut s, "INSERT INTO acc (_id) VALUES (6)").await;
+    assert!(e.contains("current transaction is aborted"), "{e}");
+    q(&mut s, "ROLLBACK").await;
     q(&mut s, "BEGIN READ WRITE WITH (SYSTEM_TIME = TIMESTAMP '2021-01-01Z'); INSERT INTO acc (_id) VALUES (5); COMMIT").await;
     let pinned = q(&mut s, "SELECT _id, _system_from FROM acc WHERE _id = 5").await;
     assert!(pinned.contains("2021-01-01T00:00:00Z"), "{pinned}");

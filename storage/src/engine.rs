@@ -908,6 +908,16 @@ impl Engine {
             }
             // Publish the rewritten segment list (a flush with an empty live index).
             self.flush_locked().await?;
+            if self.state.read().manifest_version != version {
+                // Another writer published this version first and we adopted
+                // its manifest, which may still name the old objects: keep
+                // them (the erase stays logically complete; a later purge or
+                // collection removes them).
+                tracing::warn!(
+                    "erase purge lost a manifest race; its old segments are kept for now"
+                );
+                return Ok(());
+            }
             for p in old_objects {
                 self.storage.delete(&p).await?;
             }

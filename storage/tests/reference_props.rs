@@ -589,6 +589,10 @@ async fn open(
     let mut cfg = EngineConfig::new(location.clone());
     cfg.clock = clock.clone();
     cfg.flush_rows = case.flush_rows;
+    // Compaction runs explicitly after each flush below: a background task of
+    // an engine dropped at a "reopen" step would otherwise race the reopened
+    // one in this same process (two writers; that is issue 12's ground).
+    cfg.compaction.background = false;
     Engine::open(cfg)
         .await
         .map_err(|e| format!("Engine::open failed: {e}"))
@@ -717,6 +721,11 @@ async fn run(case: &Case, log: &mut Vec<String>) -> Result<(), String> {
                     .flush()
                     .await
                     .map_err(|e| format!("flush failed: {e}"))?;
+                // What the background task does after a flush.
+                engine
+                    .compact(false)
+                    .await
+                    .map_err(|e| format!("compaction failed: {e}"))?;
             }
             Step::Reopen { .. } if !case.local => {
                 log.push(format!("{n:3}. reopen (skipped: memory store)"));
