@@ -28,6 +28,9 @@ pub enum QueryError {
     Execution(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Nested deeper than the planner can take (54001).
+    #[error("{0}")]
+    TooComplex(String),
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -58,6 +61,7 @@ impl QueryError {
             },
             QueryError::Execution(_) => "22000",
             QueryError::Internal(_) => "XX000",
+            QueryError::TooComplex(_) => "54001",
         }
     }
 }

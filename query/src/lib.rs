@@ -3,6 +3,7 @@
 //! Knows nothing of sockets.
 
 pub mod casts;
+pub mod depth;
 mod dml;
 pub mod error;
 mod fastpath;
@@ -14,5 +15,6 @@ pub mod session;
 pub mod temporal;
 mod wildcard;
 
+pub use depth::{MAX_EXPR_DEPTH, THREAD_STACK_BYTES};
 pub use error::{QueryError, Result};
 pub use session::{Database, Output, Session};
