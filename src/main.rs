@@ -96,8 +96,10 @@ fn main() -> ExitCode {
         .thread_stack_size(strata_query::THREAD_STACK_BYTES)
         .build()
         .expect("tokio runtime");
-    let r = rt.block_on(async {
-        match cli.command {
+    // On a thread with a worker's big stack, not on the main thread's.
+    let main = || {
+        rt.block_on(async {
+            match cli.command {
             Command::Sql {
                 store,
                 command,
@@ -109,7 +111,17 @@ fn main() -> ExitCode {
                 import::run(&db, args).await
             }
         }
-    });
+        })
+    };
+    let r = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("strata-main".into())
+            .stack_size(strata_query::THREAD_STACK_BYTES)
+            .spawn_scoped(s, main)
+            .expect("start the main thread")
+            .join()
+    })
+    .unwrap_or_else(|_| Err("internal error: the command panicked".into()));
     // Work still running (a statement cancelled at shutdown but busy in a
     // CPU-bound step) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));

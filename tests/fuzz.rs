@@ -422,7 +422,16 @@ async fn fuzz_sql_and_wire_input() {
         });
     eprintln!("fuzz: STRATA_FUZZ_SEED={seed} STRATA_FUZZ_SECONDS={seconds}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut s = Server::start_with(&["--statement-timeout", "5s"], &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start_with(
+        &[
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+            "--statement-timeout",
+            "5s",
+        ],
+        &[],
+    );
     let setup = connect(&s).await;
     for q in SETUP {
         setup.batch_execute(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));

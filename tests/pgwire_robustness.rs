@@ -411,7 +411,16 @@ const FOREVER: &str = "SELECT count(*) FROM generate_series(1, 100000000000) AS 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_timeout_cancels_with_57014() {
-    let s = Server::start_with(&["--statement-timeout", "30s"], &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        &[
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+            "--statement-timeout",
+            "30s",
+        ],
+        &[],
+    );
     let c = s.client().await;
     let shown: String = c
         .query_one("SHOW statement_timeout", &[])

@@ -23,11 +23,19 @@ pub const MAX_EXPR_DEPTH: usize = 1_000;
 /// touched are committed.
 pub const THREAD_STACK_BYTES: usize = 64 << 20;
 
-pub(crate) fn too_complex(what: &str) -> QueryError {
+/// sqlparser's own limit on nested parentheses, subqueries and the like.
+pub const PARSER_NESTING_LIMIT: usize = 50;
+
+pub(crate) fn too_complex(detail: &str) -> QueryError {
     QueryError::TooComplex(format!(
-        "statement too complex: {what} nests deeper than {MAX_EXPR_DEPTH} levels; \
-         split it up (an IN list or a join against VALUES instead of a long chain of OR, \
-         fewer nested expressions)"
+        "statement too complex: {detail}; split it up (an IN list or a join against VALUES \
+         instead of a long chain of OR, fewer nested expressions)"
+    ))
+}
+
+fn too_deep() -> QueryError {
+    too_complex(&format!(
+        "an expression nests deeper than {MAX_EXPR_DEPTH} levels"
     ))
 }
 
@@ -57,13 +65,13 @@ pub(crate) fn check_tokens(tokens: &[TokenWithSpan]) -> Result<()> {
                     *c += 1;
                 }
                 if chains.len() + chains.last().copied().unwrap_or(0) > 4 * MAX_EXPR_DEPTH {
-                    return Err(too_complex("an expression"));
+                    return Err(too_deep());
                 }
             }
             _ => {}
         }
         if chains.len() > 4 * MAX_EXPR_DEPTH {
-            return Err(too_complex("an expression"));
+            return Err(too_deep());
         }
     }
     Ok(())
@@ -136,7 +144,7 @@ fn is_operator(t: &Token) -> bool {
 pub(crate) fn check_statement(stmt: &Statement) -> Result<()> {
     let mut d = Depth { now: 0 };
     match stmt.visit(&mut d) {
-        ControlFlow::Break(()) => Err(too_complex("an expression")),
+        ControlFlow::Break(()) => Err(too_deep()),
         ControlFlow::Continue(()) => Ok(()),
     }
 }

@@ -246,7 +246,10 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     use datafusion::sql::sqlparser::tokenizer::Tokenizer;
     let dialect = PostgreSqlDialect {};
     let syntax = |e: ParserError| match e {
-        ParserError::RecursionLimitExceeded => crate::depth::too_complex("a nest of parentheses or subqueries"),
+        ParserError::RecursionLimitExceeded => crate::depth::too_complex(&format!(
+            "parentheses, subqueries or array constructors nest deeper than {} levels",
+            crate::depth::PARSER_NESTING_LIMIT
+        )),
         e => QueryError::Syntax(e.to_string()),
     };
     let tokens = Tokenizer::new(&dialect, sql)
