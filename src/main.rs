@@ -100,17 +100,17 @@ fn main() -> ExitCode {
     let main = || {
         rt.block_on(async {
             match cli.command {
-            Command::Sql {
-                store,
-                command,
-                format,
-            } => run_sql(store, command, format).await,
-            Command::Serve(args) => strata::serve::run(args).await,
-            Command::Import { store, args } => {
-                let db = Db::open(store.config()?).await.map_err(|e| e.to_string())?;
-                import::run(&db, args).await
+                Command::Sql {
+                    store,
+                    command,
+                    format,
+                } => run_sql(store, command, format).await,
+                Command::Serve(args) => strata::serve::run(args).await,
+                Command::Import { store, args } => {
+                    let db = Db::open(store.config()?).await.map_err(|e| e.to_string())?;
+                    import::run(&db, args).await
+                }
             }
-        }
         })
     };
     let r = std::thread::scope(|s| {

@@ -169,10 +169,7 @@ impl ServeArgs {
                     DEFAULT_FLIGHT_PORT
                 },
             ),
-            statement_timeout: self
-                .statement_timeout
-                .clone()
-                .or(file.statement_timeout),
+            statement_timeout: self.statement_timeout.clone().or(file.statement_timeout),
             auth: crate::auth::Auth::from_settings(
                 self.auth.as_deref().or(file.auth.as_deref()),
                 &self.users,

@@ -299,7 +299,10 @@ fn piped_input_takes_the_shells_backslash_commands() {
     let o = piped(d, &[], "\\x\nSELECT 1;\n");
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("unknown command \\x") && stderr.contains("\\q"), "{stderr}");
+    assert!(
+        stderr.contains("unknown command \\x") && stderr.contains("\\q"),
+        "{stderr}"
+    );
     // A last statement without `;` still runs.
     let o = piped(d, &["--format", "csv"], "SELECT 2 AS two");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "two\n2\n");
@@ -312,7 +315,14 @@ fn a_second_server_on_a_taken_flight_port_says_which_flag_moves_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let o = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--pg-port", "0", "--flight-port", &port, "--data-dir"])
+        .args([
+            "serve",
+            "--pg-port",
+            "0",
+            "--flight-port",
+            &port,
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env_remove("STRATA_FLIGHT_PORT")
         .output()
@@ -320,7 +330,8 @@ fn a_second_server_on_a_taken_flight_port_says_which_flag_moves_it() {
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains(&format!("port {port} is already in use")) && stderr.contains("--flight-port"),
+        stderr.contains(&format!("port {port} is already in use"))
+            && stderr.contains("--flight-port"),
         "{stderr}"
     );
     let o = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -336,7 +347,12 @@ fn a_second_server_on_a_taken_flight_port_says_which_flag_moves_it() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&o.stdout).to_string();
-    for w in ["Flight SQL", "--flight-port", "--pg-port", "--statement-timeout"] {
+    for w in [
+        "Flight SQL",
+        "--flight-port",
+        "--pg-port",
+        "--statement-timeout",
+    ] {
         assert!(help.contains(w), "{w} missing from serve --help:\n{help}");
     }
 }

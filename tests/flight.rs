@@ -784,7 +784,10 @@ async fn altered_and_forged_tickets_are_refused_before_use() {
     update(&mut c, "INSERT INTO forged (_id, v) VALUES (1, 'kept')").await;
     // A script's result travels in its ticket (an Arrow IPC stream).
     let info = c
-        .execute("SELECT 'abc' AS s, 42 AS n; SELECT 'xyz' AS s, 7 AS n".into(), None)
+        .execute(
+            "SELECT 'abc' AS s, 42 AS n; SELECT 'xyz' AS s, 7 AS n".into(),
+            None,
+        )
         .await
         .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
@@ -815,7 +818,11 @@ async fn altered_and_forged_tickets_are_refused_before_use() {
     let e = try_do_get(&mut c, ticket_for(seal(h))).await.unwrap_err();
     assert!(e.contains("DoGet runs only") && e.contains("DoPut"), "{e}");
     let b = query(&mut c, "SELECT count(*) AS n FROM forged").await;
-    assert_eq!(i64s(&b, 0), vec![Some(1)], "the forged INSERT wrote nothing");
+    assert_eq!(
+        i64s(&b, 0),
+        vec![Some(1)],
+        "the forged INSERT wrote nothing"
+    );
     // SELECT … INTO creates a table: not a query either.
     let sql = "SELECT 1 AS x INTO made_by_doget";
     let mut h = b"STRATA\x02Q".to_vec();

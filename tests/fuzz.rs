@@ -93,14 +93,82 @@ const CORPUS: &[&str] = &[
 
 /// What a token may be replaced with.
 const DICT: &[&str] = &[
-    "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "NULL", "(", ")", ",", ";", "[", "]", "+", "-",
-    "*", "/", "%", "||", "::", "=", "<>", "<", ">=", "'", "\"", "$1", "?", "0", "-1",
-    "9223372036854775807", "-9223372036854775808", "1e308", "1e-400", "'9999-12-31'",
-    "'0001-01-01 BC'", "'infinity'", "''", "'\\'", "TIMESTAMP", "DATE", "INTERVAL", "ARRAY",
-    "CASE", "END", "FOR", "SYSTEM_TIME", "VALID_TIME", "AS OF", "ALL", "PORTION OF", "BETWEEN",
-    "JOIN", "ON", "UNION", "GROUP BY", "ORDER BY", "LIMIT", "OFFSET", "t1", "t2", "t3", "_id",
-    "_valid_from", "_system_to", "count(*)", "(SELECT 1)", "E'\\x00'", "U&'\\0000'", "$$x$$",
-    "--", "/*", "*/", "\u{0}", "é", "🦀",
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "AND",
+    "OR",
+    "NOT",
+    "NULL",
+    "(",
+    ")",
+    ",",
+    ";",
+    "[",
+    "]",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "||",
+    "::",
+    "=",
+    "<>",
+    "<",
+    ">=",
+    "'",
+    "\"",
+    "$1",
+    "?",
+    "0",
+    "-1",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "1e308",
+    "1e-400",
+    "'9999-12-31'",
+    "'0001-01-01 BC'",
+    "'infinity'",
+    "''",
+    "'\\'",
+    "TIMESTAMP",
+    "DATE",
+    "INTERVAL",
+    "ARRAY",
+    "CASE",
+    "END",
+    "FOR",
+    "SYSTEM_TIME",
+    "VALID_TIME",
+    "AS OF",
+    "ALL",
+    "PORTION OF",
+    "BETWEEN",
+    "JOIN",
+    "ON",
+    "UNION",
+    "GROUP BY",
+    "ORDER BY",
+    "LIMIT",
+    "OFFSET",
+    "t1",
+    "t2",
+    "t3",
+    "_id",
+    "_valid_from",
+    "_system_to",
+    "count(*)",
+    "(SELECT 1)",
+    "E'\\x00'",
+    "U&'\\0000'",
+    "$$x$$",
+    "--",
+    "/*",
+    "*/",
+    "\u{0}",
+    "é",
+    "🦀",
 ];
 
 /// Split SQL into rough tokens: words, quoted strings, single punctuation.
@@ -213,7 +281,9 @@ fn mutate_tokens(rng: &mut StdRng, t: &mut Vec<String>) {
             // Splice part of another statement in.
             let other = tokens(pick(rng, CORPUS));
             let a = rng.random_range(0..other.len());
-            let b = rng.random_range(a..other.len().min(a + 6) + 1).min(other.len());
+            let b = rng
+                .random_range(a..other.len().min(a + 6) + 1)
+                .min(other.len());
             for (k, tok) in other[a..b].iter().enumerate() {
                 t.insert((i + k).min(t.len()), tok.clone());
             }
@@ -434,13 +504,17 @@ async fn fuzz_sql_and_wire_input() {
     );
     let setup = connect(&s).await;
     for q in SETUP {
-        setup.batch_execute(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+        setup
+            .batch_execute(q)
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
     }
     drop(setup);
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
-    let (mut sql_n, mut sql_ok, mut sql_err, mut wire_n, mut batches) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut sql_n, mut sql_ok, mut sql_err, mut wire_n, mut batches) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut c = connect(&s).await;
     let mut last = String::new();
     while Instant::now() < deadline {

@@ -369,14 +369,13 @@ async fn deep_expressions_get_an_error_or_an_answer_never_a_crash() {
     // Far deeper: SQLSTATE 54001, quickly, for each shape.
     let deep_array = format!("SELECT {}1{}", "ARRAY[".repeat(10_000), "]".repeat(10_000));
     let deep_parens = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
-    let deep_sub = format!(
-        "SELECT {}1{}",
-        "(SELECT ".repeat(2_000),
-        ")".repeat(2_000)
-    );
+    let deep_sub = format!("SELECT {}1{}", "(SELECT ".repeat(2_000), ")".repeat(2_000));
     for sql in [
         format!("SELECT {}", chain("1", "+", 100_000)),
-        format!("SELECT 1 FROM deep WHERE {}", chain("a = 1", " OR ", 50_000)),
+        format!(
+            "SELECT 1 FROM deep WHERE {}",
+            chain("a = 1", " OR ", 50_000)
+        ),
         format!("SELECT {}", chain("'x'", " || ", 20_000)),
         deep_array,
         deep_parens,
@@ -407,7 +406,8 @@ async fn deep_expressions_get_an_error_or_an_answer_never_a_crash() {
 }
 
 /// A query that keeps a core busy for minutes unless stopped.
-const FOREVER: &str = "SELECT count(*) FROM generate_series(1, 100000000000) AS g(v) WHERE v % 7 = 3";
+const FOREVER: &str =
+    "SELECT count(*) FROM generate_series(1, 100000000000) AS g(v) WHERE v % 7 = 3";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_timeout_cancels_with_57014() {
@@ -428,7 +428,9 @@ async fn statement_timeout_cancels_with_57014() {
         .unwrap()
         .get(0);
     assert_eq!(shown, "30s", "the server default");
-    c.batch_execute("SET statement_timeout = '1s'").await.unwrap();
+    c.batch_execute("SET statement_timeout = '1s'")
+        .await
+        .unwrap();
     let shown: String = c
         .query_one("SHOW statement_timeout", &[])
         .await
@@ -446,7 +448,9 @@ async fn statement_timeout_cancels_with_57014() {
         "{took:?}"
     );
     // Integer milliseconds; 0 turns it off; bad values are refused.
-    c.batch_execute("SET statement_timeout = 1500").await.unwrap();
+    c.batch_execute("SET statement_timeout = 1500")
+        .await
+        .unwrap();
     let shown: String = c
         .query_one("SHOW statement_timeout", &[])
         .await

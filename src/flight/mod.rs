@@ -864,7 +864,9 @@ fn refuse_unless_query(sql: &str, params: &[ScalarValue]) -> Result<(), Status> 
                 match b {
                     SetExpr::Select(s) => s.into.is_none(),
                     SetExpr::Query(_) | SetExpr::Values(_) | SetExpr::Table(_) => true,
-                    SetExpr::SetOperation { left, right, .. } => body_reads(left) && body_reads(right),
+                    SetExpr::SetOperation { left, right, .. } => {
+                        body_reads(left) && body_reads(right)
+                    }
                     _ => false,
                 }
             }

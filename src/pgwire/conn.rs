@@ -181,12 +181,13 @@ fn is_empty_query(q: &str) -> bool {
 impl Conn {
     pub fn new(shared: Arc<Shared>) -> Conn {
         let session = shared.db.session();
+        let settings = shared.settings.clone();
         let (tx, _) = watch::channel(0u64);
         Conn(Arc::new(Inner {
             shared,
             state: tokio::sync::Mutex::new(ConnState {
                 session,
-                settings: shared.settings.clone(),
+                settings,
                 tx_failed: false,
                 prepared: HashMap::new(),
                 user: "strata".into(),

@@ -124,12 +124,8 @@ impl<S> Checked<S> {
                 return Ok(());
             }
             let frame = self.raw.split_to(1 + len);
-            check_body(tag, &frame[5..]).map_err(|why| {
-                format!(
-                    "malformed {} message of length {len}: {why}",
-                    name(tag)
-                )
-            })?;
+            check_body(tag, &frame[5..])
+                .map_err(|why| format!("malformed {} message of length {len}: {why}", name(tag)))?;
             self.ready.extend_from_slice(&frame);
         }
     }

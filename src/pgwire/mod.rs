@@ -390,10 +390,7 @@ impl Drop for Watch {
 /// client hangs up (end of stream or a reset), bump the connection's cancel
 /// signal so that a statement still running stops instead of finishing for
 /// nobody.
-fn watch_hangup(
-    socket: &tokio::net::TcpStream,
-    cancel: Arc<watch::Sender<u64>>,
-) -> Option<Watch> {
+fn watch_hangup(socket: &tokio::net::TcpStream, cancel: Arc<watch::Sender<u64>>) -> Option<Watch> {
     #[cfg(unix)]
     {
         use std::os::fd::AsFd;

@@ -203,7 +203,12 @@ pub fn show_millis(ms: u64) -> String {
     if ms == 0 {
         return "0".into();
     }
-    for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1_000)] {
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("min", 60_000),
+        ("s", 1_000),
+    ] {
         if ms % per == 0 {
             return format!("{}{unit}", ms / per);
         }
