@@ -90,7 +90,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
-    /// Run the server: the Postgres wire protocol listener over one database.
+    /// Run the server over one database: the Postgres wire protocol
+    /// (--pg-port, default 5432) and Arrow Flight SQL (--flight-port,
+    /// default 9833) listeners.
     Serve(strata::serve::ServeArgs),
     /// Bulk-load CSV or Arrow IPC files into a table.
     Import {
@@ -110,24 +112,43 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Planning and evaluating a deep expression recurse; big stacks (only
+    // touched pages are committed) keep a statement near the depth limit
+    // (strata_query::MAX_EXPR_DEPTH) from overflowing a worker.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(strata_query::THREAD_STACK_BYTES)
         .build()
         .expect("tokio runtime");
-    let r = rt.block_on(async {
-        match cli.command {
-            Command::Sql {
-                store,
-                command,
-                format,
-            } => run_sql(store, command, format).await,
-            Command::Serve(args) => strata::serve::run(args).await,
-            Command::Import { store, args } => {
-                let db = Db::open(store.config()?).await.map_err(|e| e.to_string())?;
-                import::run(&db, args).await
+    // On a thread with a worker's big stack, not on the main thread's.
+    let main = || {
+        rt.block_on(async {
+            match cli.command {
+                Command::Sql {
+                    store,
+                    command,
+                    format,
+                } => run_sql(store, command, format).await,
+                Command::Serve(args) => strata::serve::run(args).await,
+                Command::Import { store, args } => {
+                    let db = Db::open(store.config()?).await.map_err(|e| e.to_string())?;
+                    import::run(&db, args).await
+                }
             }
-        }
-    });
+        })
+    };
+    let r = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("strata-main".into())
+            .stack_size(strata_query::THREAD_STACK_BYTES)
+            .spawn_scoped(s, main)
+            .expect("start the main thread")
+            .join()
+    })
+    .unwrap_or_else(|_| Err("internal error: the command panicked".into()));
+    // Work still running (a statement cancelled at shutdown but busy in a
+    // CPU-bound step) must not keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -148,13 +169,73 @@ async fn run_sql(
         Some(sql) => run_and_print(&mut session, &sql, format).await,
         None if std::io::stdin().is_terminal() => repl(session, format).await,
         None => {
-            let mut sql = String::new();
+            let mut text = String::new();
             std::io::stdin()
-                .read_to_string(&mut sql)
+                .read_to_string(&mut text)
                 .map_err(|e| e.to_string())?;
-            run_and_print(&mut session, &sql, format).await
+            run_script(&mut session, &text, format).await
         }
     }
+}
+
+/// What one line of shell input asks for.
+enum Line {
+    /// A backslash command was handled; go on.
+    Done,
+    /// `\q`.
+    Quit,
+    /// A complete statement (ending in `;`) to run.
+    Statement(String),
+    /// Part of a statement; more lines follow.
+    More,
+}
+
+/// The line handling shared by the terminal and piped input: backslash
+/// commands at the start of a statement, statements ending with `;`.
+async fn shell_line(
+    session: &mut Session,
+    buf: &mut String,
+    line: &str,
+    format: OutputFormat,
+) -> Result<Line, String> {
+    let t = line.trim();
+    if buf.trim().is_empty() && t.starts_with('\\') {
+        buf.clear();
+        return match t {
+            "\\q" => Ok(Line::Quit),
+            "\\dt" => {
+                let sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1";
+                run_and_print(session, sql, format).await?;
+                Ok(Line::Done)
+            }
+            _ => Err(format!("unknown command {t}: try \\q or \\dt")),
+        };
+    }
+    buf.push_str(line);
+    buf.push('\n');
+    if t.ends_with(';') {
+        Ok(Line::Statement(std::mem::take(buf)))
+    } else {
+        Ok(Line::More)
+    }
+}
+
+/// Piped input: the same backslash commands as the terminal; the first
+/// error stops the script (exit status 1), like `psql -v ON_ERROR_STOP=1`.
+async fn run_script(session: &mut Session, text: &str, format: OutputFormat) -> Result<(), String> {
+    let mut buf = String::new();
+    for line in text.lines() {
+        match shell_line(session, &mut buf, line, format).await? {
+            Line::Quit => return Ok(()),
+            Line::Statement(sql) => run_and_print(session, &sql, format).await?,
+            Line::Done | Line::More => {}
+        }
+    }
+    // A last statement without `;`.
+    if !buf.trim().is_empty() {
+        run_and_print(session, &buf, format).await?;
+    }
+    Ok(())
 }
 
 async fn run_and_print(
@@ -210,29 +291,20 @@ async fn repl(mut session: Session, format: OutputFormat) -> Result<(), String> 
         };
         match rl.readline(prompt) {
             Ok(line) => {
-                let t = line.trim();
-                if buf.is_empty() && t.starts_with('\\') {
-                    let _ = rl.add_history_entry(t);
-                    match t {
-                        "\\q" => break,
-                        "\\dt" => {
-                            let sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1";
-                            if let Err(e) = run_and_print(&mut session, sql, format).await {
-                                eprintln!("error: {e}");
-                            }
-                        }
-                        _ => eprintln!("unknown command {t}: try \\q or \\dt"),
-                    }
-                    continue;
+                let command = buf.trim().is_empty() && line.trim().starts_with('\\');
+                if command {
+                    let _ = rl.add_history_entry(line.trim());
                 }
-                buf.push_str(&line);
-                buf.push('\n');
-                if t.ends_with(';') {
-                    let sql = std::mem::take(&mut buf);
-                    let _ = rl.add_history_entry(sql.trim());
-                    if let Err(e) = run_and_print(&mut session, &sql, format).await {
-                        eprintln!("error: {e}");
+                match shell_line(&mut session, &mut buf, &line, format).await {
+                    Ok(Line::Quit) => break,
+                    Ok(Line::Statement(sql)) => {
+                        let _ = rl.add_history_entry(sql.trim());
+                        if let Err(e) = run_and_print(&mut session, &sql, format).await {
+                            eprintln!("error: {e}");
+                        }
                     }
+                    Ok(Line::Done | Line::More) => {}
+                    Err(e) => eprintln!("error: {e}"),
                 }
             }
             Err(ReadlineError::Interrupted) => buf.clear(),

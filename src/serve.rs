@@ -1,5 +1,5 @@
 //! `strata serve`: one process over a data directory or object store, with
-//! the Postgres listener. Settings come from flags, then `STRATA_*`
+//! the Postgres listener and the Arrow Flight SQL listener. Settings come from flags, then `STRATA_*`
 //! environment variables, then a TOML config file (`--config`), then defaults.
 //!
 //! ```toml
@@ -7,6 +7,8 @@
 //! data_dir = "/var/lib/strata"     # or: store_url = "s3://bucket/prefix"
 //! listen = "0.0.0.0"
 //! pg_port = 5432
+//! flight_port = 9833
+//! statement_timeout = "30s"       # 0 (the default) never times out
 //! flush_rows = 1000000
 //! catch_up_ms = 200
 //! memory_limit = "3GiB"            # or "50%", or bytes; default: half the RAM
@@ -57,9 +59,16 @@ pub struct ServeArgs {
     /// Deterministic clock for tests: START,STEP (e.g. 2020-01-01T00:00:00Z,1d).
     #[arg(long, env = "STRATA_TEST_CLOCK")]
     pub test_clock: Option<String>,
-    /// Arrow Flight SQL port; 0 picks a free one [default: 9833].
+    /// Arrow Flight SQL port; 0 picks a free one [default: 9833, or a free
+    /// one with --pg-port 0]. A second server on one machine needs both
+    /// --pg-port and --flight-port.
     #[arg(long, env = "STRATA_FLIGHT_PORT")]
     pub flight_port: Option<u16>,
+    /// Default statement_timeout of Postgres sessions: milliseconds or a
+    /// duration like 30s or 5min; 0 never times out [default: 0]. Sessions
+    /// may change it with SET statement_timeout.
+    #[arg(long, env = "STRATA_STATEMENT_TIMEOUT")]
+    pub statement_timeout: Option<String>,
     /// Authentication: `password` (SCRAM-SHA-256 on Postgres, basic → bearer
     /// on Flight) or `trust` [default: password when users are configured,
     /// trust otherwise, and trust is refused on a non-loopback address].
@@ -123,6 +132,7 @@ pub struct FileConfig {
     pub catch_up_ms: Option<u64>,
     pub test_clock: Option<String>,
     pub flight_port: Option<u16>,
+    pub statement_timeout: Option<String>,
     pub auth: Option<String>,
     /// `name = "password"` (or a stored `SCRAM-SHA-256$…` verifier).
     pub users: Option<std::collections::BTreeMap<String, String>>,
@@ -146,6 +156,8 @@ pub struct Resolved {
     pub catch_up: Duration,
     pub test_clock: Option<String>,
     pub flight_port: u16,
+    /// The default `statement_timeout` of Postgres sessions.
+    pub statement_timeout: Option<String>,
     /// Who may connect, shared by the Postgres and Flight SQL listeners.
     pub auth: crate::auth::Auth,
     /// TLS for both listeners, when configured.
@@ -220,6 +232,7 @@ impl ServeArgs {
                     DEFAULT_FLIGHT_PORT
                 },
             ),
+            statement_timeout: self.statement_timeout.clone().or(file.statement_timeout),
             auth: crate::auth::Auth::from_settings(
                 self.auth.as_deref().or(file.auth.as_deref()),
                 &self.users,
@@ -278,6 +291,19 @@ impl Resolved {
     }
 }
 
+/// Why a listener could not start, and for a taken port which flag moves it.
+pub fn bind_error(what: &str, addr: SocketAddr, e: &std::io::Error, flag: &str) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "cannot listen for {what} on {addr}: port {} is already in use (another strata serve?); \
+             choose another with {flag} PORT ({flag} 0 picks a free one)",
+            addr.port()
+        )
+    } else {
+        format!("cannot listen for {what} on {addr}: {e}")
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -312,17 +338,19 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot open the database at {}: {e}", r.location()))?;
     let addr = SocketAddr::new(r.listen, r.pg_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            " (is another server running? try --pg-port)"
-        } else {
-            ""
-        };
-        format!("cannot listen on {addr}: {e}{hint}")
-    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error("Postgres", addr, &e, "--pg-port"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // Authentication and TLS for the Postgres listener (a bad certificate fails here).
-    let pg = crate::pgwire::Shared::secured(db.clone(), &r.auth, r.tls.as_ref())?;
+    let defaults: Vec<(&str, &str)> = r
+        .statement_timeout
+        .as_deref()
+        .map(|t| ("statement_timeout", t))
+        .into_iter()
+        .collect();
+    let pg = crate::pgwire::Shared::configured(db.clone(), &r.auth, r.tls.as_ref(), &defaults)
+        .map_err(|e| format!("--statement-timeout: {e}"))?;
     let flight = crate::flight::start(db.clone(), &r).await?;
 
     println!("Strata {} serving", env!("CARGO_PKG_VERSION"));

@@ -252,3 +252,107 @@ fn empty_result_keeps_the_header() {
     );
     assert_eq!(json.trim(), "[]");
 }
+
+/// `strata sql` with `input` piped to stdin.
+fn piped(dir: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("sql")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("STRATA_DATA_DIR")
+        .env_remove("STRATA_STORE_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn piped_input_takes_the_shells_backslash_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // What `printf 'SELECT 1;\n\\q\n' | strata sql` sends.
+    let o = piped(d, &["--format", "csv"], "SELECT 1 AS one;\n\\q\n");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "one\n1\n");
+    // \q stops the script; \dt lists tables; a statement may span lines.
+    let o = piped(
+        d,
+        &["--format", "csv"],
+        "INSERT INTO piped (_id) VALUES (1);\n\\dt\nSELECT count(*)\n  AS n FROM piped;\n\\q\nSELECT 'not run';\n",
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout, "table_name\npiped\nn\n1\n", "{stdout}");
+    // An unknown command is an error (exit status 1) that names the known ones.
+    let o = piped(d, &[], "\\x\nSELECT 1;\n");
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("unknown command \\x") && stderr.contains("\\q"),
+        "{stderr}"
+    );
+    // A last statement without `;` still runs.
+    let o = piped(d, &["--format", "csv"], "SELECT 2 AS two");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "two\n2\n");
+}
+
+#[test]
+fn a_second_server_on_a_taken_flight_port_says_which_flag_moves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Take a port, then ask a server to use it for Flight SQL.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "serve",
+            "--pg-port",
+            "0",
+            "--flight-port",
+            &port,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("STRATA_FLIGHT_PORT")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} is already in use"))
+            && stderr.contains("--flight-port"),
+        "{stderr}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--pg-port", &port, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("--pg-port"), "{stderr}");
+    // `serve --help` names both listeners and both flags.
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    for w in [
+        "Flight SQL",
+        "--flight-port",
+        "--pg-port",
+        "--statement-timeout",
+    ] {
+        assert!(help.contains(w), "{w} missing from serve --help:\n{help}");
+    }
+}

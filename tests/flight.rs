@@ -733,3 +733,102 @@ async fn tls_serves_flight_sql_and_refuses_plaintext() {
         "plaintext must not work on a TLS listener"
     );
 }
+
+/// The statement handle inside a DoGet ticket.
+fn ticket_handle(t: &arrow_flight::Ticket) -> Vec<u8> {
+    use arrow_flight::sql::{Any, TicketStatementQuery};
+    use prost::Message;
+    let any = Any::decode(t.ticket.clone()).expect("ticket is an Any");
+    let q: TicketStatementQuery = any.unpack().expect("unpack").expect("a statement ticket");
+    q.statement_handle.to_vec()
+}
+
+fn ticket_for(handle: Vec<u8>) -> arrow_flight::Ticket {
+    use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+    use prost::Message;
+    let q = TicketStatementQuery {
+        statement_handle: handle.into(),
+    };
+    arrow_flight::Ticket::new(q.as_any().encode_to_vec())
+}
+
+/// The checksum Strata appends to a handle (64-bit FNV-1a), so a test can
+/// forge handles that get past it.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let sum = fnv(&body);
+    body.extend_from_slice(&sum.to_le_bytes());
+    body
+}
+
+/// DoGet on `t`: Ok(rows) or the error text.
+async fn try_do_get(c: &mut Client, t: arrow_flight::Ticket) -> Result<usize, String> {
+    match c.do_get(t).await {
+        Ok(s) => match s.try_collect::<Vec<RecordBatch>>().await {
+            Ok(b) => Ok(rows(&b)),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_and_forged_tickets_are_refused_before_use() {
+    let s = server();
+    let mut c = connect(&s).await;
+    update(&mut c, "INSERT INTO forged (_id, v) VALUES (1, 'kept')").await;
+    // A script's result travels in its ticket (an Arrow IPC stream).
+    let info = c
+        .execute(
+            "SELECT 'abc' AS s, 42 AS n; SELECT 'xyz' AS s, 7 AS n".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let handle = ticket_handle(&ticket);
+    assert_eq!(try_do_get(&mut c, ticket.clone()).await, Ok(1));
+    // Every single byte altered: refused (the checksum), never a panic.
+    for i in 0..handle.len() {
+        let mut h = handle.clone();
+        h[i] ^= 0x41;
+        let e = try_do_get(&mut c, ticket_for(h)).await.unwrap_err();
+        assert!(e.contains("altered"), "byte {i}: {e}");
+    }
+    // Altered with a recomputed checksum (deliberate forgery): the Arrow
+    // data is decoded with its inconsistencies caught; an error or rows.
+    let body = &handle[..handle.len() - 8];
+    for i in 8..body.len() {
+        for delta in [1u8, 0x80, 0xff] {
+            let mut h = body.to_vec();
+            h[i] = h[i].wrapping_add(delta);
+            let _ = try_do_get(&mut c, ticket_for(seal(h))).await;
+        }
+    }
+    // A ticket forged to carry an INSERT: refused before it runs.
+    let sql = "INSERT INTO forged (_id, v) VALUES (2, 'smuggled')";
+    let mut h = b"STRATA\x02Q".to_vec();
+    h.extend_from_slice(&(sql.len() as u32).to_le_bytes());
+    h.extend_from_slice(sql.as_bytes());
+    let e = try_do_get(&mut c, ticket_for(seal(h))).await.unwrap_err();
+    assert!(e.contains("DoGet runs only") && e.contains("DoPut"), "{e}");
+    let b = query(&mut c, "SELECT count(*) AS n FROM forged").await;
+    assert_eq!(
+        i64s(&b, 0),
+        vec![Some(1)],
+        "the forged INSERT wrote nothing"
+    );
+    // SELECT … INTO creates a table: not a query either.
+    let sql = "SELECT 1 AS x INTO made_by_doget";
+    let mut h = b"STRATA\x02Q".to_vec();
+    h.extend_from_slice(&(sql.len() as u32).to_le_bytes());
+    h.extend_from_slice(sql.as_bytes());
+    assert!(try_do_get(&mut c, ticket_for(seal(h))).await.is_err());
+    // The server is still fine.
+    assert_eq!(rows(&query(&mut c, "SELECT 1").await), 1);
+}

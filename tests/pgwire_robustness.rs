@@ -260,3 +260,285 @@ async fn errors_on_one_connection_do_not_disturb_another() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+/// A raw connection, logged in and ready for a query.
+fn logged_in(s: &Server) -> TcpStream {
+    let mut t = raw(s);
+    t.write_all(&startup_packet(&[("user", "strata")])).unwrap();
+    let msgs = read_messages(&mut t, b'Z');
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'), "logged in: {msgs:?}");
+    t
+}
+
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// The frame goes unanswered except for FATAL 08P01, and the connection closes.
+fn refused_as_malformed(s: &Server, bytes: &[u8]) -> String {
+    let mut t = logged_in(s);
+    t.write_all(bytes).unwrap();
+    let msgs = read_messages(&mut t, b'E');
+    assert!(
+        !msgs.iter().any(|m| matches!(m.0, b'C' | b'D' | b'T')),
+        "nothing may run: {msgs:?}"
+    );
+    let (ty, body) = msgs.last().expect("an error reply");
+    assert_eq!(*ty, b'E', "{msgs:?}");
+    let (sev, code, msg) = error_fields(body);
+    assert_eq!((sev.as_str(), code.as_str()), ("FATAL", "08P01"), "{msg}");
+    assert!(closed(&mut t), "closed after {msg}");
+    msg
+}
+
+#[test]
+fn frames_with_bad_lengths_are_refused_not_executed() {
+    let s = Server::start();
+    s.psql_ok(&["INSERT INTO frames (_id) VALUES (1)"]);
+    let insert = b"INSERT INTO frames (_id) VALUES (2)\0";
+    // Length 0 and 3 (less than the length field itself), the statement after it.
+    for len in [0i32, 3] {
+        let mut q = vec![b'Q'];
+        q.extend_from_slice(&len.to_be_bytes());
+        q.extend_from_slice(insert);
+        let msg = refused_as_malformed(&s, &q);
+        assert!(msg.contains("invalid length"), "{msg}");
+    }
+    // A length that ends inside the query string, and one past its end.
+    let mut short = frame(b'Q', insert);
+    short[4] -= 5;
+    refused_as_malformed(&s, &short);
+    let mut long = frame(b'Q', b"INSERT INTO frames (_id) VALUES (3)\0\0\0junk");
+    long.extend_from_slice(&frame(b'S', b""));
+    let msg = refused_as_malformed(&s, &long);
+    assert!(msg.contains("after the end"), "{msg}");
+    // Extended protocol: a Parse whose parameter count overstates what follows,
+    // an Execute with a truncated row limit, a Describe of an unknown kind.
+    let mut parse = b"\0INSERT INTO frames (_id) VALUES (4)\0".to_vec();
+    parse.extend_from_slice(&5i16.to_be_bytes());
+    let mut bad = frame(b'P', &parse);
+    bad.extend_from_slice(&frame(b'S', b""));
+    refused_as_malformed(&s, &bad);
+    let mut bad = frame(b'P', b"\0INSERT INTO frames (_id) VALUES (5)\0\0\0");
+    bad.extend_from_slice(&frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    bad.extend_from_slice(&frame(b'E', b"\0\0\0"));
+    bad.extend_from_slice(&frame(b'S', b""));
+    refused_as_malformed(&s, &bad);
+    refused_as_malformed(&s, &frame(b'D', b"Z\0"));
+    refused_as_malformed(&s, &frame(b'S', b"x"));
+    // None of those inserts happened.
+    assert_eq!(
+        s.psql_ok(&["SELECT count(*) FROM frames"]).trim(),
+        "1",
+        "a malformed frame was executed"
+    );
+    still_serving(&s);
+}
+
+/// `n` terms joined by `op`.
+fn chain(term: &str, op: &str, n: usize) -> String {
+    vec![term; n].join(op)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_expressions_get_an_error_or_an_answer_never_a_crash() {
+    let s = Server::start();
+    let c = s.client().await;
+    c.batch_execute("INSERT INTO deep (_id, a) VALUES (1, 7)")
+        .await
+        .unwrap();
+    // 1,000 ORed comparisons and 1,000 added terms are answered.
+    let ors = (0..1000)
+        .map(|i| format!("a = {i}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let rows = c
+        .query(&format!("SELECT _id FROM deep WHERE {ors}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let sum: i64 = c
+        .query_one(&format!("SELECT {}", chain("1", "+", 1000)), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, 1000);
+    // Far deeper: SQLSTATE 54001, quickly, for each shape.
+    let deep_array = format!("SELECT {}1{}", "ARRAY[".repeat(10_000), "]".repeat(10_000));
+    let deep_parens = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+    let deep_sub = format!("SELECT {}1{}", "(SELECT ".repeat(2_000), ")".repeat(2_000));
+    for sql in [
+        format!("SELECT {}", chain("1", "+", 100_000)),
+        format!(
+            "SELECT 1 FROM deep WHERE {}",
+            chain("a = 1", " OR ", 50_000)
+        ),
+        format!("SELECT {}", chain("'x'", " || ", 20_000)),
+        deep_array,
+        deep_parens,
+        deep_sub,
+    ] {
+        let started = std::time::Instant::now();
+        let e = c.query(&sql, &[]).await.unwrap_err();
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(
+            db.code(),
+            &SqlState::STATEMENT_TOO_COMPLEX,
+            "{}: {}",
+            &sql[..40],
+            db.message()
+        );
+        assert!(db.message().contains("too complex"), "{}", db.message());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} took {:?}",
+            &sql[..40],
+            started.elapsed()
+        );
+    }
+    // The connection and the server are fine.
+    let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    still_serving(&s);
+}
+
+/// A query that keeps a core busy for minutes unless stopped.
+const FOREVER: &str =
+    "SELECT count(*) FROM generate_series(1, 100000000000) AS g(v) WHERE v % 7 = 3";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_cancels_with_57014() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        &[
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+            "--statement-timeout",
+            "30s",
+        ],
+        &[],
+    );
+    let c = s.client().await;
+    let shown: String = c
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "30s", "the server default");
+    c.batch_execute("SET statement_timeout = '1s'")
+        .await
+        .unwrap();
+    let shown: String = c
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "1s");
+    let started = std::time::Instant::now();
+    let e = c.query(FOREVER, &[]).await.unwrap_err();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(db.code(), &SqlState::QUERY_CANCELED, "{}", db.message());
+    assert_eq!(db.message(), "canceling statement due to statement timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    // Integer milliseconds; 0 turns it off; bad values are refused.
+    c.batch_execute("SET statement_timeout = 1500")
+        .await
+        .unwrap();
+    let shown: String = c
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "1500ms");
+    let e = c
+        .batch_execute("SET statement_timeout = 'soon'")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INVALID_PARAMETER_VALUE), "{e}");
+    c.batch_execute("RESET statement_timeout").await.unwrap();
+    let shown: String = c
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, "30s", "RESET goes back to the server default");
+    // A short query under the timeout is unaffected.
+    let one: i32 = c.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_a_running_query() {
+    let s = Server::start();
+    let c = s.client().await;
+    let token = c.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let e = c.query(FOREVER, &[]).await.unwrap_err();
+    canceller.await.unwrap();
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(db.code(), &SqlState::QUERY_CANCELED, "{}", db.message());
+    assert_eq!(db.message(), "canceling statement due to user request");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// CPU seconds the process has used (utime + stime from /proc).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn work_stops_when_the_client_goes_away() {
+    let s = Server::start();
+    let mut t = logged_in(&s);
+    t.write_all(&frame(b'Q', format!("{FOREVER}\0").as_bytes()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let busy = cpu_seconds(s.child.id());
+    drop(t);
+    std::thread::sleep(Duration::from_millis(1000));
+    let at_close = cpu_seconds(s.child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let later = cpu_seconds(s.child.id());
+    assert!(busy > 0.5, "the query was running ({busy} s of CPU)");
+    assert!(
+        later - at_close < 0.5,
+        "the server kept working for a client that left: {} s of CPU in 3 s",
+        later - at_close
+    );
+    still_serving(&s);
+}
+
+#[test]
+fn sigterm_cancels_running_statements_and_exits_promptly() {
+    let mut s = Server::start();
+    let mut t = logged_in(&s);
+    t.write_all(&frame(b'Q', format!("{FOREVER}\0").as_bytes()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let started = std::time::Instant::now();
+    let status = s.terminate(Duration::from_secs(15));
+    let took = started.elapsed();
+    assert!(status.is_some(), "still running 15 s after SIGTERM");
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
+    // The client was told its statement was cancelled.
+    let msgs = read_messages(&mut t, b'E');
+    if let Some((b'E', body)) = msgs.last() {
+        let (_, code, msg) = error_fields(body);
+        assert_eq!(code, "57014", "{msg}");
+    }
+}

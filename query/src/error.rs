@@ -38,6 +38,9 @@ pub enum QueryError {
     OutOfMemory(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Nested deeper than the planner can take (54001).
+    #[error("{0}")]
+    TooComplex(String),
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -72,6 +75,7 @@ impl QueryError {
             QueryError::Execution(_) => "22000",
             QueryError::OutOfMemory(_) => "53200",
             QueryError::Internal(_) => "XX000",
+            QueryError::TooComplex(_) => "54001",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Knows nothing of sockets.
 
 pub mod casts;
+pub mod depth;
 mod dml;
 pub mod error;
 mod fastpath;
@@ -19,5 +20,6 @@ pub mod system_tables;
 pub mod temporal;
 mod wildcard;
 
+pub use depth::{MAX_EXPR_DEPTH, THREAD_STACK_BYTES};
 pub use error::{QueryError, Result};
 pub use session::{Database, Output, RuntimeOptions, Session};

@@ -316,9 +316,31 @@ fn rewrite_and_parse(
     Ok(out)
 }
 
-/// Split SQL into statements.
+/// Split SQL into statements. A statement nesting deeper than
+/// [`crate::depth::MAX_EXPR_DEPTH`] is refused (54001) before it is planned.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| QueryError::Syntax(e.to_string()))
+    use datafusion::sql::sqlparser::parser::ParserError;
+    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+    let dialect = PostgreSqlDialect {};
+    let syntax = |e: ParserError| match e {
+        ParserError::RecursionLimitExceeded => crate::depth::too_complex(&format!(
+            "parentheses, subqueries or array constructors nest deeper than {} levels",
+            crate::depth::PARSER_NESTING_LIMIT
+        )),
+        e => QueryError::Syntax(e.to_string()),
+    };
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| syntax(e.into()))?;
+    crate::depth::check_tokens(&tokens)?;
+    let stmts = Parser::new(&dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(syntax)?;
+    for s in &stmts {
+        crate::depth::check_statement(s)?;
+    }
+    Ok(stmts)
 }
 
 impl Session {

@@ -5,10 +5,15 @@
 //! another node created (the Flight SQL "stateless prepared statement"
 //! protocol: the DoPut that binds parameters returns the updated handle).
 //!
-//! Layout: `STRATA\x01` then a kind byte.
+//! Layout: `STRATA\x02` then a kind byte, the payload, and a 64-bit
+//! FNV-1a checksum (little-endian) of everything before it.
 //! * `Q`: u32 little-endian SQL length, the SQL (UTF-8), then the parameter
 //!   batch as an Arrow IPC stream (empty when nothing is bound).
 //! * `R`: an Arrow IPC stream holding a finished result.
+//!
+//! A handle whose checksum does not match is refused before any of it is
+//! decoded; a forged one with a valid checksum is decoded with panics
+//! caught, so bad bytes are an error for their caller, never a crash.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -20,7 +25,14 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use tonic::Status;
 
-const MAGIC: &[u8] = b"STRATA\x01";
+const MAGIC: &[u8] = b"STRATA\x02";
+
+/// 64-bit FNV-1a.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
 
 /// A decoded handle or ticket.
 #[derive(Debug, Clone)]
@@ -58,16 +70,25 @@ impl Handle {
                 write_ipc(&mut out, schema, batches)?;
             }
         }
+        let sum = checksum(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
         Ok(out.into())
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Handle, Status> {
         let bad = || {
             Status::invalid_argument(
-                "not a Strata statement handle or ticket: use the handle or ticket the server returned, unchanged",
+                "not a Strata statement handle or ticket, or one that was altered: use the handle or ticket the server returned, unchanged",
             )
         };
-        let rest = bytes.strip_prefix(MAGIC).ok_or_else(bad)?;
+        if bytes.len() < MAGIC.len() + 1 + 8 {
+            return Err(bad());
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 8);
+        if checksum(body).to_le_bytes() != sum {
+            return Err(bad());
+        }
+        let rest = body.strip_prefix(MAGIC).ok_or_else(bad)?;
         let (&kind, rest) = rest.split_first().ok_or_else(bad)?;
         match kind {
             b'Q' => {
@@ -118,10 +139,19 @@ fn read_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
     let err = |e: arrow::error::ArrowError| {
         Status::invalid_argument(format!("corrupt statement handle or ticket: {e}"))
     };
-    let r = StreamReader::try_new(Cursor::new(bytes), None).map_err(err)?;
-    let schema: SchemaRef = r.schema();
-    let batches = r.collect::<Result<Vec<_>, _>>().map_err(err)?;
-    Ok((Arc::clone(&schema), batches))
+    // The Arrow IPC reader may panic on inconsistent bytes (an offset past
+    // its buffer): that is a corrupt handle, not a crash.
+    let read = std::panic::catch_unwind(|| {
+        let r = StreamReader::try_new(Cursor::new(bytes), None).map_err(err)?;
+        let schema: SchemaRef = r.schema();
+        let batches = r.collect::<Result<Vec<_>, _>>().map_err(err)?;
+        Ok((Arc::clone(&schema), batches))
+    });
+    read.unwrap_or_else(|_| {
+        Err(Status::invalid_argument(
+            "corrupt statement handle or ticket: its Arrow data is inconsistent",
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -129,6 +159,39 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field};
+
+    #[test]
+    fn altered_handles_are_refused_before_decoding() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)])),
+            vec![Arc::new(StringArray::from(vec!["a", "bb", "ccc"]))],
+        )
+        .unwrap();
+        let h = Handle::Results {
+            schema: batch.schema(),
+            batches: vec![batch],
+        }
+        .encode()
+        .unwrap();
+        // Every single-byte change, every truncation: an error, no panic.
+        for i in 0..h.len() {
+            let mut b = h.to_vec();
+            b[i] ^= 0x5a;
+            assert!(Handle::decode(&b).is_err(), "byte {i} altered");
+            assert!(Handle::decode(&h[..i]).is_err(), "cut at {i}");
+        }
+        // A forged ticket with a valid checksum but garbage Arrow data.
+        let mut forged = MAGIC.to_vec();
+        forged.push(b'R');
+        forged.extend_from_slice(&h[MAGIC.len() + 1..h.len() - 8]);
+        for i in MAGIC.len() + 1..forged.len() {
+            let mut b = forged.clone();
+            b[i] = b[i].wrapping_add(97);
+            let sum = checksum(&b);
+            b.extend_from_slice(&sum.to_le_bytes());
+            let _ = Handle::decode(&b);
+        }
+    }
 
     #[test]
     fn query_handles_round_trip_with_and_without_parameters() {

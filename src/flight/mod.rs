@@ -254,6 +254,9 @@ impl StrataFlight {
             Handle::Query { sql, params } => {
                 let (sql, _) = placeholders(&sql)?;
                 let rows = param_rows(params.as_ref())?;
+                // A handle is self-contained and can be forged: refuse
+                // anything but one read-only query before running it.
+                refuse_unless_query(&sql, rows.first().map(Vec::as_slice).unwrap_or(&[]))?;
                 if rows.is_empty() {
                     return Err(Status::invalid_argument(
                         "the bound parameter batch has no rows: bind at least one row of parameters",
@@ -781,14 +784,9 @@ pub struct FlightListener {
 /// Bind the Flight SQL port of `r` and start serving `db` in the background.
 pub async fn start(db: Db, r: &crate::serve::Resolved) -> Result<FlightListener, String> {
     let addr = SocketAddr::new(r.listen, r.flight_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            " (is another server running? try --flight-port)"
-        } else {
-            ""
-        };
-        format!("cannot listen for Flight SQL on {addr}: {e}{hint}")
-    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| crate::serve::bind_error("Flight SQL", addr, &e, "--flight-port"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let svc = FlightServiceServer::new(StrataFlight::new(db, r.auth.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
@@ -850,6 +848,54 @@ impl FlightListener {
                 Ok(())
             }
         }
+    }
+}
+
+/// DoGet streams query results only: a statement that writes, or a script,
+/// is refused before anything runs.
+fn refuse_unless_query(sql: &str, params: &[ScalarValue]) -> Result<(), Status> {
+    use datafusion::sql::sqlparser::ast::{Query, SetExpr, Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct ReadOnly;
+    impl Visitor for ReadOnly {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            fn body_reads(b: &SetExpr) -> bool {
+                match b {
+                    SetExpr::Select(s) => s.into.is_none(),
+                    SetExpr::Query(_) | SetExpr::Values(_) | SetExpr::Table(_) => true,
+                    SetExpr::SetOperation { left, right, .. } => {
+                        body_reads(left) && body_reads(right)
+                    }
+                    _ => false,
+                }
+            }
+            if body_reads(&q.body) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        }
+    }
+    let refuse = |what: &str| {
+        Status::invalid_argument(format!(
+            "DoGet runs only a single query (SELECT, WITH, VALUES, TABLE), and this ticket holds {what}: \
+             run statements that change data with DoPut (CommandStatementUpdate, execute_update), \
+             or ask for a FlightInfo (GetFlightInfo) and fetch the ticket it returns"
+        ))
+    };
+    let rws = temporal::rewrite(sql, params).map_err(status)?;
+    let [rw] = rws.as_slice() else {
+        return Err(refuse("several statements"));
+    };
+    if rw.kind != StatementKind::Plain {
+        return Err(refuse("a statement that changes data"));
+    }
+    let parsed = strata_query::session::parse(&rw.sql).map_err(status)?;
+    match parsed.as_slice() {
+        [stmt @ Statement::Query(_)] if stmt.visit(&mut ReadOnly).is_continue() => Ok(()),
+        [_] => Err(refuse("a statement that is not a read-only query")),
+        _ => Err(refuse("several statements")),
     }
 }
 
@@ -1091,6 +1137,7 @@ fn status(e: QueryError) -> Status {
         },
         QueryError::OutOfMemory(_) => Code::ResourceExhausted,
         QueryError::Internal(_) => Code::Internal,
+        QueryError::TooComplex(_) => Code::ResourceExhausted,
     };
     Status::new(code, format!("{e} (SQLSTATE {})", e.sqlstate()))
 }

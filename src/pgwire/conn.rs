@@ -104,6 +104,8 @@ pub struct Inner {
     pub(super) login: std::sync::Mutex<super::login::LoginState>,
     /// A result stream failed after its statement returned.
     stream_failed: AtomicBool,
+    /// When the running statement hits its `statement_timeout`.
+    deadline: std::sync::Mutex<Option<tokio::time::Instant>>,
     key: std::sync::Mutex<Option<(i32, Bytes)>>,
 }
 
@@ -146,6 +148,18 @@ fn canceled() -> E {
     err("57014", "canceling statement due to user request")
 }
 
+fn timed_out() -> E {
+    err("57014", "canceling statement due to statement timeout")
+}
+
+/// Resolves at the deadline (never, without one).
+async fn deadline_passed(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => futures::future::pending::<()>().await,
+    }
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -167,12 +181,13 @@ fn is_empty_query(q: &str) -> bool {
 impl Conn {
     pub fn new(shared: Arc<Shared>) -> Conn {
         let session = shared.db.session();
+        let settings = shared.settings.clone();
         let (tx, _) = watch::channel(0u64);
         Conn(Arc::new(Inner {
             shared,
             state: tokio::sync::Mutex::new(ConnState {
                 session,
-                settings: Settings::default(),
+                settings,
                 tx_failed: false,
                 prepared: HashMap::new(),
                 user: "strata".into(),
@@ -181,6 +196,7 @@ impl Conn {
             }),
             cancel: Arc::new(tx),
             stream_failed: AtomicBool::new(false),
+            deadline: std::sync::Mutex::new(None),
             copy_in: std::sync::Mutex::new(None),
             login: std::sync::Mutex::new(Default::default()),
             key: std::sync::Mutex::new(None),
@@ -228,6 +244,10 @@ impl Inner {
     ) -> Result<Exec, E> {
         let mut st = self.state.lock().await;
         self.absorb_stream_failure(&mut st);
+        *self.deadline.lock().expect("deadline lock") = st
+            .settings
+            .statement_timeout()
+            .map(|t| tokio::time::Instant::now() + t);
         let ends_tx = matches!(
             parsed,
             Some(Statement::Commit { .. } | Statement::Rollback { .. })
@@ -414,11 +434,13 @@ impl Inner {
             names = super::names::column_names(&stmt);
         }
         let rx = self.cancel.subscribe();
+        let deadline = *self.deadline.lock().expect("deadline lock");
         let out = {
             let fut = AssertUnwindSafe(st.session.execute(&text, &params)).catch_unwind();
             tokio::select! {
                 r = fut => r,
                 _ = cancelled(rx.clone()) => return Err(canceled()),
+                _ = deadline_passed(deadline) => return Err(timed_out()),
             }
         };
         match out {
@@ -781,6 +803,13 @@ fn row_stream(
     fields: Arc<Vec<FieldInfo>>,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     let rx = inner.cancel.subscribe();
+    let deadline = *inner.deadline.lock().expect("deadline lock");
+    let stop = async move {
+        tokio::select! {
+            _ = cancelled(rx) => canceled(),
+            _ = deadline_passed(deadline) => timed_out(),
+        }
+    };
     let rows = AssertUnwindSafe(stream)
         .catch_unwind()
         .map(move |r| match r {
@@ -801,7 +830,7 @@ fn row_stream(
         });
     Guarded {
         rows: Box::pin(rows),
-        cancel: Box::pin(cancelled(rx)),
+        cancel: Box::pin(stop),
         inner,
         done: false,
     }
@@ -809,7 +838,8 @@ fn row_stream(
 
 struct Guarded<S> {
     rows: Pin<Box<S>>,
-    cancel: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// Resolves with the error that ends the rows early (cancel, timeout).
+    cancel: Pin<Box<dyn std::future::Future<Output = E> + Send>>,
     inner: Arc<Inner>,
     done: bool,
 }
@@ -820,10 +850,10 @@ impl<S: Stream<Item = PgWireResult<DataRow>>> Stream for Guarded<S> {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.cancel.as_mut().poll(cx).is_ready() {
+        if let Poll::Ready(e) = self.cancel.as_mut().poll(cx) {
             self.done = true;
             self.inner.stream_failed.store(true, Ordering::SeqCst);
-            return Poll::Ready(Some(Err(user_err(canceled()))));
+            return Poll::Ready(Some(Err(user_err(e))));
         }
         match self.rows.as_mut().poll_next(cx) {
             Poll::Ready(Some(Err(e))) => {

@@ -12,6 +12,7 @@
 mod conn;
 pub mod copy;
 pub mod describe;
+pub mod frames;
 pub mod login;
 pub mod names;
 pub mod split;
@@ -61,6 +62,9 @@ pub struct Shared {
     tls: Option<TlsAcceptor>,
     /// The longest query string accepted (Query and Parse messages).
     max_query_bytes: usize,
+    /// What a new connection's settings start from (the server's
+    /// `--statement-timeout`, …).
+    settings: vars::Settings,
 }
 
 /// Default for the longest query string, overridable with
@@ -88,13 +92,29 @@ impl Shared {
             login: Login::trust(),
             tls: None,
             max_query_bytes: max_query_bytes(),
+            settings: vars::Settings::default(),
         })
     }
 
     /// With the server's authentication and TLS settings.
     pub fn secured(db: Db, auth: &Auth, tls: Option<&TlsSettings>) -> Result<Arc<Shared>, String> {
+        Shared::configured(db, auth, tls, &[])
+    }
+
+    /// [`Shared::secured`] with server defaults for session settings, such as
+    /// `("statement_timeout", "30s")` (validated like `SET`).
+    pub fn configured(
+        db: Db,
+        auth: &Auth,
+        tls: Option<&TlsSettings>,
+        defaults: &[(&str, &str)],
+    ) -> Result<Arc<Shared>, String> {
         let login = Login::new(auth, tls)?;
         let tls = tls.map(tls_acceptor).transpose()?;
+        let mut settings = vars::Settings::default();
+        for (name, value) in defaults {
+            settings.set_server_default(name, value)?;
+        }
         Ok(Arc::new(Shared {
             db,
             describer: Describer::new(),
@@ -102,7 +122,15 @@ impl Shared {
             login,
             tls,
             max_query_bytes: max_query_bytes(),
+            settings,
         }))
+    }
+
+    /// Cancel every running statement (at shutdown).
+    fn cancel_all(&self) {
+        for tx in self.cancels.lock().expect("cancel registry").values() {
+            tx.send_modify(|g| *g += 1);
+        }
     }
 }
 
@@ -205,6 +233,8 @@ pub async fn serve_connection(
         conn,
         shared: shared.clone(),
     };
+    // A client that goes away cancels its running statement.
+    let _watch = watch_hangup(&socket, handlers.conn.0.cancel.clone());
     let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_timeout);
     let negotiated = tokio::select! {
@@ -212,8 +242,18 @@ pub async fn serve_connection(
         s = negotiate_tls(socket, shared.tls.clone()) => s?,
     };
     // None: a direct TLS handshake but no TLS configured.
-    let Some(mut socket) = negotiated else {
+    let Some(socket) = negotiated else {
         return Ok(());
+    };
+    // Every frame is checked before pgwire decodes it (see frames.rs).
+    let mut socket = {
+        let old = socket.into_parts();
+        let mut parts = tokio_util::codec::FramedParts::new(
+            frames::Checked::new(old.io, old.read_buf),
+            old.codec,
+        );
+        parts.write_buf = old.write_buf;
+        tokio_util::codec::Framed::from_parts(parts)
     };
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
@@ -268,14 +308,19 @@ pub async fn serve_connection(
             Some(Err(e)) => {
                 // Garbage, a malformed or over-long message: say so, then hang up.
                 tracing::debug!("bad message from a postgres client: {e}");
-                let code = match &e {
-                    PgWireError::IoError(_) => break,
-                    other => other.code().to_string(),
+                let info = match &e {
+                    PgWireError::IoError(io) => match frames::malformed(io) {
+                        Some(why) => fatal_info(
+                            "08P01",
+                            format!("invalid frontend message: {why}; closing the connection"),
+                        ),
+                        None => break,
+                    },
+                    other => fatal_info(
+                        other.code(),
+                        format!("invalid frontend message: {e}; closing the connection"),
+                    ),
                 };
-                let info = fatal_info(
-                    &code,
-                    format!("invalid frontend message: {e}; closing the connection"),
-                );
                 let _ = socket
                     .send(PgWireBackendMessage::ErrorResponse(info.into()))
                     .await;
@@ -330,6 +375,47 @@ pub async fn serve_connection(
         }
     }
     Ok(())
+}
+
+/// Aborts the watching task when the connection ends.
+struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watch a second handle on the socket while the connection runs: when the
+/// client hangs up (end of stream or a reset), bump the connection's cancel
+/// signal so that a statement still running stops instead of finishing for
+/// nobody.
+fn watch_hangup(socket: &tokio::net::TcpStream, cancel: Arc<watch::Sender<u64>>) -> Option<Watch> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let fd = socket.as_fd().try_clone_to_owned().ok()?;
+        let dup = tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd)).ok()?;
+        Some(Watch(tokio::spawn(async move {
+            let mut b = [0u8; 1];
+            loop {
+                match dup.peek(&mut b).await {
+                    Ok(0) | Err(_) => {
+                        cancel.send_modify(|g| *g += 1);
+                        return;
+                    }
+                    // Data the connection has not read yet (it is busy or
+                    // about to read it): look again shortly.
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (socket, cancel);
+        None
+    }
 }
 
 /// Accept Postgres connections on `listener` until `shutdown` resolves; then
@@ -393,6 +479,9 @@ pub async fn serve_shared(
         }
     }
     drop(listener);
+    // Statements still running are cancelled; their clients get the error
+    // and a moment to read it before the connections are closed.
+    shared.cancel_all();
     let grace = tokio::time::sleep(Duration::from_secs(2));
     tokio::pin!(grace);
     while !tasks.is_empty() {

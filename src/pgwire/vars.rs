@@ -172,6 +172,48 @@ fn canonical_name(name: &str) -> String {
 pub struct Settings {
     /// Overrides of the defaults, by lowercase name.
     set: BTreeMap<String, (String, String)>,
+    /// The server's defaults where they differ from Postgres' (what RESET goes back to).
+    server: BTreeMap<String, (String, String)>,
+}
+
+/// A duration setting in milliseconds, as Postgres reads it: an integer
+/// (milliseconds) or a number with a unit (`us`, `ms`, `s`, `min`, `h`, `d`).
+pub fn parse_millis(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let ms_per = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    let ms = (n * ms_per).round();
+    (ms.is_finite() && (0.0..=i32::MAX as f64).contains(&ms)).then_some(ms as u64)
+}
+
+/// Milliseconds as `SHOW` prints them: the largest unit that divides evenly.
+pub fn show_millis(ms: u64) -> String {
+    if ms == 0 {
+        return "0".into();
+    }
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("min", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % per == 0 {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// The result of a `SET`: the setting to report to the client, if any.
@@ -180,7 +222,7 @@ pub type Report = Option<(String, String)>;
 impl Settings {
     pub fn get(&self, name: &str) -> Option<String> {
         let lower = name.to_ascii_lowercase();
-        if let Some((_, v)) = self.set.get(&lower) {
+        if let Some((_, v)) = self.set.get(&lower).or_else(|| self.server.get(&lower)) {
             return Some(v.clone());
         }
         DEFAULTS
@@ -246,11 +288,39 @@ impl Settings {
                     ))
                 }
             },
+            "statement_timeout" => match parse_millis(value) {
+                Some(ms) => show_millis(ms),
+                None => {
+                    return Err((
+                        "22023".into(),
+                        format!(
+                            "invalid value for parameter \"statement_timeout\": \"{value}\" \
+                             (use milliseconds or a number with a unit: '2s', '500ms', '1min'; 0 turns it off)"
+                        ),
+                    ))
+                }
+            },
             "transaction_isolation" | "default_transaction_isolation" => value.to_ascii_lowercase(),
             _ => value.to_string(),
         };
         self.set.insert(lower, (canon.clone(), value.clone()));
         Ok(REPORTED.contains(&canon.as_str()).then_some((canon, value)))
+    }
+
+    /// Make `name = value` this server's default (validated like `SET`).
+    pub fn set_server_default(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.set(name, value).map_err(|(_, m)| m)?;
+        let lower = canonical_name(name).to_ascii_lowercase();
+        if let Some(v) = self.set.remove(&lower) {
+            self.server.insert(lower, v);
+        }
+        Ok(())
+    }
+
+    /// `statement_timeout`, when one is set (not 0).
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let ms = parse_millis(&self.get("statement_timeout")?)?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
     }
 
     pub fn reset(&mut self, name: &str) -> Report {
@@ -278,7 +348,7 @@ impl Settings {
                 )
             })
             .collect();
-        for (k, (n, v)) in &self.set {
+        for (k, (n, v)) in self.server.iter().chain(&self.set) {
             out.entry(k.clone())
                 .and_modify(|e| e.1 = v.clone())
                 .or_insert((n.clone(), v.clone(), String::new()));
@@ -529,6 +599,32 @@ mod tests {
             "SELECT 'ISO, MDY' AS d"
         );
         assert_eq!(rewrite("SELECT name FROM t"), "SELECT name FROM t");
+    }
+
+    #[test]
+    fn statement_timeout_reads_like_postgres() {
+        let mut s = Settings::default();
+        assert_eq!(s.get("statement_timeout").unwrap(), "0");
+        assert_eq!(s.statement_timeout(), None);
+        for (v, shown, ms) in [
+            ("2s", "2s", 2000),
+            ("2000", "2s", 2000),
+            ("1500", "1500ms", 1500),
+            ("1 min", "1min", 60_000),
+            ("90s", "90s", 90_000),
+            ("0.5s", "500ms", 500),
+        ] {
+            s.set("statement_timeout", v).unwrap();
+            assert_eq!(s.get("statement_timeout").unwrap(), shown, "{v}");
+            assert_eq!(s.statement_timeout().unwrap().as_millis(), ms, "{v}");
+        }
+        assert!(s.set("statement_timeout", "soon").is_err());
+        assert!(s.set("statement_timeout", "-1").is_err());
+        let mut s = Settings::default();
+        s.set_server_default("statement_timeout", "30000").unwrap();
+        s.set("statement_timeout", "1s").unwrap();
+        s.reset("statement_timeout");
+        assert_eq!(s.get("statement_timeout").unwrap(), "30s");
     }
 
     #[test]
