@@ -41,7 +41,10 @@ async fn segments_are_cached_and_found_again_after_reopen() {
     // A fresh node: blooms and the segment come from the store, once.
     {
         let db = Db::open(config()).await.unwrap();
-        let b = db.sql("SELECT sum(v) AS s FROM t").await.unwrap();
+        let b = db
+            .sql("SELECT CAST(sum(v) AS BIGINT) AS s FROM t")
+            .await
+            .unwrap();
         assert_eq!(i64_at(&b, "s"), 5000 * 5001);
         let b = cache_row(&db).await;
         assert_eq!(b[0].num_rows(), 1);

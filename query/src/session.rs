@@ -156,6 +156,14 @@ impl Database {
             .with_create_default_catalog_and_schema(false)
             // information_schema is Postgres's, from crate::pg_catalog.
             .with_information_schema(false);
+        // DataFusion's logical and physical plans disagree on the
+        // nullability of `x IS TRUE` (and similar), and the check of the
+        // aggregate's input schema then refuses `SELECT DISTINCT (a > 1) IS
+        // TRUE …` with an internal error; the types agree, only that flag
+        // differs.
+        cfg.options_mut()
+            .execution
+            .skip_physical_aggregate_schema_check = true;
         if let Some(limit) = opts.query_memory {
             // Each sort holds back memory for merging its spilled runs
             // (DataFusion's default: 10 MB). Under a small pool that reserve
@@ -175,6 +183,13 @@ impl Database {
         crate::casts::register(&mut base)?;
         crate::overflow::register(&mut base)?;
         crate::pg_typeof::register(&mut base)?;
+        base.add_analyzer_rule(Arc::new(crate::setops::SetOpMultiplicity));
+        base.add_analyzer_rule(Arc::new(crate::insubquery::InSubqueryNulls));
+        base.add_analyzer_rule(Arc::new(crate::literal_right::LiteralsRight));
+        {
+            use datafusion::execution::FunctionRegistry;
+            base.register_function_rewrite(Arc::new(crate::numeric_sum::NumericSum))?;
+        }
         Ok(Arc::new(Database {
             engine,
             base,
@@ -341,6 +356,38 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         crate::depth::check_statement(s)?;
     }
     Ok(stmts)
+}
+
+/// A query's plan after the analyzer, whose schema is what the query
+/// returns: Strata's analyzer rules change some types (`sum` of bigints is
+/// numeric, crate::numeric_sum), and a front end describes the result and
+/// encodes each column by this schema. (Running the plan analyzes it again;
+/// every rule leaves an analyzed plan as it is.) A statement that is not a
+/// query, or one whose parameters are not bound yet (Describe of a
+/// prepared statement) and cannot be analyzed without them, keeps the
+/// plan as planned.
+fn analyzed(ctx: &SessionContext, plan: LogicalPlan) -> Result<LogicalPlan> {
+    if matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::DescribeTable(_)
+    ) {
+        return Ok(plan);
+    }
+    let state = ctx.state();
+    match state
+        .analyzer()
+        .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+    {
+        Ok(p) => Ok(p),
+        Err(_) if plan.get_parameter_types().is_ok_and(|p| !p.is_empty()) => Ok(plan),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Session {
@@ -665,7 +712,7 @@ impl Session {
                 params.iter().cloned().map(Into::into).collect(),
             ))?
         };
-        Ok((ctx, plan))
+        Ok((ctx.clone(), analyzed(&ctx, plan)?))
     }
 
     /// DataFusion says "table 'strata.public.x' not found"; say it our way, with a suggestion.
