@@ -435,12 +435,37 @@ fn main() {
             filters.is_empty() || filters.iter().any(|x| rel.contains(x.as_str()))
         })
         .collect();
+    // As `strata` does (src/main.rs): statements near the expression depth
+    // limit (sql-tests/core/limits.slt) need big stacks to plan, both on the
+    // runtime's workers and on the thread that blocks on it.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(strata_query::THREAD_STACK_BYTES)
         .build()
         .expect("tokio runtime");
+    let files_empty = files.is_empty();
+    let root_shown = root.display().to_string();
+    let (passed, failed) = std::thread::Builder::new()
+        .name("sqllogictests".into())
+        .stack_size(strata_query::THREAD_STACK_BYTES)
+        .spawn(move || run_files(&rt, &root, &files))
+        .expect("start the runner thread")
+        .join()
+        .expect("the runner thread panicked");
+    println!("{passed} passed, {failed} failed");
+    if files_empty && filters.is_empty() {
+        eprintln!("no .slt files under {}", root_shown);
+        std::process::exit(1);
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Run every file on `rt`: (files passed, files failed).
+fn run_files(rt: &tokio::runtime::Runtime, root: &Path, files: &[PathBuf]) -> (usize, usize) {
     let (mut passed, mut failed) = (0usize, 0usize);
-    for f in &files {
+    for f in files {
         let rel = f.strip_prefix(&root).unwrap_or(f).display().to_string();
         let start = Instant::now();
         match rt.block_on(run_file(f)) {
@@ -469,14 +494,7 @@ fn main() {
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
-    if files.is_empty() && filters.is_empty() {
-        eprintln!("no .slt files under {}", root.display());
-        std::process::exit(1);
-    }
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    (passed, failed)
 }
 
 /// Path filters from the command line; libtest flags (as `cargo test -- …`

@@ -31,6 +31,14 @@ pub use strata_storage::{CompactionConfig, Coordinate, GcConfig, StoreLocation, 
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The message of a caught panic (`panic!("…")` payloads are `&str` or `String`).
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// An open database. Cheap to clone; safe to share across threads and tasks.
 #[derive(Clone, Debug)]
 pub struct Db {

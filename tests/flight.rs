@@ -810,6 +810,44 @@ async fn altered_and_forged_tickets_are_refused_before_use() {
             let _ = try_do_get(&mut c, ticket_for(seal(h))).await;
         }
     }
+    // A forged result ticket whose record batch claims a body of 2^39
+    // bytes: once allocated before reading (the allocation failed and
+    // aborted the server); now refused as corrupt.
+    let huge = 1i64 << 39;
+    let mut forged_body = None;
+    for at in 8..body.len() - 8 {
+        let mut h = body.to_vec();
+        h[at..at + 8].copy_from_slice(&huge.to_le_bytes());
+        if let Err(e) = try_do_get(&mut c, ticket_for(seal(h))).await {
+            if e.contains(&format!("a message body of {huge} bytes")) {
+                forged_body = Some(e);
+                break;
+            }
+        }
+    }
+    let e = forged_body.expect("a ticket with a forged body length");
+    assert!(e.contains("corrupt statement handle or ticket"), "{e}");
+    // A forged statement handle binding a batch of no columns that claims
+    // 2^40 rows (a row of values was made for each, up front).
+    let empty = Arc::new(Schema::empty());
+    let many = RecordBatch::try_new_with_options(
+        empty.clone(),
+        vec![],
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(1 << 40)),
+    )
+    .unwrap();
+    let sql = "SELECT 1 AS x";
+    let mut h = b"STRATA\x02Q".to_vec();
+    h.extend_from_slice(&(sql.len() as u32).to_le_bytes());
+    h.extend_from_slice(sql.as_bytes());
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut h, &empty).unwrap();
+        w.write(&many).unwrap();
+        w.finish().unwrap();
+    }
+    let e = try_do_get(&mut c, ticket_for(seal(h))).await.unwrap_err();
+    assert!(e.contains("rows of parameters bound"), "{e}");
+    assert_eq!(rows(&query(&mut c, "SELECT 1").await), 1);
     // A ticket forged to carry an INSERT: refused before it runs.
     let sql = "INSERT INTO forged (_id, v) VALUES (2, 'smuggled')";
     let mut h = b"STRATA\x02Q".to_vec();

@@ -223,6 +223,10 @@ fn syntax_errors_are_clean_and_the_server_goes_on() {
         "CREATE TABLE (",
         "SELECT 1 +",
         "\u{1F600}",
+        // A multi-byte character within the first four bytes (the COPY
+        // check once sliced through it and panicked).
+        "k \u{FFFD}) FROM t2",
+        "é",
     ] {
         let o = s.psql(&[bad]);
         assert!(!o.status.success(), "{bad} should fail");
@@ -338,6 +342,35 @@ fn frames_with_bad_lengths_are_refused_not_executed() {
     still_serving(&s);
 }
 
+/// An Execute's row limit is the client's: a huge one (here a mutated
+/// frame's next bytes read as the limit) once made pgwire reserve room for
+/// that many rows up front, and the failed allocation aborted the server.
+#[test]
+fn huge_or_negative_row_limits_are_served_not_allocated() {
+    let s = Server::start();
+    for limit in [0x5300_0000i32, i32::MAX, -1, 2] {
+        let mut t = logged_in(&s);
+        let mut bytes = frame(b'P', b"\0SELECT v FROM generate_series(1, 3) AS g(v)\0\0\0");
+        bytes.extend_from_slice(&frame(b'B', b"\0\0\0\0\0\0\0\0"));
+        let mut exec = b"\0".to_vec();
+        exec.extend_from_slice(&limit.to_be_bytes());
+        bytes.extend_from_slice(&frame(b'E', &exec));
+        bytes.extend_from_slice(&frame(b'S', b""));
+        t.write_all(&bytes).unwrap();
+        let msgs = read_messages(&mut t, b'Z');
+        let rows = msgs.iter().filter(|m| m.0 == b'D').count();
+        let (want_rows, end) = if limit == 2 { (2, b's') } else { (3, b'C') };
+        assert_eq!(rows, want_rows, "limit {limit}: {msgs:?}");
+        assert!(msgs.iter().any(|m| m.0 == end), "limit {limit}: {msgs:?}");
+        assert_eq!(
+            msgs.last().map(|m| m.0),
+            Some(b'Z'),
+            "limit {limit}: {msgs:?}"
+        );
+    }
+    still_serving(&s);
+}
+
 /// `n` terms joined by `op`.
 fn chain(term: &str, op: &str, n: usize) -> String {
     vec![term; n].join(op)
@@ -371,7 +404,13 @@ async fn deep_expressions_get_an_error_or_an_answer_never_a_crash() {
     let deep_array = format!("SELECT {}1{}", "ARRAY[".repeat(10_000), "]".repeat(10_000));
     let deep_parens = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
     let deep_sub = format!("SELECT {}1{}", "(SELECT ".repeat(2_000), ")".repeat(2_000));
+    // Just under the token limit on brackets but past the parser's own
+    // (whose retries were exponential in the depth: a hang).
+    let near_array = format!("SELECT {}1{}", "ARRAY[".repeat(48), "]".repeat(48));
+    let near_fuzzed = format!("SELECT {}1{}", "ARRAY[".repeat(999), "]".repeat(999));
     for sql in [
+        near_array,
+        near_fuzzed,
         format!("SELECT {}", chain("1", "+", 100_000)),
         format!(
             "SELECT 1 FROM deep WHERE {}",

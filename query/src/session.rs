@@ -338,20 +338,25 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     use datafusion::sql::sqlparser::tokenizer::Tokenizer;
     let dialect = PostgreSqlDialect {};
     let syntax = |e: ParserError| match e {
-        ParserError::RecursionLimitExceeded => crate::depth::too_complex(&format!(
-            "parentheses, subqueries or array constructors nest deeper than {} levels",
-            crate::depth::PARSER_NESTING_LIMIT
-        )),
+        ParserError::RecursionLimitExceeded => crate::depth::too_nested(),
         e => QueryError::Syntax(e.to_string()),
     };
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| syntax(e.into()))?;
     crate::depth::check_tokens(&tokens)?;
-    let stmts = Parser::new(&dialect)
+    // PostgreSQL's dialect with a bound on the parser's work (see depth.rs).
+    let budget = crate::depth::ParseBudget::for_tokens(tokens.len());
+    let stmts = Parser::new(&budget)
         .with_tokens_with_locations(tokens)
         .parse_statements()
-        .map_err(syntax)?;
+        .map_err(|e| {
+            if budget.exhausted() {
+                crate::depth::too_costly()
+            } else {
+                syntax(e)
+            }
+        })?;
     for s in &stmts {
         crate::depth::check_statement(s)?;
     }

@@ -12,14 +12,14 @@
 //! * `R`: an Arrow IPC stream holding a finished result.
 //!
 //! A handle whose checksum does not match is refused before any of it is
-//! decoded; a forged one with a valid checksum is decoded with panics
-//! caught, so bad bytes are an error for their caller, never a crash.
+//! decoded; a forged one with a valid checksum is decoded from its own bytes
+//! (no allocation of a size it claims), validated, and with panics caught,
+//! so bad bytes are an error for their caller, never a crash.
 
-use std::io::Cursor;
-use std::sync::Arc;
-
+use arrow::buffer::Buffer;
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::reader::StreamReader;
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -135,23 +135,122 @@ fn write_ipc(out: &mut Vec<u8>, schema: &Schema, batches: &[RecordBatch]) -> Res
     Ok(())
 }
 
+/// Decode an Arrow IPC stream from a handle or ticket. The bytes came from
+/// the client, so nothing in them is trusted:
+/// * `StreamDecoder` over the bytes themselves: a message or body length
+///   past the end is an error, never an allocation of that size (the
+///   `Read`-based `StreamReader` allocates the length a message claims
+///   before reading it, and a forged length of hundreds of GiB makes the
+///   allocation fail, which aborts the whole process: no panic to catch);
+/// * arrow's validation on (the decoder's default), and every column
+///   validated in full again before use;
+/// * panics inside arrow on inconsistent metadata (`unimplemented!` for an
+///   unknown type id, a slice past a buffer) caught: a corrupt ticket is an
+///   error for its caller, never a crash.
 fn read_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), Status> {
-    let err = |e: arrow::error::ArrowError| {
-        Status::invalid_argument(format!("corrupt statement handle or ticket: {e}"))
-    };
-    // The Arrow IPC reader may panic on inconsistent bytes (an offset past
-    // its buffer): that is a corrupt handle, not a crash.
-    let read = std::panic::catch_unwind(|| {
-        let r = StreamReader::try_new(Cursor::new(bytes), None).map_err(err)?;
-        let schema: SchemaRef = r.schema();
-        let batches = r.collect::<Result<Vec<_>, _>>().map_err(err)?;
-        Ok((Arc::clone(&schema), batches))
-    });
-    read.unwrap_or_else(|_| {
-        Err(Status::invalid_argument(
-            "corrupt statement handle or ticket: its Arrow data is inconsistent",
+    let corrupt = |detail: String| {
+        Status::invalid_argument(format!(
+            "corrupt statement handle or ticket: {detail}; use the handle or ticket the server returned, unchanged"
         ))
-    })
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_ipc(bytes))) {
+        Ok(Ok(decoded)) => Ok(decoded),
+        Ok(Err(e)) => Err(corrupt(format!("its Arrow data is invalid ({e})"))),
+        Err(panic) => Err(corrupt(format!(
+            "its Arrow data is inconsistent ({})",
+            crate::panic_message(panic.as_ref())
+        ))),
+    }
+}
+
+fn decode_ipc(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
+    check_layout(bytes)?;
+    let mut buf = Buffer::from(bytes);
+    // Validation stays on: `with_skip_validation` is never called.
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::new();
+    while !buf.is_empty() {
+        if let Some(batch) = decoder.decode(&mut buf)? {
+            for column in batch.columns() {
+                column.to_data().validate_full()?;
+            }
+            batches.push(batch);
+        }
+    }
+    decoder.finish()?;
+    let schema = decoder
+        .schema()
+        .ok_or_else(|| ArrowError::IpcError("the stream has no schema".into()))?;
+    Ok((schema, batches))
+}
+
+/// Walk the stream's framing before decoding it: every message's metadata
+/// and body lie within the bytes, and so does every buffer a record or
+/// dictionary batch names (arrow slices its body by those without a check
+/// and panics past its end).
+fn check_layout(bytes: &[u8]) -> Result<(), ArrowError> {
+    use arrow::ipc::MessageHeader;
+    let bad = |what: String| ArrowError::IpcError(what);
+    let mut rest = bytes;
+    let u32_at = |rest: &mut &[u8]| -> Result<u32, ArrowError> {
+        let (word, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("a message length is cut off".into()))?;
+        *rest = tail;
+        Ok(u32::from_le_bytes(*word))
+    };
+    while !rest.is_empty() {
+        let mut len = u32_at(&mut rest)?;
+        if len == u32::MAX {
+            len = u32_at(&mut rest)?;
+        }
+        if len == 0 {
+            // The end of the stream (bytes after it are the decoder's error).
+            return Ok(());
+        }
+        let len = len as usize;
+        if len > rest.len() {
+            return Err(bad(format!(
+                "a message of {len} bytes with {} left",
+                rest.len()
+            )));
+        }
+        let (meta, tail) = rest.split_at(len);
+        let message = arrow::ipc::root_as_message(meta)
+            .map_err(|e| bad(format!("a message is not a valid flatbuffer: {e}")))?;
+        let body = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|b| *b <= tail.len())
+            .ok_or_else(|| {
+                bad(format!(
+                    "a message body of {} bytes with {} left",
+                    message.bodyLength(),
+                    tail.len()
+                ))
+            })?;
+        let batch = match message.header_type() {
+            MessageHeader::RecordBatch => message.header_as_record_batch(),
+            MessageHeader::DictionaryBatch => {
+                message.header_as_dictionary_batch().and_then(|d| d.data())
+            }
+            _ => None,
+        };
+        for b in batch.and_then(|b| b.buffers()).iter().flatten() {
+            let end = usize::try_from(b.offset())
+                .ok()
+                .zip(usize::try_from(b.length()).ok())
+                .and_then(|(o, l)| o.checked_add(l));
+            if end.is_none_or(|e| e > body) {
+                return Err(bad(format!(
+                    "a buffer at {} of {} bytes in a body of {body}",
+                    b.offset(),
+                    b.length()
+                )));
+            }
+        }
+        rest = &tail[body..];
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -159,6 +258,7 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field};
+    use std::sync::Arc;
 
     #[test]
     fn altered_handles_are_refused_before_decoding() {
@@ -184,13 +284,58 @@ mod tests {
         let mut forged = MAGIC.to_vec();
         forged.push(b'R');
         forged.extend_from_slice(&h[MAGIC.len() + 1..h.len() - 8]);
+        // Each byte moved by a little, by the sign bit, by -1: a length
+        // grown past the bytes (a body of hundreds of GiB) must be an error,
+        // not an allocation of that size that aborts the process.
         for i in MAGIC.len() + 1..forged.len() {
-            let mut b = forged.clone();
-            b[i] = b[i].wrapping_add(97);
-            let sum = checksum(&b);
-            b.extend_from_slice(&sum.to_le_bytes());
-            let _ = Handle::decode(&b);
+            for delta in [1u8, 97, 0x80, 0xff] {
+                let mut b = forged.clone();
+                b[i] = b[i].wrapping_add(delta);
+                let sum = checksum(&b);
+                b.extend_from_slice(&sum.to_le_bytes());
+                if let Err(e) = Handle::decode(&b) {
+                    assert_eq!(e.code(), tonic::Code::InvalidArgument, "byte {i}");
+                    assert!(e.message().contains("corrupt"), "byte {i}: {}", e.message());
+                }
+            }
         }
+    }
+
+    /// A forged ticket whose record batch claims a body far larger than the
+    /// ticket: refused as corrupt, nothing that size allocated.
+    #[test]
+    fn a_forged_body_length_is_an_error_not_an_allocation() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
+        let mut ipc = Vec::new();
+        write_ipc(&mut ipc, &batch.schema(), std::slice::from_ref(&batch)).unwrap();
+        // The record batch message's bodyLength (an i64 in its flatbuffer):
+        // the eight bytes that, set to 2^39, make the body that long.
+        let seal = |ipc: &[u8]| {
+            let mut h = MAGIC.to_vec();
+            h.push(b'R');
+            h.extend_from_slice(ipc);
+            let sum = checksum(&h);
+            h.extend_from_slice(&sum.to_le_bytes());
+            h
+        };
+        let huge = 1i64 << 39;
+        let forged = (0..ipc.len() - 8)
+            .filter_map(|at| {
+                let mut b = ipc.clone();
+                b[at..at + 8].copy_from_slice(&huge.to_le_bytes());
+                let e = Handle::decode(&seal(&b)).err()?;
+                e.message()
+                    .contains(&format!("a message body of {huge} bytes"))
+                    .then_some(e)
+            })
+            .next()
+            .expect("a bodyLength to forge");
+        assert_eq!(forged.code(), tonic::Code::InvalidArgument);
+        assert!(forged.message().contains("corrupt"), "{}", forged.message());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 mod handle;
 mod meta;
+mod panics;
 mod token;
 
 use std::net::SocketAddr;
@@ -74,6 +75,9 @@ pub const MAX_FLIGHT_DATA_SIZE: usize = 2 * 1024 * 1024;
 
 /// Largest message the server accepts (a DoPut chunk, a bound handle).
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+
+/// Most parameter rows bound to one statement (it runs once per row).
+pub const MAX_PARAM_ROWS: usize = 1_000_000;
 
 /// Results computed at GetFlightInfo (commands, scripts) travel in the
 /// ticket; past this size the client is told to send the query on its own.
@@ -791,6 +795,9 @@ pub async fn start(db: Db, r: &crate::serve::Resolved) -> Result<FlightListener,
     let svc = FlightServiceServer::new(StrataFlight::new(db, r.auth.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    // A panic in a call is an Internal error for that call, not a reset
+    // stream; the server goes on either way.
+    let svc = panics::CatchPanic(svc);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &r.tls {
         let cert = std::fs::read(&tls.cert)
@@ -930,7 +937,7 @@ fn encode(schema: SchemaRef, batches: BoxStream<RecordBatch>) -> Response<DoGetS
         .with_max_flight_data_size(MAX_FLIGHT_DATA_SIZE)
         .build(input)
         .map_err(flight_status);
-    Response::new(Box::pin(out))
+    Response::new(panics::catch_stream(Box::pin(out)))
 }
 
 fn encode_batch(batch: RecordBatch) -> Response<DoGetStream> {
@@ -988,6 +995,16 @@ fn param_rows(batch: Option<&RecordBatch>) -> Result<Vec<Vec<ScalarValue>>, Stat
     let Some(b) = batch else {
         return Ok(vec![vec![]]);
     };
+    // The row count comes from the client (a batch of no columns, or of
+    // NULL-typed ones, claims any number of rows in a few bytes): check it
+    // before a row of values is made for each.
+    if b.num_rows() > MAX_PARAM_ROWS {
+        return Err(Status::invalid_argument(format!(
+            "{} rows of parameters bound; at most {MAX_PARAM_ROWS} rows can be bound to one statement \
+             (each runs it once): load bulk data with an ingest",
+            b.num_rows()
+        )));
+    }
     if b.num_columns() == 0 {
         return Ok(vec![vec![]; b.num_rows().max(1)]);
     }

@@ -50,6 +50,24 @@ use super::types::{
 };
 use super::vars::{self, ConnFacts, Settings};
 use super::Shared;
+use crate::panic_message;
+
+/// Most rows one `Execute` fetches from a portal; a client asking for more
+/// gets them in parts (`PortalSuspended`, then its next `Execute` resumes).
+pub const MAX_FETCH_ROWS: i32 = 1 << 20;
+
+/// The row limit of an `Execute` as pgwire may use it. A negative limit
+/// means none, as in Postgres (pgwire would read it as an enormous unsigned
+/// count). pgwire sizes its row buffer by the limit before fetching, so a
+/// forged limit of a billion rows was an allocation of tens of GiB whose
+/// failure aborts the whole process: past [`MAX_FETCH_ROWS`] it is capped.
+fn fetch_limit(max_rows: i32) -> i32 {
+    if max_rows < 0 {
+        0
+    } else {
+        max_rows.min(MAX_FETCH_ROWS)
+    }
+}
 
 static PID_GEN: LazyLock<RandomPidSecretKeyGenerator> =
     LazyLock::new(RandomPidSecretKeyGenerator::default);
@@ -158,13 +176,6 @@ async fn deadline_passed(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => futures::future::pending::<()>().await,
     }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Resolves when a cancel request arrives (never, if the connection is gone).
@@ -1238,13 +1249,14 @@ impl ExtendedQueryHandler for Conn {
     /// reply (rows, `CommandComplete`) leaves in the one write at Sync; the
     /// default flushes after `CommandComplete` (two writes per execution).
     /// Row-limited fetches, resumed portals and COPY take the default path.
-    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    async fn on_execute<C>(&self, client: &mut C, mut message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        message.max_rows = fetch_limit(message.max_rows);
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         let portal = match client.portal_store().get_portal(name) {
             Some(Entry::Value(p)) => p,
@@ -1458,6 +1470,16 @@ impl ExtendedQueryHandler for Conn {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn row_limits_are_none_for_negative_and_capped_for_huge() {
+        assert_eq!(fetch_limit(0), 0);
+        assert_eq!(fetch_limit(-1), 0);
+        assert_eq!(fetch_limit(i32::MIN), 0);
+        assert_eq!(fetch_limit(50), 50);
+        assert_eq!(fetch_limit(0x5300_0000), MAX_FETCH_ROWS);
+        assert_eq!(fetch_limit(i32::MAX), MAX_FETCH_ROWS);
+    }
 
     #[tokio::test]
     async fn a_panicking_result_stream_becomes_an_error() {

@@ -72,8 +72,8 @@ pub enum CopyCommand {
 /// Does this statement start with the COPY keyword?
 pub fn is_copy(sql: &str) -> bool {
     let s = sql.trim_start();
-    s.len() >= 4
-        && s[..4].eq_ignore_ascii_case("copy")
+    // `get`: the first four bytes may end inside a multi-byte character.
+    s.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("copy"))
         && s[4..]
             .chars()
             .next()
@@ -1536,5 +1536,11 @@ mod tests {
         assert_eq!(e.code, "0A000");
         assert!(is_copy("copy t from stdin"));
         assert!(!is_copy("copycat"));
+        // A multi-byte character within the first four bytes (a fuzzed
+        // statement panicked here, closing its connection).
+        assert!(!is_copy("k \u{fffd}) FROM t2"));
+        assert!(!is_copy("é"));
+        assert!(!is_copy("cop"));
+        assert!(is_copy("  COPY(SELECT 1) TO STDOUT"));
     }
 }

@@ -351,7 +351,10 @@ pub async fn serve_connection(
                 ),
             )))),
             None => {
-                process_message(
+                // A panic while handling a message (outside the statement
+                // itself, whose panics conn.rs turns into errors) is an
+                // error for that message; the connection goes on.
+                std::panic::AssertUnwindSafe(process_message(
                     msg,
                     &mut socket,
                     startup.clone(),
@@ -359,8 +362,18 @@ pub async fn serve_connection(
                     extended.clone(),
                     copy.clone(),
                     cancel.clone(),
-                )
+                ))
+                .catch_unwind()
                 .await
+                .unwrap_or_else(|panic| {
+                    let msg = crate::panic_message(panic.as_ref());
+                    tracing::error!("handling a postgres message panicked: {msg}; the connection goes on");
+                    Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "ERROR".into(),
+                        "XX000".into(),
+                        format!("internal error: handling the message panicked ({msg})"),
+                    ))))
+                })
             }
         };
         if let Err(e) = result {
