@@ -61,7 +61,7 @@ async fn segments_are_cached_and_found_again_after_reopen() {
     // Reopened: everything it needs is on local disk.
     let db = Db::open(config()).await.unwrap();
     let b = db
-        .sql("SELECT sum(v) AS s FROM t WHERE _id > 10")
+        .sql("SELECT CAST(sum(v) AS BIGINT) AS s FROM t WHERE _id > 10")
         .await
         .unwrap();
     assert_eq!(i64_at(&b, "s"), 5000 * 5001 - 110);
