@@ -552,6 +552,18 @@ async fn fuzz_sql_and_wire_input() {
                         clip(&last)
                     ),
                     Ok(Ok(())) => sql_ok += 1,
+                    // A panic the server caught is still a bug: bad input
+                    // gets a clear error, never a panic.
+                    Ok(Err(e))
+                        if e.as_db_error().is_some_and(|d| {
+                            d.code().code() == "XX000" && d.message().contains("panicked")
+                        }) =>
+                    {
+                        panic!(
+                            "the server panicked: {e} (STRATA_FUZZ_SEED={seed}): {}",
+                            clip(&last)
+                        )
+                    }
                     Ok(Err(e)) if e.as_db_error().is_some() => sql_err += 1,
                     // Parameters the client cannot supply ($1 with no value)
                     // are refused by tokio-postgres itself.

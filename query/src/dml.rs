@@ -266,8 +266,11 @@ impl Session {
         };
         let (ctx, plan) = self.plan(stmt, rw, params).await?;
         let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+        // `columns().first()`: `ASSERT FROM t` asserts no expression at all
+        // (an empty select list), and its batches have no column.
         let ok = batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
-            b.column(0)
+            b.columns()
+                .first()?
                 .as_any()
                 .downcast_ref::<BooleanArray>()
                 .map(|a| a.is_valid(0) && a.value(0))
