@@ -384,6 +384,12 @@ fn analyzed(ctx: &SessionContext, plan: LogicalPlan) -> Result<LogicalPlan> {
     ) {
         return Ok(plan);
     }
+    // Only `sum` changes a type after planning; analyzing every plan twice
+    // costs too much on deep expressions (type coercion of nested checked
+    // arithmetic calls is far slower than of the operators they replace).
+    if !has_sum(&plan) {
+        return Ok(plan);
+    }
     let state = ctx.state();
     match state
         .analyzer()
@@ -393,6 +399,31 @@ fn analyzed(ctx: &SessionContext, plan: LogicalPlan) -> Result<LogicalPlan> {
         Err(_) if plan.get_parameter_types().is_ok_and(|p| !p.is_empty()) => Ok(plan),
         Err(e) => Err(e.into()),
     }
+}
+
+fn has_sum(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, WindowFunctionDefinition};
+    let is_sum = |e: &Expr| match e {
+        Expr::AggregateFunction(f) => f.func.name() == "sum",
+        Expr::WindowFunction(w) => {
+            matches!(&w.fun, WindowFunctionDefinition::AggregateUDF(f) if f.name() == "sum")
+        }
+        _ => false,
+    };
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|p| {
+        found = p
+            .expressions()
+            .iter()
+            .any(|e| e.exists(|e| Ok(is_sum(e))).unwrap_or(true));
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 impl Session {
