@@ -11,8 +11,12 @@
 //! flushes, as before compaction existed), to show how the present grew
 //! with history then.
 //!
+//! A second group, `flushes`, loads the same rows in one flush or in 1,000
+//! and compares the present's query time (segments stay few).
+//!
 //! ```text
 //! cargo bench --bench history                          # full criterion run
+//! cargo bench --bench history -- flushes               # only the flush-count group
 //! STRATA_BENCH_ENTITIES=200000 cargo bench --bench history -- --quick
 //! ```
 
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use strata::{CompactionConfig, Config, Db};
 use tokio::runtime::Runtime;
 
@@ -51,10 +55,12 @@ async fn write_round(db: &Db, n: i64, round: i64) {
 
 async fn count_sum(db: &Db, sql: &str) -> (i64, i64) {
     let b = db.sql(sql).await.expect("query");
-    (
-        b[0].column(0).as_primitive::<Int64Type>().value(0),
-        b[0].column(1).as_primitive::<Int64Type>().value(0),
-    )
+    // sum(bigint) is NUMERIC (as in PostgreSQL): read both columns as BIGINT.
+    let int = |i: usize| {
+        let c = datafusion::arrow::compute::cast(b[0].column(i), &DataType::Int64).expect("cast");
+        c.as_primitive::<Int64Type>().value(0)
+    };
+    (int(0), int(1))
 }
 
 fn bench(c: &mut Criterion) {
@@ -123,5 +129,70 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Segments stay few: the same `STRATA_BENCH_FLUSH_ENTITIES` rows (default
+/// 1,000,000) loaded in one flush, or in `STRATA_BENCH_FLUSHES` (default
+/// 1,000) small flushes, with compaction (settled by `CHECKPOINT`) and without
+/// it. The query at the present should take the same time after one flush as
+/// after a thousand when compaction is on.
+fn bench_flushes(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let rows = std::env::var("STRATA_BENCH_FLUSH_ENTITIES")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(1_000_000i64);
+    let flushes = std::env::var("STRATA_BENCH_FLUSHES")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(1_000i64);
+    let present = "SELECT count(*), sum(x) FROM h";
+    let mut g = c.benchmark_group(format!("flushes ({rows} rows)"));
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    for (label, n_flushes, compaction) in [
+        ("1 flush", 1, true),
+        ("many flushes, compaction", flushes, true),
+        ("many flushes, no compaction", flushes, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::dir(dir.path());
+        if !compaction {
+            cfg = cfg.with_compaction(CompactionConfig {
+                background: false,
+                ..Default::default()
+            });
+        }
+        let db = rt.block_on(Db::open(cfg)).unwrap();
+        let per = rows / n_flushes;
+        rt.block_on(async {
+            for f in 0..n_flushes {
+                let (lo, hi) = (f * per, (f + 1) * per - 1);
+                db.sql(&format!(
+                    "INSERT INTO h (_id, x) SELECT value, value FROM generate_series({lo}, {hi}) AS g(value)"
+                ))
+                .await
+                .expect("load");
+                db.flush().await.unwrap();
+            }
+            if compaction {
+                db.sql("CHECKPOINT").await.unwrap();
+            }
+        });
+        let n = per * n_flushes;
+        assert_eq!(rt.block_on(count_sum(&db, present)), (n, (0..n).sum()));
+        let segs = rt.block_on(async {
+            let b = db
+                .sql("SELECT count(*) FROM strata_segments WHERE table_name = 'h'")
+                .await
+                .unwrap();
+            b[0].column(0).as_primitive::<Int64Type>().value(0)
+        });
+        eprintln!("flushes: {label}: {n_flushes} flushes of {per} rows -> {segs} segments");
+        g.bench_function(
+            format!("present, {label} ({n_flushes} flushes, {segs} segments)"),
+            |b| b.iter(|| black_box(rt.block_on(count_sum(&db, present)))),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_flushes);
 criterion_main!(benches);

@@ -154,7 +154,7 @@ def _serve_help(binary):
 class Strata:
     """`strata serve` over a data directory on free ports."""
 
-    def __init__(self, binary, data_dir, test_clock=None):
+    def __init__(self, binary, data_dir, test_clock=None, memory_limit=None):
         self.binary = binary
         self.data_dir = data_dir
         args = [binary, "serve", "--data-dir", data_dir, "--pg-port", "0"]
@@ -162,16 +162,20 @@ class Strata:
             args += ["--flight-port", "0"]
         if test_clock:
             args += ["--test-clock", test_clock]
+        if memory_limit:
+            args += ["--memory-limit", memory_limit]
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
         self.port = None
         self.stderr_tail = []
+        self.stdout_seen = []
         deadline = time.time() + 300
         while time.time() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
+            self.stdout_seen.append(line)
             if "postgres listening on " in line:
                 self.port = int(line.strip().rsplit(":", 1)[1])
                 break
@@ -193,6 +197,13 @@ class Strata:
     def pid(self):
         return self.proc.pid
 
+    def open_report(self):
+        """The startup log's line on opening the database (time and bytes read)."""
+        for line in list(self.stderr_tail) + list(self.stdout_seen):
+            if "opened" in line and "bytes" in line:
+                return line.strip()
+        return None
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -203,17 +214,35 @@ class Strata:
                 self.proc.wait()
 
 
-def strata_import(binary, data_dir, table, path, test_clock=None, batch_rows=1_000_000):
+def strata_import(binary, data_dir, table, path, test_clock=None, batch_rows=1_000_000, memory_limit=None):
+    """Run `strata import`; returns (its output, its peak RSS in bytes)."""
     args = [binary, "import", "--data-dir", data_dir, "--table", table,
             "--batch-rows", str(batch_rows)]
     if test_clock:
         args += ["--test-clock", test_clock]
+    if memory_limit:
+        args += ["--memory-limit", memory_limit]
     args.append(path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    if r.returncode != 0:
-        raise RuntimeError(f"strata import {table} failed: {r.stderr.strip()}")
-    return r.stdout.strip()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(args, stdout=out, stderr=err, text=True, env=env)
+        # VmHWM of the child's own address space, sampled until it exits
+        # (getrusage's ru_maxrss would include this process's RSS at fork).
+        peak = 0
+        while p.poll() is None:
+            try:
+                for line in open(f"/proc/{p.pid}/status"):
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        o, e = out.read(), err.read()
+    if p.returncode != 0:
+        raise RuntimeError(f"strata import {table} failed: {e.strip()}")
+    return o.strip(), peak or None
 
 
 # ---------------------------------------------------------------- comparing results

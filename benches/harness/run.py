@@ -69,6 +69,11 @@ def parse_args():
     p.add_argument("--sections", default="tpch,bitemporal,lookups,ingest")
     p.add_argument("--json", default=None, help="write raw results here")
     p.add_argument("--markdown", default=None, help="write the result tables here")
+    p.add_argument("--memory-limit", default=None,
+                   help="memory budget for every system (e.g. 3GiB): `strata serve/import --memory-limit`, "
+                        "DuckDB `SET memory_limit`; peak RSS (VmHWM) is reported either way")
+    p.add_argument("--no-postgres", action="store_true",
+                   help="leave PostgreSQL out (TPC-H section only; for large scale factors)")
     return p.parse_args()
 
 
@@ -83,6 +88,8 @@ def main():
     from common import Postgres, Strata, log, strata_binary
 
     sections = set(a.sections.split(","))
+    if a.no_postgres and sections - {"tpch"}:
+        sys.exit(f"--no-postgres runs only the tpch section; add --sections tpch (asked for {a.sections})")
     seconds = a.seconds if a.seconds is not None else (2.0 if a.sf < 0.1 else 5.0)
     clients = [int(x) for x in a.clients.split(",") if x]
     writers = [int(x) for x in a.writers.split(",") if x]
@@ -106,32 +113,36 @@ def main():
     try:
         d, schema, queries, rows = tpch.generate(a.cache_dir, a.sf)
         R["tpch_rows"] = rows
-        pg = Postgres(workdir)
-        R["machine"]["postgres"] = pg.version()
+        if not a.no_postgres:
+            pg = Postgres(workdir)
+            R["machine"]["postgres"] = pg.version()
         import duckdb
         R["machine"]["duckdb"] = duckdb.__version__
 
         # ---- bulk load (all sections use it)
         log("loading TPC-H ...")
         total_rows = sum(rows.values())
-        pg_copy, pg_total = tpch.load_postgres(pg, d, schema)
-        duck, dk_copy, dk_total = tpch.load_duckdb(os.path.join(workdir, "tpch.duckdb"), d, schema)
+        R["bulk"] = {"rows": total_rows}
+        if pg:
+            pg_copy, pg_total = tpch.load_postgres(pg, d, schema)
+            R["bulk"]["postgres"] = {"seconds": pg_copy, "with_indexes_s": pg_total, "rows_per_s": total_rows / pg_copy}
+        duck, dk_copy, dk_total = tpch.load_duckdb(os.path.join(workdir, "tpch.duckdb"), d, schema, a.memory_limit)
+        R["bulk"]["duckdb"] = {"seconds": dk_copy, "rows_per_s": total_rows / dk_copy}
         sdir = os.path.join(workdir, "strata-tpch")
-        st_total = tpch.load_strata(strata_bin, sdir, d)
-        R["bulk"] = {
-            "rows": total_rows,
-            "postgres": {"seconds": pg_copy, "with_indexes_s": pg_total, "rows_per_s": total_rows / pg_copy},
-            "duckdb": {"seconds": dk_copy, "rows_per_s": total_rows / dk_copy},
-            "strata": {"seconds": st_total, "rows_per_s": total_rows / st_total},
-        }
-        log(f"  bulk rows/s: pg {total_rows/pg_copy:.0f}  duckdb {total_rows/dk_copy:.0f}  strata {total_rows/st_total:.0f}")
-        srv = Strata(strata_bin, sdir)
+        st_total, st_import_rss = tpch.load_strata(strata_bin, sdir, d, a.memory_limit)
+        R["bulk"]["strata"] = {"seconds": st_total, "rows_per_s": total_rows / st_total,
+                               "peak_rss_bytes": st_import_rss}
+        log("  bulk rows/s: " + "  ".join(f"{s} {v['rows_per_s']:.0f}" for s, v in R["bulk"].items() if s != "rows"))
+        srv = Strata(strata_bin, sdir, memory_limit=a.memory_limit)
+        R["strata_open"] = srv.open_report()
 
         if "tpch" in sections:
             log(f"TPC-H sf={a.sf}, {a.iterations} iteration(s) ...")
-            runners = [tpch.DuckRunner("duckdb", duck, a.timeout),
-                       tpch.PgRunner("postgres", pg.dsn, a.timeout),
-                       tpch.PgRunner("strata", srv.dsn, a.timeout, pg_timeout=False)]
+            runners = [tpch.DuckRunner("duckdb", duck, a.timeout)]
+            if pg:
+                runners.append(tpch.PgRunner("postgres", pg.dsn, a.timeout))
+            runners.append(tpch.PgRunner("strata", srv.dsn, a.timeout, pg_timeout=False))
+            reset_peak_rss(os.getpid())
             for r in runners:  # warm caches: touch every table once
                 for t in tpch.TABLES:
                     try:
@@ -139,6 +150,11 @@ def main():
                     except Exception as e:  # noqa
                         log(f"  warm-up {r.name} {t}: {e}")
             R["tpch"] = tpch.run_queries(runners, queries, a.iterations)
+            # Peak resident set (VmHWM) of the server over its whole life (open,
+            # warm-up, 22 queries) and of this process (DuckDB runs in it)
+            # since the queries began.
+            R["peak_rss"] = {"strata serve": peak_rss(srv.pid()), "duckdb (harness process)": peak_rss(os.getpid())}
+            log(f"  peak RSS: {R['peak_rss']}")
 
         keys = [r[0] for r in duck.execute(
             "SELECT o_orderkey FROM orders USING SAMPLE 2000 ROWS (reservoir, 42)").fetchall()]
@@ -275,6 +291,30 @@ def collect_failures(R):
                 R["failures"].append(f"ingest {w} writers {s}: {v['error']}")
 
 
+def peak_rss(pid):
+    """VmHWM of a live process, in bytes (None if it cannot be read)."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss(pid):
+    """Start VmHWM over from the current RSS (Linux: `5` to clear_refs)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def gib(n):
+    return "-" if n is None else f"{n / (1 << 30):.2f} GiB"
+
+
 def machine():
     m = {"nproc": os.cpu_count(), "platform": platform.platform()}
     try:
@@ -339,16 +379,26 @@ def render(R, a):
     L = [f"Run {R['started']}, {R.get('elapsed_s', 0):.0f} s: `python3 benches/harness/run.py --sf {a.sf} "
          f"--iterations {a.iterations}`", "",
          f"Machine: {m.get('nproc')} cores ({m.get('cpu', '?')}), {m.get('ram_gb', '?')} GB RAM, {m.get('platform')}; "
-         f"PostgreSQL {m.get('postgres', '?')}, DuckDB {m.get('duckdb', '?')}.", ""]
+         f"PostgreSQL {m.get('postgres', '?')}, DuckDB {m.get('duckdb', '?')}."
+         + (f" Memory limit {a.memory_limit} (Strata `--memory-limit`, DuckDB `memory_limit`)." if a.memory_limit else ""),
+         ""]
     if "bulk" in R:
         b = R["bulk"]
         L += ["### Bulk load (TPC-H, all tables)", "",
               "| | rows | seconds | rows/s | Strata/peer (time) |", "|---|---:|---:|---:|---:|"]
         for s, label in (("duckdb", "DuckDB (COPY FROM csv)"), ("postgres", "PostgreSQL (COPY FROM STDIN, before indexes)"),
                          ("strata", "Strata (`strata import`, Arrow IPC → Db::ingest)")):
+            if s not in b:
+                continue
             rr = "-" if s == "strata" else f"{b['strata']['seconds'] / b[s]['seconds']:.2f}"
             L.append(f"| {label} | {b['rows']} | {b[s]['seconds']:.2f} | {b[s]['rows_per_s']:.0f} | {rr} |")
         L.append("")
+        if b.get("strata", {}).get("peak_rss_bytes"):
+            L += [f"Peak RSS of `strata import` (largest table): {gib(b['strata']['peak_rss_bytes'])}.", ""]
+    if R.get("strata_open"):
+        L += [f"Opening the loaded database (`strata serve` startup log): {R['strata_open']}", ""]
+    if R.get("peak_rss"):
+        L += ["Peak RSS (VmHWM) during TPC-H: " + ", ".join(f"{k} {gib(v)}" for k, v in R["peak_rss"].items()) + ".", ""]
     if R.get("tpch"):
         L += [f"### TPC-H SF {R['sf']} (median of {R['iterations']}, ms)", ""]
         L += query_table([(f"Q{n}", r) for n, r in R["tpch"].items()], "query")

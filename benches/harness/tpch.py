@@ -131,12 +131,14 @@ def load_postgres(pg, d, schema):
     return copy_s, time.time() - t0
 
 
-def load_duckdb(path, d, schema):
+def load_duckdb(path, d, schema, memory_limit=None):
     import duckdb
     if os.path.exists(path):
         os.remove(path)
     t0 = time.time()
     con = duckdb.connect(path)
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
     for t in TABLES:
         con.execute(ddl(t, schema[t]))
         con.execute(f"COPY {t} FROM '{d}/{t}.csv' (HEADER)")
@@ -148,12 +150,15 @@ def load_duckdb(path, d, schema):
     return con, copy_s, time.time() - t0
 
 
-def load_strata(binary, data_dir, d):
+def load_strata(binary, data_dir, d, memory_limit=None):
+    """Import every table; returns (seconds, peak RSS in bytes of the largest import)."""
     t0 = time.time()
+    peak = 0
     for t in TABLES:
-        out = strata_import(binary, data_dir, t, f"{d}/{t}.arrow")
-        log("  strata:", out)
-    return time.time() - t0
+        out, rss = strata_import(binary, data_dir, t, f"{d}/{t}.arrow", memory_limit=memory_limit)
+        peak = max(peak, rss or 0)
+        log("  strata:", out, f"(peak RSS {rss / (1 << 20):.0f} MiB)" if rss else "")
+    return time.time() - t0, peak
 
 
 # ---------------------------------------------------------------- running queries

@@ -7,6 +7,7 @@ pub mod depth;
 mod dml;
 pub mod error;
 mod fastpath;
+mod float_zero;
 pub mod ident;
 mod insubquery;
 mod literal_right;

@@ -88,6 +88,44 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// Run a query's first step; if it ran out of memory (a hash join's build
+/// side cannot spill), plan it again with sort-merge joins, whose sorts and
+/// buffered batches spill, and run that instead. A hash join builds its table
+/// before it yields its first row, so such a failure shows on the first batch
+/// and no row has reached the client yet. A second failure is the answer
+/// (SQLSTATE 53200).
+async fn without_hash_join_if_too_big(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    mut stream: SendableRecordBatchStream,
+) -> Result<SendableRecordBatchStream> {
+    let first = stream.next().await;
+    match first {
+        Some(Err(e))
+            if matches!(
+                e.find_root(),
+                datafusion::error::DataFusionError::ResourcesExhausted(_)
+            ) && e.find_root().to_string().contains("HashJoin") =>
+        {
+            drop(stream);
+            tracing::info!("a hash join ran out of memory; running the query again with sort-merge joins, which spill");
+            let mut state = ctx.state();
+            state.config_mut().options_mut().optimizer.prefer_hash_join = false;
+            let df = datafusion::dataframe::DataFrame::new(state, plan);
+            Ok(df.execute_stream().await?)
+        }
+        first => {
+            let schema = stream.schema();
+            Ok(Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::iter(first).chain(stream),
+                ),
+            ))
+        }
+    }
+}
+
 /// Share of the process memory budget (`EngineConfig::memory_limit`) that
 /// query execution may hold, all queries together: 50%.
 pub const QUERY_MEMORY_SHARE: f64 = 0.5;
@@ -186,6 +224,7 @@ impl Database {
         base.add_analyzer_rule(Arc::new(crate::setops::SetOpMultiplicity));
         base.add_analyzer_rule(Arc::new(crate::insubquery::InSubqueryNulls));
         base.add_analyzer_rule(Arc::new(crate::literal_right::LiteralsRight));
+        base.add_analyzer_rule(Arc::new(crate::float_zero::FloatZero));
         {
             use datafusion::execution::FunctionRegistry;
             base.register_function_rewrite(Arc::new(crate::numeric_sum::NumericSum))?;
@@ -817,9 +856,10 @@ impl Session {
                 plan.display()
             )));
         }
+        let retry = plan.clone();
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let stream = df.execute_stream().await?;
+        let stream = without_hash_join_if_too_big(&ctx, retry, df.execute_stream().await?).await?;
         if !schema
             .fields()
             .iter()
