@@ -390,7 +390,7 @@ def render(R, a):
                          ("strata", "Strata (`strata import`, Arrow IPC → Db::ingest)")):
             if s not in b:
                 continue
-            rr = "-" if s == "strata" else f"{b['strata']['seconds'] / b[s]['seconds']:.2f}"
+            rr = "-" if s == "strata" or "strata" not in b else f"{b['strata']['seconds'] / b[s]['seconds']:.2f}"
             L.append(f"| {label} | {b['rows']} | {b[s]['seconds']:.2f} | {b[s]['rows_per_s']:.0f} | {rr} |")
         L.append("")
         if b.get("strata", {}).get("peak_rss_bytes"):
