@@ -311,11 +311,10 @@ fn window_keys(e: Expr, schema: &DFSchema) -> DfResult<Transformed<Expr>> {
             let (order, c) = sort_keys(std::mem::take(&mut params.order_by), schema)?;
             params.order_by = order;
             changed |= c;
-            Ok(if changed {
-                Transformed::yes(Expr::WindowFunction(w))
-            } else {
-                Transformed::no(Expr::WindowFunction(w))
-            })
+            Ok(Transformed::new_transformed(
+                Expr::WindowFunction(w),
+                changed,
+            ))
         }
         other => Ok(Transformed::no(other)),
     })
@@ -397,15 +396,8 @@ fn rewrite_node(plan: LogicalPlan) -> DfResult<Transformed<LogicalPlan>> {
                     t.data
                 });
             }
-            if c {
-                Transformed::yes(LogicalPlan::Window(
-                    datafusion::logical_expr::Window::try_new(exprs, input)?,
-                ))
-            } else {
-                Transformed::no(LogicalPlan::Window(
-                    datafusion::logical_expr::Window::try_new(exprs, input)?,
-                ))
-            }
+            let window = datafusion::logical_expr::Window::try_new(exprs, input)?;
+            Transformed::new_transformed(LogicalPlan::Window(window), c)
         }
         LogicalPlan::Aggregate(a) => {
             let input = a.input.clone();
@@ -453,7 +445,8 @@ fn rewrite_node(plan: LogicalPlan) -> DfResult<Transformed<LogicalPlan>> {
         }
         other => Transformed::no(other),
     };
-    Ok(if changed { Transformed::yes(t.data) } else { t })
+    let transformed = changed || t.transformed;
+    Ok(Transformed::new_transformed(t.data, transformed))
 }
 
 #[cfg(test)]
