@@ -118,6 +118,18 @@ impl Config {
         self
     }
 
+    /// How long superseded segments and manifests stay readable (`--gc-grace`).
+    pub fn with_gc_grace(mut self, grace: std::time::Duration) -> Config {
+        self.gc.grace = grace;
+        self
+    }
+
+    /// How long log records already in segments are kept (`--log-retention`).
+    pub fn with_log_retention(mut self, keep: std::time::Duration) -> Config {
+        self.gc.log_retention = keep;
+        self
+    }
+
     pub(crate) fn engine_config(&self) -> EngineConfig {
         let mut c = EngineConfig::new(self.location.clone());
         c.flush_rows = self.flush_rows;
@@ -145,30 +157,47 @@ pub fn parse_test_clock(s: &str) -> Result<(i64, i64), String> {
             .timestamp_micros(),
     };
     let b = b.trim();
-    let step = if let Ok(v) = b.parse::<i64>() {
-        v
-    } else {
-        let (num, unit) = b.split_at(b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len()));
-        let n: i64 = num.parse().map_err(|_| format!("bad STEP `{b}`"))?;
-        let mult = match unit {
-            "us" => 1,
-            "ms" => 1_000,
-            "s" => 1_000_000,
-            "m" | "min" => 60_000_000,
-            "h" => 3_600_000_000,
-            "d" => 86_400_000_000,
-            _ => {
-                return Err(format!(
-                    "bad STEP unit `{unit}`: use us, ms, s, min, h or d"
-                ))
-            }
-        };
-        n * mult
+    let step = match b.parse::<i64>() {
+        Ok(v) => v,
+        Err(_) => parse_duration_us(b).map_err(|e| format!("bad STEP `{b}`: {e}"))?,
     };
     if step <= 0 {
         return Err("STEP must be positive".into());
     }
     Ok((start, step))
+}
+
+/// A duration in microseconds: a number and a unit (`us`, `ms`, `s`, `min`
+/// or `m`, `h`, `d`), e.g. `500ms`, `10min`, `24h`; `0` alone is zero.
+fn parse_duration_us(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| "use a whole number and a unit, e.g. 10min, 24h, 0s".to_string())?;
+    let mult: i64 = match unit.trim() {
+        "us" => 1,
+        "ms" => 1_000,
+        "s" => 1_000_000,
+        "m" | "min" => 60_000_000,
+        "h" => 3_600_000_000,
+        "d" => 86_400_000_000,
+        "" => return Err(format!("`{t}` has no unit: use us, ms, s, min, h or d (e.g. {t}s)")),
+        u => return Err(format!("unknown unit `{u}`: use us, ms, s, min, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{t}` is too long"))
+}
+
+/// Parse a setting's duration ([`parse_duration_us`]'s forms); `what` names
+/// the setting in the error.
+pub fn parse_duration(s: &str, what: &str) -> Result<std::time::Duration, String> {
+    let us = parse_duration_us(s).map_err(|e| format!("{what}: bad duration `{s}`: {e}"))?;
+    Ok(std::time::Duration::from_micros(us as u64))
 }
 
 /// Share of the machine's RAM the default `--memory-limit` takes: 50%.
@@ -280,6 +309,22 @@ mod tests {
         assert!(parse_size("GiB", "x").is_err());
         assert!(parse_size("", "x").is_err());
         assert!(parse_size("1.2.3M", "x").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("10min", "x"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("24h", "x"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("0s", "x"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0", "x"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms", "x"), Ok(Duration::from_millis(250)));
+        let e = parse_duration("10", "--gc-grace").unwrap_err();
+        assert!(e.contains("--gc-grace") && e.contains("no unit"), "{e}");
+        assert!(parse_duration("-1s", "x").is_err());
+        assert!(parse_duration("1 week", "x").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_test_clock("0,1d").map(|c| c.1), Ok(86_400_000_000));
+        assert!(parse_test_clock("0,1y").is_err());
     }
 
     #[test]

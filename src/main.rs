@@ -49,6 +49,13 @@ struct StoreArgs {
     /// Disk cache size limit (10GiB, bytes; 0 turns it off) [default: 10GiB].
     #[arg(long, env = "STRATA_CACHE_SIZE")]
     cache_size: Option<String>,
+    /// How long superseded segments stay readable for queries already
+    /// running (10min, 0s) [default: 10min].
+    #[arg(long, env = "STRATA_GC_GRACE")]
+    gc_grace: Option<String>,
+    /// How long log records already in segments are kept (24h, 0s) [default: 24h].
+    #[arg(long, env = "STRATA_LOG_RETENTION")]
+    log_retention: Option<String>,
 }
 
 impl StoreArgs {
@@ -72,6 +79,12 @@ impl StoreArgs {
         }
         if let Some(n) = &self.cache_size {
             c = c.with_cache_size(strata::config::parse_size(n, "--cache-size")?);
+        }
+        if let Some(g) = &self.gc_grace {
+            c = c.with_gc_grace(strata::config::parse_duration(g, "--gc-grace")?);
+        }
+        if let Some(r) = &self.log_retention {
+            c = c.with_log_retention(strata::config::parse_duration(r, "--log-retention")?);
         }
         Ok(c.with_flush_rows(self.flush_rows))
     }

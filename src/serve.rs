@@ -101,6 +101,14 @@ pub struct ServeArgs {
     /// Disk cache size limit (10GiB, 500MB, bytes; 0 turns it off) [default: 10GiB].
     #[arg(long, env = "STRATA_CACHE_SIZE")]
     pub cache_size: Option<String>,
+    /// How long superseded segments and manifests stay readable, so queries
+    /// that planned against them finish (10min, 30s, 0s) [default: 10min].
+    #[arg(long, env = "STRATA_GC_GRACE")]
+    pub gc_grace: Option<String>,
+    /// How long log records already in segments are kept for followers and
+    /// change feeds (24h, 0s) [default: 24h].
+    #[arg(long, env = "STRATA_LOG_RETENTION")]
+    pub log_retention: Option<String>,
 }
 
 /// A size in a config file: `"3GiB"` or a number of bytes.
@@ -143,6 +151,8 @@ pub struct FileConfig {
     pub spill_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<SizeSetting>,
+    pub gc_grace: Option<String>,
+    pub log_retention: Option<String>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -167,6 +177,8 @@ pub struct Resolved {
     pub spill_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<u64>,
+    pub gc_grace: Option<Duration>,
+    pub log_retention: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -196,8 +208,22 @@ impl ServeArgs {
             .or(file.cache_size.as_ref().map(|m| m.text()))
             .map(|c| crate::config::parse_size(&c, "--cache-size"))
             .transpose()?;
+        let gc_grace = self
+            .gc_grace
+            .clone()
+            .or(file.gc_grace.clone())
+            .map(|g| crate::config::parse_duration(&g, "--gc-grace"))
+            .transpose()?;
+        let log_retention = self
+            .log_retention
+            .clone()
+            .or(file.log_retention.clone())
+            .map(|r| crate::config::parse_duration(&r, "--log-retention"))
+            .transpose()?;
         Ok(Resolved {
             memory_limit,
+            gc_grace,
+            log_retention,
             spill_dir: self.spill_dir.clone().or(file.spill_dir),
             cache_dir: self.cache_dir.clone().or(file.cache_dir),
             cache_size,
@@ -275,6 +301,12 @@ impl Resolved {
         }
         if let Some(n) = self.cache_size {
             c = c.with_cache_size(n);
+        }
+        if let Some(g) = self.gc_grace {
+            c = c.with_gc_grace(g);
+        }
+        if let Some(r) = self.log_retention {
+            c = c.with_log_retention(r);
         }
         Ok(c.with_flush_rows(self.flush_rows))
     }
@@ -512,6 +544,41 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.contains("--memory-limit"), "{err}");
+    }
+
+    #[test]
+    fn collection_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("strata.toml");
+        std::fs::write(&cfg, "gc_grace = \"30s\"\nlog_retention = \"2h\"\n").unwrap();
+        let r = ServeArgs {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(r.gc_grace, Some(Duration::from_secs(30)));
+        assert_eq!(r.log_retention, Some(Duration::from_secs(7200)));
+        let c = ServeArgs {
+            config: Some(cfg),
+            gc_grace: Some("0s".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!(c.gc.grace, Duration::ZERO);
+        assert_eq!(c.gc.log_retention, Duration::from_secs(7200));
+        let d = ServeArgs::default().resolve().unwrap().config().unwrap();
+        assert_eq!(d.gc.grace, strata_storage::GcConfig::default().grace);
+        let err = ServeArgs {
+            log_retention: Some("24".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.contains("--log-retention") && err.contains("unit"), "{err}");
     }
 
     #[test]

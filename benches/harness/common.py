@@ -214,15 +214,22 @@ class Strata:
                 self.proc.wait()
 
 
-def strata_import(binary, data_dir, table, path, test_clock=None, batch_rows=1_000_000, memory_limit=None):
+def strata_import(binary, data_dir, table, path, test_clock=None, batch_rows=1_000_000, memory_limit=None,
+                  extra=()):
     """Run `strata import`; returns (its output, its peak RSS in bytes)."""
-    args = [binary, "import", "--data-dir", data_dir, "--table", table,
-            "--batch-rows", str(batch_rows)]
+    return strata_cli(binary, ["import", "--data-dir", data_dir, "--table", table,
+                               "--batch-rows", str(batch_rows)] + list(extra),
+                      [path], f"strata import {table}", test_clock, memory_limit)
+
+
+def strata_cli(binary, head, tail, what, test_clock=None, memory_limit=None):
+    """Run one `strata` command to its end; returns (its output, its peak RSS in bytes)."""
+    args = [binary] + head
     if test_clock:
         args += ["--test-clock", test_clock]
     if memory_limit:
         args += ["--memory-limit", memory_limit]
-    args.append(path)
+    args += tail
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(args, stdout=out, stderr=err, text=True, env=env)
@@ -241,7 +248,7 @@ def strata_import(binary, data_dir, table, path, test_clock=None, batch_rows=1_0
         err.seek(0)
         o, e = out.read(), err.read()
     if p.returncode != 0:
-        raise RuntimeError(f"strata import {table} failed: {e.strip()}")
+        raise RuntimeError(f"{what} failed: {e.strip()}")
     return o.strip(), peak or None
 
 

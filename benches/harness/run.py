@@ -129,9 +129,10 @@ def main():
         duck, dk_copy, dk_total = tpch.load_duckdb(os.path.join(workdir, "tpch.duckdb"), d, schema, a.memory_limit)
         R["bulk"]["duckdb"] = {"seconds": dk_copy, "rows_per_s": total_rows / dk_copy}
         sdir = os.path.join(workdir, "strata-tpch")
-        st_total, st_import_rss = tpch.load_strata(strata_bin, sdir, d, a.memory_limit)
+        st_total, st_settle, st_import_rss, st_settle_rss = tpch.load_strata(strata_bin, sdir, d, a.memory_limit)
         R["bulk"]["strata"] = {"seconds": st_total, "rows_per_s": total_rows / st_total,
-                               "peak_rss_bytes": st_import_rss}
+                               "peak_rss_bytes": st_import_rss, "checkpoint_s": st_settle,
+                               "checkpoint_peak_rss_bytes": st_settle_rss}
         log("  bulk rows/s: " + "  ".join(f"{s} {v['rows_per_s']:.0f}" for s, v in R["bulk"].items() if s != "rows"))
         srv = Strata(strata_bin, sdir, memory_limit=a.memory_limit)
         R["strata_open"] = srv.open_report()
@@ -395,6 +396,12 @@ def render(R, a):
         L.append("")
         if b.get("strata", {}).get("peak_rss_bytes"):
             L += [f"Peak RSS of `strata import` (largest table): {gib(b['strata']['peak_rss_bytes'])}.", ""]
+        if b.get("strata", {}).get("checkpoint_s") is not None:
+            ck = b["strata"]
+            L += [f"Then `CHECKPOINT` (compaction and collection to completion, `strata sql`): "
+                  f"{ck['checkpoint_s']:.1f} s"
+                  + (f", peak RSS {gib(ck['checkpoint_peak_rss_bytes'])}" if ck.get("checkpoint_peak_rss_bytes") else "")
+                  + ".", ""]
     if R.get("strata_open"):
         L += [f"Opening the loaded database (`strata serve` startup log): {R['strata_open']}", ""]
     if R.get("peak_rss"):
