@@ -139,9 +139,20 @@ def load_duckdb(path, d, schema, memory_limit=None):
     con = duckdb.connect(path)
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
+    attached = False
     for t in TABLES:
         con.execute(ddl(t, schema[t]))
-        con.execute(f"COPY {t} FROM '{d}/{t}.csv' (HEADER)")
+        if os.path.exists(f"{d}/{t}.csv"):
+            con.execute(f"COPY {t} FROM '{d}/{t}.csv' (HEADER)")
+        else:
+            # The CSVs were deleted to save disk (SF 10, --no-postgres; see
+            # README.md): copy from the generation database instead.
+            if not attached:
+                con.execute(f"ATTACH '{d}/gen.duckdb' AS gen (READ_ONLY)")
+                attached = True
+            con.execute(f"INSERT INTO {t} SELECT * FROM gen.{t}")
+    if attached:
+        con.execute("DETACH gen")
     con.execute("CHECKPOINT")
     copy_s = time.time() - t0
     # an index for the point lookups (DuckDB's ART)
