@@ -186,7 +186,11 @@ fn parse_duration_us(s: &str) -> Result<i64, String> {
         "m" | "min" => 60_000_000,
         "h" => 3_600_000_000,
         "d" => 86_400_000_000,
-        "" => return Err(format!("`{t}` has no unit: use us, ms, s, min, h or d (e.g. {t}s)")),
+        "" => {
+            return Err(format!(
+                "`{t}` has no unit: use us, ms, s, min, h or d (e.g. {t}s)"
+            ))
+        }
         u => return Err(format!("unknown unit `{u}`: use us, ms, s, min, h or d")),
     };
     n.checked_mul(mult)
@@ -322,7 +326,9 @@ mod tests {
         let e = parse_duration("10", "--gc-grace").unwrap_err();
         assert!(e.contains("--gc-grace") && e.contains("no unit"), "{e}");
         assert!(parse_duration("-1s", "x").is_err());
-        assert!(parse_duration("1 week", "x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("1 week", "x")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert_eq!(parse_test_clock("0,1d").map(|c| c.1), Ok(86_400_000_000));
         assert!(parse_test_clock("0,1y").is_err());
     }

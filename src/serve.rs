@@ -578,7 +578,10 @@ mod tests {
         }
         .resolve()
         .unwrap_err();
-        assert!(err.contains("--log-retention") && err.contains("unit"), "{err}");
+        assert!(
+            err.contains("--log-retention") && err.contains("unit"),
+            "{err}"
+        );
     }
 
     #[test]

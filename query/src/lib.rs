@@ -13,6 +13,7 @@ mod insubquery;
 mod literal_right;
 mod merge;
 pub mod naming;
+mod nested_loop;
 mod numeric_sum;
 pub mod overflow;
 pub mod period;

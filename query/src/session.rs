@@ -215,6 +215,7 @@ impl Database {
             .with_config(cfg)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::nested_loop::ReplayableNestedLoops))
             .build();
         crate::pg_catalog::register_functions(&mut base, &engine)?;
         crate::period::register(&mut base)?;
