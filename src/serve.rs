@@ -202,24 +202,15 @@ impl ServeArgs {
             Some(m) => crate::config::parse_memory_limit(&m)?,
             None => crate::config::default_memory_limit(),
         };
-        let cache_size = self
-            .cache_size
-            .clone()
-            .or(file.cache_size.as_ref().map(|m| m.text()))
-            .map(|c| crate::config::parse_size(&c, "--cache-size"))
-            .transpose()?;
-        let gc_grace = self
-            .gc_grace
-            .clone()
-            .or(file.gc_grace.clone())
-            .map(|g| crate::config::parse_duration(&g, "--gc-grace"))
-            .transpose()?;
-        let log_retention = self
-            .log_retention
-            .clone()
-            .or(file.log_retention.clone())
-            .map(|r| crate::config::parse_duration(&r, "--log-retention"))
-            .transpose()?;
+        let cache_size = setting(&self.cache_size, file.cache_size.map(|m| m.text()), |c| {
+            crate::config::parse_size(c, "--cache-size")
+        })?;
+        let gc_grace = setting(&self.gc_grace, file.gc_grace, |g| {
+            crate::config::parse_duration(g, "--gc-grace")
+        })?;
+        let log_retention = setting(&self.log_retention, file.log_retention, |r| {
+            crate::config::parse_duration(r, "--log-retention")
+        })?;
         Ok(Resolved {
             memory_limit,
             gc_grace,
@@ -274,6 +265,15 @@ impl ServeArgs {
             )?,
         })
     }
+}
+
+/// A text setting from the flag (or env var), else the config file, parsed.
+fn setting<T>(
+    flag: &Option<String>,
+    file: Option<String>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    flag.clone().or(file).map(|v| parse(&v)).transpose()
 }
 
 fn read_config(p: &Path) -> Result<FileConfig, String> {

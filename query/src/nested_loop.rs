@@ -161,8 +161,4 @@ impl ExecutionPlan for ReplayableExec {
             self.input.execute(partition, context)
         }
     }
-
-    fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
-        None
-    }
 }
