@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use datafusion::common::ScalarValue;
-use strata::{Config, Db, Session};
+use strata::{CompactionConfig, Config, Db, Session};
 use strata_storage::LatencyStore;
 use tokio::runtime::Runtime;
 
@@ -71,11 +71,23 @@ fn bench_cache(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let local_dir = tmp.path().join("local");
     let store = LatencyStore::memory(latency);
-    let local = || Config::dir(&local_dir).with_flush_rows(flush_rows);
+    // No background compaction: both databases keep the same level-0
+    // segments (a background merge racing the end of the load made the two
+    // layouts differ, 1 segment locally against 4 remotely).
+    let no_compaction = CompactionConfig {
+        background: false,
+        ..Default::default()
+    };
+    let local = || {
+        Config::dir(&local_dir)
+            .with_flush_rows(flush_rows)
+            .with_compaction(no_compaction.clone())
+    };
     let remote = |cache: &str| {
         Config::location(store.location("latency://bench"))
             .with_flush_rows(flush_rows)
             .with_cache_dir(tmp.path().join(cache))
+            .with_compaction(no_compaction.clone())
     };
 
     rt.block_on(async {
@@ -115,6 +127,12 @@ fn bench_cache(c: &mut Criterion) {
     println!(
         "cache: {rows} rows, {latency:?} per request; open+warm: local {local_open:.2?}+{local_warm:.2?}, \
          remote with an empty cache {cold_open:.2?}+{cold_warm:.2?}, remote with a warm cache {warm_open:.2?}+{remote_warm:.2?}"
+    );
+    let segments = |db: &Db| db.database().engine().table_stats("orders").map(|(_, n)| n);
+    println!(
+        "cache: segments of orders: local {:?}, remote {:?}",
+        segments(&local_db),
+        segments(&remote_db)
     );
     println!(
         "cache: {} files, {} bytes, {} hits, {} misses, {} store requests in all",

@@ -421,7 +421,10 @@ async fn strata_answers_like_postgres() {
                     e.1 += 1;
                     if failures.len() < 10 {
                         let (q, a, b) = pair.shrink(q, a).await;
-                        failures.push(report(&g.tables, &q, &a, &b));
+                        let r = report(&g.tables, &q, &a, &b);
+                        // At once, for long runs (the summary comes at the end).
+                        eprintln!("mismatch (worker {w}, query {i}):\n{r}");
+                        failures.push(r);
                     } else {
                         failures.push(String::new());
                     }

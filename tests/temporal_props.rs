@@ -69,6 +69,9 @@ enum Step {
     /// `BEGIN READ WRITE WITH (SYSTEM_TIME = last + k days)`, the statements, `COMMIT`.
     Pinned(i64, Vec<Stmt>),
     Flush,
+    /// `CHECKPOINT`: flush, then compact everything (pieces flags must
+    /// survive the rewrite).
+    Checkpoint,
 }
 
 #[derive(Clone, Debug)]
@@ -189,6 +192,7 @@ fn step() -> impl Strategy<Value = Step> {
         8 => stmt().prop_map(Step::Auto),
         2 => (1i64..4, proptest::collection::vec(stmt(), 1..3)).prop_map(|(k, s)| Step::Pinned(k, s)),
         1 => Just(Step::Flush),
+        1 => Just(Step::Checkpoint),
     ]
 }
 
@@ -340,6 +344,10 @@ async fn run_case(steps: &[Step], probes: &[(Sel, Sel)]) -> Result<(), String> {
             Step::Flush => {
                 case.script += "-- (flush: Db::flush)\n";
                 db.flush().await.map_err(|e| e.to_string())?;
+            }
+            Step::Checkpoint => {
+                case.script += "CHECKPOINT;\n";
+                db.sql("CHECKPOINT").await.map_err(|e| e.to_string())?;
             }
             Step::Auto(s) => {
                 let last = engine.latest_system_time();

@@ -363,6 +363,9 @@ impl crate::session::Session {
         } else {
             coord
         };
+        engine
+            .load_blooms_for(&table, std::slice::from_ref(&id))
+            .await?;
         let Some(mut scan) = engine.scan(&table, scan_coord, Some(vec![id]))? else {
             return Ok(None);
         };

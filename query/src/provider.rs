@@ -14,6 +14,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -261,31 +262,88 @@ impl TableProvider for StrataTable {
                 });
             }
         }
+        if let Some(ids) = &ids {
+            self.engine
+                .load_blooms_for(&self.table, ids)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
         // At a past system time the pieces of each version are merged back
-        // (crate::merge): scan every column over all of valid time.
+        // (crate::merge). Only rows flagged as pieces can merge: those are
+        // scanned over all of valid time with every column, sorted and
+        // merged; the other rows are read like any scan, beside them.
         let latest = match &self.pending {
             Some(p) => p.system_time,
             None => self.engine.latest_system_time(),
         };
-        let merge = crate::merge::needed(&self.coord, latest);
-        let coord = if merge {
-            crate::merge::scan_coordinate(&self.coord)
-        } else {
-            self.coord
-        };
+        let storage_err = |e| DataFusionError::External(Box::new(e));
+        if crate::merge::needed(&self.coord, latest) {
+            let merge_coord = crate::merge::scan_coordinate(&self.coord);
+            let scans = match &self.pending {
+                Some(p) => {
+                    self.engine
+                        .scan_past_with(
+                            &self.table,
+                            self.coord,
+                            merge_coord,
+                            ids,
+                            &p.ops,
+                            p.system_time,
+                        )
+                        .await
+                }
+                None => self
+                    .engine
+                    .scan_past(&self.table, self.coord, merge_coord, ids),
+            }
+            .map_err(storage_err)?
+            .ok_or_else(|| unknown_table(&self.engine, &self.table))?;
+            let Some(pieces) = scans.pieces else {
+                return self.scan_exec(state, scans.whole, projection, limit);
+            };
+            let whole = self.scan_exec(state, scans.whole, projection, None)?;
+            let pieces = Arc::new(pieces);
+            let exec = StreamingTableExec::try_new(
+                self.schema.clone(),
+                self.partitions(state, &pieces),
+                None,
+                vec![],
+                false,
+                None,
+            )?;
+            let exec = Arc::new(StrataScanExec {
+                table: self.table.clone(),
+                metrics: pieces.metrics.clone(),
+                inner: Arc::new(exec),
+            });
+            let merged = crate::merge::plan(exec, self.coord.valid, projection)?;
+            return UnionExec::try_new(vec![whole, merged]);
+        }
         let scan = match &self.pending {
             Some(p) => {
                 self.engine
-                    .scan_with(&self.table, coord, ids, &p.ops, p.system_time)
+                    .scan_with(&self.table, self.coord, ids, &p.ops, p.system_time)
                     .await
             }
-            None => self.engine.scan(&self.table, coord, ids),
+            None => self.engine.scan(&self.table, self.coord, ids),
         };
         let scan = scan
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map_err(storage_err)?
             .ok_or_else(|| unknown_table(&self.engine, &self.table))?;
-        let mut scan = scan;
-        if let Some(p) = projection.filter(|_| !merge) {
+        self.scan_exec(state, scan, projection, limit)
+    }
+}
+
+impl StrataTable {
+    /// The plan reading `scan` (its rows filtered by storage), projected.
+    fn scan_exec(
+        &self,
+        state: &dyn DfSession,
+        mut scan: TableScan,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(p) = projection {
             let fields = self.schema.fields();
             scan.columns = Some(Arc::new(
                 p.iter()
@@ -294,27 +352,9 @@ impl TableProvider for StrataTable {
             ));
         }
         let scan = Arc::new(scan);
-        let n_parts = state.config().target_partitions().max(1);
-        let mut parts: Vec<Arc<dyn PartitionStream>> = Vec::new();
-        let seg_count = scan.segments.len();
-        let groups = n_parts.min(seg_count.max(1));
-        for g in 0..groups {
-            let segs: Vec<usize> = (0..seg_count).filter(|i| i % groups == g).collect();
-            parts.push(Arc::new(ScanPartition {
-                scan: scan.clone(),
-                schema: self.schema.clone(),
-                with_live: g == 0,
-                segments: segs,
-            }));
-        }
-        if merge {
-            let exec =
-                StreamingTableExec::try_new(self.schema.clone(), parts, None, vec![], false, None)?;
-            return crate::merge::plan(Arc::new(exec), self.coord.valid, projection);
-        }
         let exec = StreamingTableExec::try_new(
             self.schema.clone(),
-            parts,
+            self.partitions(state, &scan),
             projection,
             vec![],
             false,
@@ -325,6 +365,29 @@ impl TableProvider for StrataTable {
             metrics: scan.metrics.clone(),
             inner: Arc::new(exec),
         }))
+    }
+
+    /// `scan` shared out over the session's target partitions: segments
+    /// round-robin, the live rows with the first share.
+    fn partitions(
+        &self,
+        state: &dyn DfSession,
+        scan: &Arc<TableScan>,
+    ) -> Vec<Arc<dyn PartitionStream>> {
+        let n_parts = state.config().target_partitions().max(1);
+        let seg_count = scan.segments.len();
+        let groups = n_parts.min(seg_count.max(1));
+        (0..groups)
+            .map(|g| {
+                let segs: Vec<usize> = (0..seg_count).filter(|i| i % groups == g).collect();
+                Arc::new(ScanPartition {
+                    scan: scan.clone(),
+                    schema: self.schema.clone(),
+                    with_live: g == 0,
+                    segments: segs,
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect()
     }
 }
 

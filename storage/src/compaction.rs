@@ -184,6 +184,8 @@ struct Key {
     vf: i64,
     part: u32,
     row: u32,
+    /// The row is a piece (`segment::BatchStats::pieces`); carried over.
+    piece: bool,
 }
 
 /// Decoded inputs: every batch adapted to the table's current columns.
@@ -261,6 +263,16 @@ fn prepare(
                     .values()
             };
             let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
+            let pieces: Vec<bool> = match &f.stats[b].pieces {
+                None => vec![true; n],
+                Some(p) => {
+                    let mut m = vec![false; n];
+                    for &r in p {
+                        m[r as usize] = true;
+                    }
+                    m
+                }
+            };
             for r in 0..n {
                 if dvs[i].contains(base + r) {
                     continue;
@@ -277,6 +289,7 @@ fn prepare(
                     vf: vf[r],
                     part,
                     row: r as u32,
+                    piece: pieces[r],
                 };
                 by_tier[slot(tier)].push(k);
             }
@@ -308,10 +321,20 @@ fn prepare(
     })
 }
 
-/// Build the record batches of one output segment from its sorted keys.
-fn build_batches(p: &Prepared, keys: &[Key]) -> Result<Vec<RecordBatch>> {
+/// Build the record batches of one output segment from its sorted keys,
+/// with each batch's piece rows.
+fn build_batches(p: &Prepared, keys: &[Key]) -> Result<(Vec<RecordBatch>, Vec<Vec<u32>>)> {
     let mut out = Vec::with_capacity(keys.len().div_ceil(BATCH_ROWS));
+    let mut pieces = Vec::with_capacity(out.capacity());
     for chunk in keys.chunks(BATCH_ROWS) {
+        pieces.push(
+            chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.piece)
+                .map(|(i, _)| i as u32)
+                .collect(),
+        );
         let idx: Vec<(usize, usize)> = chunk
             .iter()
             .map(|k| (k.part as usize, k.row as usize))
@@ -323,7 +346,7 @@ fn build_batches(p: &Prepared, keys: &[Key]) -> Result<Vec<RecordBatch>> {
         }
         out.push(RecordBatch::try_new(p.schema.clone(), cols)?);
     }
-    Ok(out)
+    Ok((out, pieces))
 }
 
 impl Engine {
@@ -443,8 +466,8 @@ impl Engine {
                 let (tier, level, pth, bpth) = (*tier, job.level, path.clone(), bloom_path.clone());
                 let (bytes, meta, bloom) = tokio::task::spawn_blocking(move || {
                     let keys = &p.keys[ti].1;
-                    let batches = build_batches(&p, &keys[from..to])?;
-                    encode_batches(&pth, &bpth, tier, level, &batches)
+                    let (batches, pieces) = build_batches(&p, &keys[from..to])?;
+                    encode_batches(&pth, &bpth, tier, level, &batches, &pieces)
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;

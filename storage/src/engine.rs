@@ -27,7 +27,7 @@ use crate::schema::{
 use crate::segment::{self, Segment, SegmentFile, Tier};
 use crate::store::{CreateOutcome, FaultHook, Storage, StoreLocation};
 use crate::table::{
-    batch_may_match, output_schema, scan_batch, valid_columns, DeletionVector, SegFiles,
+    batch_may_match, output_schema, scan_batch, valid_columns, DeletionVector, PieceSel, SegFiles,
     SegmentEntry, TableState,
 };
 use crate::temporal::Coordinate;
@@ -216,9 +216,20 @@ pub struct TableScan {
     /// User columns the query reads (`None`: all). Segment rows are filtered
     /// on these only; the others come back as NULL.
     pub columns: Option<Arc<Vec<String>>>,
+    /// Which rows by their piece flag (all, only pieces, or none of them).
+    pub pieces: PieceSel,
     pub metrics: Arc<ScanMetrics>,
     storage: Storage,
     files: Arc<OpenFiles>,
+}
+
+/// The scans of a read at a past system time: the rows that cannot merge,
+/// at the read's coordinate, and, if the table may hold pieces, the pieces
+/// over all of valid time, for the merge.
+#[derive(Debug)]
+pub struct PastScans {
+    pub whole: TableScan,
+    pub pieces: Option<TableScan>,
 }
 
 impl TableScan {
@@ -232,7 +243,7 @@ impl TableScan {
         let del = &self.segments[i].1;
         let ids = self.ids.as_deref().map(|v| v.as_slice());
         let keep: Vec<usize> = (0..file.num_batches())
-            .filter(|&b| batch_may_match(file, b, del, &self.coord, ids))
+            .filter(|&b| batch_may_match(file, b, del, &self.coord, ids, self.pieces))
             .collect();
         self.metrics
             .batches_pruned
@@ -260,6 +271,7 @@ impl TableScan {
             &self.coord,
             self.ids.as_deref().map(|v| v.as_slice()),
             self.columns.as_deref().map(|v| v.as_slice()),
+            self.pieces,
         )
     }
 
@@ -728,11 +740,11 @@ impl Engine {
                         deleted_rows: e.deleted.count() as u64,
                     });
                 }
-                if let Some(batch) = t.flush_batch()? {
+                if let Some((batch, pieces)) = t.flush_batch()? {
                     let path = format!("{dir}/seg-{version:010}-{tag}.arrow");
                     let bloom_path = format!("{dir}/seg-{version:010}-{tag}.bloom");
                     let (bytes, meta, bloom) =
-                        segment::encode(&path, &bloom_path, Tier::L0, 0, &batch)?;
+                        segment::encode(&path, &bloom_path, Tier::L0, 0, &batch, &pieces)?;
                     writes.push((path.clone(), bytes));
                     writes.push((bloom_path.clone(), bloom.to_bytes()));
                     tm.segments.push(SegmentEntryManifest {
@@ -842,6 +854,9 @@ impl Engine {
         for (n, (table, i, e)) in candidates.into_iter().enumerate() {
             let file = self.open_files.open(&self.storage, &e.seg).await?;
             let mut parts: Vec<RecordBatch> = Vec::new();
+            // Piece flags follow the kept rows (row numbers in the output).
+            let mut pieces: Vec<u32> = Vec::new();
+            let mut kept = 0u32;
             for b in 0..file.num_batches() {
                 let base = file.batch_offset(b);
                 let rows = file.stats[b].rows as usize;
@@ -849,6 +864,12 @@ impl Engine {
                     .filter(|&r| !e.deleted.contains(base + r))
                     .map(|r| r as u32)
                     .collect();
+                for &r in &keep {
+                    if file.is_piece(base + r as usize) {
+                        pieces.push(kept);
+                    }
+                    kept += 1;
+                }
                 if keep.is_empty() {
                     continue;
                 }
@@ -872,8 +893,14 @@ impl Engine {
             let bloom_path = format!("{dir}/seg-{version:010}-{tag}-p{n}.bloom");
             let schema = parts[0].schema();
             let all = arrow::compute::concat_batches(&schema, &parts)?;
-            let (bytes, meta, bloom) =
-                segment::encode(&path, &bloom_path, e.seg.meta.tier, e.seg.meta.level, &all)?;
+            let (bytes, meta, bloom) = segment::encode(
+                &path,
+                &bloom_path,
+                e.seg.meta.tier,
+                e.seg.meta.level,
+                &all,
+                &pieces,
+            )?;
             self.storage.put(&path, bytes).await?;
             self.storage.put(&bloom_path, bloom.to_bytes()).await?;
             let rows = all.num_rows();
@@ -1049,6 +1076,32 @@ impl Engine {
             .map(|t| (t.live.alive, t.segments.len()))
     }
 
+    /// Load the bloom filters (once; they stay in memory) of `table`'s
+    /// segments whose hash range may hold one of `ids`, so that a lookup of
+    /// those entities reads only the segments that may hold them. Opening a
+    /// database reads no bloom filter; lookups load them as they need them.
+    pub async fn load_blooms_for(&self, table: &str, ids: &[EntityId]) -> Result<()> {
+        let hashes: Vec<u64> = ids.iter().map(|i| i.hash()).collect();
+        let missing: Vec<Arc<Segment>> = {
+            let s = self.state.read();
+            let Some(t) = s.tables.get(table) else {
+                return Ok(());
+            };
+            t.segments
+                .iter()
+                .filter(|e| {
+                    !e.seg.bloom_loaded()
+                        && hashes.iter().any(|h| e.seg.meta.bounds.may_contain(*h))
+                })
+                .map(|e| e.seg.clone())
+                .collect()
+        };
+        for seg in missing {
+            seg.load_bloom(&self.storage).await?;
+        }
+        Ok(())
+    }
+
     /// A consistent scan of `table` at `coord`, optionally for a few entities only.
     pub fn scan(
         &self,
@@ -1060,7 +1113,43 @@ impl Engine {
         let Some(t) = s.tables.get(table) else {
             return Ok(None);
         };
-        self.scan_state(t, coord, ids).map(Some)
+        self.scan_state(t, coord, ids, PieceSel::All).map(Some)
+    }
+
+    /// The scans of a read of `table` at `coord`, a past system time (one
+    /// consistent state): see [`PastScans`]. `merge_coord` is the pieces'
+    /// coordinate (the same system time, all valid time).
+    pub fn scan_past(
+        &self,
+        table: &str,
+        coord: Coordinate,
+        merge_coord: Coordinate,
+        ids: Option<Vec<EntityId>>,
+    ) -> Result<Option<PastScans>> {
+        let s = self.state.read();
+        let Some(t) = s.tables.get(table) else {
+            return Ok(None);
+        };
+        self.past_scans(t, coord, merge_coord, ids).map(Some)
+    }
+
+    fn past_scans(
+        &self,
+        t: &TableState,
+        coord: Coordinate,
+        merge_coord: Coordinate,
+        ids: Option<Vec<EntityId>>,
+    ) -> Result<PastScans> {
+        if !t.may_hold_pieces() {
+            return Ok(PastScans {
+                whole: self.scan_state(t, coord, ids, PieceSel::All)?,
+                pieces: None,
+            });
+        }
+        Ok(PastScans {
+            whole: self.scan_state(t, coord, ids.clone(), PieceSel::Without)?,
+            pieces: Some(self.scan_state(t, merge_coord, ids, PieceSel::Only)?),
+        })
     }
 
     fn scan_state(
@@ -1068,16 +1157,22 @@ impl Engine {
         t: &TableState,
         coord: Coordinate,
         ids: Option<Vec<EntityId>>,
+        sel: PieceSel,
     ) -> Result<TableScan> {
         let schema = output_schema(&t.schema);
         let ids: Option<Arc<Vec<(u64, EntityId)>>> =
             ids.map(|v| Arc::new(v.into_iter().map(|i| (i.hash(), i)).collect()));
-        let live = t.scan_live(&coord, ids.as_deref().map(|v| v.as_slice()), &schema)?;
+        let live = t.scan_live(&coord, ids.as_deref().map(|v| v.as_slice()), &schema, sel)?;
         let segments: Vec<(Arc<Segment>, Arc<DeletionVector>)> = t
             .segments
             .iter()
             .filter(|e| {
                 e.seg.meta.bounds.may_match(&coord)
+                    && match sel {
+                        PieceSel::All => true,
+                        PieceSel::Only => e.seg.meta.may_hold_pieces(),
+                        PieceSel::Without => e.seg.meta.may_hold_whole(),
+                    }
                     && e.deleted.count() < e.seg.meta.rows as usize
                     && ids
                         .as_ref()
@@ -1105,6 +1200,7 @@ impl Engine {
             live,
             segments,
             columns: None,
+            pieces: sel,
             metrics: Arc::new(metrics),
             storage: self.storage.clone(),
             files: self.open_files.clone(),
@@ -1155,6 +1251,29 @@ impl Engine {
         if !prepared.iter().any(|op| op.table == table) {
             return self.scan(table, coord, ids);
         }
+        let state = self.state_with(table, prepared, t).await?;
+        self.scan_state(&state, coord, ids, PieceSel::All).map(Some)
+    }
+
+    /// [`Engine::scan_past`] that also sees `prepared`, like [`Engine::scan_with`].
+    pub async fn scan_past_with(
+        &self,
+        table: &str,
+        coord: Coordinate,
+        merge_coord: Coordinate,
+        ids: Option<Vec<EntityId>>,
+        prepared: &[Op],
+        t: Micros,
+    ) -> Result<Option<PastScans>> {
+        if !prepared.iter().any(|op| op.table == table) {
+            return self.scan_past(table, coord, merge_coord, ids);
+        }
+        let state = self.state_with(table, prepared, t).await?;
+        self.past_scans(&state, coord, merge_coord, ids).map(Some)
+    }
+
+    /// A private copy of `table`'s state with `prepared` applied at `t`.
+    async fn state_with(&self, table: &str, prepared: &[Op], t: Micros) -> Result<TableState> {
         let ops = prepared;
         // A private copy: segments it needs are loaded into their shared
         // (immutable) objects, which a flush meanwhile cannot invalidate.
@@ -1180,7 +1299,7 @@ impl Engine {
         for op in ops.iter().filter(|op| op.table == table) {
             state.apply(op, t, &files)?;
         }
-        self.scan_state(&state, coord, ids).map(Some)
+        Ok(state)
     }
 }
 

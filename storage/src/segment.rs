@@ -167,6 +167,22 @@ pub struct SegmentMeta {
     #[serde(flatten)]
     pub bounds: Bounds,
     pub columns: Vec<ColumnStats>,
+    /// Rows flagged as version pieces (see `BatchStats::pieces`); `None` for
+    /// a segment written before pieces were flagged, whose rows all count
+    /// as pieces.
+    #[serde(default)]
+    pub pieces: Option<u64>,
+}
+
+impl SegmentMeta {
+    /// Could the segment hold rows flagged as pieces?
+    pub fn may_hold_pieces(&self) -> bool {
+        self.pieces != Some(0)
+    }
+    /// Could the segment hold rows not flagged as pieces?
+    pub fn may_hold_whole(&self) -> bool {
+        self.pieces.is_some_and(|p| p < self.rows)
+    }
 }
 
 /// Statistics of one record batch of a segment (in the file footer).
@@ -176,6 +192,14 @@ pub struct BatchStats {
     #[serde(flatten)]
     pub bounds: Bounds,
     pub columns: Vec<ColumnStats>,
+    /// Rows of this batch (ascending, from 0) that are **pieces**: rows
+    /// that may share their entity and `_system_from` with another row of
+    /// the table (a version split by a later transaction, or an entity
+    /// written twice in one transaction). Only pieces can merge at a past
+    /// system time (docs/format.md). `None` (a file written before the
+    /// flag): every row counts as a piece.
+    #[serde(default)]
+    pub pieces: Option<Vec<u32>>,
 }
 
 /// A bloom filter over entity hashes (the hashes are already uniform, so the
@@ -348,6 +372,7 @@ impl SegmentFile {
                         rows: b.num_rows() as u32,
                         bounds: Bounds::of(&b),
                         columns: vec![],
+                        pieces: None,
                     });
                 }
                 v
@@ -359,6 +384,15 @@ impl SegmentFile {
                 stats.len(),
                 f.blocks.len()
             )));
+        }
+        for (i, st) in stats.iter().enumerate() {
+            if let Some(p) = &st.pieces {
+                if p.windows(2).any(|w| w[0] >= w[1]) || p.last().is_some_and(|&r| r >= st.rows) {
+                    return Err(corrupt(format!(
+                        "batch {i}: piece rows are not ascending row numbers within the batch"
+                    )));
+                }
+            }
         }
         let mut offsets = Vec::with_capacity(stats.len() + 1);
         let mut o = 0usize;
@@ -401,6 +435,15 @@ impl SegmentFile {
     pub fn locate(&self, row: usize) -> (usize, usize) {
         let b = self.offsets.partition_point(|&o| o <= row) - 1;
         (b, row - self.offsets[b])
+    }
+
+    /// Is segment row `row` a piece (`BatchStats::pieces`)?
+    pub fn is_piece(&self, row: usize) -> bool {
+        let (b, r) = self.locate(row);
+        match &self.stats[b].pieces {
+            None => true,
+            Some(p) => p.binary_search(&(r as u32)).is_ok(),
+        }
     }
 
     /// Batches whose entity-hash range includes `iid` (rows are sorted by `_iid`).
@@ -532,25 +575,34 @@ pub const BATCH_ROWS: usize = 65_536;
 /// Encode segment batches (already sorted by `_iid`, each at most
 /// `BATCH_ROWS` rows, all with the same schema) as an Arrow IPC file with
 /// per-batch statistics in its footer, and compute the manifest metadata
-/// and bloom filter.
+/// and bloom filter. `pieces[i]` lists batch `i`'s piece rows (ascending).
 pub fn encode_batches(
     path: &str,
     bloom_path: &str,
     tier: Tier,
     level: u32,
     batches: &[RecordBatch],
+    pieces: &[Vec<u32>],
 ) -> Result<(Bytes, SegmentMeta, Bloom)> {
     let schema = batches
         .first()
         .map(|b| b.schema())
         .ok_or_else(|| Error::Internal("encoding an empty segment".into()))?;
+    if pieces.len() != batches.len() {
+        return Err(Error::Internal(format!(
+            "encoding {} batches with piece lists for {}",
+            batches.len(),
+            pieces.len()
+        )));
+    }
     let mut stats = Vec::with_capacity(batches.len());
     let mut iids: Vec<u64> = Vec::new();
-    for b in batches {
+    for (b, p) in batches.iter().zip(pieces) {
         stats.push(BatchStats {
             rows: b.num_rows() as u32,
             bounds: Bounds::of(b),
             columns: column_stats_of(b),
+            pieces: Some(p.clone()),
         });
         iids.extend_from_slice(b.column(0).as_primitive::<UInt64Type>().values());
     }
@@ -579,29 +631,41 @@ pub fn encode_batches(
         batches: batches.len() as u32,
         bounds,
         columns,
+        pieces: Some(pieces.iter().map(|p| p.len() as u64).sum()),
     };
     Ok((Bytes::from(buf), meta, Bloom::build(&iids)))
 }
 
-/// Encode one sorted batch of any size (split into `BATCH_ROWS` batches).
+/// Encode one sorted batch of any size (split into `BATCH_ROWS` batches);
+/// `pieces` are its piece rows, ascending.
 pub fn encode(
     path: &str,
     bloom_path: &str,
     tier: Tier,
     level: u32,
     batch: &RecordBatch,
+    pieces: &[u32],
 ) -> Result<(Bytes, SegmentMeta, Bloom)> {
     let mut parts = Vec::new();
+    let mut lists = Vec::new();
     let mut off = 0;
+    let mut next = 0;
     while off < batch.num_rows() {
         let n = BATCH_ROWS.min(batch.num_rows() - off);
         parts.push(batch.slice(off, n));
+        let mut l = Vec::new();
+        while next < pieces.len() && (pieces[next] as usize) < off + n {
+            l.push(pieces[next] - off as u32);
+            next += 1;
+        }
+        lists.push(l);
         off += n;
     }
     if parts.is_empty() {
         parts.push(batch.clone());
+        lists.push(Vec::new());
     }
-    encode_batches(path, bloom_path, tier, level, &parts)
+    encode_batches(path, bloom_path, tier, level, &parts, &lists)
 }
 
 fn merge_bounds(it: impl Iterator<Item = Bounds>) -> Bounds {
@@ -781,7 +845,7 @@ mod tests {
     #[test]
     fn batches_are_read_in_parts_with_their_statistics() {
         let batch = sample(BATCH_ROWS * 2 + 10);
-        let (bytes, meta, _) = encode("p", "b", Tier::L0, 0, &batch).unwrap();
+        let (bytes, meta, _) = encode("p", "b", Tier::L0, 0, &batch, &[]).unwrap();
         assert_eq!(meta.batches, 3);
         assert_eq!(meta.rows as usize, batch.num_rows());
         let f = SegmentFile::open("p", bytes).unwrap();
@@ -803,7 +867,7 @@ mod tests {
     #[test]
     fn corrupt_files_are_errors() {
         let batch = sample(10);
-        let (bytes, _, _) = encode("p", "b", Tier::L0, 0, &batch).unwrap();
+        let (bytes, _, _) = encode("p", "b", Tier::L0, 0, &batch, &[]).unwrap();
         assert!(SegmentFile::open("p", bytes.slice(0..bytes.len() - 3)).is_err());
         assert!(SegmentFile::open("p", Bytes::from_static(b"short")).is_err());
     }

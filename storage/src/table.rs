@@ -31,6 +31,31 @@ pub struct Rect {
     pub sf: Micros,
     pub st: Micros,
     pub dead: bool,
+    /// A piece: may share its entity and `_system_from` with another row
+    /// (see `segment::BatchStats::pieces`).
+    pub piece: bool,
+}
+
+/// Which rows a scan keeps by their piece flag. A read at a past system
+/// time merges pieces (query crate, `merge`), and only pieces can merge, so
+/// it reads the pieces (`Only`) apart from the rest (`Without`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PieceSel {
+    #[default]
+    All,
+    Only,
+    Without,
+}
+
+impl PieceSel {
+    #[inline]
+    pub fn keeps(self, piece: bool) -> bool {
+        match self {
+            PieceSel::All => true,
+            PieceSel::Only => piece,
+            PieceSel::Without => !piece,
+        }
+    }
 }
 
 /// Row-level deletion marks of one segment.
@@ -325,6 +350,7 @@ impl TableState {
                 self.segments[si].dirty = true;
                 let k = scratch.pending.len() as u32;
                 scratch.pending.push((si, row as u32));
+                let was_piece = self.opened(si, scratch)?.is_piece(row);
                 let piece = Rect {
                     src: PENDING | k,
                     row: 0,
@@ -334,6 +360,7 @@ impl TableState {
                     sf,
                     st: OPEN,
                     dead: false,
+                    piece: was_piece,
                 };
                 pieces.extend(split(piece, a, b, t));
             }
@@ -486,6 +513,9 @@ impl TableState {
         for row in 0..batch.num_rows() {
             let id = id_at(ids.as_ref(), row);
             self.retire(hashes[row], &id, (vf[row], vt[row]), t, scratch)?;
+            // An entity written twice in one transaction: its rows share
+            // `_system_from`, so all of them are pieces.
+            let twice = self.flag_same_transaction(hashes[row], &id, t, scratch)?;
             self.push_rect(Rect {
                 src,
                 row: row as u32,
@@ -495,9 +525,45 @@ impl TableState {
                 sf: t,
                 st: OPEN,
                 dead: false,
+                piece: twice,
             });
         }
         Ok(())
+    }
+
+    /// Flag as pieces the live rows of entity `id` written at `t` (by this
+    /// transaction); true if there were any.
+    fn flag_same_transaction(
+        &mut self,
+        iid: u64,
+        id: &EntityId,
+        t: Micros,
+        scratch: &mut ApplyScratch<'_>,
+    ) -> Result<bool> {
+        let Some(list) = self.live.by_iid.get(&iid) else {
+            return Ok(false);
+        };
+        let mut hits = Vec::new();
+        for &ri in list {
+            let r = self.live.rects[ri as usize];
+            if r.dead || r.sf != t {
+                continue;
+            }
+            let same = if r.src & PENDING == 0 {
+                let src = &self.live.sources[r.src as usize];
+                let ids = src.column_by_name(ID).expect("source without _id");
+                id_equals(ids.as_ref(), r.row as usize, id)
+            } else {
+                self.pending_id_equals(r.src, id, scratch)?
+            };
+            if same {
+                hits.push(ri);
+            }
+        }
+        for &ri in &hits {
+            self.live.rects[ri as usize].piece = true;
+        }
+        Ok(!hits.is_empty())
     }
 
     /// Apply a delete batch (`_id`, `_valid_from`, `_valid_to`).
@@ -575,9 +641,11 @@ impl TableState {
         coord: &Coordinate,
         ids: Option<&IdFilter>,
         out: &SchemaRef,
+        sel: PieceSel,
     ) -> Result<Vec<RecordBatch>> {
         let mut picked: Vec<u32> = Vec::new();
-        let visible = |r: &Rect| !r.dead && coord.matches(r.vf, r.vt, r.sf, r.st);
+        let visible =
+            |r: &Rect| !r.dead && sel.keeps(r.piece) && coord.matches(r.vf, r.vt, r.sf, r.st);
         match ids {
             Some(ids) => {
                 for (h, id) in ids {
@@ -648,7 +716,9 @@ impl TableState {
 
     /// The live rectangles that survive, as one segment batch sorted by
     /// (`_iid`, `_system_from`, `_valid_from`); `None` if there are none.
-    pub fn flush_batch(&self) -> Result<Option<RecordBatch>> {
+    /// The live rows as one segment batch sorted by entity, with its piece
+    /// rows (ascending).
+    pub fn flush_batch(&self) -> Result<Option<(RecordBatch, Vec<u32>)>> {
         let mut alive: Vec<&Rect> = self.live.rects.iter().filter(|r| !r.dead).collect();
         if alive.is_empty() {
             return Ok(None);
@@ -691,10 +761,23 @@ impl TableState {
             let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[ci].as_ref()).collect();
             cols.push(interleave(&arrays, &order)?);
         }
-        Ok(Some(RecordBatch::try_new(
-            segment_schema(&self.schema.columns),
-            cols,
-        )?))
+        let pieces: Vec<u32> = alive
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.piece)
+            .map(|(i, _)| i as u32)
+            .collect();
+        Ok(Some((
+            RecordBatch::try_new(segment_schema(&self.schema.columns), cols)?,
+            pieces,
+        )))
+    }
+
+    /// Could a read of this table hold pieces (rows that may merge at a
+    /// past system time)?
+    pub fn may_hold_pieces(&self) -> bool {
+        self.live.rects.iter().any(|r| r.piece && !r.dead)
+            || self.segments.iter().any(|e| e.seg.meta.may_hold_pieces())
     }
 
     /// Drop the live index after its rows went into a segment.
@@ -703,8 +786,20 @@ impl TableState {
     }
 }
 
-/// Replacement pieces of open rectangle `r` when `[a, b)` is overridden at `t`.
+/// Replacement pieces of open rectangle `r` when `[a, b)` is overridden at
+/// `t`. When there are several, they are pieces of one version (they share
+/// its `_system_from`), and the replacements of a piece stay pieces.
 fn split(r: Rect, a: Micros, b: Micros, t: Micros) -> Vec<Rect> {
+    let mut out = split_unflagged(r, a, b, t);
+    if out.len() > 1 || r.piece {
+        for p in &mut out {
+            p.piece = true;
+        }
+    }
+    out
+}
+
+fn split_unflagged(r: Rect, a: Micros, b: Micros, t: Micros) -> Vec<Rect> {
     let mut out = Vec::with_capacity(3);
     let (lo, hi) = (r.vf.max(a), r.vt.min(b));
     if r.sf < t && lo < hi {
@@ -779,10 +874,18 @@ pub fn batch_may_match(
     deleted: &DeletionVector,
     coord: &Coordinate,
     ids: Option<&IdFilter>,
+    sel: PieceSel,
 ) -> bool {
     let st = &file.stats[b];
     if !st.bounds.may_match(coord) {
         return false;
+    }
+    let pieces = st.pieces.as_ref().map_or(st.rows as usize, |p| p.len());
+    match sel {
+        PieceSel::All => {}
+        PieceSel::Only if pieces == 0 => return false,
+        PieceSel::Without if pieces == st.rows as usize => return false,
+        _ => {}
     }
     if let Some(ids) = ids {
         if !ids.iter().any(|(h, _)| st.bounds.may_contain(*h)) {
@@ -804,6 +907,7 @@ pub fn scan_batch(
     coord: &Coordinate,
     ids: Option<&IdFilter>,
     columns: Option<&[String]>,
+    sel: PieceSel,
 ) -> Result<Option<RecordBatch>> {
     // Only the columns the query reads are decoded (zero-copy) and filtered.
     let fields = file.schema().fields();
@@ -822,8 +926,23 @@ pub fn scan_batch(
     };
     let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
     let n = data.num_rows();
-    let visible =
-        |r: usize| !deleted.contains(base + r) && coord.matches(vf[r], vt[r], sf[r], st[r]);
+    // Piece flags of the batch's rows, when the scan selects by them.
+    let piece_mask: Option<Vec<bool>> = match (sel, &file.stats[b].pieces) {
+        (PieceSel::All, _) => None,
+        (_, None) => Some(vec![true; n]),
+        (_, Some(p)) => {
+            let mut m = vec![false; n];
+            for &r in p {
+                m[r as usize] = true;
+            }
+            Some(m)
+        }
+    };
+    let visible = |r: usize| {
+        !deleted.contains(base + r)
+            && piece_mask.as_ref().is_none_or(|m| sel.keeps(m[r]))
+            && coord.matches(vf[r], vt[r], sf[r], st[r])
+    };
     // Which rows: for a lookup by id, the few rows of those entities (found by
     // binary search on the sorted entity hashes) taken by index; otherwise a
     // mask over the batch.

@@ -332,6 +332,56 @@ async fn read_scan(
     let Some(scan) = scan else {
         return Ok(Vec::new());
     };
+    rows_of_scan(&scan, coord).await
+}
+
+/// The piece flags are complete: every row a past read takes as whole (not
+/// a piece) is the only row of its (entity, `_system_from`), and the whole
+/// rows and the pieces are all the rows, once each.
+async fn check_piece_flags(engine: &Engine, all: &[Rect], when: &str) -> Result<(), String> {
+    let c = Coordinate::all();
+    let Some(scans) = engine
+        .scan_past(TABLE, c, c, None)
+        .map_err(|e| format!("past scans failed: {e}"))?
+    else {
+        return Ok(());
+    };
+    let whole = rows_of_scan(&scans.whole, c).await?;
+    let pieces = match &scans.pieces {
+        Some(p) => rows_of_scan(p, c).await?,
+        None => Vec::new(),
+    };
+    let mut both: Vec<Rect> = whole.iter().chain(pieces.iter()).cloned().collect();
+    if sorted(both.clone()) != sorted(all.to_vec()) {
+        return Err(format!(
+            "{when}: whole rows and pieces are not all the rows:\n{}",
+            diff_labeled(
+                &sorted(all.to_vec()),
+                &sorted(both),
+                "all",
+                "whole + pieces"
+            )
+        ));
+    }
+    both.sort_by_key(|r| (r.id, r.sf));
+    for w in &whole {
+        let n = both.iter().filter(|r| (r.id, r.sf) == (w.id, w.sf)).count();
+        if n > 1 {
+            return Err(format!(
+                "{when}: a row not flagged as a piece shares its entity and system_from \
+                 with {} other row(s): {w:?}\nall rows:\n{}",
+                n - 1,
+                show(&both)
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn rows_of_scan(
+    scan: &strata_storage::TableScan,
+    coord: Coordinate,
+) -> Result<Vec<Rect>, String> {
     let mut out = Vec::new();
     for b in &scan.live {
         rects_of(b, &mut out)?;
@@ -415,6 +465,7 @@ async fn check(
         })
         .collect();
     let got = read_scan(engine, Coordinate::all(), None).await?;
+    check_piece_flags(engine, &got, when).await?;
     let (cw, cg) = (canonical(want.clone()), canonical(got.clone()));
     if cw != cg {
         return Err(format!(
