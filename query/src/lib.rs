@@ -22,6 +22,7 @@ mod pg_typeof;
 pub mod provider;
 pub mod session;
 mod setops;
+mod subquery_eq;
 pub mod system_tables;
 pub mod temporal;
 mod wildcard;

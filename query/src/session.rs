@@ -216,6 +216,7 @@ impl Database {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(crate::nested_loop::ReplayableNestedLoops))
+            .with_optimizer_rule(Arc::new(crate::subquery_eq::SubqueryEqualities))
             .build();
         crate::pg_catalog::register_functions(&mut base, &engine)?;
         crate::period::register(&mut base)?;
