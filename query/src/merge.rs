@@ -38,6 +38,7 @@ use datafusion::physical_expr::{
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -64,12 +65,16 @@ pub fn scan_coordinate(coord: &Coordinate) -> Coordinate {
 }
 
 /// `input` (every column of the table, rows visible at S over all valid
-/// time) sorted and merged; the output has `projection`'s columns.
+/// time) sorted and merged; the output has `projection`'s columns. Pieces
+/// merge only within one entity, so with `partitions` > 1 the rows are
+/// hash-partitioned by `_id` and each partition sorted and merged apart.
 pub fn plan(
     input: Arc<dyn ExecutionPlan>,
     valid: TimeSelector,
     projection: Option<&Vec<usize>>,
+    partitions: usize,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let partitions = partitions.max(1);
     let schema = input.schema();
     let key = |name: &str| -> DfResult<PhysicalSortExpr> {
         let i = schema.index_of(name)?;
@@ -79,7 +84,17 @@ pub fn plan(
     };
     let ordering = LexOrdering::new([key(ID)?, key(SYSTEM_FROM)?, key(VALID_FROM)?])
         .ok_or_else(|| DataFusionError::Internal("empty merge ordering".into()))?;
-    let sorted = Arc::new(SortExec::new(ordering.clone(), input));
+    let id: Arc<dyn PhysicalExpr> = Arc::new(Column::new(ID, schema.index_of(ID)?));
+    let input: Arc<dyn ExecutionPlan> = if partitions > 1 {
+        Arc::new(RepartitionExec::try_new(
+            input,
+            Partitioning::Hash(vec![id.clone()], partitions),
+        )?)
+    } else {
+        input
+    };
+    let sorted =
+        Arc::new(SortExec::new(ordering.clone(), input).with_preserve_partitioning(partitions > 1));
     let projection = projection.cloned();
     let out_schema = match &projection {
         Some(p) => Arc::new(schema.project(p)?),
@@ -87,7 +102,7 @@ pub fn plan(
     };
     let props = Arc::new(PlanProperties::new(
         EquivalenceProperties::new(out_schema.clone()),
-        Partitioning::UnknownPartitioning(1),
+        Partitioning::UnknownPartitioning(partitions),
         EmissionType::Incremental,
         Boundedness::Bounded,
     ));
@@ -98,6 +113,8 @@ pub fn plan(
         projection,
         out_schema,
         props,
+        id,
+        partitions,
     }))
 }
 
@@ -111,6 +128,9 @@ pub struct MergePiecesExec {
     projection: Option<Vec<usize>>,
     out_schema: SchemaRef,
     props: Arc<PlanProperties>,
+    /// `_id` of the input: the partitioning key when `partitions` > 1.
+    id: Arc<dyn PhysicalExpr>,
+    partitions: usize,
 }
 
 impl DisplayAs for MergePiecesExec {
@@ -133,7 +153,11 @@ impl ExecutionPlan for MergePiecesExec {
     }
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        vec![Distribution::SinglePartition]
+        if self.partitions > 1 {
+            vec![Distribution::KeyPartitioned(vec![self.id.clone()])]
+        } else {
+            vec![Distribution::SinglePartition]
+        }
     }
 
     fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
@@ -169,6 +193,8 @@ impl ExecutionPlan for MergePiecesExec {
             projection: self.projection.clone(),
             out_schema: self.out_schema.clone(),
             props: self.props.clone(),
+            id: self.id.clone(),
+            partitions: self.partitions,
         }))
     }
 

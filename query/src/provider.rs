@@ -316,7 +316,12 @@ impl TableProvider for StrataTable {
                 metrics: pieces.metrics.clone(),
                 inner: Arc::new(exec),
             });
-            let merged = crate::merge::plan(exec, self.coord.valid, projection)?;
+            let merged = crate::merge::plan(
+                exec,
+                self.coord.valid,
+                projection,
+                state.config().target_partitions(),
+            )?;
             return UnionExec::try_new(vec![whole, merged]);
         }
         let scan = match &self.pending {
