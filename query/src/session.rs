@@ -110,7 +110,11 @@ async fn without_hash_join_if_too_big(
             drop(stream);
             tracing::info!("a hash join ran out of memory; running the query again with sort-merge joins, which spill");
             let mut state = ctx.state();
-            state.config_mut().options_mut().optimizer.prefer_hash_join = false;
+            let opts = state.config_mut().options_mut();
+            opts.optimizer.prefer_hash_join = false;
+            // DataFusion plans sort-merge joins only over two or more
+            // partitions (a small pool may have planned one).
+            opts.execution.target_partitions = opts.execution.target_partitions.max(2);
             let df = datafusion::dataframe::DataFrame::new(state, plan);
             Ok(df.execute_stream().await?)
         }
@@ -129,6 +133,10 @@ async fn without_hash_join_if_too_big(
 /// Share of the process memory budget (`EngineConfig::memory_limit`) that
 /// query execution may hold, all queries together: 50%.
 pub const QUERY_MEMORY_SHARE: f64 = 0.5;
+
+/// Query memory each partition of a plan should have at least; a smaller
+/// query pool plans fewer partitions (one, under 128 MiB).
+pub const MIN_PARTITION_MEMORY: usize = 64 << 20;
 
 /// How query execution uses memory and disk. All sessions of a `Database`
 /// share one DataFusion runtime: one memory pool, one spill directory.
@@ -207,7 +215,15 @@ impl Database {
             // (DataFusion's default: 10 MB). Under a small pool that reserve
             // alone exceeds a sort's share and the sort fails instead of
             // spilling: size it from the pool, a quarter of a partition's share.
-            let parts = cfg.target_partitions().max(1);
+            // Every partition of a sort, aggregation or join reserves on
+            // its own, and a sort's merge phase holds a batch per spilled
+            // run: below `MIN_PARTITION_MEMORY` a partition's share is too
+            // small to spill in, so a small pool runs fewer partitions.
+            let parts = cfg
+                .target_partitions()
+                .min(limit / MIN_PARTITION_MEMORY)
+                .max(1);
+            cfg = cfg.with_target_partitions(parts);
             let reserve = (limit / (4 * parts)).clamp(64 << 10, 10 << 20);
             cfg = cfg.with_sort_spill_reservation_bytes(reserve);
         }
