@@ -715,9 +715,8 @@ impl TableState {
     }
 
     /// The live rectangles that survive, as one segment batch sorted by
-    /// (`_iid`, `_system_from`, `_valid_from`); `None` if there are none.
-    /// The live rows as one segment batch sorted by entity, with its piece
-    /// rows (ascending).
+    /// (`_iid`, `_system_from`, `_valid_from`), with the row numbers of its
+    /// pieces (ascending); `None` if there are none.
     pub fn flush_batch(&self) -> Result<Option<(RecordBatch, Vec<u32>)>> {
         let mut alive: Vec<&Rect> = self.live.rects.iter().filter(|r| !r.dead).collect();
         if alive.is_empty() {
