@@ -263,16 +263,7 @@ fn prepare(
                     .values()
             };
             let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
-            let pieces: Vec<bool> = match &f.stats[b].pieces {
-                None => vec![true; n],
-                Some(p) => {
-                    let mut m = vec![false; n];
-                    for &r in p {
-                        m[r as usize] = true;
-                    }
-                    m
-                }
-            };
+            let pieces = f.piece_mask(b);
             for r in 0..n {
                 if dvs[i].contains(base + r) {
                     continue;

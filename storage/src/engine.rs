@@ -864,8 +864,9 @@ impl Engine {
                     .filter(|&r| !e.deleted.contains(base + r))
                     .map(|r| r as u32)
                     .collect();
+                let is_piece = file.piece_mask(b);
                 for &r in &keep {
-                    if file.is_piece(base + r as usize) {
+                    if is_piece[r as usize] {
                         pieces.push(kept);
                     }
                     kept += 1;

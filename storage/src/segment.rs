@@ -437,6 +437,21 @@ impl SegmentFile {
         (b, row - self.offsets[b])
     }
 
+    /// Per row of batch `b`: is it a piece (`BatchStats::pieces`)?
+    pub fn piece_mask(&self, b: usize) -> Vec<bool> {
+        let st = &self.stats[b];
+        match &st.pieces {
+            None => vec![true; st.rows as usize],
+            Some(p) => {
+                let mut m = vec![false; st.rows as usize];
+                for &r in p {
+                    m[r as usize] = true;
+                }
+                m
+            }
+        }
+    }
+
     /// Is segment row `row` a piece (`BatchStats::pieces`)?
     pub fn is_piece(&self, row: usize) -> bool {
         let (b, r) = self.locate(row);

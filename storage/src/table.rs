@@ -926,17 +926,7 @@ pub fn scan_batch(
     let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
     let n = data.num_rows();
     // Piece flags of the batch's rows, when the scan selects by them.
-    let piece_mask: Option<Vec<bool>> = match (sel, &file.stats[b].pieces) {
-        (PieceSel::All, _) => None,
-        (_, None) => Some(vec![true; n]),
-        (_, Some(p)) => {
-            let mut m = vec![false; n];
-            for &r in p {
-                m[r as usize] = true;
-            }
-            Some(m)
-        }
-    };
+    let piece_mask = (sel != PieceSel::All).then(|| file.piece_mask(b));
     let visible = |r: usize| {
         !deleted.contains(base + r)
             && piece_mask.as_ref().is_none_or(|m| sel.keeps(m[r]))
