@@ -9,6 +9,7 @@ pub mod error;
 mod fastpath;
 mod float_zero;
 pub mod ident;
+mod inlist;
 mod insubquery;
 mod literal_right;
 mod merge;

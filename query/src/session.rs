@@ -241,6 +241,7 @@ impl Database {
         crate::pg_typeof::register(&mut base)?;
         base.add_analyzer_rule(Arc::new(crate::setops::SetOpMultiplicity));
         base.add_analyzer_rule(Arc::new(crate::insubquery::InSubqueryNulls));
+        base.add_analyzer_rule(Arc::new(crate::inlist::InListComparisons));
         base.add_analyzer_rule(Arc::new(crate::literal_right::LiteralsRight));
         base.add_analyzer_rule(Arc::new(crate::float_zero::FloatZero));
         {

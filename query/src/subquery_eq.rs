@@ -1,19 +1,24 @@
-//! Filters that equate a column with an expression over a scalar subquery.
+//! Filters that equate a column with a computed expression.
 //!
-//! DataFusion 55 runs an uncorrelated scalar subquery as a physical
-//! expression (`scalar_subquery(<pending>)`), and a filter `e = k` makes
-//! `e` and `k` equivalent in the plan's ordering properties. When `e`
-//! holds such a subquery (`WHERE CASE k WHEN 3 THEN (SELECT max(k) FROM t)
-//! END = k ORDER BY k`, or the same written `… IN (k)`), the sort above the
-//! filter is planned on `e` instead of `k`, and the final plan check then
-//! refuses the plan ("does not satisfy order requirements"): the query
-//! fails although PostgreSQL answers it. Found by the differential test.
+//! A filter `e = k` makes `e` and `k` equivalent in the plan's ordering
+//! properties, and DataFusion 55 may then plan a sort above it on `e` in
+//! place of `k`. Its final plan check does not always see the equivalence
+//! again (through a join, or when `e` holds an uncorrelated scalar subquery,
+//! run as a physical `scalar_subquery(<pending>)` expression) and refuses
+//! the plan ("does not satisfy order requirements"): the query fails
+//! although PostgreSQL answers it. Examples found by the differential test:
+//! `WHERE CASE k WHEN 3 THEN (SELECT max(k) FROM t) END IN (k) ORDER BY k`,
+//! and `… LEFT JOIN b ON a.k = b.k WHERE CASE WHEN b.b1 THEN nullif(b.k, 3)
+//! END IN (b.k)` under a window ordered by `a.k`.
 //!
-//! This optimizer rule, run after DataFusion's own rules, writes each such
-//! top-level conjunct of a filter `a = b` as `(a = b) IS TRUE`. In a filter
-//! the two are the same (a row passes only when the comparison is true), but
-//! the second is not an equality, so no ordering equivalence is derived from
-//! it. Other filters are left as they are.
+//! This optimizer rule, run after DataFusion's own rules, writes each
+//! top-level conjunct of a filter that equates a column with a computed
+//! expression (neither a column nor a constant), or that holds a scalar
+//! subquery, `a = b`, as `(a = b) IS TRUE`. In a filter the two are the same
+//! (a row passes only when the comparison is true), but the second is not an
+//! equality, so no ordering equivalence is derived from it. Equalities of
+//! two columns (join keys) and of a column and a constant (pruning, point
+//! lookups) are left as they are.
 
 use std::sync::Arc;
 
@@ -38,8 +43,31 @@ fn has_scalar_subquery(e: &Expr) -> bool {
     found
 }
 
+fn is_column(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) => true,
+        Expr::Cast(c) => is_column(&c.expr),
+        _ => false,
+    }
+}
+
+fn is_simple(e: &Expr) -> bool {
+    is_column(e) || matches!(e, Expr::Literal(..))
+}
+
 fn needs_wrapping(e: &Expr) -> bool {
-    matches!(e, Expr::BinaryExpr(BinaryExpr { op: Operator::Eq, .. }) if has_scalar_subquery(e))
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            has_scalar_subquery(e)
+                || (is_column(left) && !is_simple(right))
+                || (is_column(right) && !is_simple(left))
+        }
+        _ => false,
+    }
 }
 
 impl OptimizerRule for SubqueryEqualities {
