@@ -18,10 +18,9 @@
 //! columns are kept.
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::Result as DfResult;
 use datafusion::logical_expr::expr::InList;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::optimizer::AnalyzerRule;
 
@@ -34,19 +33,7 @@ impl AnalyzerRule for InListComparisons {
     }
 
     fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|plan| {
-            let names = NamePreserver::new(&plan);
-            plan.map_expressions(|e| {
-                let saved = names.save(&e);
-                let t = e.transform_up(expand)?;
-                Ok(if t.transformed {
-                    t.update_data(|e| saved.restore(e))
-                } else {
-                    t
-                })
-            })
-        })
-        .map(|t| t.data)
+        crate::literal_right::rewrite_keeping_names(plan, expand)
     }
 }
 

@@ -28,20 +28,29 @@ impl AnalyzerRule for LiteralsRight {
     }
 
     fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> DfResult<LogicalPlan> {
-        plan.transform_up_with_subqueries(|plan| {
-            let names = NamePreserver::new(&plan);
-            plan.map_expressions(|e| {
-                let saved = names.save(&e);
-                let t = e.transform_up(flip)?;
-                Ok(if t.transformed {
-                    t.update_data(|e| saved.restore(e))
-                } else {
-                    t
-                })
+        rewrite_keeping_names(plan, flip)
+    }
+}
+
+/// Rewrite every expression of `plan` (and of its subqueries) bottom-up with
+/// `f`, keeping the names of result columns.
+pub(crate) fn rewrite_keeping_names(
+    plan: LogicalPlan,
+    f: fn(Expr) -> DfResult<Transformed<Expr>>,
+) -> DfResult<LogicalPlan> {
+    plan.transform_up_with_subqueries(|plan| {
+        let names = NamePreserver::new(&plan);
+        plan.map_expressions(|e| {
+            let saved = names.save(&e);
+            let t = e.transform_up(f)?;
+            Ok(if t.transformed {
+                t.update_data(|e| saved.restore(e))
+            } else {
+                t
             })
         })
-        .map(|t| t.data)
-    }
+    })
+    .map(|t| t.data)
 }
 
 fn is_constant(e: &Expr) -> bool {
