@@ -1,13 +1,16 @@
-//! Reads at a past system time merge only the rows that can merge.
+//! Reads at a past system time are filters, not merges.
 //!
-//! Storage flags **pieces**: rows that may share their entity and
-//! `_system_from` with another row (a version split by a later `FOR PORTION
-//! OF` write, or an entity written twice in one transaction). Only those are
-//! sorted and merged at a past system time; every other row is read like a
-//! scan at the present (pruned, projected, in parallel). These tests check
-//! the plan (no merge at all for a table without pieces, so history does not
-//! cost a sort of the whole past state) and the answers, across flushes,
-//! compaction and a restart (the flags live in the segment files).
+//! A write that cuts a version (a `FOR PORTION OF` change, or a plain
+//! `UPDATE`, which changes a row from now on) retires the version's
+//! rectangle; storage keeps that rectangle whole, closed at the write, as a
+//! **view-only** row, and gives every row the system time from which it
+//! belongs to the state read at a past time (`_view_from`). A read `FOR
+//! SYSTEM_TIME AS OF S` keeps the rows whose view holds `S`: each version
+//! whole, as it was known at `S`, with no sort or merge, so a past read
+//! costs what a read at the present costs. `FOR ALL SYSTEM_TIME` shows the
+//! decomposition, without the view-only rows. These tests check the plans
+//! and the answers across the live index, a flush, compaction and a
+//! restart (the view columns live in the segment files).
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
@@ -38,8 +41,6 @@ async fn a_table_whose_versions_were_never_split_reads_its_past_without_a_merge(
     let db = Db::open(config(dir.path())).await.unwrap();
     // Day 0: create; day 1: load; days 2-4: overwrite every row over its
     // whole valid period (no version is split), and add new entities.
-    // (A plain UPDATE changes the rows from now on, which splits each
-    // version at today: those are pieces, see the next test.)
     db.sql("CREATE TABLE h (_id BIGINT, x BIGINT)")
         .await
         .unwrap();
@@ -65,7 +66,7 @@ async fn a_table_whose_versions_were_never_split_reads_its_past_without_a_merge(
     let p = plan(&db, &past).await;
     assert!(!p.contains("MergePiecesExec"), "no merge expected:\n{p}");
     assert!(text(&db, &past).await.contains("| 100      | 5050 "));
-    // Still without pieces after a restart.
+    // Still without a merge after a restart.
     drop(db);
     let db = Db::open(config(dir.path())).await.unwrap();
     let p = plan(&db, &past).await;
@@ -74,7 +75,7 @@ async fn a_table_whose_versions_were_never_split_reads_its_past_without_a_merge(
 }
 
 #[tokio::test]
-async fn pieces_of_a_split_version_merge_and_the_rest_is_scanned() {
+async fn a_version_cut_by_a_later_write_reads_whole_without_a_merge() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(config(dir.path())).await.unwrap();
     db.sql("CREATE TABLE acct (_id BIGINT, balance BIGINT)")
@@ -115,32 +116,57 @@ async fn pieces_of_a_split_version_merge_and_the_rest_is_scanned() {
     let check = |label: &str, got: String| {
         assert_eq!(got, want, "{label}");
     };
-    // Pieces in the live index.
+    // In the live index: a filter, no merge.
     let p = plan(&db, &past).await;
-    assert!(
-        p.contains("MergePiecesExec") && p.contains("UnionExec"),
-        "{p}"
-    );
+    assert!(!p.contains("MergePiecesExec"), "no merge expected:\n{p}");
     check("live", text(&db, &past).await);
-    // Pieces in a level-0 segment, then in compacted segments.
+    // The version shows as it was known on day 1, until its first change
+    // (day 2, 2020-01-03).
+    let to = text(
+        &db,
+        &format!(
+            "SELECT _system_from, _system_to FROM acct FOR SYSTEM_TIME AS OF {} \
+             FOR ALL VALID_TIME WHERE _id = 1",
+            day(1)
+        ),
+    )
+    .await;
+    assert!(
+        to.contains("| 2020-01-02T00:00:00Z | 2020-01-03T00:00:00Z |") && to.lines().count() == 5,
+        "{to}"
+    );
+    // The decomposition has no view-only row: entity 1's three pieces of
+    // the first version (one of them closed) and day 2's change.
+    let decomposition =
+        "SELECT count(*) FROM acct FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 1";
+    assert!(
+        text(&db, decomposition).await.contains("| 4 "),
+        "{}",
+        text(&db, decomposition).await
+    );
+    // In a level-0 segment, then in compacted segments.
     db.flush().await.unwrap();
     check("flushed", text(&db, &past).await);
+    assert!(text(&db, decomposition).await.contains("| 4 "));
     db.sql("CHECKPOINT").await.unwrap();
     check("compacted", text(&db, &past).await);
-    // The flags are in the files: after a restart the pieces still merge.
+    assert!(text(&db, decomposition).await.contains("| 4 "));
+    // The view columns are in the files: the same after a restart.
     drop(db);
     let db = Db::open(config(dir.path())).await.unwrap();
     check("reopened", text(&db, &past).await);
-    // At the present the pieces show (nothing merges there).
+    let p = plan(&db, &past).await;
+    assert!(!p.contains("MergePiecesExec"), "no merge expected:\n{p}");
+    assert!(text(&db, decomposition).await.contains("| 4 "));
+    // At the present the pieces show (day 2's view).
     let now = text(
         &db,
         "SELECT count(*) FROM acct FOR ALL VALID_TIME WHERE _id = 1",
     )
     .await;
     assert!(now.contains("| 3 "), "{now}");
-    // Pieces retired again stay pieces: overwrite entity 1 whole (day 4);
-    // day 1 still reads as one version, and day 3 as day 1's two pieces
-    // (not adjacent, so not merged) around day 2's change.
+    // Overwrite entity 1 whole (day 4): day 1 still reads as one version,
+    // and day 3 as day 1's two pieces (not adjacent) around day 2's change.
     db.sql("UPDATE acct FOR ALL VALID_TIME SET balance = 5 WHERE _id = 1")
         .await
         .unwrap();
@@ -169,7 +195,7 @@ async fn pieces_of_a_split_version_merge_and_the_rest_is_scanned() {
 }
 
 #[tokio::test]
-async fn an_entity_written_twice_in_one_transaction_merges_like_a_split() {
+async fn an_entity_written_twice_in_one_transaction_reads_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(config(dir.path())).await.unwrap();
     db.sql("CREATE TABLE p (_id BIGINT, v BIGINT)")
@@ -192,19 +218,31 @@ async fn an_entity_written_twice_in_one_transaction_merges_like_a_split() {
         .unwrap();
     let past = format!(
         "SELECT _id, v, _valid_from, _valid_to FROM p FOR SYSTEM_TIME AS OF {} \
-         FOR ALL VALID_TIME ORDER BY _id",
+         FOR ALL VALID_TIME ORDER BY _id, _valid_from",
         day(1)
     );
-    let p = plan(&db, &past).await;
-    assert!(p.contains("MergePiecesExec"), "{p}");
-    assert_eq!(
-        text(&db, &past).await,
-        "\
+    // The two rows the transaction wrote are two rows, as the present
+    // showed them on day 1: no later transaction cut them.
+    let want = "\
 +-----+---+----------------------+----------------------+
 | _id | v | _valid_from          | _valid_to            |
 +-----+---+----------------------+----------------------+
-| 1   | 5 | 2019-01-01T00:00:00Z | 2019-03-01T00:00:00Z |
+| 1   | 5 | 2019-01-01T00:00:00Z | 2019-02-01T00:00:00Z |
+| 1   | 5 | 2019-02-01T00:00:00Z | 2019-03-01T00:00:00Z |
 | 2   | 6 | 2019-01-01T00:00:00Z | 2019-03-01T00:00:00Z |
-+-----+---+----------------------+----------------------+"
-    );
++-----+---+----------------------+----------------------+";
+    let p = plan(&db, &past).await;
+    assert!(!p.contains("MergePiecesExec"), "no merge expected:\n{p}");
+    assert_eq!(text(&db, &past).await, want);
+    // A point lookup (the fast path) agrees.
+    let one = text(
+        &db,
+        &format!(
+            "SELECT v, _valid_from FROM p FOR SYSTEM_TIME AS OF {} FOR ALL VALID_TIME \
+             WHERE _id = 1 ORDER BY _valid_from",
+            day(1)
+        ),
+    )
+    .await;
+    assert_eq!(one.lines().count(), 6, "{one}");
 }

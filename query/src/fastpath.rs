@@ -355,9 +355,11 @@ impl crate::session::Session {
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Ok(None);
         }
-        // At a past system time the pieces of a version are merged back
-        // (crate::merge): read every column over all of valid time.
-        let merge = crate::merge::needed(&coord, engine.latest_system_time());
+        // At a past system time the pieces of a version (rows of files
+        // written before view columns) are merged back (crate::merge): read
+        // every column over all of valid time.
+        let merge = crate::merge::needed(&coord, engine.latest_system_time())
+            && engine.may_hold_pieces(&table);
         let scan_coord = if merge {
             crate::merge::scan_coordinate(&coord)
         } else {

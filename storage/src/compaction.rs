@@ -33,7 +33,7 @@ use crate::manifest::table_dir;
 use crate::schema::{adapt_array, TableSchema};
 use crate::segment::{
     encode_batches, segment_schema, Bloom, Segment, SegmentFile, SegmentMeta, Tier, BATCH_ROWS,
-    SYSTEM_COLUMNS,
+    SYSTEM_COLUMNS, VIEW_FROM, VIEW_ONLY,
 };
 use crate::table::{DeletionVector, SegmentEntry, TableState};
 
@@ -248,6 +248,12 @@ fn prepare(
                 } else {
                     match batch.column_by_name(field.name()) {
                         Some(c) => adapt_array(c, field.data_type())?,
+                        // A file written before the view columns: views
+                        // start at `_system_from`, no row is view-only.
+                        None if field.name() == VIEW_FROM => batch.column(3).clone(),
+                        None if field.name() == VIEW_ONLY => {
+                            Arc::new(arrow::array::BooleanArray::from(vec![false; n]))
+                        }
                         None => arrow::array::new_null_array(field.data_type(), n),
                     }
                 };
@@ -263,17 +269,23 @@ fn prepare(
                     .values()
             };
             let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
+            let vw = ts(target.fields().len() - 2);
             let pieces = f.piece_mask(b);
             for r in 0..n {
                 if dvs[i].contains(base + r) {
                     continue;
                 }
                 let tier = out_tier.unwrap_or_else(|| Tier::of(vt[r], st[r]));
+                // History rows with an empty view (closed by the retirement
+                // that wrote them: the decomposition only) go to their own
+                // segments, which reads as of a system time skip
+                // (`Bounds::view_rows`).
+                let empty_view = u32::from(tier == Tier::History && vw[r] >= st[r]);
                 let k = Key {
                     group: if out_tier.is_none() && tier == Tier::History {
-                        rank[i]
+                        rank[i] * 2 + empty_view
                     } else {
-                        0
+                        empty_view
                     },
                     iid: iids[r],
                     sf: sf[r],

@@ -1117,6 +1117,16 @@ impl Engine {
         self.scan_state(t, coord, ids, PieceSel::All).map(Some)
     }
 
+    /// Could a read of `table` at a past system time have pieces to merge
+    /// (rows of files written before the view columns, see [`PastScans`])?
+    pub fn may_hold_pieces(&self, table: &str) -> bool {
+        self.state
+            .read()
+            .tables
+            .get(table)
+            .is_some_and(|t| t.may_hold_pieces())
+    }
+
     /// The scans of a read of `table` at `coord`, a past system time (one
     /// consistent state): see [`PastScans`]. `merge_coord` is the pieces'
     /// coordinate (the same system time, all valid time).
@@ -1411,6 +1421,12 @@ fn prepare_ops(
                 return Err(Error::Invalid(
                     "`_iid` is reserved for the entity hash".into(),
                 ));
+            }
+            if name == segment::VIEW_FROM || name == segment::VIEW_ONLY {
+                return Err(Error::Invalid(format!(
+                    "`{name}` is reserved for storage (the rows reads at a past system time show); \
+                     choose another column name"
+                )));
             }
             let c = if name == VALID_FROM || name == VALID_TO {
                 valid_time_array(name, c)?

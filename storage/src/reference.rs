@@ -121,31 +121,60 @@ impl<K: Ord + Clone, V: Clone + Ord> RefModel<K, V> {
     }
 
     /// What a query at `coord` returns when the last transaction committed
-    /// at `latest`: at a past system time (AS OF s < latest) each version as
-    /// it was known at s, its pieces merged (see [`merge_pieces`]), the
-    /// valid-time selector applied to the merged periods; otherwise the
-    /// visible rectangles.
-    pub fn read(&self, coord: &Coordinate, latest: Micros) -> Vec<RefRect<K, V>> {
+    /// at `latest`: as of a system time `s`, the state as it was known at
+    /// `s` (see [`RefModel::view`]), the valid-time selector applied to its
+    /// rows; otherwise (system-time ranges, all system time) the visible
+    /// rectangles of the decomposition. (At `s >= latest` the view is the
+    /// present's open rectangles.)
+    pub fn read(&self, coord: &Coordinate, _latest: Micros) -> Vec<RefRect<K, V>> {
         match coord.system {
-            TimeSelector::AsOf(s) if s < latest => {
-                let at_s = Coordinate {
-                    system: coord.system,
-                    valid: TimeSelector::All,
-                };
-                merge_pieces(self.visible(&at_s))
-                    .into_iter()
-                    .filter(|r| coord.valid.matches(r.vf, r.vt))
-                    .collect()
-            }
+            TimeSelector::AsOf(s) => self
+                .view(s)
+                .into_iter()
+                .filter(|r| coord.valid.matches(r.vf, r.vt))
+                .collect(),
             _ => self.visible(coord),
         }
+    }
+
+    /// The state known at system time `s`: the events committed by `s`
+    /// resolved alone, their open rectangles, each with `_system_to` the
+    /// first later event of its entity that overlaps its valid period (the
+    /// transaction that changed it). No piece cut by a later transaction
+    /// shows: every version reads whole, as a read at `s` saw it then.
+    pub fn view(&self, s: Micros) -> Vec<RefRect<K, V>> {
+        let mut known: RefModel<K, V> = RefModel::new();
+        for (id, events) in &self.entities {
+            let before: Vec<RefEvent<V>> = events.iter().filter(|e| e.sys <= s).cloned().collect();
+            if !before.is_empty() {
+                known.entities.insert(id.clone(), before);
+            }
+        }
+        let mut out: Vec<RefRect<K, V>> = known
+            .rectangles()
+            .into_iter()
+            .filter(|r| r.st == OPEN)
+            .map(|mut r| {
+                r.st = self.entities[&r.id]
+                    .iter()
+                    .filter(|e| e.sys > s && e.vf < r.vt && r.vf < e.vt)
+                    .map(|e| e.sys)
+                    .min()
+                    .unwrap_or(OPEN);
+                r
+            })
+            .collect();
+        out.sort();
+        out
     }
 }
 
 /// The pieces of one version as one rectangle: rectangles of the same
 /// entity with the same `sf` and value whose valid periods meet are one,
 /// valid over their union, `st` the earliest of theirs. (Meant for the
-/// rectangles visible at one system time, which never overlap per entity.)
+/// rectangles visible at one system time, which never overlap per entity;
+/// the rule reads at a past system time used on files written before view
+/// columns.)
 pub fn merge_pieces<K: Ord + Clone, V: Ord + Clone>(
     mut rects: Vec<RefRect<K, V>>,
 ) -> Vec<RefRect<K, V>> {

@@ -7,8 +7,9 @@
 //!
 //! Column order in a segment file: `_iid` (UInt64), `_valid_from`, `_valid_to`,
 //! `_system_from`, `_system_to` (Timestamp µs UTC, `OPEN` = i64::MAX), then the
-//! table's columns as of the write (`_id` first). The format is specified in
-//! docs/format.md.
+//! table's columns as of the write (`_id` first), then the two view columns
+//! `_view_from` (Timestamp µs UTC) and `_view_only` (Boolean) that files
+//! written before them lack. The format is specified in docs/format.md.
 
 use std::sync::Arc;
 
@@ -29,6 +30,19 @@ use crate::time::{Micros, OPEN};
 
 /// Number of leading system columns in a segment file.
 pub const SYSTEM_COLUMNS: usize = 5;
+
+/// Trailing column: the system time from which a row belongs to the state
+/// read at a past system time (its **view**), which lasts until
+/// `_system_to`. It is `_system_from` for a row as first written, the
+/// retiring transaction's time for the rows a retirement cuts a rectangle
+/// into, and the retired rectangle's own for its view-only copy
+/// (docs/format.md). Files without the column: `_system_from`.
+pub const VIEW_FROM: &str = "_view_from";
+/// Trailing column: the row belongs to views only, not to the
+/// decomposition (`FOR ALL SYSTEM_TIME` and system-time ranges skip it): a
+/// retired rectangle kept whole for reads at the system times it was
+/// believed. Files without the column: false.
+pub const VIEW_ONLY: &str = "_view_only";
 
 /// Footer metadata key holding the per-batch statistics (a JSON array).
 pub const BATCH_STATS_KEY: &str = "strata:batches";
@@ -95,14 +109,35 @@ pub struct Bounds {
     pub system_from_max: Micros,
     pub system_to_min: Micros,
     pub system_to_max: Micros,
+    /// The least `_view_from` (absent in statistics written before the
+    /// column: `system_from_min` stands for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_from_min: Option<Micros>,
+    /// How many rows have a non-empty view (`_view_from` < `_system_to`);
+    /// a read as of a system time skips a part with none (the rows a
+    /// retirement closes belong to the decomposition only). Absent without
+    /// the column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_rows: Option<u64>,
 }
 
 impl Bounds {
-    /// Could a rectangle within these bounds be visible at `coord`?
+    /// Could a rectangle within these bounds be visible at `coord`? A read
+    /// as of a system time shows the rows whose view holds that time, and a
+    /// view never starts before `_system_from`.
     pub fn may_match(&self, coord: &Coordinate) -> bool {
-        coord
-            .system
-            .may_match(self.system_from_min, self.system_to_max)
+        let system = match coord.system {
+            crate::temporal::TimeSelector::AsOf(_) if self.view_rows == Some(0) => false,
+            crate::temporal::TimeSelector::AsOf(_) => coord.system.may_match(
+                self.view_from_min
+                    .map_or(self.system_from_min, |v| v.max(self.system_from_min)),
+                self.system_to_max,
+            ),
+            _ => coord
+                .system
+                .may_match(self.system_from_min, self.system_to_max),
+        };
+        system
             && coord
                 .valid
                 .may_match(self.valid_from_min, self.valid_to_max)
@@ -130,6 +165,10 @@ impl Bounds {
         let (vt0, vt1) = min_max(ts(2));
         let (sf0, sf1) = min_max(ts(3));
         let (st0, st1) = min_max(ts(4));
+        let view = batch.schema().index_of(VIEW_FROM).ok();
+        let view_from_min = view.map(|i| min_max(ts(i)).0);
+        let view_rows =
+            view.map(|i| ts(i).iter().zip(ts(4)).filter(|(vw, st)| vw < st).count() as u64);
         Bounds {
             iid_min: iids.first().copied().unwrap_or(0),
             iid_max: iids.last().copied().unwrap_or(0),
@@ -141,6 +180,8 @@ impl Bounds {
             system_from_max: sf1,
             system_to_min: st0,
             system_to_max: st1,
+            view_from_min,
+            view_rows,
         }
     }
 }
@@ -280,6 +321,8 @@ pub fn segment_schema(table_fields: &[Field]) -> Arc<Schema> {
         Field::new(SYSTEM_TO, timestamp_type(), false),
     ];
     fields.extend(table_fields.iter().cloned());
+    fields.push(Field::new(VIEW_FROM, timestamp_type(), false));
+    fields.push(Field::new(VIEW_ONLY, DataType::Boolean, false));
     Arc::new(Schema::new(fields))
 }
 
@@ -296,6 +339,8 @@ pub struct SegmentFile {
     /// First row of each batch; `offsets[batches]` = rows.
     offsets: Vec<usize>,
     pub stats: Vec<BatchStats>,
+    /// Index of `_view_from` (`_view_only` follows it), if the file has them.
+    view: Option<usize>,
 }
 
 impl SegmentFile {
@@ -353,12 +398,26 @@ impl SegmentFile {
             dictionaries,
             offsets: vec![],
             stats: vec![],
+            view: None,
         };
         if f.schema.fields().len() < SYSTEM_COLUMNS + 1
             || f.schema.field(0).name() != IID
             || f.schema.field(SYSTEM_COLUMNS).name() != crate::schema::ID
         {
             return Err(corrupt("not a Strata segment (unexpected columns)".into()));
+        }
+        if let Ok(i) = f.schema.index_of(VIEW_FROM) {
+            let n = f.schema.fields().len();
+            let ok = i + 2 == n
+                && matches!(f.schema.field(i).data_type(), DataType::Timestamp(_, _))
+                && f.schema.field(i + 1).name() == VIEW_ONLY
+                && f.schema.field(i + 1).data_type() == &DataType::Boolean;
+            if !ok {
+                return Err(corrupt(format!(
+                    "`{VIEW_FROM}` and `{VIEW_ONLY}` must be the last two columns (timestamp, boolean)"
+                )));
+            }
+            f.view = Some(i);
         }
         let stats: Vec<BatchStats> = match stats_json {
             Some(s) => serde_json::from_str(&s)
@@ -416,6 +475,18 @@ impl SegmentFile {
 
     pub fn num_batches(&self) -> usize {
         self.blocks.len()
+    }
+
+    /// Index of the `_view_from` column (`_view_only` is the next), if the
+    /// file was written with them.
+    pub fn view_column(&self) -> Option<usize> {
+        self.view
+    }
+
+    /// End of the table's columns (`SYSTEM_COLUMNS..user_end()`): the view
+    /// columns, or the end of the file's columns.
+    pub fn user_end(&self) -> usize {
+        self.view.unwrap_or(self.schema.fields().len())
     }
 
     pub fn rows(&self) -> usize {
@@ -699,6 +770,19 @@ fn merge_bounds(it: impl Iterator<Item = Bounds>) -> Bounds {
                 system_from_max: o.system_from_max.max(b.system_from_max),
                 system_to_min: o.system_to_min.min(b.system_to_min),
                 system_to_max: o.system_to_max.max(b.system_to_max),
+                // A part without the column stands for itself by its
+                // `_system_from` minimum.
+                view_from_min: match (o.view_from_min, b.view_from_min) {
+                    (None, None) => None,
+                    (x, y) => Some(
+                        x.unwrap_or(o.system_from_min)
+                            .min(y.unwrap_or(b.system_from_min)),
+                    ),
+                },
+                view_rows: match (o.view_rows, b.view_rows) {
+                    (Some(x), Some(y)) => Some(x + y),
+                    _ => None,
+                },
             },
         });
     }
@@ -713,6 +797,8 @@ fn merge_bounds(it: impl Iterator<Item = Bounds>) -> Bounds {
         system_from_max: 0,
         system_to_min: 0,
         system_to_max: 0,
+        view_from_min: None,
+        view_rows: None,
     })
 }
 
@@ -768,6 +854,7 @@ fn column_stats_of(batch: &RecordBatch) -> Vec<ColumnStats> {
         .iter()
         .enumerate()
         .skip(SYSTEM_COLUMNS)
+        .filter(|(_, f)| f.name() != VIEW_FROM && f.name() != VIEW_ONLY)
         .map(|(i, f)| column_stats(f.name(), batch.column(i)))
         .collect()
 }
@@ -852,6 +939,8 @@ mod tests {
                 ts(2),
                 ts(OPEN),
                 Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                ts(2),
+                Arc::new(arrow::array::BooleanArray::from(vec![false; n])),
             ],
         )
         .unwrap()

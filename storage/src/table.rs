@@ -32,8 +32,14 @@ pub struct Rect {
     pub st: Micros,
     pub dead: bool,
     /// A piece: may share its entity and `_system_from` with another row
-    /// (see `segment::BatchStats::pieces`).
+    /// (see `segment::BatchStats::pieces`). Only rows of files written
+    /// before view columns, and their replacements, are pieces.
     pub piece: bool,
+    /// From when the row belongs to views: reads as of a system time
+    /// (`segment::VIEW_FROM`).
+    pub vw: Micros,
+    /// Belongs to views only, not to the decomposition (`segment::VIEW_ONLY`).
+    pub vonly: bool,
 }
 
 /// Which rows a scan keeps by their piece flag. A read at a past system
@@ -184,8 +190,14 @@ struct ApplyScratch<'a> {
 /// Segment files open for an apply, by segment path.
 pub type SegFiles = HashMap<String, Arc<SegmentFile>>;
 
-/// File columns read to find and split an entity's rectangles.
-const KEY_COLUMNS: [usize; SYSTEM_COLUMNS + 1] = [0, 1, 2, 3, 4, SYSTEM_COLUMNS];
+/// File columns read to find and split an entity's rectangles: the system
+/// columns, `_id` (at `SYSTEM_COLUMNS` of the decoded batch) and, if the
+/// file has it, `_view_from` (after `_id`).
+fn key_columns(file: &SegmentFile) -> Vec<usize> {
+    let mut v = vec![0, 1, 2, 3, 4, SYSTEM_COLUMNS];
+    v.extend(file.view_column());
+    v
+}
 
 /// The schema a scan of a table produces: the table's columns then the four
 /// temporal columns (NULL = open bound).
@@ -278,7 +290,7 @@ impl TableState {
             let batch = match scratch.decoded.get(&(si, b)) {
                 Some(x) => x.clone(),
                 None => {
-                    let x = file.decode(b, Some(&KEY_COLUMNS))?;
+                    let x = file.decode(b, Some(&key_columns(&file)))?;
                     scratch.decoded.insert((si, b), x.clone());
                     x
                 }
@@ -343,6 +355,13 @@ impl TableState {
                 if st != OPEN || vf >= b || a >= vt || self.segments[si].deleted.contains(row) {
                     continue;
                 }
+                // An open row is never view-only; without the column its view
+                // starts at `_system_from`.
+                let vw = if keys.num_columns() > SYSTEM_COLUMNS + 1 {
+                    ts(SYSTEM_COLUMNS + 1)
+                } else {
+                    sf
+                };
                 if !id_equals(keys.column(SYSTEM_COLUMNS).as_ref(), r, id) {
                     continue;
                 }
@@ -361,6 +380,8 @@ impl TableState {
                     st: OPEN,
                     dead: false,
                     piece: was_piece,
+                    vw,
+                    vonly: false,
                 };
                 pieces.extend(split(piece, a, b, t));
             }
@@ -384,7 +405,7 @@ impl TableState {
         let keys = match scratch.decoded.get(&(si, b)) {
             Some(x) => x.clone(),
             None => {
-                let x = file.decode(b, Some(&KEY_COLUMNS))?;
+                let x = file.decode(b, Some(&key_columns(&file)))?;
                 scratch.decoded.insert((si, b), x.clone());
                 x
             }
@@ -415,7 +436,7 @@ impl TableState {
             rows.sort_unstable();
             rows.dedup();
             let file = self.opened(si, scratch)?;
-            let user_cols: Vec<usize> = (SYSTEM_COLUMNS..file.schema().fields().len()).collect();
+            let user_cols: Vec<usize> = (SYSTEM_COLUMNS..file.user_end()).collect();
             let mut parts: Vec<RecordBatch> = Vec::new();
             let mut i = 0;
             while i < rows.len() {
@@ -513,9 +534,6 @@ impl TableState {
         for row in 0..batch.num_rows() {
             let id = id_at(ids.as_ref(), row);
             self.retire(hashes[row], &id, (vf[row], vt[row]), t, scratch)?;
-            // An entity written twice in one transaction: its rows share
-            // `_system_from`, so all of them are pieces.
-            let twice = self.flag_same_transaction(hashes[row], &id, t, scratch)?;
             self.push_rect(Rect {
                 src,
                 row: row as u32,
@@ -525,45 +543,12 @@ impl TableState {
                 sf: t,
                 st: OPEN,
                 dead: false,
-                piece: twice,
+                piece: false,
+                vw: t,
+                vonly: false,
             });
         }
         Ok(())
-    }
-
-    /// Flag as pieces the live rows of entity `id` written at `t` (by this
-    /// transaction); true if there were any.
-    fn flag_same_transaction(
-        &mut self,
-        iid: u64,
-        id: &EntityId,
-        t: Micros,
-        scratch: &mut ApplyScratch<'_>,
-    ) -> Result<bool> {
-        let Some(list) = self.live.by_iid.get(&iid) else {
-            return Ok(false);
-        };
-        let mut hits = Vec::new();
-        for &ri in list {
-            let r = self.live.rects[ri as usize];
-            if r.dead || r.sf != t {
-                continue;
-            }
-            let same = if r.src & PENDING == 0 {
-                let src = &self.live.sources[r.src as usize];
-                let ids = src.column_by_name(ID).expect("source without _id");
-                id_equals(ids.as_ref(), r.row as usize, id)
-            } else {
-                self.pending_id_equals(r.src, id, scratch)?
-            };
-            if same {
-                hits.push(ri);
-            }
-        }
-        for &ri in &hits {
-            self.live.rects[ri as usize].piece = true;
-        }
-        Ok(!hits.is_empty())
     }
 
     /// Apply a delete batch (`_id`, `_valid_from`, `_valid_to`).
@@ -644,8 +629,9 @@ impl TableState {
         sel: PieceSel,
     ) -> Result<Vec<RecordBatch>> {
         let mut picked: Vec<u32> = Vec::new();
-        let visible =
-            |r: &Rect| !r.dead && sel.keeps(r.piece) && coord.matches(r.vf, r.vt, r.sf, r.st);
+        let visible = |r: &Rect| {
+            !r.dead && sel.keeps(r.piece) && coord.shows(r.vf, r.vt, r.sf, r.st, r.vw, r.vonly)
+        };
         match ids {
             Some(ids) => {
                 for (h, id) in ids {
@@ -760,6 +746,10 @@ impl TableState {
             let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[ci].as_ref()).collect();
             cols.push(interleave(&arrays, &order)?);
         }
+        cols.push(ts_array(alive.iter().map(|r| r.vw).collect()));
+        cols.push(Arc::new(BooleanArray::from(
+            alive.iter().map(|r| r.vonly).collect::<Vec<_>>(),
+        )));
         let pieces: Vec<u32> = alive
             .iter()
             .enumerate()
@@ -785,28 +775,38 @@ impl TableState {
     }
 }
 
-/// Replacement pieces of open rectangle `r` when `[a, b)` is overridden at
-/// `t`. When there are several, they are pieces of one version (they share
-/// its `_system_from`), and the replacements of a piece stay pieces.
+/// The rows that replace open rectangle `r` when `[a, b)` is overridden at
+/// `t` (docs/architecture.md, "Reads at a past system time"):
+///
+/// - the overridden part, closed at `t`. If it is the whole of `r`, it is
+///   also `r`'s view (which ends at `t`); otherwise its view is empty
+///   (`_view_from` = `t` = `_system_to`): it belongs to the decomposition
+///   only;
+/// - when `r` is cut (part of it stays open), `r` itself closed at `t` as a
+///   view-only row, so that a read as of a time before `t` finds the
+///   version whole, if `r` was in a view before `t` at all;
+/// - the parts outside `[a, b)`, still open, in views from `t` on.
+///
+/// A piece's replacements stay pieces (files written before view columns).
 fn split(r: Rect, a: Micros, b: Micros, t: Micros) -> Vec<Rect> {
-    let mut out = split_unflagged(r, a, b, t);
-    if out.len() > 1 || r.piece {
-        for p in &mut out {
-            p.piece = true;
-        }
-    }
-    out
-}
-
-fn split_unflagged(r: Rect, a: Micros, b: Micros, t: Micros) -> Vec<Rect> {
-    let mut out = Vec::with_capacity(3);
+    let mut out = Vec::with_capacity(4);
     let (lo, hi) = (r.vf.max(a), r.vt.min(b));
+    let whole = lo == r.vf && hi == r.vt;
     if r.sf < t && lo < hi {
         out.push(Rect {
             vf: lo,
             vt: hi,
             st: t,
             dead: false,
+            vw: if whole { r.vw } else { t },
+            ..r
+        });
+    }
+    if !whole && r.vw < t {
+        out.push(Rect {
+            st: t,
+            dead: false,
+            vonly: true,
             ..r
         });
     }
@@ -815,6 +815,7 @@ fn split_unflagged(r: Rect, a: Micros, b: Micros, t: Micros) -> Vec<Rect> {
             vt: a,
             st: OPEN,
             dead: false,
+            vw: t,
             ..r
         });
     }
@@ -823,6 +824,7 @@ fn split_unflagged(r: Rect, a: Micros, b: Micros, t: Micros) -> Vec<Rect> {
             vf: b,
             st: OPEN,
             dead: false,
+            vw: t,
             ..r
         });
     }
@@ -910,12 +912,19 @@ pub fn scan_batch(
 ) -> Result<Option<RecordBatch>> {
     // Only the columns the query reads are decoded (zero-copy) and filtered.
     let fields = file.schema().fields();
-    let projection: Vec<usize> = (0..fields.len())
+    let user_end = file.user_end();
+    let mut projection: Vec<usize> = (0..user_end)
         .filter(|&i| {
             i <= SYSTEM_COLUMNS
                 || columns.is_none_or(|cols| cols.iter().any(|c| c == fields[i].name()))
         })
         .collect();
+    // The view columns, last (absent from older files).
+    let view = file.view_column().map(|v| {
+        projection.push(v);
+        projection.push(v + 1);
+        projection.len() - 2
+    });
     let data = file.decode(b, Some(&projection))?;
     let base = file.batch_offset(b);
     let ts = |c: usize| {
@@ -924,13 +933,24 @@ pub fn scan_batch(
             .values()
     };
     let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
+    let (vw, vonly) = match view {
+        Some(v) => (ts(v), Some(data.column(v + 1).as_boolean())),
+        None => (sf, None),
+    };
     let n = data.num_rows();
     // Piece flags of the batch's rows, when the scan selects by them.
     let piece_mask = (sel != PieceSel::All).then(|| file.piece_mask(b));
     let visible = |r: usize| {
         !deleted.contains(base + r)
             && piece_mask.as_ref().is_none_or(|m| sel.keeps(m[r]))
-            && coord.matches(vf[r], vt[r], sf[r], st[r])
+            && coord.shows(
+                vf[r],
+                vt[r],
+                sf[r],
+                st[r],
+                vw[r],
+                vonly.is_some_and(|o| o.value(r)),
+            )
     };
     // Which rows: for a lookup by id, the few rows of those entities (found by
     // binary search on the sorted entity hashes) taken by index; otherwise a
@@ -985,7 +1005,7 @@ pub fn scan_batch(
             .values()
             .to_vec()
     };
-    let user_idx: Vec<usize> = (SYSTEM_COLUMNS..filtered.num_columns()).collect();
+    let user_idx: Vec<usize> = (SYSTEM_COLUMNS..view.unwrap_or(filtered.num_columns())).collect();
     let user = filtered.project(&user_idx)?;
     Ok(Some(to_output(
         schema,

@@ -63,6 +63,28 @@ impl Coordinate {
     pub fn matches(&self, vf: Micros, vt: Micros, sf: Micros, st: Micros) -> bool {
         self.system.matches(sf, st) && self.valid.matches(vf, vt)
     }
+
+    /// Does a stored row show at this coordinate? A read as of a system
+    /// time `s` shows the rows whose **view** holds `s`: `view_from <= s <
+    /// _system_to`, the state as it was known at `s`, each version whole
+    /// (docs/architecture.md). Every other read shows the decomposition:
+    /// the rows that are not view-only, by `[_system_from, _system_to)`.
+    #[inline]
+    pub fn shows(
+        &self,
+        vf: Micros,
+        vt: Micros,
+        sf: Micros,
+        st: Micros,
+        view_from: Micros,
+        view_only: bool,
+    ) -> bool {
+        let system = match self.system {
+            TimeSelector::AsOf(s) => view_from <= s && s < st,
+            _ => !view_only && self.system.matches(sf, st),
+        };
+        system && self.valid.matches(vf, vt)
+    }
 }
 
 /// `OPEN` shown as an exclusive-end upper bound that never ends.

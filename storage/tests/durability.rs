@@ -290,7 +290,9 @@ async fn flushed_segment_is_a_plain_arrow_ipc_file() {
             "_system_to",
             "_id",
             "v",
-            "name"
+            "name",
+            "_view_from",
+            "_view_only"
         ],
         "documented column order"
     );
@@ -309,12 +311,18 @@ async fn flushed_segment_is_a_plain_arrow_ipc_file() {
             ts_type(),
             DataType::Int64,
             DataType::Int64,
-            DataType::Utf8
+            DataType::Utf8,
+            ts_type(),
+            DataType::Boolean
         ]
     );
     let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap();
     let batch = arrow::compute::concat_batches(&schema, &batches).unwrap();
-    assert_eq!(batch.num_rows(), 5);
+    // The five rectangles, and id 2's first version kept whole (view-only)
+    // for reads as of the time before the override.
+    assert_eq!(batch.num_rows(), 6);
+    let view_only = batch.column(9).as_boolean();
+    assert_eq!(view_only.true_count(), 1);
 
     let iid = batch.column(0).as_primitive::<UInt64Type>();
     let ts = |i: usize| batch.column(i).as_primitive::<TimestampMicrosecondType>();
@@ -347,6 +355,12 @@ async fn flushed_segment_is_a_plain_arrow_ipc_file() {
             _ => Some("c"),
         };
         assert_eq!((!name.is_null(r)).then(|| name.value(r)), want_name);
+        if view_only.value(r) {
+            assert_eq!((id.value(r), v.value(r)), (2, 20), "the overridden version");
+            assert_eq!(ts(2).value(r), OPEN, "whole: its valid period as written");
+            assert!(ts(4).value(r) != OPEN, "closed at the override");
+            continue;
+        }
         from_file.push((
             id.value(r),
             Some(v.value(r)),
