@@ -227,13 +227,31 @@ impl Database {
             let reserve = (limit / (4 * parts)).clamp(64 << 10, 10 << 20);
             cfg = cfg.with_sort_spill_reservation_bytes(reserve);
         }
-        let mut base = SessionStateBuilder::new()
+        // DataFusion's physical filter pushdown (both phases) maps a
+        // filter's columns into a join's inputs by *name*: above `a RIGHT
+        // JOIN b` a filter on `a.s0` was pushed into `b` as `b.s0`, and the
+        // query answered wrongly (apache/datafusion#25296, fixed after
+        // 55). The logical optimizer already pushes filters down by
+        // qualified column; the physical pass adds only dynamic filters
+        // (TopK, join build sides), which Strata's scans do not take.
+        let physical: Vec<_> = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new()
+            .rules
+            .into_iter()
+            .filter(|r| !r.name().starts_with("FilterPushdown"))
+            .chain([Arc::new(crate::nested_loop::ReplayableNestedLoops)
+                as Arc<
+                    dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync,
+                >])
+            .collect();
+        let mut builder = SessionStateBuilder::new()
             .with_config(cfg)
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(crate::nested_loop::ReplayableNestedLoops))
-            .with_optimizer_rule(Arc::new(crate::subquery_eq::SubqueryEqualities))
-            .build();
+            .with_optimizer_rule(Arc::new(crate::subquery_eq::SubqueryEqualities));
+        *builder.physical_optimizers() = Some(
+            datafusion::physical_optimizer::optimizer::PhysicalOptimizer::with_rules(physical),
+        );
+        let mut base = builder.build();
         crate::pg_catalog::register_functions(&mut base, &engine)?;
         crate::period::register(&mut base)?;
         crate::casts::register(&mut base)?;
@@ -442,10 +460,13 @@ fn analyzed(ctx: &SessionContext, plan: LogicalPlan) -> Result<LogicalPlan> {
     ) {
         return Ok(plan);
     }
-    // Only `sum` changes a type after planning; analyzing every plan twice
-    // costs too much on deep expressions (type coercion of nested checked
-    // arithmetic calls is far slower than of the operators they replace).
-    if !has_sum(&plan) {
+    // Only `sum` and set operations change a type after planning (a
+    // union's branches coerce to their common type: `length(…)` (integer)
+    // UNION ALL a bigint is bigint, which the plan before analysis calls
+    // integer); analyzing every plan twice costs too much on deep
+    // expressions (type coercion of nested checked arithmetic calls is far
+    // slower than of the operators they replace).
+    if !has_sum(&plan) && !has_union(&plan) {
         return Ok(plan);
     }
     let state = ctx.state();
@@ -457,6 +478,12 @@ fn analyzed(ctx: &SessionContext, plan: LogicalPlan) -> Result<LogicalPlan> {
         Err(_) if plan.get_parameter_types().is_ok_and(|p| !p.is_empty()) => Ok(plan),
         Err(e) => Err(e.into()),
     }
+}
+
+fn has_union(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    plan.exists(|p| Ok(matches!(p, LogicalPlan::Union(_))))
+        .unwrap_or(true)
 }
 
 fn has_sum(plan: &LogicalPlan) -> bool {

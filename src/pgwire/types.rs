@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::cast_with_options;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Decimal256Type, DurationMicrosecondType, Field,
     Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, IntervalMonthDayNano,
@@ -268,7 +268,17 @@ pub fn encode_batch(
                 let arr = if a.data_type() == dt {
                     a.clone()
                 } else {
-                    cast(a, dt).map_err(enc_err)?
+                    // Not the safe cast: a value the described type cannot
+                    // hold is an error, never a NULL.
+                    cast_with_options(
+                        a,
+                        dt,
+                        &datafusion::arrow::compute::CastOptions {
+                            safe: false,
+                            ..Default::default()
+                        },
+                    )
+                    .map_err(enc_err)?
                 };
                 Col::Native { arr, tag: *tag }
             }
