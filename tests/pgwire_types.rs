@@ -419,3 +419,44 @@ fn asyncpg_uuid_json_jsonb_as_python_objects() {
     let out = python(&s, "asyncpg_types.py");
     assert!(out.contains("asyncpg types: all checks passed"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_union_is_described_by_its_common_type() {
+    // `length(…)` is integer, `i + i` bigint: the union is bigint. Described
+    // as integer (the plan before analysis), -4294967296 went out as NULL.
+    // Found by the differential test (seed 790475471).
+    let s = Server::start();
+    let c = s.client().await;
+    c.batch_execute(
+        "CREATE TABLE un (_id BIGINT, i BIGINT); \
+         INSERT INTO un (_id, i) VALUES (1, -2147483648), (2, 100)",
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT length('ab') AS c0 FROM un WHERE _id = 1 \
+               UNION ALL SELECT i + i AS c0 FROM un ORDER BY 1";
+    let rows = c.query(sql, &[]).await.unwrap();
+    assert_eq!(
+        rows[0].columns()[0].type_(),
+        &tokio_postgres::types::Type::INT8
+    );
+    let got: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(got, vec![-4294967296, 2, 200]);
+    // The same over the simple protocol (text).
+    let msgs = c.simple_query(sql).await.unwrap();
+    let text: Vec<Option<String>> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_string)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        text,
+        vec![
+            Some("-4294967296".to_string()),
+            Some("2".to_string()),
+            Some("200".to_string())
+        ]
+    );
+}

@@ -11,6 +11,7 @@ mod float_zero;
 pub mod ident;
 mod inlist;
 mod insubquery;
+mod join_keys;
 mod literal_right;
 mod merge;
 pub mod naming;

@@ -248,6 +248,16 @@ impl Database {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_optimizer_rule(Arc::new(crate::subquery_eq::SubqueryEqualities));
+        // One rule of our own inside DataFusion's list: before
+        // `eliminate_cross_join`, which drops join keys that span two of its
+        // inputs (crate::join_keys).
+        let mut logical = datafusion::optimizer::Optimizer::new().rules;
+        let at = logical
+            .iter()
+            .position(|r| r.name() == "eliminate_cross_join")
+            .unwrap_or(0);
+        logical.insert(at, Arc::new(crate::join_keys::JoinKeysAcrossInputs));
+        *builder.optimizer() = Some(datafusion::optimizer::Optimizer::with_rules(logical));
         *builder.physical_optimizers() = Some(
             datafusion::physical_optimizer::optimizer::PhysicalOptimizer::with_rules(physical),
         );
