@@ -134,6 +134,9 @@ impl From<DataFusionError> for QueryError {
                 },
             },
             DataFusionError::NotImplemented(m) => QueryError::Unsupported(m),
+            // A bug in the planner or executor, not in the user's input:
+            // XX000, as PostgreSQL reports its own internal errors.
+            DataFusionError::Internal(m) => QueryError::Internal(m),
             DataFusionError::SchemaError(se, _) => {
                 let m = se.to_string();
                 if m.contains("o field named") || m.contains("not found") {
@@ -170,6 +173,7 @@ impl CloneShallow for DataFusionError {
             DataFusionError::NotImplemented(m) => DataFusionError::NotImplemented(m.clone()),
             DataFusionError::Plan(m) => DataFusionError::Plan(m.clone()),
             DataFusionError::Execution(m) => DataFusionError::Execution(m.clone()),
+            DataFusionError::Internal(m) => DataFusionError::Internal(m.clone()),
             DataFusionError::ArrowError(a, b) => match a.as_ref() {
                 datafusion::arrow::error::ArrowError::DivideByZero => DataFusionError::ArrowError(
                     Box::new(datafusion::arrow::error::ArrowError::DivideByZero),

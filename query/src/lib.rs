@@ -17,6 +17,7 @@ mod merge;
 pub mod naming;
 mod nested_loop;
 mod numeric_sum;
+mod optional_rule;
 pub mod overflow;
 pub mod period;
 pub mod pg_catalog;

@@ -234,10 +234,13 @@ impl Database {
         // 55). The logical optimizer already pushes filters down by
         // qualified column; the physical pass adds only dynamic filters
         // (TopK, join build sides), which Strata's scans do not take.
+        // Projection pushdown may fail on a valid plan; it is then skipped
+        // (crate::optional_rule).
         let physical: Vec<_> = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new()
             .rules
             .into_iter()
             .filter(|r| !r.name().starts_with("FilterPushdown"))
+            .map(crate::optional_rule::guard)
             .chain([Arc::new(crate::nested_loop::ReplayableNestedLoops)
                 as Arc<
                     dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync,
