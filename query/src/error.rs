@@ -133,7 +133,7 @@ impl From<DataFusionError> for QueryError {
                     Err(other) => QueryError::Execution(other.to_string()),
                 },
             },
-            DataFusionError::NotImplemented(m) => QueryError::Unsupported(m),
+            DataFusionError::NotImplemented(m) => QueryError::Unsupported(undecorrelated(m)),
             // A bug in the planner or executor, not in the user's input:
             // XX000, as PostgreSQL reports its own internal errors.
             DataFusionError::Internal(m) => QueryError::Internal(m),
@@ -160,6 +160,33 @@ impl From<DataFusionError> for QueryError {
             other => QueryError::Execution(other.to_string()),
         }
     }
+}
+
+/// DataFusion's words for a subquery it could not turn into a join
+/// ("Physical plan does not support logical expression ScalarSubquery(…)")
+/// name its own internals; say what the user wrote that cannot run, and
+/// how to write it instead.
+fn undecorrelated(m: String) -> String {
+    const PREFIX: &str = "Physical plan does not support logical expression ";
+    let Some(rest) = m.strip_prefix(PREFIX) else {
+        return m;
+    };
+    let kind = if rest.starts_with("ScalarSubquery") {
+        "a scalar subquery"
+    } else if rest.starts_with("Exists") {
+        "an EXISTS subquery"
+    } else if rest.starts_with("InSubquery") {
+        "an IN subquery"
+    } else {
+        return m;
+    };
+    format!(
+        "{kind} correlated with the outer query by a condition other than an equality \
+         (such as x.b < t.b, or a condition on the outer row alone) cannot be run yet: \
+         Strata turns correlated subqueries into joins and does not evaluate them once per row. \
+         Write it as a join, for example \
+         SELECT t.a, count(x.b) FROM t LEFT JOIN t AS x ON x.b < t.b GROUP BY t._id, t.a"
+    )
 }
 
 trait CloneShallow {
