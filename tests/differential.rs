@@ -87,6 +87,8 @@ const KNOWN: &[(&str, &str, &[&str], &str)] = &[
 /// message).
 const REFUSALS: &[&str] = &[
     "Physical plan does not support logical expression",
+    // The same refusal in Strata's words (query/src/error.rs).
+    "cannot be run yet: Strata turns correlated subqueries into joins",
     "__correlated_sq_",
     "__scalar_sq_",
     "Schema contains duplicate unqualified field name",
