@@ -116,6 +116,7 @@ const REGRESSIONS: &[&str] = &[
     "INSERT INTO reg_t1 (_id, a, b) VALUES (1, 10, 1), (2, 20, 2), (3, 30, 3), (4, 40, NULL)",
     "SELECT 7 AS c, - a AS c FROM reg_t1 ORDER BY 2",
     "SELECT a, b, a FROM reg_t1 ORDER BY 1",
+    "SELECT a, (SELECT x.a FROM reg_t1 AS x WHERE x.a = 10) FROM reg_t1 ORDER BY 1",
     "CREATE TABLE reg_t2 (_id BIGINT, tag TEXT, w BIGINT)",
     "INSERT INTO reg_t2 SELECT v, 'gen', v FROM generate_series(10, 40) AS g(v)",
     "SELECT * FROM reg_t2 ORDER BY 1",

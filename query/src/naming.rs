@@ -38,6 +38,15 @@ fn output_name(item: &SelectItem) -> Option<String> {
         SelectItem::ExprWithAlias { alias, .. } => Some(norm(alias)),
         SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(norm(i)),
         SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => p.last().map(norm),
+        // A scalar subquery is named by its one column, as in Postgres
+        // (DataFusion does so too, unqualified, so `SELECT a, (SELECT x.a
+        // …)` repeats the name `a`).
+        SelectItem::UnnamedExpr(Expr::Subquery(q)) => match q.body.as_ref() {
+            SetExpr::Select(inner) if inner.projection.len() == 1 => {
+                output_name(&inner.projection[0])
+            }
+            _ => None,
+        },
         SelectItem::UnnamedExpr(e) => cast_column_name(e).map(|i| norm(&i)),
         _ => None,
     }
