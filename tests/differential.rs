@@ -47,18 +47,6 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 /// Each must still differ between PostgreSQL and Strata.
 const KNOWN: &[(&str, &str, &[&str], &str)] = &[
     (
-        "correlated scalar subquery DataFusion cannot decorrelate",
-        "DataFusion 55 decorrelates a scalar subquery only through equality predicates \
-         on the enclosing row; Strata refuses the others (SQLSTATE 0A000) rather than \
-         answer wrongly. The generator produces them; their refusals are counted as \
-         `refused`, see REFUSALS.",
-        &[
-            "CREATE TABLE known_t1 (_id BIGINT, a BIGINT, b BIGINT)",
-            "INSERT INTO known_t1 (_id, a, b) VALUES (1, 10, 1), (2, 20, 2)",
-        ],
-        "SELECT a, (SELECT count(*) FROM known_t1 AS x WHERE x.b < known_t1.b) FROM known_t1",
-    ),
-    (
         "numeric division scale",
         "Strata's numeric (Decimal128) division keeps the dividend's scale plus 4 digits, \
          DataFusion's (and MySQL's) rule: `sum(v) / 3` of 10 is 3.3333; PostgreSQL picks a \
@@ -88,7 +76,7 @@ const KNOWN: &[(&str, &str, &[&str], &str)] = &[
 const REFUSALS: &[&str] = &[
     "Physical plan does not support logical expression",
     // The same refusal in Strata's words (query/src/error.rs).
-    "cannot be run yet: Strata turns correlated subqueries into joins",
+    "can be used only in a select list or WHERE",
     "__correlated_sq_",
     "__scalar_sq_",
     "Schema contains duplicate unqualified field name",

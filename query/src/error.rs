@@ -32,6 +32,9 @@ pub enum QueryError {
     Arithmetic(crate::overflow::ArithmeticError),
     #[error("{0}")]
     Execution(String),
+    /// A scalar subquery gave more than one row (21000).
+    #[error("{0}")]
+    Cardinality(String),
     /// A query needed more memory than its share of `--memory-limit`, even
     /// after spilling what can spill: SQLSTATE 53200.
     #[error("out of memory: {0}. The query needs more than the query share of --memory-limit; raise --memory-limit, or make the query hold less at once (fewer groups, a smaller sort or join build side, no array_agg/string_agg over everything)")]
@@ -73,6 +76,7 @@ impl QueryError {
             },
             QueryError::Arithmetic(e) => e.sqlstate(),
             QueryError::Execution(_) => "22000",
+            QueryError::Cardinality(_) => "21000",
             QueryError::OutOfMemory(_) => "53200",
             QueryError::Internal(_) => "XX000",
             QueryError::TooComplex(_) => "54001",
@@ -155,6 +159,11 @@ impl From<DataFusionError> for QueryError {
             DataFusionError::ArrowError(a, _) => arrow_error(*a),
             DataFusionError::Execution(m) => match crate::overflow::cast_out_of_range(&m) {
                 Some(ae) => QueryError::Arithmetic(ae),
+                None if m.contains(crate::apply::MORE_THAN_ONE_ROW)
+                    || m.contains("Scalar subquery returned more than one row") =>
+                {
+                    QueryError::Cardinality(crate::apply::MORE_THAN_ONE_ROW.into())
+                }
                 None => QueryError::Execution(m),
             },
             other => QueryError::Execution(other.to_string()),
@@ -165,7 +174,8 @@ impl From<DataFusionError> for QueryError {
 /// DataFusion's words for a subquery it could not turn into a join
 /// ("Physical plan does not support logical expression ScalarSubquery(…)")
 /// name its own internals; say what the user wrote that cannot run, and
-/// how to write it instead.
+/// how to write it instead. (In a select list or WHERE such subqueries run
+/// per row, crate::apply; this is for the other places.)
 fn undecorrelated(m: String) -> String {
     const PREFIX: &str = "Physical plan does not support logical expression ";
     let Some(rest) = m.strip_prefix(PREFIX) else {
@@ -181,11 +191,11 @@ fn undecorrelated(m: String) -> String {
         return m;
     };
     format!(
-        "{kind} correlated with the outer query by a condition other than an equality \
-         (such as x.b < t.b, or a condition on the outer row alone) cannot be run yet: \
-         Strata turns correlated subqueries into joins and does not evaluate them once per row. \
-         Write it as a join, for example \
-         SELECT t.a, count(x.b) FROM t LEFT JOIN t AS x ON x.b < t.b GROUP BY t._id, t.a"
+        "{kind} correlated with the outer query in a way that cannot be turned into a join \
+         (such as x.b < t.b, or a condition on the outer row alone) can be used only in a \
+         select list or WHERE, where Strata runs it once per outer row; here it is elsewhere \
+         (an aggregate's argument, ORDER BY, GROUP BY, a join's ON). Compute it in a select \
+         list of a subquery in FROM and refer to that column, or write it as a join"
     )
 }
 

@@ -250,6 +250,7 @@ impl Database {
             .with_config(cfg)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_query_planner(Arc::new(crate::apply::StrataQueryPlanner))
             .with_optimizer_rule(Arc::new(crate::subquery_eq::SubqueryEqualities));
         // One rule of our own inside DataFusion's list: before
         // `eliminate_cross_join`, which drops join keys that span two of its

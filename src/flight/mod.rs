@@ -1137,7 +1137,8 @@ fn status(e: QueryError) -> Status {
         | QueryError::UndefinedColumn(_)
         | QueryError::TypeConflict(_)
         | QueryError::Arithmetic(_)
-        | QueryError::Execution(_) => Code::InvalidArgument,
+        | QueryError::Execution(_)
+        | QueryError::Cardinality(_) => Code::InvalidArgument,
         QueryError::UndefinedTable(_) => Code::NotFound,
         QueryError::Unsupported(_) => Code::Unimplemented,
         QueryError::Transaction(_) | QueryError::Aborted(_) | QueryError::Assertion(_) => {
