@@ -75,6 +75,16 @@ fn expr_name(e: &Expr) -> Option<String> {
         Expr::TypedString(ts) => type_name(&ts.data_type),
         Expr::Case { .. } => "case".into(),
         Expr::Exists { .. } => "exists".into(),
+        // A scalar subquery is named by its one column.
+        Expr::Subquery(q) => match q.body.as_ref() {
+            SetExpr::Select(inner) if inner.projection.len() == 1 => match &inner.projection[0] {
+                SelectItem::UnnamedExpr(Expr::Identifier(i)) => strata_query::ident::normalize(i),
+                SelectItem::UnnamedExpr(e) => expr_name(e).unwrap_or_else(|| "?column?".into()),
+                SelectItem::ExprWithAlias { alias, .. } => strata_query::ident::normalize(alias),
+                _ => "?column?".into(),
+            },
+            _ => "?column?".into(),
+        },
         Expr::Array(_) => "array".into(),
         Expr::Interval(_) => "interval".into(),
         Expr::Extract { .. } => "extract".into(),
@@ -130,6 +140,10 @@ mod tests {
         assert_eq!(
             names("SELECT count(*), 1 + 1, x::int, 'a'::text, name, t.id AS k, CAST(1.5 AS DECIMAL(5,2)), t.v FROM t"),
             Some(vec![n("count"), n("?column?"), n("x"), n("text"), None, None, n("numeric"), n("v")])
+        );
+        assert_eq!(
+            names("SELECT (SELECT count(*) FROM u), (SELECT u.a FROM u), (SELECT b FROM u), (SELECT 1 AS z), (SELECT 1 + 1)"),
+            Some(vec![n("count"), n("a"), n("b"), n("z"), n("?column?")])
         );
         assert_eq!(names("SELECT * FROM t"), None);
         assert_eq!(names("SELECT 1 UNION SELECT 2"), None);
