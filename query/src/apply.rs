@@ -60,6 +60,9 @@ use futures::StreamExt;
 /// The prefix of the columns an [`ApplyNode`] appends.
 const COLUMN_PREFIX: &str = "__strata_apply_";
 
+/// Subquery results kept per stream before the cache starts over.
+const CACHE_ENTRIES: usize = 16_384;
+
 /// PostgreSQL's words (and SQLSTATE 21000, see crate::error) for a scalar
 /// subquery that gives more than one row.
 pub const MORE_THAN_ONE_ROW: &str =
@@ -111,9 +114,14 @@ fn with_apply_nodes(plan: LogicalPlan) -> Result<LogicalPlan> {
                     if new == *e {
                         return Ok(new);
                     }
-                    // Keep the output column's qualifier and name.
+                    // Keep the output column's qualifier and name (one
+                    // alias, not an alias of the user's alias).
                     let (q, f) = p.schema.qualified_field(i);
-                    Ok(new.alias_qualified(q.cloned(), f.name()))
+                    let base = match new {
+                        Expr::Alias(a) => *a.expr,
+                        e => e,
+                    };
+                    Ok(base.alias_qualified(q.cloned(), f.name()))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let apply = ApplyNode::try_new(p.input.as_ref().clone(), subs)?;
@@ -618,6 +626,11 @@ async fn apply_batch(
                 Some(o) => o.clone(),
                 None => {
                     let o = run(sub, &key.0, state).await?;
+                    // Bounded: an outer input of many distinct rows keeps
+                    // only the latest results (memory, not correctness).
+                    if cache.len() >= CACHE_ENTRIES {
+                        cache.clear();
+                    }
                     cache.insert(key, o.clone());
                     o
                 }
