@@ -255,3 +255,23 @@ async fn non_ascii_names_fold_alike_on_every_wire_path() {
         .get(0);
     assert_eq!(t, "Ärger");
 }
+
+/// A setting whose value holds a NUL is refused: reported back in a
+/// ParameterStatus (a C string), it broke the client's connection (found
+/// by the fuzz test: `SET DateStyle = U&'\0000'`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_with_a_nul_is_an_error_and_the_connection_lives() {
+    let s = Server::start();
+    let c = s.client().await;
+    for q in ["SET DateStyle = U&'\\0000'", "SET TimeZone = U&'UTC\\0000'"] {
+        let e = c.batch_execute(q).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE),
+            "{q}: {e:?}"
+        );
+    }
+    assert!(!c.is_closed());
+    let one: i64 = c.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}

@@ -233,6 +233,14 @@ impl Settings {
 
     /// Set `name` to `value`, validating the few values Strata cannot honour.
     pub fn set(&mut self, name: &str, value: &str) -> Result<Report, (String, String)> {
+        // A NUL cannot travel in a ParameterStatus message (a C string):
+        // the client would see a broken frame. PostgreSQL's text has no NUL.
+        if name.contains('\0') || value.contains('\0') {
+            return Err((
+                "22021".into(),
+                "invalid byte sequence for encoding \"UTF8\": 0x00 (a setting's name or value cannot contain a NUL character)".into(),
+            ));
+        }
         let canon = canonical_name(name);
         let lower = canon.to_ascii_lowercase();
         let value = match lower.as_str() {
@@ -636,6 +644,9 @@ mod tests {
             s.set("DATESTYLE", "ISO, DMY").unwrap(),
             Some(("DateStyle".into(), "ISO, DMY".into()))
         );
+        assert_eq!(s.get("DateStyle").unwrap(), "ISO, DMY");
+        // A NUL would break the ParameterStatus frame: refused, unchanged.
+        assert_eq!(s.set("DateStyle", "\0").unwrap_err().0, "22021");
         assert_eq!(s.get("DateStyle").unwrap(), "ISO, DMY");
         s.reset_all();
         assert_eq!(s.get("DateStyle").unwrap(), "ISO, MDY");
