@@ -111,6 +111,9 @@ const REGRESSIONS: &[&str] = &[
     "SELECT * FROM (reg_t1 AS p CROSS JOIN reg_t1 AS q) ORDER BY 1, 4",
     "SELECT * FROM ((reg_t1 AS p JOIN reg_t1 AS q ON p.a = q.a) LEFT JOIN reg_t2 AS r ON r.w = q.b) ORDER BY 1",
     "SELECT q.* FROM (reg_t1 AS p CROSS JOIN reg_t1 AS q) ORDER BY 1, 2",
+    // A CASE is bigint when any branch is; the plan before analysis typed
+    // it by its first branch (integer) and the bigint could not be sent.
+    "SELECT CASE WHEN a > 100 THEN length('x') ELSE a * 429496729 END AS c FROM reg_t1 ORDER BY 1",
 ];
 
 /// One answer: column names and rows of text values, or an error.

@@ -474,13 +474,14 @@ fn analyzed(ctx: &SessionContext, plan: LogicalPlan) -> Result<LogicalPlan> {
     ) {
         return Ok(plan);
     }
-    // Only `sum` and set operations change a type after planning (a
-    // union's branches coerce to their common type: `length(…)` (integer)
-    // UNION ALL a bigint is bigint, which the plan before analysis calls
-    // integer); analyzing every plan twice costs too much on deep
-    // expressions (type coercion of nested checked arithmetic calls is far
-    // slower than of the operators they replace).
-    if !has_sum(&plan) && !has_union(&plan) {
+    // Only `sum`, CASE and set operations change a type after planning (a
+    // union's branches, and a CASE's results, coerce to their common type:
+    // `length(…)` (integer) UNION ALL a bigint is bigint, which the plan
+    // before analysis calls integer; a CASE is typed by its first branch);
+    // analyzing every plan twice costs too much on deep expressions (type
+    // coercion of nested checked arithmetic calls is far slower than of the
+    // operators they replace).
+    if !has_sum_or_case(&plan) && !has_union(&plan) {
         return Ok(plan);
     }
     let state = ctx.state();
@@ -500,10 +501,11 @@ fn has_union(plan: &LogicalPlan) -> bool {
         .unwrap_or(true)
 }
 
-fn has_sum(plan: &LogicalPlan) -> bool {
+fn has_sum_or_case(plan: &LogicalPlan) -> bool {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::{Expr, WindowFunctionDefinition};
     let is_sum = |e: &Expr| match e {
+        Expr::Case(_) => true,
         Expr::AggregateFunction(f) => f.func.name() == "sum",
         Expr::WindowFunction(w) => {
             matches!(&w.fun, WindowFunctionDefinition::AggregateUDF(f) if f.name() == "sum")
