@@ -112,6 +112,7 @@ fn child_config(dir: &Path) -> Config {
             target_bytes: 64 << 10,
             fanout: 2,
             background: true,
+            max_job_bytes: None,
         })
         .with_gc(strata::GcConfig {
             grace: Duration::from_millis(1000),

@@ -46,6 +46,11 @@ pub struct CompactionConfig {
     pub fanout: usize,
     /// Compact in a background task after flushes (otherwise only on `CHECKPOINT`).
     pub background: bool,
+    /// Bytes of input segments one level-0 merge may take (it decodes its
+    /// inputs and builds its output in memory, about twice this); `None`:
+    /// an eighth of the engine's memory budget, no bound without one. The
+    /// other merges are bounded by `target_bytes` already.
+    pub max_job_bytes: Option<u64>,
 }
 
 impl Default for CompactionConfig {
@@ -54,6 +59,7 @@ impl Default for CompactionConfig {
             target_bytes: 100 << 20,
             fanout: 4,
             background: true,
+            max_job_bytes: None,
         }
     }
 }
@@ -100,7 +106,7 @@ pub(crate) fn plan(t: &TableState, cfg: &CompactionConfig, force: bool) -> Optio
     };
     let l0 = of_tier(Tier::L0);
     if l0.len() >= fanout || (force && !l0.is_empty()) {
-        return Some(job(l0, None, 1));
+        return Some(job(l0_chunk(l0, cfg.max_job_bytes), None, 1));
     }
     // Current and bounded tiers: size-tiered.
     for tier in [Tier::Current, Tier::Bounded] {
@@ -171,6 +177,32 @@ pub(crate) fn plan(t: &TableState, cfg: &CompactionConfig, force: bool) -> Optio
         return Some(job(run, Some(Tier::History), level));
     }
     None
+}
+
+/// The oldest level-0 segments (by system time) whose bytes fit `max`, at
+/// least two (or the one there is), so that a bulk load's backlog of
+/// flushes is merged a bounded piece at a time, not decoded all at once.
+/// Any subset may merge: a row a later flush retired is already marked in
+/// its own segment's deletion vector.
+fn l0_chunk(mut l0: Vec<SegmentEntry>, max: Option<u64>) -> Vec<SegmentEntry> {
+    let Some(max) = max else {
+        return l0;
+    };
+    l0.sort_by(|a, b| {
+        (a.seg.meta.bounds.system_from_min, &a.seg.meta.path)
+            .cmp(&(b.seg.meta.bounds.system_from_min, &b.seg.meta.path))
+    });
+    let mut bytes = 0u64;
+    let mut n = 0;
+    for e in &l0 {
+        if n >= 2 && bytes + e.seg.meta.bytes > max {
+            break;
+        }
+        bytes += e.seg.meta.bytes;
+        n += 1;
+    }
+    l0.truncate(n);
+    l0
 }
 
 /// A sort key of one surviving input row.

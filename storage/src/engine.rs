@@ -72,6 +72,15 @@ impl EngineConfig {
             .max(1 << 20)
     }
 
+    /// Bytes of input one level-0 merge may take: what the compaction
+    /// settings say, else an eighth of the budget (at least 16 MiB), else
+    /// no bound.
+    pub fn compaction_job_bytes(&self) -> Option<u64> {
+        self.compaction
+            .max_job_bytes
+            .or_else(|| self.memory_limit.map(|m| (m as u64 / 8).max(16 << 20)))
+    }
+
     /// Bytes of segment files kept open (mapped) at once: a quarter of the budget.
     pub fn open_files_budget(&self) -> usize {
         self.memory_limit
@@ -335,7 +344,10 @@ impl Engine {
             writer: tokio::sync::Mutex::new(()),
             queue: Mutex::new(Vec::new()),
             open_files: Arc::new(OpenFiles::new(config.open_files_budget())),
-            compaction: config.compaction.clone(),
+            compaction: CompactionConfig {
+                max_job_bytes: config.compaction_job_bytes(),
+                ..config.compaction.clone()
+            },
             gc: config.gc.clone(),
             compacting: tokio::sync::Mutex::new(()),
             wake: Arc::new(tokio::sync::Notify::new()),

@@ -380,3 +380,76 @@ async fn collection_keeps_what_manifests_in_grace_need_and_nothing_else() {
     );
     assert_eq!(rows(&engine, Coordinate::all()).await, all_before);
 }
+
+/// A backlog of level-0 flushes (a bulk load outrunning compaction) is
+/// merged a bounded piece at a time: each merge takes the oldest flushes
+/// that fit `max_job_bytes` (at least two), not the whole backlog decoded
+/// at once, and no answer changes.
+#[tokio::test]
+async fn a_level_zero_backlog_is_merged_in_bounded_pieces() {
+    // The bound follows the memory budget unless set.
+    let mut c = config(Path::new("/unused"));
+    assert_eq!(c.compaction_job_bytes(), None);
+    c.memory_limit = Some(1 << 30);
+    assert_eq!(c.compaction_job_bytes(), Some(128 << 20));
+    c.compaction.max_job_bytes = Some(5);
+    assert_eq!(c.compaction_job_bytes(), Some(5));
+
+    let (unbounded, _) = level_zero_backlog(None).await;
+    let (bounded, engine) = level_zero_backlog(Some(1)).await;
+    // Without a bound the ten flushes merge at once (then history runs);
+    // with one, merges of two flushes until fewer than the fan-out (4)
+    // are left, then the same.
+    assert!(
+        bounded >= unbounded + 3,
+        "{bounded} merges with a bound, {unbounded} without: {}",
+        tiers(&engine)
+    );
+}
+
+/// Ten level-0 flushes, compacted by the background policy: the number
+/// of merges, and the engine (answers checked before and after, and after
+/// a CHECKPOINT).
+async fn level_zero_backlog(max_job_bytes: Option<u64>) -> (usize, Arc<Engine>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.compaction.target_bytes = 1 << 30;
+    c.compaction.max_job_bytes = max_job_bytes;
+    let engine = Engine::open(c).await.unwrap();
+    let mut times = Vec::new();
+    for flush in 0..10i64 {
+        let new: Vec<i64> = (flush * 300..flush * 300 + 300).collect();
+        let old: Vec<i64> = (0..50)
+            .map(|k| (k * 37 + flush) % (flush * 300 + 1))
+            .collect();
+        let info = engine
+            .commit(tx(vec![put(&new, flush), put(&old, -flush)]))
+            .await
+            .unwrap();
+        times.push(info.system_time);
+        engine.flush().await.unwrap();
+    }
+    let level0 = |e: &Engine| {
+        let scan = e.scan("t", Coordinate::all(), None).unwrap().unwrap();
+        scan.segments
+            .iter()
+            .filter(|(s, _)| s.meta.tier == Tier::L0)
+            .count()
+    };
+    assert_eq!(level0(&engine), 10, "{}", tiers(&engine));
+    let mut before = Vec::new();
+    for c in coords(&engine, &times) {
+        before.push((c, rows(&engine, c).await));
+    }
+    let merges = engine.compact(false).await.unwrap();
+    assert!(level0(&engine) < 4, "{}", tiers(&engine));
+    for (c, want) in &before {
+        assert_eq!(&rows(&engine, *c).await, want, "at {c:?}");
+    }
+    engine.checkpoint().await.unwrap();
+    assert_eq!(level0(&engine), 0, "{}", tiers(&engine));
+    for (c, want) in &before {
+        assert_eq!(&rows(&engine, *c).await, want, "after CHECKPOINT, at {c:?}");
+    }
+    (merges, engine)
+}
