@@ -144,8 +144,10 @@ fn main() -> ExitCode {
                 } => run_sql(store, command, format).await,
                 Command::Serve(args) => strata::serve::run(args).await,
                 Command::Import { store, args } => {
-                    let db = Db::open(store.config()?).await.map_err(|e| e.to_string())?;
-                    import::run(&db, args).await
+                    let config = store.config()?;
+                    let budget = config.memory_limit;
+                    let db = Db::open(config).await.map_err(|e| e.to_string())?;
+                    import::run(&db, args, budget).await
                 }
             }
         })

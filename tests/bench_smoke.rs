@@ -167,4 +167,47 @@ fn strata_import_csv_arrow_and_errors() {
         ["_id,name", "1,ada", "2,bob", "3,cyd", "4,dee"],
         "{out}"
     );
+
+    // A transaction also ends at a sixteenth of --memory-limit (1 MiB of
+    // 16MiB here): eight 20,000-row batches of ~2.3 MB are eight commits,
+    // not one of the default 500,000 rows.
+    let big_path = tmp.path().join("big.arrow");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("_id", DataType::Int64, false),
+        Field::new("pad", DataType::Utf8, false),
+    ]));
+    let f = std::fs::File::create(&big_path).unwrap();
+    let mut w = arrow::ipc::writer::FileWriter::try_new(f, &schema).unwrap();
+    for b in 0..8i64 {
+        let ids: Vec<i64> = (b * 20_000..(b + 1) * 20_000).collect();
+        let pad: Vec<String> = ids.iter().map(|i| format!("{i:0>100}")).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(pad)),
+            ],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+    }
+    w.finish().unwrap();
+    let (ok, out, err) = strata(&[
+        "import",
+        "--table",
+        "big",
+        "--memory-limit",
+        "16MiB",
+        big_path.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("imported 160000 rows"), "{out}{err}");
+    let (ok, out, err) = strata(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n, count(DISTINCT _system_from) AS commits FROM big",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().nth(1), Some("160000,8"), "{out}");
 }
