@@ -281,19 +281,18 @@ fn check_field(field: arrow::ipc::Field, depth: usize) -> Result<(), ArrowError>
     if depth > 64 {
         return Err(bad("types nested more than 64 deep"));
     }
-    let int_ok = |bits: i32, _signed: bool| matches!(bits, 8 | 16 | 32 | 64);
+    let int_ok = |bits: i32| matches!(bits, 8 | 16 | 32 | 64);
     if let Some(d) = field.dictionary() {
         let index = d
             .indexType()
             .ok_or_else(|| bad("a dictionary without an index type"))?;
-        if !int_ok(index.bitWidth(), index.is_signed()) {
+        if !int_ok(index.bitWidth()) {
             return Err(bad("a dictionary index of an unknown width"));
         }
     }
     let children = |n: Option<usize>| -> Result<(), ArrowError> {
         let got = field.children();
-        if n.is_some_and(|n| got.map_or(0, |c| c.len()) != n) {
-            let n = n.unwrap_or_default();
+        if let Some(n) = n.filter(|&n| got.map_or(0, |c| c.len()) != n) {
             return Err(bad(&format!("its type needs {n} child field(s)")));
         }
         for c in got.iter().flatten() {
@@ -313,7 +312,7 @@ fn check_field(field: arrow::ipc::Field, depth: usize) -> Result<(), ArrowError>
         | Type::LargeUtf8 => children(None),
         Type::Int => {
             let t = field.type_as_int().ok_or_else(missing)?;
-            if !int_ok(t.bitWidth(), t.is_signed()) {
+            if !int_ok(t.bitWidth()) {
                 return Err(bad("an integer of an unknown width"));
             }
             children(None)
