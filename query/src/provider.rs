@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use strata_storage::log::Op;
 use strata_storage::schema::{TableSchema, ID};
 use strata_storage::time::Micros;
-use strata_storage::{Coordinate, Engine, EntityId, TableScan};
+use strata_storage::{
+    CmpOp, ColumnPredicate, Coordinate, Engine, EntityId, StatValue, TableScan, Test,
+};
 
 /// The coordinates a query reads at, by table reference name.
 #[derive(Debug, Clone)]
@@ -205,6 +207,151 @@ fn id_filter(e: &Expr) -> Option<Vec<EntityId>> {
     }
 }
 
+/// The predicates on single columns that a pushed-down filter implies, for
+/// skipping segments and batches by their statistics
+/// (`strata_storage::prune`): `col op literal` (=, <, <=, >, >=, either
+/// side), `col BETWEEN a AND b`, `col IN (literals)`, `col IS [NOT] NULL`,
+/// and conjunctions of these. Empty when the filter is of no use there.
+fn column_predicates(e: &Expr, schema: &SchemaRef) -> Vec<ColumnPredicate> {
+    use datafusion::arrow::datatypes::DataType;
+    let column = |e: &Expr| -> Option<(String, DataType)> {
+        match e {
+            Expr::Column(c) => {
+                let f = schema.field_with_name(&c.name).ok()?;
+                Some((c.name.clone(), f.data_type().clone()))
+            }
+            _ => None,
+        }
+    };
+    let literal = |e: &Expr, ty: &DataType| -> Option<(StatValue, Option<i8>)> {
+        match e {
+            Expr::Literal(v, _) => stat_value(ty, v),
+            _ => None,
+        }
+    };
+    let pred = |name: String, test: Test, scale: Option<i8>| ColumnPredicate {
+        column: name,
+        test,
+        decimal_scale: scale,
+    };
+    let cmp = |op: Operator| match op {
+        Operator::Eq => Some(CmpOp::Eq),
+        Operator::Lt => Some(CmpOp::Lt),
+        Operator::LtEq => Some(CmpOp::LtEq),
+        Operator::Gt => Some(CmpOp::Gt),
+        Operator::GtEq => Some(CmpOp::GtEq),
+        _ => None,
+    };
+    match e {
+        Expr::BinaryExpr(b) if b.op == Operator::And => {
+            let mut v = column_predicates(&b.left, schema);
+            v.extend(column_predicates(&b.right, schema));
+            v
+        }
+        Expr::BinaryExpr(b) => {
+            let Some(op) = cmp(b.op) else {
+                return vec![];
+            };
+            let (col, lit, op) = match (column(&b.left), column(&b.right)) {
+                (Some(c), None) => (c, &b.right, op),
+                (None, Some(c)) => (c, &b.left, op.flip()),
+                _ => return vec![],
+            };
+            match literal(lit, &col.1) {
+                Some((v, scale)) => vec![pred(col.0, Test::Cmp(op, v), scale)],
+                None => vec![],
+            }
+        }
+        Expr::Between(b) if !b.negated => {
+            let Some((name, ty)) = column(&b.expr) else {
+                return vec![];
+            };
+            let mut v = Vec::new();
+            if let Some((lo, scale)) = literal(&b.low, &ty) {
+                v.push(pred(name.clone(), Test::Cmp(CmpOp::GtEq, lo), scale));
+            }
+            if let Some((hi, scale)) = literal(&b.high, &ty) {
+                v.push(pred(name, Test::Cmp(CmpOp::LtEq, hi), scale));
+            }
+            v
+        }
+        Expr::InList(l) if !l.negated && !l.list.is_empty() => {
+            let Some((name, ty)) = column(&l.expr) else {
+                return vec![];
+            };
+            let mut values = Vec::with_capacity(l.list.len());
+            let mut scale = None;
+            for x in &l.list {
+                // One literal the statistics cannot compare: no predicate.
+                let Some((v, s)) = literal(x, &ty) else {
+                    return vec![];
+                };
+                scale = s;
+                values.push(v);
+            }
+            vec![pred(name, Test::In(values), scale)]
+        }
+        Expr::IsNull(c) => column(c)
+            .map(|(n, _)| vec![pred(n, Test::IsNull, None)])
+            .unwrap_or_default(),
+        Expr::IsNotNull(c) => column(c)
+            .map(|(n, _)| vec![pred(n, Test::IsNotNull, None)])
+            .unwrap_or_default(),
+        _ => vec![],
+    }
+}
+
+/// A literal compared with a column of type `ty`, as the statistics hold
+/// such values (with the decimal scale it is at); `None` for a NULL, or a
+/// literal of another type than the column's (the comparison would cast).
+fn stat_value(ty: &datafusion::arrow::datatypes::DataType, v: &ScalarValue) -> Option<(StatValue, Option<i8>)> {
+    use datafusion::arrow::datatypes::{DataType as D, TimeUnit};
+    let int = |v: &ScalarValue| -> Option<i64> {
+        match v {
+            ScalarValue::Int64(x) => *x,
+            ScalarValue::Int32(x) => x.map(i64::from),
+            ScalarValue::Int16(x) => x.map(i64::from),
+            ScalarValue::Int8(x) => x.map(i64::from),
+            ScalarValue::UInt32(x) => x.map(i64::from),
+            ScalarValue::UInt16(x) => x.map(i64::from),
+            ScalarValue::UInt8(x) => x.map(i64::from),
+            ScalarValue::UInt64(x) => x.and_then(|x| i64::try_from(x).ok()),
+            _ => None,
+        }
+    };
+    match ty {
+        D::Int64 | D::Int32 | D::Int16 | D::Int8 | D::UInt32 | D::UInt16 | D::UInt8 => {
+            int(v).map(|x| (StatValue::Int(x), None))
+        }
+        D::Float64 | D::Float32 => match v {
+            ScalarValue::Float64(Some(x)) => Some((StatValue::Float(*x), None)),
+            ScalarValue::Float32(Some(x)) => Some((StatValue::Float(*x as f64), None)),
+            _ => None,
+        },
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => match v {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => Some((StatValue::Str(s.clone()), None)),
+            _ => None,
+        },
+        D::Timestamp(TimeUnit::Microsecond, _) => match v {
+            ScalarValue::TimestampMicrosecond(Some(x), _) => Some((StatValue::Int(*x), None)),
+            _ => None,
+        },
+        D::Date32 => match v {
+            ScalarValue::Date32(Some(d)) => Some((StatValue::Int(i64::from(*d)), None)),
+            _ => None,
+        },
+        D::Decimal128(_, scale) => match v {
+            ScalarValue::Decimal128(Some(x), _, s) if s == scale => i64::try_from(*x)
+                .ok()
+                .map(|x| (StatValue::Int(x), Some(*scale))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 pub fn scalar_id(v: &ScalarValue) -> Option<EntityId> {
     match v {
         ScalarValue::Int64(Some(x)) => Some(EntityId::Int(*x)),
@@ -236,7 +383,7 @@ impl TableProvider for StrataTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if id_filter(f).is_some() {
+                if id_filter(f).is_some() || !column_predicates(f, &self.schema).is_empty() {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -262,6 +409,10 @@ impl TableProvider for StrataTable {
                 });
             }
         }
+        let predicates: Vec<ColumnPredicate> = filters
+            .iter()
+            .flat_map(|f| column_predicates(f, &self.schema))
+            .collect();
         if let Some(ids) = &ids {
             self.engine
                 .load_blooms_for(&self.table, ids)
@@ -298,10 +449,12 @@ impl TableProvider for StrataTable {
             }
             .map_err(storage_err)?
             .ok_or_else(|| unknown_table(&self.engine, &self.table))?;
+            // Pieces are not pruned by value: they merge with their neighbours.
+            let whole = scans.whole.with_predicates(predicates);
             let Some(pieces) = scans.pieces else {
-                return self.scan_exec(state, scans.whole, projection, limit);
+                return self.scan_exec(state, whole, projection, limit);
             };
-            let whole = self.scan_exec(state, scans.whole, projection, None)?;
+            let whole = self.scan_exec(state, whole, projection, None)?;
             let pieces = Arc::new(pieces);
             let exec = StreamingTableExec::try_new(
                 self.schema.clone(),
@@ -334,7 +487,8 @@ impl TableProvider for StrataTable {
         };
         let scan = scan
             .map_err(storage_err)?
-            .ok_or_else(|| unknown_table(&self.engine, &self.table))?;
+            .ok_or_else(|| unknown_table(&self.engine, &self.table))?
+            .with_predicates(predicates);
         self.scan_exec(state, scan, projection, limit)
     }
 }

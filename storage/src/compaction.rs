@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::manifest::table_dir;
 use crate::schema::{adapt_array, TableSchema};
 use crate::segment::{
-    encode_batches, segment_schema, Bloom, Segment, SegmentFile, SegmentMeta, Tier, BATCH_ROWS,
+    segment_schema, Bloom, Segment, SegmentEncoder, SegmentFile, SegmentMeta, Tier, BATCH_ROWS,
     SYSTEM_COLUMNS, VIEW_FROM, VIEW_ONLY,
 };
 use crate::table::{DeletionVector, SegmentEntry, TableState};
@@ -356,20 +356,24 @@ fn prepare(
     })
 }
 
-/// Build the record batches of one output segment from its sorted keys,
-/// with each batch's piece rows.
-fn build_batches(p: &Prepared, keys: &[Key]) -> Result<(Vec<RecordBatch>, Vec<Vec<u32>>)> {
-    let mut out = Vec::with_capacity(keys.len().div_ceil(BATCH_ROWS));
-    let mut pieces = Vec::with_capacity(out.capacity());
+/// Encode one output segment from its sorted keys, a record batch at a
+/// time (each batch is built, written and dropped before the next).
+fn encode_keys(
+    p: &Prepared,
+    keys: &[Key],
+    path: &str,
+    bloom_path: &str,
+    tier: Tier,
+    level: u32,
+) -> Result<(bytes::Bytes, SegmentMeta, Bloom)> {
+    let mut enc = SegmentEncoder::new(p.schema.clone())?;
     for chunk in keys.chunks(BATCH_ROWS) {
-        pieces.push(
-            chunk
-                .iter()
-                .enumerate()
-                .filter(|(_, k)| k.piece)
-                .map(|(i, _)| i as u32)
-                .collect(),
-        );
+        let pieces: Vec<u32> = chunk
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.piece)
+            .map(|(i, _)| i as u32)
+            .collect();
         let idx: Vec<(usize, usize)> = chunk
             .iter()
             .map(|k| (k.part as usize, k.row as usize))
@@ -379,9 +383,9 @@ fn build_batches(p: &Prepared, keys: &[Key]) -> Result<(Vec<RecordBatch>, Vec<Ve
             let arrays: Vec<&dyn Array> = p.parts.iter().map(|b| b.column(c).as_ref()).collect();
             cols.push(arrow::compute::interleave(&arrays, &idx)?);
         }
-        out.push(RecordBatch::try_new(p.schema.clone(), cols)?);
+        enc.push(&RecordBatch::try_new(p.schema.clone(), cols)?, pieces)?;
     }
-    Ok((out, pieces))
+    enc.finish(path, bloom_path, tier, level)
 }
 
 impl Engine {
@@ -501,8 +505,7 @@ impl Engine {
                 let (tier, level, pth, bpth) = (*tier, job.level, path.clone(), bloom_path.clone());
                 let (bytes, meta, bloom) = tokio::task::spawn_blocking(move || {
                     let keys = &p.keys[ti].1;
-                    let (batches, pieces) = build_batches(&p, &keys[from..to])?;
-                    encode_batches(&pth, &bpth, tier, level, &batches, &pieces)
+                    encode_keys(&p, &keys[from..to], &pth, &bpth, tier, level)
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;

@@ -24,7 +24,7 @@ use crate::schema::{
     adapt_array, normalize_array, timestamp_type, TableSchema, ID, SYSTEM_FROM, SYSTEM_TO,
     VALID_FROM, VALID_TO,
 };
-use crate::segment::{self, Segment, SegmentFile, Tier};
+use crate::segment::{self, Segment, SegmentFile};
 use crate::store::{CreateOutcome, FaultHook, Storage, StoreLocation};
 use crate::table::{
     batch_may_match, output_schema, scan_batch, valid_columns, DeletionVector, PieceSel, SegFiles,
@@ -227,6 +227,11 @@ pub struct TableScan {
     pub columns: Option<Arc<Vec<String>>>,
     /// Which rows by their piece flag (all, only pieces, or none of them).
     pub pieces: PieceSel,
+    /// Predicates on user columns that every row the query keeps satisfies:
+    /// batches (and segments) whose statistics rule them out are skipped
+    /// unread ([`crate::prune`]). Rows of the batches read are not filtered
+    /// by them; the query's own filter does that.
+    pub predicates: Arc<Vec<crate::prune::ColumnPredicate>>,
     pub metrics: Arc<ScanMetrics>,
     storage: Storage,
     files: Arc<OpenFiles>,
@@ -252,12 +257,33 @@ impl TableScan {
         let del = &self.segments[i].1;
         let ids = self.ids.as_deref().map(|v| v.as_slice());
         let keep: Vec<usize> = (0..file.num_batches())
-            .filter(|&b| batch_may_match(file, b, del, &self.coord, ids, self.pieces))
+            .filter(|&b| {
+                batch_may_match(file, b, del, &self.coord, ids, self.pieces)
+                    && crate::prune::batch_may_match(file, b, &self.predicates)
+            })
             .collect();
         self.metrics
             .batches_pruned
             .fetch_add((file.num_batches() - keep.len()) as u64, Ordering::Relaxed);
         keep
+    }
+
+    /// Use `predicates` to skip data: segments whose manifest statistics
+    /// rule them out are dropped from the scan now (counted as pruned), and
+    /// batches are tested as they are read.
+    pub fn with_predicates(mut self, predicates: Vec<crate::prune::ColumnPredicate>) -> Self {
+        if predicates.is_empty() {
+            return self;
+        }
+        let before = self.segments.len();
+        self.segments.retain(|(seg, _)| {
+            crate::prune::segment_may_match(&seg.meta.columns, seg.meta.rows, &predicates)
+        });
+        self.metrics
+            .segments_pruned
+            .fetch_add((before - self.segments.len()) as u64, Ordering::Relaxed);
+        self.predicates = Arc::new(predicates);
+        self
     }
 
     /// Visible rows of batch `b` of segment `i`.
@@ -752,11 +778,10 @@ impl Engine {
                         deleted_rows: e.deleted.count() as u64,
                     });
                 }
-                if let Some((batch, pieces)) = t.flush_batch()? {
-                    let path = format!("{dir}/seg-{version:010}-{tag}.arrow");
-                    let bloom_path = format!("{dir}/seg-{version:010}-{tag}.bloom");
-                    let (bytes, meta, bloom) =
-                        segment::encode(&path, &bloom_path, Tier::L0, 0, &batch, &pieces)?;
+                let path = format!("{dir}/seg-{version:010}-{tag}.arrow");
+                let bloom_path = format!("{dir}/seg-{version:010}-{tag}.bloom");
+                if let Some((bytes, meta, bloom)) = t.flush_encode(&path, &bloom_path)? {
+                    let rows = meta.rows as usize;
                     writes.push((path.clone(), bytes));
                     writes.push((bloom_path.clone(), bloom.to_bytes()));
                     tm.segments.push(SegmentEntryManifest {
@@ -767,7 +792,7 @@ impl Engine {
                     new_segments.push((
                         name.clone(),
                         SegmentEntry {
-                            deleted: Arc::new(DeletionVector::with_rows(batch.num_rows())),
+                            deleted: Arc::new(DeletionVector::with_rows(rows)),
                             seg: Arc::new(Segment::with_bloom(meta, bloom)),
                             deleted_path: None,
                             dirty: false,
@@ -1224,6 +1249,7 @@ impl Engine {
             segments,
             columns: None,
             pieces: sel,
+            predicates: Arc::new(Vec::new()),
             metrics: Arc::new(metrics),
             storage: self.storage.clone(),
             files: self.open_files.clone(),

@@ -658,6 +658,84 @@ impl Segment {
 /// Rows per record batch inside a segment file.
 pub const BATCH_ROWS: usize = 65_536;
 
+/// Writes a segment file one record batch at a time, so that a flush or a
+/// merge holds the encoded file and the batch at hand, never every batch of
+/// the segment decoded at once. Batches must come sorted by `_iid`, each at
+/// most `BATCH_ROWS` rows, all with the same schema.
+pub struct SegmentEncoder {
+    writer: FileWriter<Vec<u8>>,
+    stats: Vec<BatchStats>,
+    iids: Vec<u64>,
+}
+
+impl SegmentEncoder {
+    pub fn new(schema: SchemaRef) -> Result<SegmentEncoder> {
+        Ok(SegmentEncoder {
+            writer: FileWriter::try_new(Vec::new(), &schema)?,
+            stats: Vec::new(),
+            iids: Vec::new(),
+        })
+    }
+
+    /// Append one batch; `pieces` are its piece rows (ascending).
+    pub fn push(&mut self, b: &RecordBatch, pieces: Vec<u32>) -> Result<()> {
+        self.stats.push(BatchStats {
+            rows: b.num_rows() as u32,
+            bounds: Bounds::of(b),
+            columns: column_stats_of(b),
+            pieces: Some(pieces),
+        });
+        self.iids
+            .extend_from_slice(b.column(0).as_primitive::<UInt64Type>().values());
+        self.writer.write(b)?;
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.stats.iter().map(|s| s.rows as u64).sum()
+    }
+
+    /// Finish the file: its bytes, the manifest metadata and the bloom filter.
+    pub fn finish(
+        mut self,
+        path: &str,
+        bloom_path: &str,
+        tier: Tier,
+        level: u32,
+    ) -> Result<(Bytes, SegmentMeta, Bloom)> {
+        if self.stats.is_empty() {
+            return Err(Error::Internal("encoding an empty segment".into()));
+        }
+        self.writer.write_metadata(
+            BATCH_STATS_KEY,
+            serde_json::to_string(&self.stats).expect("statistics serialize"),
+        );
+        self.writer.finish()?;
+        let buf = self.writer.into_inner()?;
+        let stats = self.stats;
+        let rows: u64 = stats.iter().map(|s| s.rows as u64).sum();
+        let bounds = merge_bounds(stats.iter().map(|s| s.bounds));
+        let columns = merge_column_stats(&stats);
+        let pieces: u64 = stats
+            .iter()
+            .map(|s| s.pieces.as_ref().map_or(0, |p| p.len() as u64))
+            .sum();
+        let meta = SegmentMeta {
+            path: path.to_string(),
+            bloom_path: bloom_path.to_string(),
+            rows,
+            tier,
+            level,
+            bytes: buf.len() as u64,
+            batches: stats.len() as u32,
+            bounds,
+            columns,
+            pieces: Some(pieces),
+        };
+        Ok((Bytes::from(buf), meta, Bloom::build(&self.iids)))
+    }
+}
+
 /// Encode segment batches (already sorted by `_iid`, each at most
 /// `BATCH_ROWS` rows, all with the same schema) as an Arrow IPC file with
 /// per-batch statistics in its footer, and compute the manifest metadata
@@ -681,45 +759,11 @@ pub fn encode_batches(
             pieces.len()
         )));
     }
-    let mut stats = Vec::with_capacity(batches.len());
-    let mut iids: Vec<u64> = Vec::new();
+    let mut enc = SegmentEncoder::new(schema)?;
     for (b, p) in batches.iter().zip(pieces) {
-        stats.push(BatchStats {
-            rows: b.num_rows() as u32,
-            bounds: Bounds::of(b),
-            columns: column_stats_of(b),
-            pieces: Some(p.clone()),
-        });
-        iids.extend_from_slice(b.column(0).as_primitive::<UInt64Type>().values());
+        enc.push(b, p.clone())?;
     }
-    let mut buf = Vec::new();
-    {
-        let mut w = FileWriter::try_new(&mut buf, &schema)?;
-        for b in batches {
-            w.write(b)?;
-        }
-        w.write_metadata(
-            BATCH_STATS_KEY,
-            serde_json::to_string(&stats).expect("statistics serialize"),
-        );
-        w.finish()?;
-    }
-    let rows: u64 = stats.iter().map(|s| s.rows as u64).sum();
-    let bounds = merge_bounds(stats.iter().map(|s| s.bounds));
-    let columns = merge_column_stats(&stats);
-    let meta = SegmentMeta {
-        path: path.to_string(),
-        bloom_path: bloom_path.to_string(),
-        rows,
-        tier,
-        level,
-        bytes: buf.len() as u64,
-        batches: batches.len() as u32,
-        bounds,
-        columns,
-        pieces: Some(pieces.iter().map(|p| p.len() as u64).sum()),
-    };
-    Ok((Bytes::from(buf), meta, Bloom::build(&iids)))
+    enc.finish(path, bloom_path, tier, level)
 }
 
 /// Encode one sorted batch of any size (split into `BATCH_ROWS` batches);
@@ -819,6 +863,7 @@ fn json_cmp(a: &serde_json::Value, b: &serde_json::Value) -> std::cmp::Ordering 
 }
 
 fn merge_column_stats(stats: &[BatchStats]) -> Vec<ColumnStats> {
+    use serde_json::Value;
     let Some(first) = stats.first() else {
         return vec![];
     };
@@ -826,7 +871,10 @@ fn merge_column_stats(stats: &[BatchStats]) -> Vec<ColumnStats> {
     for s in &stats[1..] {
         for (o, c) in out.iter_mut().zip(&s.columns) {
             o.null_count += c.null_count;
+            // A null statistic (a float NaN, which JSON cannot hold) is
+            // unknown, and so is anything merged with it.
             o.min = match (o.min.take(), &c.min) {
+                (Some(Value::Null), _) | (_, Some(Value::Null)) => Some(Value::Null),
                 (Some(a), Some(b)) => Some(if json_cmp(b, &a).is_lt() {
                     b.clone()
                 } else {
@@ -835,6 +883,7 @@ fn merge_column_stats(stats: &[BatchStats]) -> Vec<ColumnStats> {
                 (a, b) => a.or_else(|| b.clone()),
             };
             o.max = match (o.max.take(), &c.max) {
+                (Some(Value::Null), _) | (_, Some(Value::Null)) => Some(Value::Null),
                 (Some(a), Some(b)) => Some(if json_cmp(b, &a).is_gt() {
                     b.clone()
                 } else {
@@ -862,14 +911,46 @@ fn column_stats_of(batch: &RecordBatch) -> Vec<ColumnStats> {
 fn column_stats(name: &str, col: &ArrayRef) -> ColumnStats {
     use arrow::compute::kernels::aggregate as agg;
     use serde_json::Value;
+    use arrow::datatypes as t;
+    // Integers of every width, dates and timestamps as JSON integers;
+    // decimals as their unscaled integer when it fits in 64 bits (the scale
+    // is the column's); floats as numbers (NaN becomes a JSON null: unknown).
+    fn int<T: arrow::datatypes::ArrowPrimitiveType>(col: &ArrayRef) -> (Option<Value>, Option<Value>)
+    where
+        T::Native: Into<i64>,
+    {
+        let a = col.as_primitive::<T>();
+        (
+            agg::min(a).map(|v| Value::from(v.into())),
+            agg::max(a).map(|v| Value::from(v.into())),
+        )
+    }
     let (min, max) = match col.data_type() {
-        DataType::Int64 => {
-            let a = col.as_primitive::<arrow::datatypes::Int64Type>();
-            (agg::min(a).map(Value::from), agg::max(a).map(Value::from))
+        DataType::Int64 => int::<t::Int64Type>(col),
+        DataType::Int32 => int::<t::Int32Type>(col),
+        DataType::Int16 => int::<t::Int16Type>(col),
+        DataType::Int8 => int::<t::Int8Type>(col),
+        DataType::UInt32 => int::<t::UInt32Type>(col),
+        DataType::UInt16 => int::<t::UInt16Type>(col),
+        DataType::UInt8 => int::<t::UInt8Type>(col),
+        DataType::Decimal128(_, _) => {
+            let a = col.as_primitive::<t::Decimal128Type>();
+            let fit = |v: Option<i128>| v.and_then(|v| i64::try_from(v).ok()).map(Value::from);
+            match (fit(agg::min(a)), fit(agg::max(a))) {
+                (Some(lo), Some(hi)) => (Some(lo), Some(hi)),
+                _ => (None, None),
+            }
         }
         DataType::Float64 => {
             let a = col.as_primitive::<arrow::datatypes::Float64Type>();
             (agg::min(a).map(Value::from), agg::max(a).map(Value::from))
+        }
+        DataType::Float32 => {
+            let a = col.as_primitive::<t::Float32Type>();
+            (
+                agg::min(a).map(|v| Value::from(v as f64)),
+                agg::max(a).map(|v| Value::from(v as f64)),
+            )
         }
         DataType::Utf8 => {
             let a = col.as_string::<i32>();
@@ -878,7 +959,7 @@ fn column_stats(name: &str, col: &ArrayRef) -> ColumnStats {
                 agg::max_string(a).map(Value::from),
             )
         }
-        DataType::Timestamp(_, _) => {
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
             let a = col.as_primitive::<TimestampMicrosecondType>();
             (agg::min(a).map(Value::from), agg::max(a).map(Value::from))
         }

@@ -20,6 +20,11 @@ use crate::segment::{iid_array, segment_schema, ts_array, Segment, SegmentFile, 
 use crate::temporal::Coordinate;
 use crate::time::{Micros, OPEN};
 
+/// Memory of one entity's entry in the live index's by-entity map: the
+/// key and list header with the map's spare capacity, plus the list's own
+/// allocation (a 16-byte minimum, 32 with the allocator's header).
+const LIVE_ENTITY_BYTES: usize = 80;
+
 /// One rectangle in the live index; its values are row `row` of source `src`.
 #[derive(Debug, Clone, Copy)]
 pub struct Rect {
@@ -264,9 +269,20 @@ impl TableState {
     fn push_rect(&mut self, r: Rect) {
         let i = self.live.rects.len() as u32;
         self.live.rects.push(r);
-        self.live.by_iid.entry(r.iid).or_default().push(i);
+        // What the index really holds, so that it flushes at its share of
+        // the budget: the rectangle (with the vector's growth slack, half
+        // its size on average) and its slot in the entity's list; a new
+        // entity also costs its hash-map entry and list allocation.
+        let mut cost = std::mem::size_of::<Rect>() * 3 / 2 + 4;
+        match self.live.by_iid.entry(r.iid) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().push(i),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(vec![i]);
+                cost += LIVE_ENTITY_BYTES;
+            }
+        }
         self.live.alive += 1;
-        self.live.bytes += std::mem::size_of::<Rect>() + 8;
+        self.live.bytes += cost;
     }
 
     fn opened(&self, si: usize, scratch: &ApplyScratch) -> Result<Arc<SegmentFile>> {
@@ -700,66 +716,78 @@ impl TableState {
         Ok(outv)
     }
 
-    /// The live rectangles that survive, as one segment batch sorted by
-    /// (`_iid`, `_system_from`, `_valid_from`), with the row numbers of its
-    /// pieces (ascending); `None` if there are none.
-    pub fn flush_batch(&self) -> Result<Option<(RecordBatch, Vec<u32>)>> {
+    /// Encode the live rectangles that survive as a level-0 segment file,
+    /// sorted by (`_iid`, `_system_from`, `_valid_from`), a record batch at
+    /// a time: the flush holds the live index, the encoded file and one
+    /// batch, never a second copy of the whole index. `None` if no
+    /// rectangle survives.
+    pub fn flush_encode(
+        &self,
+        path: &str,
+        bloom_path: &str,
+    ) -> Result<Option<(bytes::Bytes, crate::segment::SegmentMeta, crate::segment::Bloom)>> {
         let mut alive: Vec<&Rect> = self.live.rects.iter().filter(|r| !r.dead).collect();
         if alive.is_empty() {
             return Ok(None);
         }
         alive.sort_by_key(|r| (r.iid, r.sf, r.vf));
-        // Per source: take the referenced rows, adapt them to the table schema.
-        let mut per_src: HashMap<u32, Vec<u32>> = HashMap::new();
-        for r in &alive {
-            per_src.entry(r.src).or_default().push(r.row);
-        }
-        let mut srcs: Vec<u32> = per_src.keys().copied().collect();
-        srcs.sort();
-        let mut parts: Vec<Vec<ArrayRef>> = Vec::new();
-        let mut pos: HashMap<(u32, u32), (usize, usize)> = HashMap::new();
-        for (pi, s) in srcs.iter().enumerate() {
-            let rows = &per_src[s];
-            for (k, &row) in rows.iter().enumerate() {
-                pos.insert((*s, row), (pi, k));
+        // Per source and column: the source's array, adapted to the table's
+        // type (a copy only if its type differs), made on first use.
+        let ncols = self.schema.columns.len();
+        let mut adapted: Vec<Vec<Option<ArrayRef>>> = vec![vec![None; ncols]; self.live.sources.len()];
+        let schema = segment_schema(&self.schema.columns);
+        let mut enc = crate::segment::SegmentEncoder::new(schema.clone())?;
+        for chunk in alive.chunks(crate::segment::BATCH_ROWS) {
+            // The sources this chunk reads, numbered in order of first use.
+            let mut slot: HashMap<u32, usize> = HashMap::new();
+            let mut used: Vec<u32> = Vec::new();
+            let idx: Vec<(usize, usize)> = chunk
+                .iter()
+                .map(|r| {
+                    let k = *slot.entry(r.src).or_insert_with(|| {
+                        used.push(r.src);
+                        used.len() - 1
+                    });
+                    (k, r.row as usize)
+                })
+                .collect();
+            let mut cols: Vec<ArrayRef> = vec![
+                iid_array(chunk.iter().map(|r| r.iid).collect()),
+                ts_array(chunk.iter().map(|r| r.vf).collect()),
+                ts_array(chunk.iter().map(|r| r.vt).collect()),
+                ts_array(chunk.iter().map(|r| r.sf).collect()),
+                ts_array(chunk.iter().map(|r| r.st).collect()),
+            ];
+            for (ci, f) in self.schema.columns.iter().enumerate() {
+                let mut arrays: Vec<ArrayRef> = Vec::with_capacity(used.len());
+                for &src in &used {
+                    let cell = &mut adapted[src as usize][ci];
+                    if cell.is_none() {
+                        let source = &self.live.sources[src as usize];
+                        *cell = Some(match source.column_by_name(f.name()) {
+                            Some(c) => adapt_array(c, f.data_type())?,
+                            None => new_null_array(f.data_type(), source.num_rows()),
+                        });
+                    }
+                    arrays.push(cell.clone().expect("just set"));
+                }
+                let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+                cols.push(interleave(&refs, &idx)?);
             }
-            let idx = UInt32Array::from(rows.clone());
-            let source = &self.live.sources[*s as usize];
-            let mut cols = Vec::new();
-            for f in &self.schema.columns {
-                cols.push(match source.column_by_name(f.name()) {
-                    Some(c) => adapt_array(&take(c.as_ref(), &idx, None)?, f.data_type())?,
-                    None => new_null_array(f.data_type(), rows.len()),
-                });
-            }
-            parts.push(cols);
+            cols.push(ts_array(chunk.iter().map(|r| r.vw).collect()));
+            cols.push(Arc::new(BooleanArray::from(
+                chunk.iter().map(|r| r.vonly).collect::<Vec<_>>(),
+            )));
+            let pieces: Vec<u32> = chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.piece)
+                .map(|(i, _)| i as u32)
+                .collect();
+            enc.push(&RecordBatch::try_new(schema.clone(), cols)?, pieces)?;
         }
-        let order: Vec<(usize, usize)> = alive.iter().map(|r| pos[&(r.src, r.row)]).collect();
-        let mut cols: Vec<ArrayRef> = vec![
-            iid_array(alive.iter().map(|r| r.iid).collect()),
-            ts_array(alive.iter().map(|r| r.vf).collect()),
-            ts_array(alive.iter().map(|r| r.vt).collect()),
-            ts_array(alive.iter().map(|r| r.sf).collect()),
-            ts_array(alive.iter().map(|r| r.st).collect()),
-        ];
-        for ci in 0..self.schema.columns.len() {
-            let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[ci].as_ref()).collect();
-            cols.push(interleave(&arrays, &order)?);
-        }
-        cols.push(ts_array(alive.iter().map(|r| r.vw).collect()));
-        cols.push(Arc::new(BooleanArray::from(
-            alive.iter().map(|r| r.vonly).collect::<Vec<_>>(),
-        )));
-        let pieces: Vec<u32> = alive
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.piece)
-            .map(|(i, _)| i as u32)
-            .collect();
-        Ok(Some((
-            RecordBatch::try_new(segment_schema(&self.schema.columns), cols)?,
-            pieces,
-        )))
+        enc.finish(path, bloom_path, crate::segment::Tier::L0, 0)
+            .map(Some)
     }
 
     /// Could a read of this table hold pieces (rows that may merge at a

@@ -1,0 +1,274 @@
+//! Pruning by user-column statistics: a predicate on one column that no row
+//! of a batch (or of a whole segment) can satisfy is decided from the
+//! batch's min, max and null count (`segment::ColumnStats`) before any of its
+//! data is read. Predicates only ever skip data: a batch they cannot rule
+//! out is read and the query's own filter still runs over its rows, so a
+//! predicate here may be weaker than the query's, never stronger.
+//!
+//! What the statistics hold (docs/format.md, "Column statistics"): integers,
+//! dates (days) and timestamps (µs) as JSON integers, decimals as their
+//! unscaled integer (when it fits in 64 bits), floats as JSON numbers (NaN
+//! is not a JSON number: a float batch holding NaN has a null max and is
+//! never pruned), text as strings compared byte-wise, as SQL compares it.
+
+use std::cmp::Ordering;
+
+use arrow::datatypes::DataType;
+use serde_json::Value;
+
+use crate::segment::{ColumnStats, SegmentFile};
+
+/// A literal as the statistics compare it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatValue {
+    /// Integers, dates (days since 1970), timestamps (µs), decimals (unscaled).
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl StatValue {
+    /// Read a statistic as the same kind as `self`; `None` if it is not one.
+    fn of_kind(&self, v: &Value) -> Option<StatValue> {
+        match self {
+            StatValue::Int(_) => v.as_i64().map(StatValue::Int),
+            StatValue::Float(_) => v.as_f64().map(StatValue::Float),
+            StatValue::Str(_) => v.as_str().map(|s| StatValue::Str(s.to_string())),
+        }
+    }
+
+    fn cmp(&self, other: &StatValue) -> Option<Ordering> {
+        match (self, other) {
+            (StatValue::Int(a), StatValue::Int(b)) => Some(a.cmp(b)),
+            (StatValue::Float(a), StatValue::Float(b)) => a.partial_cmp(b),
+            (StatValue::Str(a), StatValue::Str(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+            _ => None,
+        }
+    }
+}
+
+/// A comparison operator, the column on the left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+impl CmpOp {
+    /// The operator with its operands swapped (`5 < x` is `x > 5`).
+    pub fn flip(self) -> CmpOp {
+        match self {
+            CmpOp::Eq => CmpOp::Eq,
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::LtEq => CmpOp::GtEq,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::GtEq => CmpOp::LtEq,
+        }
+    }
+}
+
+/// What a predicate tests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Test {
+    /// `column op value`
+    Cmp(CmpOp, StatValue),
+    /// `column IN (values)`
+    In(Vec<StatValue>),
+    IsNull,
+    IsNotNull,
+}
+
+/// A predicate on one user column that every row a query returns satisfies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnPredicate {
+    pub column: String,
+    pub test: Test,
+    /// For a decimal column: the scale its values were compared at.
+    /// Statistics written at another scale (the column was widened since)
+    /// are not used.
+    pub decimal_scale: Option<i8>,
+}
+
+impl ColumnPredicate {
+    /// Could some row described by `stats` (`None`: the column has no
+    /// statistics there) out of `rows` satisfy the predicate?
+    pub fn may_match(&self, stats: Option<&ColumnStats>, rows: u64) -> bool {
+        let Some(s) = stats else {
+            return true;
+        };
+        let all_null = rows > 0 && s.null_count >= rows;
+        match &self.test {
+            Test::IsNull => s.null_count > 0,
+            Test::IsNotNull => !all_null,
+            // A comparison with NULL is never true.
+            _ if all_null => false,
+            _ => {
+                // Min and max read as the kind the test compares.
+                let (Some(kind), Some(min), Some(max)) = (self.sample(), &s.min, &s.max) else {
+                    return true;
+                };
+                let (Some(min), Some(max)) = (kind.of_kind(min), kind.of_kind(max)) else {
+                    return true;
+                };
+                let within = |v: &StatValue| le(&min, v) && le(v, &max);
+                match &self.test {
+                    Test::Cmp(CmpOp::Eq, v) => within(v),
+                    Test::Cmp(CmpOp::Lt, v) => lt(&min, v),
+                    Test::Cmp(CmpOp::LtEq, v) => le(&min, v),
+                    Test::Cmp(CmpOp::Gt, v) => lt(v, &max),
+                    Test::Cmp(CmpOp::GtEq, v) => le(v, &max),
+                    Test::In(vs) => vs.iter().any(within),
+                    Test::IsNull | Test::IsNotNull => true,
+                }
+            }
+        }
+    }
+
+    /// Is the predicate safe to test against a whole segment's merged
+    /// statistics (the manifest's)? Not for floats (older manifests merged
+    /// a NaN maximum away) nor decimals (no type recorded beside them).
+    pub fn segment_level(&self) -> bool {
+        if self.decimal_scale.is_some() {
+            return false;
+        }
+        match &self.test {
+            Test::Cmp(_, v) => !matches!(v, StatValue::Float(_)),
+            Test::In(vs) => !vs.iter().any(|v| matches!(v, StatValue::Float(_))),
+            Test::IsNull | Test::IsNotNull => true,
+        }
+    }
+
+    /// The value kind the test compares, if any (for reading min and max).
+    fn sample(&self) -> Option<&StatValue> {
+        match &self.test {
+            Test::Cmp(_, v) => Some(v),
+            Test::In(vs) => vs.first(),
+            _ => None,
+        }
+    }
+
+    /// Are `file`'s statistics for this column usable (a decimal column
+    /// stored at the scale the predicate compares at)?
+    fn usable_in(&self, file: &SegmentFile) -> bool {
+        let Some(scale) = self.decimal_scale else {
+            return true;
+        };
+        match file.schema().field_with_name(&self.column) {
+            Ok(f) => matches!(f.data_type(), DataType::Decimal128(_, s) if *s == scale),
+            Err(_) => true,
+        }
+    }
+}
+
+/// `a < b`, or true when they cannot be compared (cannot rule out).
+fn lt(a: &StatValue, b: &StatValue) -> bool {
+    a.cmp(b).is_none_or(|o| o == Ordering::Less)
+}
+
+/// `a <= b`, or true when they cannot be compared.
+fn le(a: &StatValue, b: &StatValue) -> bool {
+    a.cmp(b).is_none_or(|o| o != Ordering::Greater)
+}
+
+/// Could batch `b` of `file` hold a row satisfying every predicate?
+pub fn batch_may_match(file: &SegmentFile, b: usize, preds: &[ColumnPredicate]) -> bool {
+    let st = &file.stats[b];
+    preds.iter().all(|p| {
+        !p.usable_in(file)
+            || p.may_match(
+                st.columns.iter().find(|c| c.name == p.column),
+                st.rows as u64,
+            )
+    })
+}
+
+/// Could a segment with these merged statistics hold such a row?
+pub fn segment_may_match(columns: &[ColumnStats], rows: u64, preds: &[ColumnPredicate]) -> bool {
+    preds.iter().filter(|p| p.segment_level()).all(|p| {
+        p.may_match(columns.iter().find(|c| c.name == p.column), rows)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(min: Value, max: Value, nulls: u64) -> ColumnStats {
+        ColumnStats {
+            name: "x".into(),
+            null_count: nulls,
+            min: Some(min),
+            max: Some(max),
+        }
+    }
+
+    fn p(test: Test) -> ColumnPredicate {
+        ColumnPredicate {
+            column: "x".into(),
+            test,
+            decimal_scale: None,
+        }
+    }
+
+    fn cmp(op: CmpOp, v: i64) -> ColumnPredicate {
+        p(Test::Cmp(op, StatValue::Int(v)))
+    }
+
+    #[test]
+    fn comparisons_against_min_and_max() {
+        let s = stats(Value::from(10), Value::from(20), 0);
+        let yes = |pr: ColumnPredicate| assert!(pr.may_match(Some(&s), 100), "{pr:?}");
+        let no = |pr: ColumnPredicate| assert!(!pr.may_match(Some(&s), 100), "{pr:?}");
+        yes(cmp(CmpOp::Eq, 10));
+        yes(cmp(CmpOp::Eq, 20));
+        no(cmp(CmpOp::Eq, 21));
+        no(cmp(CmpOp::Eq, 9));
+        no(cmp(CmpOp::Lt, 10));
+        yes(cmp(CmpOp::LtEq, 10));
+        no(cmp(CmpOp::Gt, 20));
+        yes(cmp(CmpOp::GtEq, 20));
+        yes(cmp(CmpOp::Gt, 19));
+        no(p(Test::In(vec![StatValue::Int(1), StatValue::Int(30)])));
+        yes(p(Test::In(vec![StatValue::Int(1), StatValue::Int(15)])));
+        no(p(Test::IsNull));
+        yes(p(Test::IsNotNull));
+    }
+
+    #[test]
+    fn nulls_unknowns_and_other_kinds_never_prune_wrongly() {
+        // All NULL: no comparison can hold, IS NULL can.
+        let all_null = ColumnStats {
+            name: "x".into(),
+            null_count: 5,
+            min: None,
+            max: None,
+        };
+        assert!(!cmp(CmpOp::Eq, 1).may_match(Some(&all_null), 5));
+        assert!(p(Test::IsNull).may_match(Some(&all_null), 5));
+        assert!(!p(Test::IsNotNull).may_match(Some(&all_null), 5));
+        // No statistics, or a NaN maximum (null in JSON): cannot rule out.
+        assert!(cmp(CmpOp::Gt, 1_000).may_match(None, 5));
+        let nan = stats(Value::from(1.0), Value::Null, 0);
+        let f = p(Test::Cmp(CmpOp::Gt, StatValue::Float(1e9)));
+        assert!(f.may_match(Some(&nan), 5));
+        // A NaN literal compares with nothing: cannot rule out.
+        let s = stats(Value::from(1.0), Value::from(2.0), 0);
+        assert!(p(Test::Cmp(CmpOp::Eq, StatValue::Float(f64::NAN))).may_match(Some(&s), 5));
+        // Text statistics for an integer test: another kind, unknown.
+        let txt = stats(Value::from("a"), Value::from("b"), 0);
+        assert!(cmp(CmpOp::Eq, 1).may_match(Some(&txt), 5));
+        // Text compares byte-wise, as SQL does ('Z' < 'a').
+        let t = |v: &str| p(Test::Cmp(CmpOp::Eq, StatValue::Str(v.into())));
+        assert!(!t("Z").may_match(Some(&txt), 5));
+        assert!(t("ab").may_match(Some(&txt), 5));
+        // Floats and decimals are not tested against a segment's merged statistics.
+        assert!(!f.segment_level());
+        let mut d = cmp(CmpOp::Eq, 1);
+        assert!(d.segment_level());
+        d.decimal_scale = Some(2);
+        assert!(!d.segment_level());
+    }
+}
