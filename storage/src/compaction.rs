@@ -358,15 +358,16 @@ fn prepare(
 
 /// Encode one output segment from its sorted keys, a record batch at a
 /// time (each batch is built, written and dropped before the next).
-fn encode_keys(
+fn encode_keys<W: std::io::Write>(
     p: &Prepared,
     keys: &[Key],
+    out: W,
     path: &str,
     bloom_path: &str,
     tier: Tier,
     level: u32,
-) -> Result<(bytes::Bytes, SegmentMeta, Bloom)> {
-    let mut enc = SegmentEncoder::new(p.schema.clone())?;
+) -> Result<(W, SegmentMeta, Bloom)> {
+    let mut enc = SegmentEncoder::to(out, p.schema.clone())?;
     for chunk in keys.chunks(BATCH_ROWS) {
         let pieces: Vec<u32> = chunk
             .iter()
@@ -385,7 +386,7 @@ fn encode_keys(
         }
         enc.push(&RecordBatch::try_new(p.schema.clone(), cols)?, pieces)?;
     }
-    enc.finish(path, bloom_path, tier, level)
+    enc.finish_into(path, bloom_path, tier, level)
 }
 
 impl Engine {
@@ -503,13 +504,15 @@ impl Engine {
                 let (path, bloom_path) = (format!("{stem}.arrow"), format!("{stem}.bloom"));
                 let p = prepared.clone();
                 let (tier, level, pth, bpth) = (*tier, job.level, path.clone(), bloom_path.clone());
-                let (bytes, meta, bloom) = tokio::task::spawn_blocking(move || {
+                let storage = self.storage.clone();
+                let (sink, meta, bloom) = tokio::task::spawn_blocking(move || {
                     let keys = &p.keys[ti].1;
-                    encode_keys(&p, &keys[from..to], &pth, &bpth, tier, level)
+                    let sink = storage.sink(&pth)?;
+                    encode_keys(&p, &keys[from..to], sink, &pth, &bpth, tier, level)
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
-                self.storage.put(&path, bytes).await?;
+                self.storage.finish_sink(&path, sink).await?;
                 self.storage.put(&bloom_path, bloom.to_bytes()).await?;
                 segments.push((meta, bloom));
             }

@@ -732,6 +732,7 @@ impl Engine {
         // written after releasing it: a parking_lot guard must not be held across
         // an `.await` (it made `commit` and `flush` futures `!Send`).
         let mut writes: Vec<(String, bytes::Bytes)> = Vec::new();
+        let mut sinks: Vec<(String, crate::store::ObjectSink)> = Vec::new();
         // Another node may flush the same manifest version at the same time (only
         // one manifest create wins): file names unique to this attempt keep the
         // loser from overwriting the winner's segments, blooms and deletion vectors.
@@ -780,9 +781,15 @@ impl Engine {
                 }
                 let path = format!("{dir}/seg-{version:010}-{tag}.arrow");
                 let bloom_path = format!("{dir}/seg-{version:010}-{tag}.bloom");
-                if let Some((bytes, meta, bloom)) = t.flush_encode(&path, &bloom_path)? {
+                if !t.live.rects.iter().all(|r| r.dead) {
+                    // Encoded straight into the new object (on a local
+                    // store): the flush holds no copy of the file.
+                    let sink = self.storage.sink(&path)?;
+                    let (sink, meta, bloom) = t
+                        .flush_encode(sink, &path, &bloom_path)?
+                        .expect("a live rectangle survives");
                     let rows = meta.rows as usize;
-                    writes.push((path.clone(), bytes));
+                    sinks.push((path.clone(), sink));
                     writes.push((bloom_path.clone(), bloom.to_bytes()));
                     tm.segments.push(SegmentEntryManifest {
                         meta: meta.clone(),
@@ -802,6 +809,9 @@ impl Engine {
                 }
                 manifest.tables.insert(name.clone(), tm);
             }
+        }
+        for (path, sink) in sinks {
+            self.storage.finish_sink(&path, sink).await?;
         }
         for (path, data) in writes {
             self.storage.put(&path, data).await?;

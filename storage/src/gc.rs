@@ -78,7 +78,7 @@ impl Engine {
         };
         let own_version = self.state.read().manifest_version;
         let mut kept: Vec<&Manifest> = Vec::new();
-        let mut drop: Vec<&str> = Vec::new();
+        let mut superseded: Vec<&str> = Vec::new();
         for (i, (path, _, m)) in manifests.iter().enumerate() {
             let needed = m.version == newest || m.version == own_version || {
                 // Superseded when the next version was created.
@@ -93,7 +93,7 @@ impl Engine {
             if needed {
                 kept.push(m);
             } else {
-                drop.push(path);
+                superseded.push(path);
             }
         }
         let mut needed: HashSet<String> = HashSet::new();
@@ -121,15 +121,24 @@ impl Engine {
                 }
             }
         }
-        for (path, modified, size) in self.storage.list_with_meta("tables").await? {
-            if needed.contains(&path) || now - modified < grace {
-                continue;
-            }
+        let doomed: Vec<(String, u64)> = self
+            .storage
+            .list_with_meta("tables")
+            .await?
+            .into_iter()
+            .filter(|(path, modified, _)| !needed.contains(path) && now - modified >= grace)
+            .map(|(path, _, size)| (path, size))
+            .collect();
+        // What is doomed is decided: commits and flushes may go on while it
+        // is deleted (a flush writes new names only; this node's compaction
+        // stays locked out, so no merge re-creates a doomed output).
+        drop(_w);
+        for (path, size) in doomed {
             self.storage.delete(&path).await?;
             report.objects_deleted += 1;
             report.bytes_deleted += size;
         }
-        for path in drop {
+        for path in superseded {
             self.storage.delete(path).await?;
             report.manifests_deleted += 1;
         }

@@ -31,6 +31,6 @@ pub use gc::{GcConfig, GcReport};
 pub use log::{Op, OpKind};
 pub use prune::{CmpOp, ColumnPredicate, StatValue, Test};
 pub use segment::Tier;
-pub use store::{FaultHook, LatencyStore, StoreLocation};
+pub use store::{FaultHook, LatencyStore, ObjectSink, StoreLocation};
 pub use temporal::{Coordinate, TimeSelector};
 pub use time::{Clock, Micros, SystemClock, TestClock, OPEN};

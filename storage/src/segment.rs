@@ -658,20 +658,45 @@ impl Segment {
 /// Rows per record batch inside a segment file.
 pub const BATCH_ROWS: usize = 65_536;
 
-/// Writes a segment file one record batch at a time, so that a flush or a
-/// merge holds the encoded file and the batch at hand, never every batch of
-/// the segment decoded at once. Batches must come sorted by `_iid`, each at
-/// most `BATCH_ROWS` rows, all with the same schema.
-pub struct SegmentEncoder {
-    writer: FileWriter<Vec<u8>>,
+/// Counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a segment file one record batch at a time into `W` (memory, or
+/// a file being written in place: `store::ObjectSink`), so that a flush or
+/// a merge holds one batch at hand, never every batch of the segment
+/// decoded at once, nor (on a local store) the encoded file. Batches must
+/// come sorted by `_iid`, each at most `BATCH_ROWS` rows, all with the same
+/// schema.
+pub struct SegmentEncoder<W: std::io::Write = Vec<u8>> {
+    writer: FileWriter<Counted<W>>,
     stats: Vec<BatchStats>,
     iids: Vec<u64>,
 }
 
-impl SegmentEncoder {
-    pub fn new(schema: SchemaRef) -> Result<SegmentEncoder> {
+impl SegmentEncoder<Vec<u8>> {
+    pub fn new(schema: SchemaRef) -> Result<SegmentEncoder<Vec<u8>>> {
+        SegmentEncoder::to(Vec::new(), schema)
+    }
+}
+
+impl<W: std::io::Write> SegmentEncoder<W> {
+    pub fn to(out: W, schema: SchemaRef) -> Result<SegmentEncoder<W>> {
         Ok(SegmentEncoder {
-            writer: FileWriter::try_new(Vec::new(), &schema)?,
+            writer: FileWriter::try_new(Counted { inner: out, n: 0 }, &schema)?,
             stats: Vec::new(),
             iids: Vec::new(),
         })
@@ -695,14 +720,15 @@ impl SegmentEncoder {
         self.stats.iter().map(|s| s.rows as u64).sum()
     }
 
-    /// Finish the file: its bytes, the manifest metadata and the bloom filter.
-    pub fn finish(
+    /// Finish the file: the output it was written to, the manifest
+    /// metadata and the bloom filter.
+    pub fn finish_into(
         mut self,
         path: &str,
         bloom_path: &str,
         tier: Tier,
         level: u32,
-    ) -> Result<(Bytes, SegmentMeta, Bloom)> {
+    ) -> Result<(W, SegmentMeta, Bloom)> {
         if self.stats.is_empty() {
             return Err(Error::Internal("encoding an empty segment".into()));
         }
@@ -711,7 +737,7 @@ impl SegmentEncoder {
             serde_json::to_string(&self.stats).expect("statistics serialize"),
         );
         self.writer.finish()?;
-        let buf = self.writer.into_inner()?;
+        let out = self.writer.into_inner()?;
         let stats = self.stats;
         let rows: u64 = stats.iter().map(|s| s.rows as u64).sum();
         let bounds = merge_bounds(stats.iter().map(|s| s.bounds));
@@ -726,13 +752,27 @@ impl SegmentEncoder {
             rows,
             tier,
             level,
-            bytes: buf.len() as u64,
+            bytes: out.n,
             batches: stats.len() as u32,
             bounds,
             columns,
             pieces: Some(pieces),
         };
-        Ok((Bytes::from(buf), meta, Bloom::build(&self.iids)))
+        Ok((out.inner, meta, Bloom::build(&self.iids)))
+    }
+}
+
+impl SegmentEncoder<Vec<u8>> {
+    /// Finish the file: its bytes, the manifest metadata and the bloom filter.
+    pub fn finish(
+        self,
+        path: &str,
+        bloom_path: &str,
+        tier: Tier,
+        level: u32,
+    ) -> Result<(Bytes, SegmentMeta, Bloom)> {
+        let (buf, meta, bloom) = self.finish_into(path, bloom_path, tier, level)?;
+        Ok((Bytes::from(buf), meta, bloom))
     }
 }
 

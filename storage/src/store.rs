@@ -63,6 +63,41 @@ pub struct Storage {
     cache: Option<DiskCache>,
 }
 
+/// A new object being written (see [`Storage::sink`]). Dropped unfinished,
+/// its temporary file is removed.
+#[derive(Debug)]
+pub enum ObjectSink {
+    File {
+        out: Option<std::io::BufWriter<std::fs::File>>,
+        tmp: PathBuf,
+    },
+    Memory(Vec<u8>),
+}
+
+impl std::io::Write for ObjectSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ObjectSink::File { out: Some(w), .. } => w.write(buf),
+            ObjectSink::File { out: None, .. } => Err(std::io::Error::other("sink already finished")),
+            ObjectSink::Memory(v) => v.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ObjectSink::File { out: Some(w), .. } => w.flush(),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for ObjectSink {
+    fn drop(&mut self) {
+        if let ObjectSink::File { out: Some(_), tmp } = self {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
 /// Outcome of a conditional create.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateOutcome {
@@ -252,6 +287,64 @@ impl Storage {
             .put(&Path::from(path), PutPayload::from_bytes(data))
             .await?;
         self.sync_local(path).await
+    }
+
+    /// A sink to write a new immutable object into as it is produced (a
+    /// segment file being encoded): on a local directory, a temporary file
+    /// beside `path`, renamed into place by [`Storage::finish_sink`], so the
+    /// encoded object is never held in memory; elsewhere a buffer, put whole.
+    pub fn sink(&self, path: &str) -> Result<ObjectSink> {
+        self.check_fault(path)?;
+        let Some(root) = &self.local_root else {
+            return Ok(ObjectSink::Memory(Vec::new()));
+        };
+        let dest = root.join(path);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = dest.with_file_name(format!(
+            "{}.{}.tmp",
+            dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+            crate::engine::flush_tag()
+        ));
+        let file = std::fs::File::create(&tmp)?;
+        Ok(ObjectSink::File {
+            out: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+        })
+    }
+
+    /// Publish what was written into `sink` at `path`, durably.
+    pub async fn finish_sink(&self, path: &str, mut sink: ObjectSink) -> Result<()> {
+        match &mut sink {
+            ObjectSink::Memory(buf) => self.put(path, Bytes::from(std::mem::take(buf))).await,
+            ObjectSink::File { out, tmp } => {
+                let tmp = tmp.clone();
+                self.check_fault(path)?;
+                let w = out.take().expect("a sink is finished once");
+                let dest = self
+                    .local_root
+                    .as_ref()
+                    .expect("a file sink belongs to a local store")
+                    .join(path);
+                let tmp2 = tmp.clone();
+                let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    let file = w.into_inner().map_err(|e| e.into_error())?;
+                    file.sync_all()?;
+                    std::fs::rename(&tmp2, &dest)?;
+                    if let Some(dir) = dest.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("fsync task failed: {e}")))?;
+                if done.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                Ok(done?)
+            }
+        }
     }
 
     /// Read a whole object; `Ok(None)` if it does not exist. Immutable

@@ -721,11 +721,12 @@ impl TableState {
     /// a time: the flush holds the live index, the encoded file and one
     /// batch, never a second copy of the whole index. `None` if no
     /// rectangle survives.
-    pub fn flush_encode(
+    pub fn flush_encode<W: std::io::Write>(
         &self,
+        out: W,
         path: &str,
         bloom_path: &str,
-    ) -> Result<Option<(bytes::Bytes, crate::segment::SegmentMeta, crate::segment::Bloom)>> {
+    ) -> Result<Option<(W, crate::segment::SegmentMeta, crate::segment::Bloom)>> {
         let mut alive: Vec<&Rect> = self.live.rects.iter().filter(|r| !r.dead).collect();
         if alive.is_empty() {
             return Ok(None);
@@ -736,7 +737,7 @@ impl TableState {
         let ncols = self.schema.columns.len();
         let mut adapted: Vec<Vec<Option<ArrayRef>>> = vec![vec![None; ncols]; self.live.sources.len()];
         let schema = segment_schema(&self.schema.columns);
-        let mut enc = crate::segment::SegmentEncoder::new(schema.clone())?;
+        let mut enc = crate::segment::SegmentEncoder::to(out, schema.clone())?;
         for chunk in alive.chunks(crate::segment::BATCH_ROWS) {
             // The sources this chunk reads, numbered in order of first use.
             let mut slot: HashMap<u32, usize> = HashMap::new();
@@ -786,7 +787,7 @@ impl TableState {
                 .collect();
             enc.push(&RecordBatch::try_new(schema.clone(), cols)?, pieces)?;
         }
-        enc.finish(path, bloom_path, crate::segment::Tier::L0, 0)
+        enc.finish_into(path, bloom_path, crate::segment::Tier::L0, 0)
             .map(Some)
     }
 
