@@ -81,6 +81,18 @@ impl EngineConfig {
             .or_else(|| self.memory_limit.map(|m| (m as u64 / 8).max(16 << 20)))
     }
 
+    /// Target size of a compacted segment: the setting, at most an eighth
+    /// of the memory budget (at least 8 MiB). A merge maps its inputs (up
+    /// to `fanout` segments of half the target) while it writes outputs of
+    /// the target size, so a small budget gets smaller segments.
+    pub fn compaction_target_bytes(&self) -> u64 {
+        let t = self.compaction.target_bytes;
+        match self.memory_limit {
+            Some(m) => t.min((m as u64 / 8).max(8 << 20)),
+            None => t,
+        }
+    }
+
     /// Bytes of segment files kept open (mapped) at once: a quarter of the budget.
     pub fn open_files_budget(&self) -> usize {
         self.memory_limit
@@ -372,6 +384,7 @@ impl Engine {
             open_files: Arc::new(OpenFiles::new(config.open_files_budget())),
             compaction: CompactionConfig {
                 max_job_bytes: config.compaction_job_bytes(),
+                target_bytes: config.compaction_target_bytes(),
                 ..config.compaction.clone()
             },
             gc: config.gc.clone(),
