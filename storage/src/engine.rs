@@ -894,7 +894,9 @@ impl Engine {
         // 2. Segments.
         let tag = flush_tag();
         let mut rewritten: Vec<(String, usize, Option<SegmentEntry>)> = Vec::new();
-        let mut old_objects: Vec<String> = Vec::new();
+        // Per replaced segment: a handle that tells whether a reader still
+        // holds it, and its objects.
+        let mut old_objects: Vec<(std::sync::Weak<Segment>, Vec<String>)> = Vec::new();
         let version = self.state.read().manifest_version + 1;
         let candidates: Vec<(String, usize, SegmentEntry)> = {
             let s = self.state.read();
@@ -940,11 +942,11 @@ impl Engine {
                 let taken = arrow::compute::take_record_batch(&batch, &idx)?;
                 parts.push(taken);
             }
-            old_objects.push(e.seg.meta.path.clone());
-            old_objects.push(e.seg.meta.bloom_path.clone());
+            let mut objects = vec![e.seg.meta.path.clone(), e.seg.meta.bloom_path.clone()];
             if let Some(p) = &e.deleted_path {
-                old_objects.push(p.clone());
+                objects.push(p.clone());
             }
+            old_objects.push((Arc::downgrade(&e.seg), objects));
             if parts.is_empty() {
                 rewritten.push((table, i, None));
                 continue;
@@ -1006,8 +1008,43 @@ impl Engine {
                 );
                 return Ok(());
             }
-            for p in old_objects {
-                self.storage.delete(&p).await?;
+            // A query that planned before the erase may not have opened a
+            // replaced segment yet: its objects go once no reader holds the
+            // segment (at most the grace period later). Deleting a mapped
+            // file would not free its bytes before the reader is done either.
+            let mut deferred = Vec::new();
+            for (seg, objects) in old_objects {
+                if seg.strong_count() > 0 {
+                    deferred.push((seg, objects));
+                    continue;
+                }
+                for p in objects {
+                    self.storage.delete(&p).await?;
+                }
+            }
+            if !deferred.is_empty() {
+                let storage = self.storage.clone();
+                let grace = self.gc.grace;
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    while !deferred.is_empty() {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        let over = started.elapsed() >= grace;
+                        let mut left = Vec::new();
+                        for (seg, objects) in deferred {
+                            if seg.strong_count() > 0 && !over {
+                                left.push((seg, objects));
+                                continue;
+                            }
+                            for p in objects {
+                                if let Err(e) = storage.delete(&p).await {
+                                    tracing::warn!("erase purge could not delete {p}: {e} (collection will)");
+                                }
+                            }
+                        }
+                        deferred = left;
+                    }
+                });
             }
         }
         // Earlier manifests carry the erased rows' column statistics (and
