@@ -20,12 +20,30 @@
 //! and manifest writes happen throughout, and background compaction (small
 //! target segments) and collection (one-second grace period) run all the
 //! time, so kills also land in the middle of compactions and collections.
-//! After every kill the newest manifest must name only objects that exist.
+//! Collection in a writer only finds something once what its own
+//! compactions superseded is older than the grace period, so every fourth
+//! round lets the writer run past it (kills after 1.2–2.5 s; otherwise
+//! 150–700 ms, and every sixth round under 60 ms, during the open).
+//!
+//! After every kill, before anything reopens the directory, every manifest
+//! still in the store (the newest and the older ones collection keeps for
+//! their grace period) must name only objects that exist; after reopening,
+//! the newest one too, and every other one that collection does not remove
+//! meanwhile. To show that the kills land amid compactions and collections,
+//! the writer reports its storage counters (compactions published, objects
+//! and log records collected) while it runs, and the parent compares the
+//! store before and after each writer's life: compacted segments that
+//! appeared, objects and manifests that collection deleted, and objects
+//! written but not yet published when the kill came. The test requires at
+//! least one compaction and one collection before a kill (with 3 rounds or
+//! more). The node reopened for checking runs on a runtime of its own that
+//! is shut down before the next writer starts, so only the writer touches
+//! the store while it runs.
 //!
 //! `STRATA_CRASH_ROUNDS` changes the number of rounds (default 24),
 //! `STRATA_CRASH_SEED` replays a run's kill delays.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,11 +54,21 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use rand::{Rng, SeedableRng};
 use strata::{Config, Db};
+use strata_storage::manifest::Manifest;
+use strata_storage::store::Storage;
 
 const CHILD_DIR: &str = "STRATA_CRASH_CHILD";
 const CHILD_START: &str = "STRATA_CRASH_START";
 const FLUSH_ROWS: usize = 64;
 const WRITERS: i64 = 3;
+/// The writers write in bursts: `BURST_MS` of every `CYCLE_MS` (counted
+/// from READY), all at once, then pause together. Under unbroken writes the
+/// background task stays in compaction (new flushes keep giving it work)
+/// and collection, which waits for compaction, does not run for seconds;
+/// the pauses let compaction settle and collection run, so kills land in
+/// flushes, compactions and collections alike.
+const BURST_MS: u128 = 300;
+const CYCLE_MS: u128 = 500;
 
 /// How many rows transaction `k` puts into `crash_rows`, and whether it also
 /// writes one row into `crash_other` (in the same transaction).
@@ -80,7 +108,7 @@ fn tx_sql(k: i64) -> String {
 }
 
 /// One writer: its transactions in order, each acknowledged on stdout.
-async fn writer(db: &Db, w: i64, first: i64) {
+async fn writer(db: &Db, w: i64, first: i64, ready: Instant) {
     let mut session = db.session();
     for i in first.. {
         let k = i * WRITERS + w;
@@ -97,7 +125,12 @@ async fn writer(db: &Db, w: i64, first: i64) {
         writeln!(out, "ACK {k}").unwrap();
         out.flush().unwrap();
         drop(out);
-        tokio::task::yield_now().await;
+        let phase = ready.elapsed().as_millis() % CYCLE_MS;
+        if phase >= BURST_MS {
+            tokio::time::sleep(Duration::from_millis((CYCLE_MS - phase) as u64)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -143,6 +176,210 @@ async fn check_manifest_objects(db: &Db, round: usize) {
     }
 }
 
+/// What the store holds: every object under `tables/` (with its modification
+/// time, µs) and every manifest (with its modification time and contents;
+/// `None` if collection deleted it between listing and reading).
+#[derive(Default)]
+struct Snapshot {
+    objects: HashMap<String, i64>,
+    manifests: BTreeMap<String, (i64, Option<Manifest>)>,
+}
+
+impl Snapshot {
+    /// Manifests first, then the objects: an object a listed manifest names
+    /// can only be missing from the listing if it was deleted (or never
+    /// written).
+    async fn take(storage: &Storage) -> Snapshot {
+        let mut manifests = BTreeMap::new();
+        let listed = storage
+            .list_with_meta("manifest")
+            .await
+            .expect("list manifests");
+        for (path, modified, _) in listed.into_iter().filter(|(p, _, _)| p.ends_with(".json")) {
+            let m = storage
+                .get(&path)
+                .await
+                .expect("read a manifest")
+                .map(|b| Manifest::parse(&path, &b).expect("parse a manifest"));
+            manifests.insert(path, (modified, m));
+        }
+        let objects = storage
+            .list_with_meta("tables")
+            .await
+            .expect("list objects")
+            .into_iter()
+            .map(|(p, modified, _)| (p, modified))
+            .collect();
+        Snapshot { objects, manifests }
+    }
+
+    /// Every object some present manifest names.
+    fn named(&self) -> BTreeSet<&str> {
+        let mut out = BTreeSet::new();
+        for m in self.manifests.values().filter_map(|(_, m)| m.as_ref()) {
+            for tm in m.tables.values() {
+                for se in &tm.segments {
+                    out.insert(se.meta.path.as_str());
+                    out.insert(se.meta.bloom_path.as_str());
+                    out.extend(se.deleted_path.as_deref());
+                }
+            }
+        }
+        out
+    }
+
+    /// "manifest … names missing object …" for every present manifest.
+    fn incomplete(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, (_, m)) in &self.manifests {
+            let Some(m) = m else { continue };
+            for (table, tm) in &m.tables {
+                for se in &tm.segments {
+                    let mut paths = vec![&se.meta.path, &se.meta.bloom_path];
+                    paths.extend(se.deleted_path.as_ref());
+                    for p in paths.into_iter().filter(|p| !self.objects.contains_key(*p)) {
+                        out.push(format!(
+                            "manifest {path} (version {}) of table {table} names missing object {p}",
+                            m.version
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Objects under `tables/` by kind: segments (and blooms) a flush wrote,
+    /// segments (and blooms) a compaction wrote, deletion vectors.
+    fn kind(path: &str) -> usize {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if name.contains(".del-") {
+            2
+        } else if name.starts_with("seg-") {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// After a kill, nothing touches the store: every manifest in it must be
+/// complete (a crash must never leave one naming a deleted or unwritten
+/// object, whatever the grace period).
+fn check_all_manifests_quiet(snap: &Snapshot, round: usize) {
+    let bad = snap.incomplete();
+    if bad.is_empty() {
+        return;
+    }
+    let version = |p: &str| {
+        p.trim_start_matches("manifest/")
+            .trim_end_matches(".json")
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let incomplete: BTreeSet<u64> = bad
+        .iter()
+        .map(|b| version(b.split(' ').nth(1).unwrap()))
+        .collect();
+    let present: Vec<u64> = snap.manifests.keys().map(|p| version(p)).collect();
+    panic!(
+        "round {round}: after the kill, {} of the {} manifests in the store (versions {}..={}) \
+         name missing objects: versions {incomplete:?}\n{}",
+        incomplete.len(),
+        present.len(),
+        present.first().unwrap(),
+        present.last().unwrap(),
+        bad.join("\n")
+    );
+}
+
+/// With the reopened node running (its collection may be deleting an
+/// expired manifest and its objects right now): every manifest must name
+/// only existing objects, except one that collection removes within a few
+/// seconds.
+async fn check_all_manifests_live(db: &Db, round: usize) {
+    let storage = db.database().engine().storage();
+    let mut bad = Vec::new();
+    for _ in 0..50 {
+        bad = Snapshot::take(storage).await.incomplete();
+        if bad.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "round {round}: after reopening, manifests name missing objects:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// What the writer reported and what the store shows about its life.
+#[derive(Default)]
+struct RoundActivity {
+    /// Compactions published before the kill (as far as reported).
+    compactions: u64,
+    compactions_discarded: u64,
+    /// Collections that deleted something, and what they deleted.
+    collections: u64,
+    objects_collected: u64,
+    log_records_collected: u64,
+    /// How long before the kill the last compaction / collection was reported.
+    last_compaction_ago: Option<Duration>,
+    last_collection_ago: Option<Duration>,
+}
+
+/// Between `before` (the store as the writer found it) and `after` (as the
+/// kill left it): [flush, compaction, deletion-vector] objects that
+/// appeared; objects and manifests that disappeared; and the objects this
+/// writer wrote after the newest manifest that no manifest names (a flush
+/// or compaction in progress at the kill).
+struct StoreDelta {
+    added: [usize; 3],
+    deleted_objects: usize,
+    deleted_manifests: usize,
+    unpublished: [usize; 3],
+}
+
+fn store_delta(before: &Snapshot, after: &Snapshot) -> StoreDelta {
+    let mut added = [0; 3];
+    for p in after
+        .objects
+        .keys()
+        .filter(|p| !before.objects.contains_key(*p))
+    {
+        added[Snapshot::kind(p)] += 1;
+    }
+    let deleted_objects = before
+        .objects
+        .keys()
+        .filter(|p| !after.objects.contains_key(*p))
+        .count();
+    let deleted_manifests = before
+        .manifests
+        .keys()
+        .filter(|p| !after.manifests.contains_key(*p))
+        .count();
+    let newest_at = after
+        .manifests
+        .values()
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap_or(i64::MIN);
+    let named = after.named();
+    let mut unpublished = [0; 3];
+    for (p, &t) in &after.objects {
+        if t > newest_at && !named.contains(p.as_str()) && !before.objects.contains_key(p) {
+            unpublished[Snapshot::kind(p)] += 1;
+        }
+    }
+    StoreDelta {
+        added,
+        deleted_objects,
+        deleted_manifests,
+        unpublished,
+    }
+}
+
 /// The writer process. Does nothing unless started by `crash_recovery`.
 #[test]
 fn writer_child() {
@@ -164,7 +401,24 @@ fn writer_child() {
             .await
             .expect("child: open");
         println!("\nREADY");
-        let writers = (0..WRITERS).map(|w| writer(&db, w, starts[w as usize]));
+        let ready = Instant::now();
+        // Report the storage counters whenever they change, so the parent
+        // knows how many compactions and collections ran before the kill.
+        let engine = db.database().engine().clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let c = engine.storage_counters().map(|(_, v)| v);
+                if last != Some(c) {
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "STAT {} {} {} {}", c[0], c[1], c[2], c[3]).unwrap();
+                    out.flush().unwrap();
+                    last = Some(c);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let writers = (0..WRITERS).map(|w| writer(&db, w, starts[w as usize], ready));
         futures::future::join_all(writers).await;
     });
 }
@@ -201,11 +455,18 @@ async fn query_ints(db: &Db, sql: &str, cols: &[&str]) -> Vec<Vec<i64>> {
 /// Reopen `dir` and check it against the acknowledged transactions. `next`
 /// is each writer's next transaction index before the round; returns the
 /// new one.
-async fn verify(dir: &Path, next: &[i64], acked: &[i64], round: usize) -> Vec<i64> {
+async fn verify(
+    dir: &Path,
+    next: &[i64],
+    acked: &[i64],
+    round: usize,
+) -> (Vec<i64>, std::sync::Weak<strata_storage::engine::Engine>) {
     let db = Db::open(child_config(dir))
         .await
         .expect("reopen after kill");
+    let engine = std::sync::Arc::downgrade(db.database().engine());
     check_manifest_objects(&db, round).await;
+    check_all_manifests_live(&db, round).await;
     let tables = db.database().engine().table_names();
     let mut present = BTreeSet::new();
     if tables.iter().any(|t| t == "crash_rows") {
@@ -307,7 +568,125 @@ async fn verify(dir: &Path, next: &[i64], acked: &[i64], round: usize) -> Vec<i6
             "round {round}: point lookup of _id {id}"
         );
     }
-    after
+    (after, engine)
+}
+
+/// The writer's reported counters, as of the kill.
+fn activity(stats: &[(Instant, [u64; 4])], killed_at: Instant) -> RoundActivity {
+    let mut a = RoundActivity::default();
+    let mut prev = [0u64; 4];
+    for &(at, c) in stats {
+        let ago = Some(killed_at.saturating_duration_since(at));
+        if c[0] > prev[0] {
+            a.last_compaction_ago = ago;
+        }
+        if c[2] > prev[2] || c[3] > prev[3] {
+            a.collections += 1;
+            a.last_collection_ago = ago;
+        }
+        prev = c;
+    }
+    [
+        a.compactions,
+        a.compactions_discarded,
+        a.objects_collected,
+        a.log_records_collected,
+    ] = prev;
+    a
+}
+
+/// Sums over the rounds of what the writers did before their kills.
+#[derive(Default)]
+struct Totals {
+    rounds_compacted: usize,
+    rounds_collected: usize,
+    compactions: u64,
+    compactions_discarded: u64,
+    collections: u64,
+    objects_collected: u64,
+    log_records_collected: u64,
+    compacted_objects: usize,
+    flushed_objects: usize,
+    deleted_objects: usize,
+    deleted_manifests: usize,
+    kills_mid_compaction: usize,
+    kills_mid_flush: usize,
+}
+
+impl Totals {
+    /// Add one round; returns its line.
+    fn add(&mut self, a: &RoundActivity, d: &StoreDelta) -> String {
+        self.rounds_compacted += (a.compactions > 0) as usize;
+        self.rounds_collected += (a.collections > 0) as usize;
+        self.compactions += a.compactions;
+        self.compactions_discarded += a.compactions_discarded;
+        self.collections += a.collections;
+        self.objects_collected += a.objects_collected;
+        self.log_records_collected += a.log_records_collected;
+        self.flushed_objects += d.added[0];
+        self.compacted_objects += d.added[1];
+        self.deleted_objects += d.deleted_objects;
+        self.deleted_manifests += d.deleted_manifests;
+        self.kills_mid_flush += (d.unpublished[0] > 0) as usize;
+        self.kills_mid_compaction += (d.unpublished[1] > 0) as usize;
+        let ago = |d: Option<Duration>| match d {
+            Some(d) => format!(" (last {} ms before the kill)", d.as_millis()),
+            None => String::new(),
+        };
+        let mut in_progress = Vec::new();
+        if d.unpublished[1] > 0 {
+            in_progress.push(format!("a compaction ({} files written)", d.unpublished[1]));
+        }
+        if d.unpublished[0] > 0 || d.unpublished[2] > 0 {
+            in_progress.push(format!(
+                "a flush ({} files written)",
+                d.unpublished[0] + d.unpublished[2]
+            ));
+        }
+        format!(
+            "writer: {} compactions published{}, {} collections deleting {} objects and {} log records{}; \
+             store: +{} flushed, +{} compacted, +{} deletion vectors, -{} objects, -{} manifests; \
+             unpublished at the kill: {}",
+            a.compactions,
+            ago(a.last_compaction_ago),
+            a.collections,
+            a.objects_collected,
+            a.log_records_collected,
+            ago(a.last_collection_ago),
+            d.added[0],
+            d.added[1],
+            d.added[2],
+            d.deleted_objects,
+            d.deleted_manifests,
+            if in_progress.is_empty() {
+                "nothing".to_string()
+            } else {
+                in_progress.join(", ")
+            }
+        )
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "writers published {} compactions ({} discarded) in {} rounds and ran {} collections \
+             (deleting {} objects, {} log records) in {} rounds before their kills; \
+             the store gained {} flushed and {} compacted objects and lost {} objects and {} manifests \
+             while writers ran; {} kills left a compaction's output unpublished, {} a flush's",
+            self.compactions,
+            self.compactions_discarded,
+            self.rounds_compacted,
+            self.collections,
+            self.objects_collected,
+            self.log_records_collected,
+            self.rounds_collected,
+            self.flushed_objects,
+            self.compacted_objects,
+            self.deleted_objects,
+            self.deleted_manifests,
+            self.kills_mid_compaction,
+            self.kills_mid_flush
+        )
+    }
 }
 
 #[test]
@@ -323,7 +702,15 @@ fn crash_recovery() {
     println!("crash test: {rounds} rounds, {WRITERS} concurrent writers, STRATA_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    // For looking at the store between rounds (no engine runs on it).
+    let io_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let storage = Storage::open(&strata::StoreLocation::Local(dir.path().into())).unwrap();
+    // The store as the next writer finds it.
+    let mut before = Snapshot::default();
+    let mut t = Totals::default();
     let exe = std::env::current_exe().unwrap();
     let started = Instant::now();
     let mut next: Vec<i64> = vec![0; WRITERS as usize];
@@ -345,29 +732,50 @@ fn crash_recovery() {
             .expect("spawn writer");
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            let mut ready = false;
+            let mut ready = None;
             let mut acked = Vec::new();
+            let mut stats: Vec<(Instant, [u64; 4])> = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(k) = line.strip_prefix("ACK ") {
                     acked.push(k.trim().parse::<i64>().unwrap());
+                } else if let Some(c) = line.strip_prefix("STAT ") {
+                    let c: Vec<u64> = c.split(' ').map(|v| v.parse().unwrap()).collect();
+                    stats.push((Instant::now(), [c[0], c[1], c[2], c[3]]));
                 } else if line == "READY" {
-                    ready = true;
+                    ready = Some(Instant::now());
                 }
             }
-            (ready, acked)
+            (ready, acked, stats)
         });
-        // Mostly while it writes; now and then while it opens (recovering a recovery).
+        // Mostly while it writes; now and then while it opens (recovering a
+        // recovery); and every fourth round after more than the grace
+        // period, when what its own compactions superseded is collectable,
+        // so that it is collecting when killed.
         let delay = if round % 6 == 5 {
             rng.random_range(1..60)
+        } else if round % 4 == 2 {
+            rng.random_range(1200..2500)
         } else {
             rng.random_range(150..700)
         };
         std::thread::sleep(Duration::from_millis(delay));
         let exited_early = child.try_wait().unwrap();
         child.kill().expect("SIGKILL the writer");
+        let killed_at = Instant::now();
         child.wait().unwrap();
-        let (ready, acked) = reader.join().unwrap();
+        let (ready_at, acked, stats) = reader.join().unwrap();
+        let ready = ready_at.is_some();
+        // Where in the writers' cycle the kill came (as the parent saw READY).
+        let phase = match ready_at {
+            Some(at)
+                if killed_at.saturating_duration_since(at).as_millis() % CYCLE_MS >= BURST_MS =>
+            {
+                "in a pause"
+            }
+            Some(_) => "in a burst",
+            None => "while opening",
+        };
         if let Some(status) = exited_early {
             let mut err = String::new();
             let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
@@ -377,11 +785,33 @@ fn crash_recovery() {
             killed_while_writing += 1;
         }
         total_acked += acked.len();
-        let after = rt.block_on(verify(dir.path(), &next, &acked, round));
+        // Before anything reopens the store: every manifest in it is complete.
+        let killed = io_rt.block_on(Snapshot::take(&storage));
+        check_all_manifests_quiet(&killed, round);
+        let activity = activity(&stats, killed_at);
+        let delta = store_delta(&before, &killed);
+        // A runtime of its own for the reopened node, shut down once the
+        // node is gone (its background task holds it while compacting or
+        // collecting, and ends when it finds it gone), so that only the
+        // writer touches the store while it runs and nothing is cancelled
+        // half-way.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (after, engine) = rt.block_on(verify(dir.path(), &next, &acked, round));
+        let closing = Instant::now();
+        while engine.strong_count() > 0 {
+            assert!(
+                closing.elapsed() < Duration::from_secs(30),
+                "round {round}: the reopened node is still alive 30 s after it was dropped"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(rt);
+        before = io_rt.block_on(Snapshot::take(&storage));
         println!(
-            "round {round:2}: killed after {delay:3} ms (ready: {ready}), {:4} acknowledged, per-writer next {next:?} -> {after:?}",
+            "round {round:2}: killed after {delay:4} ms (ready: {ready}, {phase}), {:4} acknowledged, per-writer next {next:?} -> {after:?}",
             acked.len()
         );
+        println!("          {}", t.add(&activity, &delta));
         next = after;
     }
     let segments: usize = std::fs::read_dir(dir.path().join("tables"))
@@ -403,6 +833,16 @@ fn crash_recovery() {
          {} transactions present, {logs} log objects, {segments} segment files, {:.1?}",
         next.iter().sum::<i64>(),
         started.elapsed()
+    );
+    println!("crash test: {}", t.summary());
+    // (Long rounds, where collection finds something, start at round 2.)
+    assert!(
+        rounds < 3 || t.rounds_compacted >= 1 && t.compacted_objects >= 1,
+        "no compaction was published before any kill: kills never landed amid compactions"
+    );
+    assert!(
+        rounds < 3 || t.rounds_collected >= 1 && t.deleted_objects >= 1,
+        "no collection deleted anything before any kill: kills never landed amid collections"
     );
     assert!(
         killed_while_writing >= rounds / 2,

@@ -394,9 +394,18 @@ impl Engine {
     /// also every small segment and every segment with dead rows, as
     /// `CHECKPOINT` does). Returns the number of merges published.
     pub async fn compact(&self, force: bool) -> Result<usize> {
+        Ok(self.compact_rounds(force, 64).await?.0)
+    }
+
+    /// Up to `rounds` rounds of compaction (each plans once and runs one
+    /// merge per table): the merges published, and whether the last round
+    /// still made progress (there may be more to do).
+    pub(crate) async fn compact_rounds(&self, force: bool, rounds: usize) -> Result<(usize, bool)> {
         let _one = self.compacting.lock().await;
         let mut published = 0;
-        for _round in 0..64 {
+        let mut more = false;
+        for _round in 0..rounds {
+            more = false;
             let epoch = self.erase_epoch.load(Ordering::SeqCst);
             let jobs: Vec<Job> = {
                 let s = self.state.read();
@@ -424,8 +433,9 @@ impl Engine {
             if !progressed {
                 break;
             }
+            more = true;
         }
-        Ok(published)
+        Ok((published, more))
     }
 
     /// Merge a job's inputs and write the output segments (not published).
@@ -592,6 +602,10 @@ impl Engine {
     }
 }
 
+/// Compaction rounds the background task runs before it checks whether
+/// collection is due.
+const BACKGROUND_ROUNDS: usize = 4;
+
 /// Compact in the background after flushes, and collect garbage
 /// periodically, for as long as the engine lives.
 pub(crate) fn spawn_background(engine: &Arc<Engine>) {
@@ -600,15 +614,24 @@ pub(crate) fn spawn_background(engine: &Arc<Engine>) {
     let interval = engine.gc.interval;
     tokio::spawn(async move {
         let mut last_gc = std::time::Instant::now();
+        let mut more = false;
         loop {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(interval) => {}
+            if !more {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(interval) => {}
+                }
             }
             let Some(e) = weak.upgrade() else { break };
-            if let Err(err) = e.compact(false).await {
-                tracing::warn!("background compaction failed (will retry): {err}");
-            }
+            // A few rounds at a time, so that under a steady stream of
+            // flushes collection still gets its turn between them.
+            more = match e.compact_rounds(false, BACKGROUND_ROUNDS).await {
+                Ok((_, more)) => more,
+                Err(err) => {
+                    tracing::warn!("background compaction failed (will retry): {err}");
+                    false
+                }
+            };
             if last_gc.elapsed() >= interval {
                 last_gc = std::time::Instant::now();
                 if let Err(err) = e.collect_garbage().await {

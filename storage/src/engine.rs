@@ -868,6 +868,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Delete every manifest older than this node's current one: they carry
+    /// erased rows' column statistics and name replaced segments; only the
+    /// latest is ever read after an erase.
+    async fn drop_earlier_manifests(&self) -> Result<()> {
+        let current = manifest_path(self.state.read().manifest_version);
+        for p in self.storage.list("manifest").await? {
+            if p < current {
+                self.storage.delete(&p).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Remove erased entities' bytes from storage (writer lock held):
     /// 1. flush, so the live index (which holds the only in-memory copies of
     ///    rows retired from segments) is in segments and the manifest's
@@ -1008,6 +1021,9 @@ impl Engine {
                 );
                 return Ok(());
             }
+            // Earlier manifests first (a crash after must not leave one
+            // naming deleted objects), then the replaced objects.
+            self.drop_earlier_manifests().await?;
             // A query that planned before the erase may not have opened a
             // replaced segment yet: its objects go once no reader holds the
             // segment (at most the grace period later). Deleting a mapped
@@ -1047,14 +1063,7 @@ impl Engine {
                 });
             }
         }
-        // Earlier manifests carry the erased rows' column statistics (and
-        // name deleted segments): only the latest is ever read, so drop them.
-        let current = manifest_path(self.state.read().manifest_version);
-        for p in self.storage.list("manifest").await? {
-            if p < current {
-                self.storage.delete(&p).await?;
-            }
-        }
+        self.drop_earlier_manifests().await?;
         // 3. The log.
         for path in self.storage.list("log").await? {
             let Some(seq) = crate::log::seq_of(&path) else {

@@ -133,14 +133,17 @@ impl Engine {
         // is deleted (a flush writes new names only; this node's compaction
         // stays locked out, so no merge re-creates a doomed output).
         drop(_w);
+        // Manifests first: a crash between the two deletions must leave
+        // objects no manifest names (collected next time), never a manifest
+        // naming deleted objects.
+        for path in superseded {
+            self.storage.delete(path).await?;
+            report.manifests_deleted += 1;
+        }
         for (path, size) in doomed {
             self.storage.delete(&path).await?;
             report.objects_deleted += 1;
             report.bytes_deleted += size;
-        }
-        for path in superseded {
-            self.storage.delete(path).await?;
-            report.manifests_deleted += 1;
         }
         let covered = kept.iter().map(|m| m.log_seq).min().unwrap_or(0);
         for (path, modified, size) in self.storage.list_with_meta("log").await? {

@@ -395,6 +395,7 @@ async fn a_level_zero_backlog_is_merged_in_bounded_pieces() {
     c.compaction.max_job_bytes = Some(5);
     assert_eq!(c.compaction_job_bytes(), Some(5));
     // So does the segment size: at most an eighth of the budget.
+    c.compaction.target_bytes = 100 << 20;
     assert_eq!(c.compaction_target_bytes(), 100 << 20);
     c.memory_limit = Some(512 << 20);
     assert_eq!(c.compaction_target_bytes(), 64 << 20);
