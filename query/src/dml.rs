@@ -102,6 +102,7 @@ impl Session {
         tag: &str,
         batches: Vec<RecordBatch>,
         to_event: impl Fn(&RecordBatch) -> Result<RecordBatch>,
+        read_at: Option<i64>,
     ) -> Result<Output> {
         let mut ops = Vec::new();
         let mut rows = 0;
@@ -114,7 +115,7 @@ impl Session {
             });
         }
         if !ops.is_empty() {
-            self.write(ops).await?;
+            self.write_after_read(ops, read_at).await?;
         }
         Ok(Output::Command {
             tag: format!("{tag} {rows}"),
@@ -178,12 +179,21 @@ impl Session {
                 .map(|w| format!(" WHERE {w}"))
                 .unwrap_or_default()
         );
+        // The rows are rewritten from what this snapshot shows: a commit
+        // after it that changed one of them makes this one a conflict
+        // (first committer wins), not a lost update.
+        let read_at = self.db.engine.latest_system_time();
         let batches = self
             .read_versions(rw, &table, valid, false, sql, params)
             .await?;
-        self.emit(&table, OpKind::Put, "UPDATE", batches, |b| {
-            clip(b, valid, now, true)
-        })
+        self.emit(
+            &table,
+            OpKind::Put,
+            "UPDATE",
+            batches,
+            |b| clip(b, valid, now, true),
+            Some(read_at),
+        )
         .await
     }
 
@@ -202,12 +212,18 @@ impl Session {
             alias.unwrap_or_else(|| table.clone()),
             d.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
         );
+        let read_at = self.db.engine.latest_system_time();
         let batches = self
             .read_versions(rw, &table, valid, false, sql, params)
             .await?;
-        self.emit(&table, OpKind::Delete, "DELETE", batches, |b| {
-            clip(b, valid, now, false)
-        })
+        self.emit(
+            &table,
+            OpKind::Delete,
+            "DELETE",
+            batches,
+            |b| clip(b, valid, now, false),
+            Some(read_at),
+        )
         .await
     }
 
@@ -229,7 +245,8 @@ impl Session {
         let batches = self
             .read_versions(rw, &table, TimeSelector::All, true, sql, params)
             .await?;
-        self.emit(&table, OpKind::Erase, "ERASE", batches, |b| Ok(b.clone()))
+        // Blind: an erase removes every version whatever was written since.
+        self.emit(&table, OpKind::Erase, "ERASE", batches, |b| Ok(b.clone()), None)
             .await
     }
 

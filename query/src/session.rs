@@ -367,6 +367,9 @@ impl Database {
 struct OpenTx {
     ops: Vec<Op>,
     system_time: Option<i64>,
+    /// The earliest snapshot a write of the transaction was computed from
+    /// (an UPDATE or DELETE): checked at COMMIT, first committer wins.
+    read_at: Option<i64>,
     failed: Option<String>,
     /// `SAVEPOINT name`s, oldest first, with the number of writes before each.
     savepoints: Vec<(String, usize)>,
@@ -693,6 +696,7 @@ impl Session {
                         .commit(TxRequest {
                             ops: tx.ops,
                             system_time: tx.system_time,
+                            read_at: tx.read_at,
                         })
                         .await?;
                 }
@@ -970,11 +974,26 @@ impl Session {
         })
     }
 
-    /// Commit `ops` now, or add them to the open transaction.
+    /// Commit `ops` (blind writes: INSERT, COPY) now, or add them to the
+    /// open transaction.
     pub(crate) async fn write(&mut self, ops: Vec<Op>) -> Result<()> {
+        self.write_after_read(ops, None).await
+    }
+
+    /// Commit `ops` now, or add them to the open transaction; `read_at`: the
+    /// snapshot they were computed from (see `TxRequest::read_at`).
+    pub(crate) async fn write_after_read(
+        &mut self,
+        ops: Vec<Op>,
+        read_at: Option<i64>,
+    ) -> Result<()> {
         match &mut self.tx {
             Some(tx) => {
                 tx.ops.extend(ops);
+                tx.read_at = match (tx.read_at, read_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 Ok(())
             }
             None => {
@@ -983,6 +1002,7 @@ impl Session {
                     .commit(TxRequest {
                         ops,
                         system_time: None,
+                        read_at,
                     })
                     .await?;
                 Ok(())

@@ -125,6 +125,13 @@ pub struct TxRequest {
     pub ops: Vec<Op>,
     /// `BEGIN READ WRITE WITH (SYSTEM_TIME = …)`.
     pub system_time: Option<Micros>,
+    /// The system time of the snapshot the writes were computed from (an
+    /// UPDATE or DELETE read the rows it rewrites there). The commit is
+    /// refused (`Error::Conflict`, SQLSTATE 40001) if a transaction that
+    /// committed after it wrote one of the same entities: first committer
+    /// wins (`crate::conflict`). `None`: blind writes (INSERT, COPY,
+    /// ingest), last writer wins.
+    pub read_at: Option<Micros>,
 }
 
 struct Pending {
@@ -160,6 +167,8 @@ pub struct Engine {
     queue: Mutex<Vec<Pending>>,
     pub(crate) open_files: Arc<OpenFiles>,
     pub(crate) compaction: CompactionConfig,
+    /// Recent writes, for first-committer-wins checks.
+    history: Mutex<crate::conflict::WriteHistory>,
     pub(crate) gc: GcConfig,
     /// One compaction at a time on this node.
     pub(crate) compacting: tokio::sync::Mutex<()>,
@@ -388,6 +397,7 @@ impl Engine {
                 ..config.compaction.clone()
             },
             gc: config.gc.clone(),
+            history: Mutex::new(Default::default()),
             compacting: tokio::sync::Mutex::new(()),
             wake: Arc::new(tokio::sync::Notify::new()),
             erase_epoch: AtomicU64::new(0),
@@ -564,6 +574,13 @@ impl Engine {
             s.last_system_time = tx.system_time;
         }
         s.applied_seq = rec.seq;
+        drop(s);
+        {
+            let mut h = self.history.lock();
+            for tx in &rec.txs {
+                h.record(tx.system_time, crate::conflict::write_keys(&tx.ops));
+            }
+        }
         if rec
             .txs
             .iter()
@@ -614,7 +631,17 @@ impl Engine {
                 (s.applied_seq + 1, s.last_system_time, schemas)
             };
             let mut accepted: Vec<(Pending, Transaction)> = Vec::new();
+            // Entities written by transactions accepted so far in this group.
+            let mut group_writes: HashMap<u64, Micros> = HashMap::new();
             for p in pending {
+                let keys = crate::conflict::write_keys(&p.tx.ops);
+                if let Some(read_at) = p.tx.read_at {
+                    let why = self.history.lock().conflict(read_at, &keys, &group_writes);
+                    if let Some(why) = why {
+                        let _ = p.reply.send(Err(Error::Conflict(why)));
+                        continue;
+                    }
+                }
                 let t = match p.tx.system_time {
                     Some(t) if t <= last => {
                         let e = Error::Invalid(format!(
@@ -642,6 +669,9 @@ impl Engine {
                     Ok(ops) => {
                         schemas = scratch;
                         last = t;
+                        for k in keys {
+                            group_writes.insert(k, t);
+                        }
                         accepted.push((
                             p,
                             Transaction {

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod compaction;
+pub mod conflict;
 pub mod engine;
 pub mod entity;
 pub mod error;

@@ -31,6 +31,7 @@ fn put(first: i64, n: i64, pad: usize) -> TxRequest {
             batch: RecordBatch::try_new(schema, cols).unwrap(),
         }],
         system_time: None,
+        read_at: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn tx(ops: Vec<Op>) -> TxRequest {
     TxRequest {
         ops,
         system_time: None,
+        read_at: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn tx(ops: Vec<Op>) -> TxRequest {
     TxRequest {
         ops,
         system_time: None,
+        read_at: None,
     }
 }
 
@@ -475,6 +476,7 @@ async fn pinning_a_system_time_not_after_the_last_commit_is_refused() {
         .commit(TxRequest {
             ops: vec![put("t", &[1], vec![("v", ints(&[1]))])],
             system_time: Some(t1),
+            read_at: None,
         })
         .await
         .unwrap();
@@ -489,6 +491,7 @@ async fn pinning_a_system_time_not_after_the_last_commit_is_refused() {
             .commit(TxRequest {
                 ops: vec![put("t", &[2], vec![("v", ints(&[2]))])],
                 system_time: Some(pin),
+                read_at: None,
             })
             .await
             .expect_err("a pinned time not after the last commit must be refused");
@@ -522,6 +525,7 @@ async fn pinning_a_system_time_not_after_the_last_commit_is_refused() {
         .commit(TxRequest {
             ops: vec![put("t", &[4], vec![("v", ints(&[4]))])],
             system_time: Some(t1 + 10),
+            read_at: None,
         })
         .await
         .unwrap();
@@ -534,6 +538,7 @@ async fn pinning_a_system_time_not_after_the_last_commit_is_refused() {
         .commit(TxRequest {
             ops: vec![put("t", &[5], vec![("v", ints(&[5]))])],
             system_time: Some(t1 + 5),
+            read_at: None,
         })
         .await
         .expect_err("the last commit time survives a reopen");
@@ -742,6 +747,7 @@ async fn pinning_the_open_bound_as_system_time_is_refused() {
         .commit(TxRequest {
             ops: vec![op],
             system_time: Some(OPEN),
+            read_at: None,
         })
         .await;
     match r {

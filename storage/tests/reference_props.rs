@@ -680,6 +680,7 @@ async fn run(case: &Case, log: &mut Vec<String>) -> Result<(), String> {
                     .commit(TxRequest {
                         ops: ops.iter().map(to_op).collect(),
                         system_time: pinned,
+                        read_at: None,
                     })
                     .await;
                 match (res, refuse) {
