@@ -58,6 +58,29 @@ pub(crate) struct WriteHistory {
 }
 
 impl WriteHistory {
+    /// Remember what a transaction committed at `t` wrote.
+    pub(crate) fn record_ops(&mut self, t: Micros, ops: &[Op]) {
+        let rows: usize = ops
+            .iter()
+            .filter(|o| matches!(o.kind, OpKind::Put | OpKind::Delete | OpKind::Erase))
+            .map(|o| o.batch.num_rows())
+            .sum();
+        if rows > CAP {
+            // Not worth hashing: `record` would forget it at once.
+            self.forget_until(t);
+            return;
+        }
+        self.record(t, write_keys(ops));
+    }
+
+    /// Forget everything written up to `t`.
+    fn forget_until(&mut self, t: Micros) {
+        self.last.clear();
+        self.order.clear();
+        self.entries = 0;
+        self.horizon = self.horizon.max(t);
+    }
+
     /// Remember that a transaction committed at `t` wrote `keys`.
     pub(crate) fn record(&mut self, t: Micros, keys: Vec<u64>) {
         if keys.is_empty() {
@@ -66,10 +89,7 @@ impl WriteHistory {
         if keys.len() > CAP {
             // A bulk load: too many to remember. Nothing older can matter
             // to a snapshot at or after `t`, and older ones are refused.
-            self.last.clear();
-            self.order.clear();
-            self.entries = 0;
-            self.horizon = self.horizon.max(t);
+            self.forget_until(t);
             return;
         }
         for &k in &keys {

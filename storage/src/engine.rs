@@ -578,7 +578,7 @@ impl Engine {
         {
             let mut h = self.history.lock();
             for tx in &rec.txs {
-                h.record(tx.system_time, crate::conflict::write_keys(&tx.ops));
+                h.record_ops(tx.system_time, &tx.ops);
             }
         }
         if rec
@@ -633,15 +633,10 @@ impl Engine {
             let mut accepted: Vec<(Pending, Transaction)> = Vec::new();
             // Entities written by transactions accepted so far in this group.
             let mut group_writes: HashMap<u64, Micros> = HashMap::new();
+            // Keys of accepted writes matter to later transactions of this
+            // group only if one of them read before writing.
+            let any_reader = pending.iter().any(|p| p.tx.read_at.is_some());
             for p in pending {
-                let keys = crate::conflict::write_keys(&p.tx.ops);
-                if let Some(read_at) = p.tx.read_at {
-                    let why = self.history.lock().conflict(read_at, &keys, &group_writes);
-                    if let Some(why) = why {
-                        let _ = p.reply.send(Err(Error::Conflict(why)));
-                        continue;
-                    }
-                }
                 let t = match p.tx.system_time {
                     Some(t) if t <= last => {
                         let e = Error::Invalid(format!(
@@ -667,6 +662,20 @@ impl Engine {
                 let mut scratch = schemas.clone();
                 match prepare_ops(&mut scratch, &p.tx.ops, t) {
                     Ok(ops) => {
+                        // Keys of the normalized events (`_id` checked and
+                        // widened by `prepare_ops`).
+                        let keys = if any_reader {
+                            crate::conflict::write_keys(&ops)
+                        } else {
+                            Vec::new()
+                        };
+                        if let Some(read_at) = p.tx.read_at {
+                            let why = self.history.lock().conflict(read_at, &keys, &group_writes);
+                            if let Some(why) = why {
+                                let _ = p.reply.send(Err(Error::Conflict(why)));
+                                continue;
+                            }
+                        }
                         schemas = scratch;
                         last = t;
                         for k in keys {
