@@ -34,8 +34,15 @@ async fn a_transaction_whose_row_changed_after_it_read_is_refused_with_40001() {
         .await
         .unwrap();
     let e = a.batch_execute("COMMIT").await.unwrap_err();
-    assert_eq!(e.code(), Some(&SqlState::T_R_SERIALIZATION_FAILURE), "{e:?}");
-    let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::T_R_SERIALIZATION_FAILURE),
+        "{e:?}"
+    );
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
     assert!(msg.contains("retry"), "{msg}");
     // Nothing of the refused transaction was written.
     assert_eq!(n_of(&b).await, 10);
@@ -60,7 +67,11 @@ async fn a_transaction_whose_row_changed_after_it_read_is_refused_with_40001() {
         .await
         .unwrap();
     let e = a.batch_execute("COMMIT").await.unwrap_err();
-    assert_eq!(e.code(), Some(&SqlState::T_R_SERIALIZATION_FAILURE), "{e:?}");
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::T_R_SERIALIZATION_FAILURE),
+        "{e:?}"
+    );
     let n: i64 = a
         .query_one("SELECT n FROM counter WHERE _id = 2", &[])
         .await

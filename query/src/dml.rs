@@ -246,8 +246,15 @@ impl Session {
             .read_versions(rw, &table, TimeSelector::All, true, sql, params)
             .await?;
         // Blind: an erase removes every version whatever was written since.
-        self.emit(&table, OpKind::Erase, "ERASE", batches, |b| Ok(b.clone()), None)
-            .await
+        self.emit(
+            &table,
+            OpKind::Erase,
+            "ERASE",
+            batches,
+            |b| Ok(b.clone()),
+            None,
+        )
+        .await
     }
 
     pub(crate) async fn assert(

@@ -304,7 +304,10 @@ fn column_predicates(e: &Expr, schema: &SchemaRef) -> Vec<ColumnPredicate> {
 /// A literal compared with a column of type `ty`, as the statistics hold
 /// such values (with the decimal scale it is at); `None` for a NULL, or a
 /// literal of another type than the column's (the comparison would cast).
-fn stat_value(ty: &datafusion::arrow::datatypes::DataType, v: &ScalarValue) -> Option<(StatValue, Option<i8>)> {
+fn stat_value(
+    ty: &datafusion::arrow::datatypes::DataType,
+    v: &ScalarValue,
+) -> Option<(StatValue, Option<i8>)> {
     use datafusion::arrow::datatypes::{DataType as D, TimeUnit};
     let int = |v: &ScalarValue| -> Option<i64> {
         match v {

@@ -152,15 +152,31 @@ async fn user_column_statistics_skip_segments_and_never_change_answers() {
     // A range at the end reads one flush of four; one outside every value
     // opens none; so does a text equality and an IS NOT NULL over the flush
     // where `m` is all NULL.
-    let plan = q(&mut s, "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE x > 190000").await;
+    let plan = q(
+        &mut s,
+        "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE x > 190000",
+    )
+    .await;
     assert_eq!(metric(&plan, "segments_read"), 1, "{plan}");
     assert_eq!(metric(&plan, "segments_pruned"), 3, "{plan}");
-    let plan = q(&mut s, "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE x > 500000").await;
+    let plan = q(
+        &mut s,
+        "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE x > 500000",
+    )
+    .await;
     assert_eq!(metric(&plan, "segments_read"), 0, "{plan}");
     assert_eq!(metric(&plan, "batches_read"), 0, "{plan}");
-    let plan = q(&mut s, "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE s = 'k131073'").await;
+    let plan = q(
+        &mut s,
+        "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE s = 'k131073'",
+    )
+    .await;
     assert_eq!(metric(&plan, "segments_read"), 1, "{plan}");
-    let plan = q(&mut s, "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE m > 0 AND x > 150000").await;
+    let plan = q(
+        &mut s,
+        "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE m > 0 AND x > 150000",
+    )
+    .await;
     assert_eq!(metric(&plan, "segments_read"), 0, "{plan}");
 
     let preds = [
@@ -222,12 +238,28 @@ async fn user_column_statistics_skip_segments_and_never_change_answers() {
     q(&mut s, "UPDATE t SET x = -x, m = NULL WHERE _id <= 10").await;
     q(&mut s, "CHECKPOINT").await;
     let past = format!("t FOR SYSTEM_TIME AS OF TIMESTAMP '{before}'");
-    for from in ["t".to_string(), past.clone(), "t FOR ALL SYSTEM_TIME".to_string()] {
+    for from in [
+        "t".to_string(),
+        past.clone(),
+        "t FOR ALL SYSTEM_TIME".to_string(),
+    ] {
         s = check(&mut s, from).await;
     }
     // Spot checks of the answers themselves.
-    assert_eq!(count(&mut s, "t", "f > 1e9").await, q(&mut s, "SELECT 1 AS n").await);
-    assert_eq!(count(&mut s, "t", "x < 0").await, q(&mut s, "SELECT 10 AS n").await);
-    assert_eq!(count(&mut s, &past, "x < 0").await, q(&mut s, "SELECT 0 AS n").await);
-    assert_eq!(count(&mut s, "t", "m IS NULL").await, q(&mut s, "SELECT 50010 AS n").await);
+    assert_eq!(
+        count(&mut s, "t", "f > 1e9").await,
+        q(&mut s, "SELECT 1 AS n").await
+    );
+    assert_eq!(
+        count(&mut s, "t", "x < 0").await,
+        q(&mut s, "SELECT 10 AS n").await
+    );
+    assert_eq!(
+        count(&mut s, &past, "x < 0").await,
+        q(&mut s, "SELECT 0 AS n").await
+    );
+    assert_eq!(
+        count(&mut s, "t", "m IS NULL").await,
+        q(&mut s, "SELECT 50010 AS n").await
+    );
 }

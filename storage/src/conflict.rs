@@ -171,15 +171,24 @@ mod tests {
         h.record(10, vec![1]);
         h.record(20, (0..CAP as u64 + 1).collect());
         let none = HashMap::new();
-        assert!(h.conflict(15, &[7], &none).is_some(), "older than the horizon");
+        assert!(
+            h.conflict(15, &[7], &none).is_some(),
+            "older than the horizon"
+        );
         assert!(h.conflict(20, &[1], &none).is_none());
         // Filling the history forgets the oldest write sets first.
         let mut h = WriteHistory::default();
         h.record(10, vec![u64::MAX]);
         for t in 0..4u64 {
-            h.record(20 + t as i64, (t * (CAP as u64 / 4)..(t + 1) * (CAP as u64 / 4)).collect());
+            h.record(
+                20 + t as i64,
+                (t * (CAP as u64 / 4)..(t + 1) * (CAP as u64 / 4)).collect(),
+            );
         }
-        assert!(h.conflict(9, &[u64::MAX], &none).is_some(), "older than the horizon");
+        assert!(
+            h.conflict(9, &[u64::MAX], &none).is_some(),
+            "older than the horizon"
+        );
         assert!(h.conflict(20, &[1], &none).is_none());
     }
 }

@@ -1093,7 +1093,9 @@ impl Engine {
                             }
                             for p in objects {
                                 if let Err(e) = storage.delete(&p).await {
-                                    tracing::warn!("erase purge could not delete {p}: {e} (collection will)");
+                                    tracing::warn!(
+                                        "erase purge could not delete {p}: {e} (collection will)"
+                                    );
                                 }
                             }
                         }

@@ -187,9 +187,10 @@ pub fn batch_may_match(file: &SegmentFile, b: usize, preds: &[ColumnPredicate]) 
 
 /// Could a segment with these merged statistics hold such a row?
 pub fn segment_may_match(columns: &[ColumnStats], rows: u64, preds: &[ColumnPredicate]) -> bool {
-    preds.iter().filter(|p| p.segment_level()).all(|p| {
-        p.may_match(columns.iter().find(|c| c.name == p.column), rows)
-    })
+    preds
+        .iter()
+        .filter(|p| p.segment_level())
+        .all(|p| p.may_match(columns.iter().find(|c| c.name == p.column), rows))
 }
 
 #[cfg(test)]

@@ -950,12 +950,14 @@ fn column_stats_of(batch: &RecordBatch) -> Vec<ColumnStats> {
 
 fn column_stats(name: &str, col: &ArrayRef) -> ColumnStats {
     use arrow::compute::kernels::aggregate as agg;
-    use serde_json::Value;
     use arrow::datatypes as t;
+    use serde_json::Value;
     // Integers of every width, dates and timestamps as JSON integers;
     // decimals as their unscaled integer when it fits in 64 bits (the scale
     // is the column's); floats as numbers (NaN becomes a JSON null: unknown).
-    fn int<T: arrow::datatypes::ArrowPrimitiveType>(col: &ArrayRef) -> (Option<Value>, Option<Value>)
+    fn int<T: arrow::datatypes::ArrowPrimitiveType>(
+        col: &ArrayRef,
+    ) -> (Option<Value>, Option<Value>)
     where
         T::Native: Into<i64>,
     {

@@ -78,7 +78,9 @@ impl std::io::Write for ObjectSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             ObjectSink::File { out: Some(w), .. } => w.write(buf),
-            ObjectSink::File { out: None, .. } => Err(std::io::Error::other("sink already finished")),
+            ObjectSink::File { out: None, .. } => {
+                Err(std::io::Error::other("sink already finished"))
+            }
             ObjectSink::Memory(v) => v.write(buf),
         }
     }
@@ -304,7 +306,9 @@ impl Storage {
         }
         let tmp = dest.with_file_name(format!(
             "{}.{}.tmp",
-            dest.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+            dest.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object"),
             crate::engine::flush_tag()
         ));
         let file = std::fs::File::create(&tmp)?;

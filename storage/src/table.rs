@@ -735,7 +735,8 @@ impl TableState {
         // Per source and column: the source's array, adapted to the table's
         // type (a copy only if its type differs), made on first use.
         let ncols = self.schema.columns.len();
-        let mut adapted: Vec<Vec<Option<ArrayRef>>> = vec![vec![None; ncols]; self.live.sources.len()];
+        let mut adapted: Vec<Vec<Option<ArrayRef>>> =
+            vec![vec![None; ncols]; self.live.sources.len()];
         let schema = segment_schema(&self.schema.columns);
         let mut enc = crate::segment::SegmentEncoder::to(out, schema.clone())?;
         for chunk in alive.chunks(crate::segment::BATCH_ROWS) {
