@@ -1,5 +1,6 @@
 //! Strata's own system tables, for operators: `strata_cache` (the disk cache
-//! of a remote store) and `strata_segments` (every segment per table and tier). Found unqualified from `public`, like `pg_class`, and
+//! of a remote store), `strata_requests` (requests sent to the object store,
+//! by kind) and `strata_segments` (every segment per table and tier). Found unqualified from `public`, like `pg_class`, and
 //! rebuilt from the live counters each time a statement names them.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use datafusion::error::Result as DfResult;
 use strata_storage::Engine;
 
 /// Names of the system tables this module serves.
-pub const TABLES: &[&str] = &["strata_cache", "strata_segments"];
+pub const TABLES: &[&str] = &["strata_cache", "strata_requests", "strata_segments"];
 
 /// The system table called `name`, or `None` if there is none.
 pub(crate) fn provider(
@@ -21,6 +22,7 @@ pub(crate) fn provider(
     match name {
         "strata_cache" => Ok(Some(strata_cache(engine)?)),
         "strata_segments" => Ok(Some(strata_segments(engine)?)),
+        "strata_requests" => Ok(Some(strata_requests(engine)?)),
         _ => Ok(None),
     }
 }
@@ -113,6 +115,30 @@ fn strata_segments(engine: &Arc<Engine>) -> DfResult<Arc<dyn TableProvider>> {
         )),
         Arc::new(StringArray::from_iter_values(
             segs.iter().map(|s| s.path.as_str()),
+        )),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// One row per request kind (GET, HEAD, PUT, LIST, DELETE, COPY): the
+/// requests this node sent to its object store since it started, what S3,
+/// GCS and Azure bill by. Reads of a local directory's segments are memory
+/// maps, not requests; reads served by the disk cache are not requests.
+fn strata_requests(engine: &Arc<Engine>) -> DfResult<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("requests", DataType::Int64, false),
+    ]));
+    let counts = engine.storage().request_counts();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            counts.iter().map(|(k, _)| *k),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            counts
+                .iter()
+                .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX)),
         )),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;

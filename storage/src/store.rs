@@ -61,6 +61,8 @@ pub struct Storage {
     description: String,
     /// Set for a remote store (unless the cache is turned off).
     cache: Option<DiskCache>,
+    /// Requests sent to `inner`, by kind.
+    requests: Arc<RequestCounts>,
 }
 
 /// A new object being written (see [`Storage::sink`]). Dropped unfinished,
@@ -139,6 +141,10 @@ impl Storage {
     /// a disk cache set up by `cache`. Local and memory stores ignore it.
     pub fn open_with_cache(location: &StoreLocation, cache: &CacheConfig) -> Result<Storage> {
         let mut s = Storage::open_uncached(location)?;
+        s.inner = Arc::new(CountingStore {
+            inner: s.inner.clone(),
+            counts: s.requests.clone(),
+        });
         if s.local_root.is_none() && !matches!(location, StoreLocation::Memory) {
             let limit = cache.size.unwrap_or(DEFAULT_CACHE_SIZE);
             if limit > 0 {
@@ -167,6 +173,7 @@ impl Storage {
                     fault: None,
                     description: dir.display().to_string(),
                     cache: None,
+                    requests: Default::default(),
                 })
             }
             StoreLocation::Memory => Ok(Storage {
@@ -175,6 +182,7 @@ impl Storage {
                 fault: None,
                 description: "memory".to_string(),
                 cache: None,
+                requests: Default::default(),
             }),
             StoreLocation::Custom { store, name } => Ok(Storage {
                 inner: store.clone(),
@@ -182,6 +190,7 @@ impl Storage {
                 fault: None,
                 description: name.clone(),
                 cache: None,
+                requests: Default::default(),
             }),
             StoreLocation::Url(u) => {
                 let url = url::Url::parse(u)
@@ -208,6 +217,7 @@ impl Storage {
                     fault: None,
                     description: u.clone(),
                     cache: None,
+                    requests: Default::default(),
                 })
             }
         }
@@ -216,6 +226,11 @@ impl Storage {
     pub fn with_fault_hook(mut self, hook: Arc<dyn FaultHook>) -> Self {
         self.fault = Some(hook);
         self
+    }
+
+    /// Requests sent to the object store so far, by kind.
+    pub fn request_counts(&self) -> [(&'static str, u64); 6] {
+        self.requests.snapshot()
     }
 
     pub fn describe(&self) -> &str {
@@ -614,6 +629,132 @@ impl ObjectStore for LatencyStore {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.wait().await;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Requests sent to the object store, by kind, since the node started
+/// (`strata_requests`): what a node costs on S3, GCS or Azure, where each
+/// request is billed. HEAD is a GET asking for metadata only.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    pub get: std::sync::atomic::AtomicU64,
+    pub head: std::sync::atomic::AtomicU64,
+    pub put: std::sync::atomic::AtomicU64,
+    pub list: std::sync::atomic::AtomicU64,
+    pub delete: std::sync::atomic::AtomicU64,
+    pub copy: std::sync::atomic::AtomicU64,
+}
+
+impl RequestCounts {
+    /// `(kind, requests)`, in a fixed order.
+    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        [
+            ("GET", g(&self.get)),
+            ("HEAD", g(&self.head)),
+            ("PUT", g(&self.put)),
+            ("LIST", g(&self.list)),
+            ("DELETE", g(&self.delete)),
+            ("COPY", g(&self.copy)),
+        ]
+    }
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// An object store that counts the requests sent through it by kind.
+#[derive(Debug)]
+pub(crate) struct CountingStore {
+    inner: Arc<dyn ObjectStore>,
+    counts: Arc<RequestCounts>,
+}
+
+impl std::fmt::Display for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CountingStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        bump(&self.counts.put);
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        // The upload's creation; its parts and completion are not counted.
+        bump(&self.counts.put);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        bump(if options.head {
+            &self.counts.head
+        } else {
+            &self.counts.get
+        });
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        for _ in ranges {
+            bump(&self.counts.get);
+        }
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let counts = self.counts.clone();
+        let counted = locations
+            .map(move |l| {
+                bump(&counts.delete);
+                l
+            })
+            .boxed();
+        self.inner.delete_stream(counted)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        bump(&self.counts.list);
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        bump(&self.counts.list);
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        bump(&self.counts.copy);
         self.inner.copy_opts(from, to, options).await
     }
 }
