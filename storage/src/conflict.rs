@@ -74,7 +74,7 @@ impl WriteHistory {
     }
 
     /// Forget everything written up to `t`.
-    fn forget_until(&mut self, t: Micros) {
+    pub(crate) fn forget_until(&mut self, t: Micros) {
         self.last.clear();
         self.order.clear();
         self.entries = 0;

@@ -481,6 +481,10 @@ impl Engine {
                 manifest_version: m.version,
             };
         }
+        // The records the manifest covers are not applied here, so their
+        // writes are not in the conflict history: a snapshot older than the
+        // manifest cannot be checked any more.
+        self.history.lock().forget_until(m.last_system_time);
         let (n, bytes) = self.catch_up_counted().await?;
         report.log_records_replayed = n;
         report.objects_read += n;
