@@ -837,13 +837,10 @@ impl Engine {
                 }
                 let path = format!("{dir}/seg-{version:010}-{tag}.arrow");
                 let bloom_path = format!("{dir}/seg-{version:010}-{tag}.bloom");
-                if !t.live.rects.iter().all(|r| r.dead) {
-                    // Encoded straight into the new object (on a local
-                    // store): the flush holds no copy of the file.
-                    let sink = self.storage.sink(&path)?;
-                    let (sink, meta, bloom) = t
-                        .flush_encode(sink, &path, &bloom_path)?
-                        .expect("a live rectangle survives");
+                // Encoded straight into the new object (on a local store):
+                // the flush holds no copy of the file.
+                let sink = || self.storage.sink(&path);
+                if let Some((sink, meta, bloom)) = t.flush_encode(sink, &path, &bloom_path)? {
                     let rows = meta.rows as usize;
                     sinks.push((path.clone(), sink));
                     writes.push((bloom_path.clone(), bloom.to_bytes()));

@@ -716,10 +716,6 @@ impl<W: std::io::Write> SegmentEncoder<W> {
         Ok(())
     }
 
-    pub fn rows(&self) -> u64 {
-        self.stats.iter().map(|s| s.rows as u64).sum()
-    }
-
     /// Finish the file: the output it was written to, the manifest
     /// metadata and the bloom filter.
     pub fn finish_into(

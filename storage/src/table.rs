@@ -721,9 +721,10 @@ impl TableState {
     /// a time: the flush holds the live index, the encoded file and one
     /// batch, never a second copy of the whole index. `None` if no
     /// rectangle survives.
+    /// `out` makes the output, only once there is something to write.
     pub fn flush_encode<W: std::io::Write>(
         &self,
-        out: W,
+        out: impl FnOnce() -> Result<W>,
         path: &str,
         bloom_path: &str,
     ) -> Result<Option<(W, crate::segment::SegmentMeta, crate::segment::Bloom)>> {
@@ -731,6 +732,7 @@ impl TableState {
         if alive.is_empty() {
             return Ok(None);
         }
+        let out = out()?;
         alive.sort_by_key(|r| (r.iid, r.sf, r.vf));
         // Per source and column: the source's array, adapted to the table's
         // type (a copy only if its type differs), made on first use.
