@@ -73,6 +73,8 @@ impl QueryError {
                 ErrorKind::Conflict => "40001",
                 ErrorKind::NotFound => "42P01",
                 ErrorKind::Internal => "XX000",
+                ErrorKind::OutcomeUnknown => "08007",
+                ErrorKind::ReadOnly => "25006",
             },
             QueryError::Arithmetic(e) => e.sqlstate(),
             QueryError::Execution(_) => "22000",

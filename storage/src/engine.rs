@@ -48,6 +48,11 @@ pub struct EngineConfig {
     pub gc: GcConfig,
     /// The disk cache of a remote store (`--cache-dir`, `--cache-size`).
     pub cache: crate::cache::CacheConfig,
+    /// A node that only reads (`strata serve --role reader`): commits and
+    /// flushes are refused, nothing runs in the background, and nothing is
+    /// ever written to the store. It follows the log and adopts the
+    /// manifests writer nodes publish.
+    pub read_only: bool,
 }
 
 impl EngineConfig {
@@ -61,6 +66,7 @@ impl EngineConfig {
             compaction: CompactionConfig::default(),
             gc: GcConfig::default(),
             cache: Default::default(),
+            read_only: false,
         }
     }
 
@@ -161,6 +167,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     flush_rows: usize,
     live_budget: usize,
+    read_only: bool,
     pub(crate) state: RwLock<State>,
     /// Held by whoever changes `state`: the group-commit leader, a flush, a catch-up.
     pub(crate) writer: tokio::sync::Mutex<()>,
@@ -387,6 +394,7 @@ impl Engine {
             clock: config.clock.clone(),
             flush_rows: config.flush_rows.max(1),
             live_budget: config.live_budget(),
+            read_only: config.read_only,
             state: RwLock::new(State::default()),
             writer: tokio::sync::Mutex::new(()),
             queue: Mutex::new(Vec::new()),
@@ -410,7 +418,7 @@ impl Engine {
         report.millis = started.elapsed().as_millis() as u64;
         *engine.open_report.lock() = report;
         let engine = Arc::new(engine);
-        if engine.compaction.background {
+        if engine.compaction.background && !engine.read_only {
             crate::compaction::spawn_background(&engine);
         }
         Ok(engine)
@@ -472,19 +480,25 @@ impl Engine {
             }
             tables.insert(name.clone(), t);
         }
-        {
+        let applied_before = {
             let mut s = self.state.write();
+            let before = s.applied_seq;
             *s = State {
                 tables,
                 applied_seq: m.log_seq,
                 last_system_time: m.last_system_time,
                 manifest_version: m.version,
             };
-        }
-        // The records the manifest covers are not applied here, so their
+            before
+        };
+        // The records the manifest covers are not applied here; if we had
+        // not applied them before either (at open, or far behind), their
         // writes are not in the conflict history: a snapshot older than the
-        // manifest cannot be checked any more.
-        self.history.lock().forget_until(m.last_system_time);
+        // manifest cannot be checked any more. Adopting a newer manifest
+        // while caught up keeps the history whole.
+        if m.log_seq > applied_before {
+            self.history.lock().forget_until(m.last_system_time);
+        }
         let (n, bytes) = self.catch_up_counted().await?;
         report.log_records_replayed = n;
         report.objects_read += n;
@@ -492,10 +506,53 @@ impl Engine {
         Ok(report)
     }
 
-    /// Apply log records written since we last looked (by this or another node).
+    /// Apply log records written since we last looked (by this or another
+    /// node). If the live index is then over its budget, adopt a newer
+    /// manifest another node published (its segments hold what our live
+    /// index would flush), else flush it ourselves (not on a read-only
+    /// node): a node that only follows the log stays within its budget.
     pub async fn catch_up(&self) -> Result<u64> {
         let _w = self.writer.lock().await;
-        self.catch_up_locked().await
+        let n = self.catch_up_locked().await?;
+        if self.live_over_budget() && !self.adopt_newer_manifest_locked().await? && !self.read_only
+        {
+            self.flush_locked().await?;
+        }
+        Ok(n)
+    }
+
+    /// Whether this node refuses writes (`EngineConfig::read_only`).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Adopt the newest manifest if another node published one after ours
+    /// (a flush or a compaction): the segments it names replace ours and
+    /// what the live index held that it covers. Costs one GET when there
+    /// is none. Nodes call this now and then so that they stop reading
+    /// segments a compaction elsewhere replaced well before collection
+    /// deletes them (the grace period). Returns whether it adopted one.
+    pub async fn adopt_newer_manifest(&self) -> Result<bool> {
+        let _w = self.writer.lock().await;
+        self.adopt_newer_manifest_locked().await
+    }
+
+    async fn adopt_newer_manifest_locked(&self) -> Result<bool> {
+        let next = self.state.read().manifest_version + 1;
+        if self.storage.get(&manifest_path(next)).await?.is_none() {
+            return Ok(false);
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    fn refuse_read_only(&self, what: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly(format!(
+                "cannot {what}: this node is read-only (strata serve --role reader); send writes to a writer node"
+            )));
+        }
+        Ok(())
     }
 
     async fn catch_up_locked(&self) -> Result<u64> {
@@ -566,6 +623,32 @@ impl Engine {
         let files = self
             .files_for(rec.txs.iter().flat_map(|t| t.ops.iter()))
             .await?;
+        self.apply_with_files(rec, &files)
+    }
+
+    /// [`Engine::apply_record`] for a record this node just wrote: a failed
+    /// read of the segment files it needs is retried (with backoff) before
+    /// anything is applied.
+    async fn apply_own_record(&self, rec: &LogRecord) -> Result<()> {
+        let mut delay = RETRY_DELAY;
+        let mut attempt = 1;
+        let files = loop {
+            match self
+                .files_for(rec.txs.iter().flat_map(|t| t.ops.iter()))
+                .await
+            {
+                Ok(f) => break f,
+                Err(e) if attempt >= RETRIES => return Err(e),
+                Err(_) => {}
+            }
+            attempt += 1;
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        };
+        self.apply_with_files(rec, &files)
+    }
+
+    fn apply_with_files(&self, rec: &LogRecord, files: &SegFiles) -> Result<()> {
         let mut s = self.state.write();
         for tx in &rec.txs {
             for op in &tx.ops {
@@ -573,7 +656,7 @@ impl Engine {
                     .tables
                     .entry(op.table.clone())
                     .or_insert_with(|| TableState::new(&op.table));
-                t.apply(op, tx.system_time, &files)?;
+                t.apply(op, tx.system_time, files)?;
             }
             s.last_system_time = tx.system_time;
         }
@@ -598,6 +681,7 @@ impl Engine {
     /// Commit a transaction: durable in the log when this returns `Ok`.
     /// Concurrent callers share log writes (group commit).
     pub async fn commit(&self, tx: TxRequest) -> Result<CommitInfo> {
+        self.refuse_read_only("commit a transaction")?;
         let (reply, mut rx) = oneshot::channel();
         self.queue.lock().push(Pending { tx, reply });
         // Either another leader commits our transaction (answer on `rx`), or we
@@ -703,15 +787,17 @@ impl Engine {
             }
             let rec = LogRecord {
                 seq,
+                // New for every attempt: a record at `seq` carrying it is ours.
+                nonce: crate::log::new_nonce(),
                 txs: accepted.iter().map(|(_, t)| t.clone()).collect(),
             };
             let bytes = match rec.encode() {
                 Ok(b) => b,
                 Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
             };
-            match self.storage.create(&log_path(seq), bytes).await {
-                Ok(CreateOutcome::Created) => {}
-                Ok(CreateOutcome::AlreadyExists) => {
+            match self.write_log(seq, &rec.nonce, bytes).await {
+                Ok(LogWrite::Ours) => {}
+                Ok(LogWrite::Taken) => {
                     // Another node took this sequence number: catch up and retry.
                     pending = accepted
                         .into_iter()
@@ -722,9 +808,31 @@ impl Engine {
                         .collect();
                     continue;
                 }
-                Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
+                Err(LogWriteError::NotCommitted(kind, reason)) => {
+                    for (p, _) in accepted {
+                        let _ = p.reply.send(Err(Error::NotCommitted {
+                            kind,
+                            reason: reason.clone(),
+                        }));
+                    }
+                    return;
+                }
+                Err(LogWriteError::Unknown(reason)) => {
+                    // Nothing applied: if the record did land, the next
+                    // catch-up (of this node or any other) applies it.
+                    tracing::warn!("commit outcome unknown at seq {seq}: {reason}");
+                    for (p, _) in accepted {
+                        let _ = p.reply.send(Err(Error::CommitUnknown {
+                            reason: reason.clone(),
+                        }));
+                    }
+                    return;
+                }
             }
-            let applied = self.apply_record(&rec).await;
+            // Durable now. Applying reads the segment files the events touch
+            // (retried; a node that cannot apply the record applies it at its
+            // next catch-up: it is in the log either way).
+            let applied = self.apply_own_record(&rec).await;
             // ERASE removes the bytes, not only the visibility: purge now,
             // before acknowledging, so that an acknowledged erase is gone from
             // segments and log. A purge that fails leaves the erase logically
@@ -764,6 +872,113 @@ impl Engine {
         }
     }
 
+    /// Create `log/<seq>` holding `bytes` (our record, with `nonce`) and
+    /// settle the outcome. A create that fails with an error (a timeout, a
+    /// dropped connection: it may have reached the store) or says
+    /// `AlreadyExists` (another node's record, or our own: a store client
+    /// that retried our request after a lost response gets 412) is settled
+    /// by reading the record back: our nonce means the group committed,
+    /// another means the seq is taken. Absent after an error, the same
+    /// create is retried (with backoff); still absent after the last
+    /// attempt, the group is known not committed. If the read-back keeps
+    /// failing, the outcome is unknown.
+    async fn write_log(
+        &self,
+        seq: u64,
+        nonce: &crate::log::Nonce,
+        bytes: bytes::Bytes,
+    ) -> std::result::Result<LogWrite, LogWriteError> {
+        let path = log_path(seq);
+        let mut delay = RETRY_DELAY;
+        let mut last: Option<Error> = None;
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            match self.storage.create(&path, bytes.clone()).await {
+                Ok(CreateOutcome::Created) => return Ok(LogWrite::Ours),
+                Ok(CreateOutcome::AlreadyExists) => {
+                    last = Some(Error::Internal(format!(
+                        "`{path}` existed, then could not be found"
+                    )));
+                }
+                Err(e) => last = Some(e),
+            }
+            let write_error = last.as_ref().map(|e| e.to_string()).unwrap_or_default();
+            match self.log_writer(&path).await {
+                Ok(Some(n)) if n == *nonce => return Ok(LogWrite::Ours),
+                Ok(Some(_)) => return Ok(LogWrite::Taken),
+                // Not there: the write did not land; try it again.
+                Ok(None) => {}
+                Err(e) => return Err(LogWriteError::Unknown(format!(
+                    "writing `{path}` failed ({write_error}) and reading it back failed too ({e})"
+                ))),
+            }
+        }
+        let e = last.unwrap_or_else(|| Error::Internal("no attempt made".into()));
+        Err(LogWriteError::NotCommitted(
+            e.kind(),
+            format!(
+                "writing `{path}` failed {RETRIES} times, last: {e}; it is not in the log, so the \
+                 transaction is known not to be committed"
+            ),
+        ))
+    }
+
+    /// The writer nonce of the record at `path` (`None`: no record), read
+    /// with retries.
+    async fn log_writer(&self, path: &str) -> Result<Option<crate::log::Nonce>> {
+        let mut delay = RETRY_DELAY;
+        let mut attempt = 0;
+        loop {
+            let e = match self.storage.get(path).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(b)) => return LogRecord::writer_of(path, &b).map(|(_, n)| Some(n)),
+                Err(e) => e,
+            };
+            attempt += 1;
+            if attempt >= RETRIES {
+                return Err(e);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        }
+    }
+
+    /// Create manifest `version` holding `bytes`, settling an ambiguous
+    /// outcome like [`Engine::write_log`]: `Created` if the stored manifest
+    /// is byte for byte ours (written by us, whatever the create said),
+    /// `AlreadyExists` if another one is there. An error if it stays
+    /// absent or cannot be read: nothing was published by us that we know
+    /// of (a manifest of ours that landed anyway is adopted by the reload
+    /// of a later flush, which finds the version taken).
+    async fn create_manifest(&self, version: u64, bytes: bytes::Bytes) -> Result<CreateOutcome> {
+        let path = manifest_path(version);
+        let mut delay = RETRY_DELAY;
+        let mut last = None;
+        for attempt in 0..RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            match self.storage.create(&path, bytes.clone()).await {
+                Ok(CreateOutcome::Created) => return Ok(CreateOutcome::Created),
+                Ok(CreateOutcome::AlreadyExists) => {}
+                Err(e) => last = Some(e),
+            }
+            match self.storage.get(&path).await {
+                Ok(Some(b)) if b == bytes => return Ok(CreateOutcome::Created),
+                Ok(Some(_)) => return Ok(CreateOutcome::AlreadyExists),
+                Ok(None) => {}
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::Internal(format!("`{path}` existed, then could not be found"))
+        }))
+    }
+
     fn live_over_budget(&self) -> bool {
         let s = self.state.read();
         s.live_rows() >= self.flush_rows || s.live_bytes() >= self.live_budget
@@ -771,6 +986,7 @@ impl Engine {
 
     /// Write the live index out as segments and publish a new manifest.
     pub async fn flush(&self) -> Result<()> {
+        self.refuse_read_only("flush (CHECKPOINT)")?;
         let _w = self.writer.lock().await;
         self.flush_locked().await
     }
@@ -869,11 +1085,7 @@ impl Engine {
         for (path, data) in writes {
             self.storage.put(&path, data).await?;
         }
-        match self
-            .storage
-            .create(&manifest_path(version), manifest.to_bytes())
-            .await?
-        {
+        match self.create_manifest(version, manifest.to_bytes()).await? {
             CreateOutcome::Created => {}
             CreateOutcome::AlreadyExists => {
                 // Another node published this version: adopt its view.
@@ -1502,6 +1714,26 @@ pub(crate) fn flush_tag() -> String {
             .to_le_bytes(),
     );
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&buf))
+}
+
+/// Attempts of a log or manifest write (and of a read settling one).
+const RETRIES: u32 = 6;
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How a log write settled.
+enum LogWrite {
+    /// Our record is at the seq: the group committed.
+    Ours,
+    /// Another writer's record is at the seq: ours is not in the log.
+    Taken,
+}
+
+enum LogWriteError {
+    /// Known not in the log: `Error::NotCommitted` of this kind and reason.
+    NotCommitted(crate::error::ErrorKind, String),
+    /// May or may not be in the log.
+    Unknown(String),
 }
 
 fn fail_all(pending: Vec<Pending>, e: &Error) {

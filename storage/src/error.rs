@@ -20,6 +20,13 @@ pub enum ErrorKind {
     NotFound,
     /// A bug: an invariant did not hold.
     Internal,
+    /// A commit whose outcome is not known: its log write may or may not
+    /// have reached the store, and reading it back failed too. The
+    /// transaction is either wholly committed or not at all; read before
+    /// retrying it (SQLSTATE 08007, transaction_resolution_unknown).
+    OutcomeUnknown,
+    /// A write sent to a read-only node (SQLSTATE 25006): send it to a writer.
+    ReadOnly,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,12 @@ pub enum Error {
     /// says (a group commit hands the one failure to every waiting writer).
     #[error("transaction not committed: {reason}")]
     NotCommitted { kind: ErrorKind, reason: String },
+    /// A commit whose log write failed ambiguously (a timeout or a
+    /// connection error: it may have reached the store) and whose outcome
+    /// could not be settled by reading the log back. The transaction is all
+    /// or nothing: a later read shows it wholly or not at all.
+    #[error("commit outcome unknown: {reason}; the transaction may or may not have committed (all or nothing): read before retrying it")]
+    CommitUnknown { reason: String },
     /// The data directory cannot be written (found at open).
     #[error("data directory `{path}` is not writable: {reason}; give a directory this process can create files in")]
     NotWritable {
@@ -60,6 +73,9 @@ pub enum Error {
     },
     #[error("{0}")]
     NotFound(String),
+    /// A write on a read-only node.
+    #[error("{0}")]
+    ReadOnly(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -77,7 +93,9 @@ impl Error {
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::NotFound(_) => ErrorKind::NotFound,
+            Error::ReadOnly(_) => ErrorKind::ReadOnly,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::CommitUnknown { .. } => ErrorKind::OutcomeUnknown,
         }
     }
 }

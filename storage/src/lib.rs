@@ -32,6 +32,8 @@ pub use gc::{GcConfig, GcReport};
 pub use log::{Op, OpKind};
 pub use prune::{CmpOp, ColumnPredicate, StatValue, Test};
 pub use segment::Tier;
-pub use store::{FaultHook, LatencyStore, ObjectSink, StoreLocation};
+pub use store::{
+    FaultCounts, FaultHook, Faults, FaultyStore, LatencyStore, ObjectSink, StoreLocation,
+};
 pub use temporal::{Coordinate, TimeSelector};
 pub use time::{Clock, Micros, SystemClock, TestClock, OPEN};

@@ -13,7 +13,51 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::time::Micros;
 
-const MAGIC: &[u8; 8] = b"STRLOG01";
+/// The current record format: carries the writer's nonce after the seq.
+const MAGIC: &[u8; 8] = b"STRLOG02";
+/// The first format (no nonce): still read.
+const MAGIC_V1: &[u8; 8] = b"STRLOG01";
+
+/// Bytes of a writer nonce.
+pub const NONCE_LEN: usize = 16;
+
+/// Who wrote a log record: 16 random bytes, new for every commit attempt
+/// (one group at one seq). A writer whose conditional create failed
+/// ambiguously (timeout, dropped response, an `AlreadyExists` from a
+/// store client that retried its own request) reads the record back and
+/// compares it: its own nonce means the group committed. Records of the
+/// first format carry none (all zeros), which no writer draws.
+pub type Nonce = [u8; NONCE_LEN];
+
+/// A fresh writer nonce: 128 bits hashed from the process's random hash
+/// keys, the time, the process id and a counter. Never all zeros.
+pub fn new_nonce() -> Nonce {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut buf = Vec::with_capacity(48);
+    for salt in 0..2u64 {
+        let mut h = keys.build_hasher();
+        h.write_u64(salt);
+        h.write_u64(count);
+        buf.extend_from_slice(&h.finish().to_le_bytes());
+    }
+    buf.extend_from_slice(&nanos.to_le_bytes());
+    buf.extend_from_slice(&std::process::id().to_le_bytes());
+    buf.extend_from_slice(&count.to_le_bytes());
+    let mut n = xxhash_rust::xxh3::xxh3_128(&buf).to_le_bytes();
+    if n == [0; NONCE_LEN] {
+        n[0] = 1;
+    }
+    n
+}
 
 /// What a row-level event does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +103,9 @@ pub struct Transaction {
 #[derive(Debug, Clone)]
 pub struct LogRecord {
     pub seq: u64,
+    /// The writer's nonce for this commit attempt (all zeros in a record
+    /// of the first format).
+    pub nonce: Nonce,
     pub txs: Vec<Transaction>,
 }
 
@@ -103,6 +150,7 @@ impl LogRecord {
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&(self.txs.len() as u32).to_le_bytes());
         for tx in &self.txs {
             out.extend_from_slice(&tx.system_time.to_le_bytes());
@@ -121,12 +169,15 @@ impl LogRecord {
         Ok(Bytes::from(out))
     }
 
-    pub fn decode(path: &str, bytes: &[u8]) -> Result<LogRecord> {
+    /// Check magic and checksum; return the body (without the checksum),
+    /// the seq, the nonce and the position after them.
+    fn header<'a>(path: &str, bytes: &'a [u8]) -> Result<(&'a [u8], u64, Nonce, usize)> {
         let corrupt = |reason: &str| Error::Corrupt {
             path: path.to_string(),
             reason: reason.to_string(),
         };
-        if bytes.len() < MAGIC.len() + 16 || &bytes[..8] != MAGIC {
+        let v1 = bytes.len() >= 8 && &bytes[..8] == MAGIC_V1;
+        if bytes.len() < MAGIC.len() + 16 || !(v1 || &bytes[..8] == MAGIC) {
             return Err(corrupt("not a Strata log record (bad magic)"));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
@@ -135,6 +186,27 @@ impl LogRecord {
         }
         let mut r = Reader { buf: body, pos: 8 };
         let seq = r.u64().ok_or_else(|| corrupt("truncated"))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        if !v1 {
+            nonce.copy_from_slice(r.take(NONCE_LEN).ok_or_else(|| corrupt("truncated"))?);
+        }
+        Ok((body, seq, nonce, r.pos))
+    }
+
+    /// The seq and writer nonce of an encoded record (magic and checksum
+    /// checked, transactions not decoded).
+    pub fn writer_of(path: &str, bytes: &[u8]) -> Result<(u64, Nonce)> {
+        let (_, seq, nonce, _) = LogRecord::header(path, bytes)?;
+        Ok((seq, nonce))
+    }
+
+    pub fn decode(path: &str, bytes: &[u8]) -> Result<LogRecord> {
+        let corrupt = |reason: &str| Error::Corrupt {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        };
+        let (body, seq, nonce, pos) = LogRecord::header(path, bytes)?;
+        let mut r = Reader { buf: body, pos };
         let ntx = r.u32().ok_or_else(|| corrupt("truncated"))?;
         let mut txs = Vec::with_capacity(ntx as usize);
         for _ in 0..ntx {
@@ -159,7 +231,7 @@ impl LogRecord {
             }
             txs.push(Transaction { system_time, ops });
         }
-        Ok(LogRecord { seq, txs })
+        Ok(LogRecord { seq, nonce, txs })
     }
 }
 
@@ -200,6 +272,7 @@ mod tests {
         let batch = RecordBatch::try_from_iter(vec![("_id", ids)]).unwrap();
         let rec = LogRecord {
             seq: 7,
+            nonce: new_nonce(),
             txs: vec![Transaction {
                 system_time: 42,
                 ops: vec![Op {
@@ -212,6 +285,8 @@ mod tests {
         let bytes = rec.encode().unwrap();
         let back = LogRecord::decode("x", &bytes).unwrap();
         assert_eq!(back.seq, 7);
+        assert_eq!(back.nonce, rec.nonce);
+        assert_eq!(LogRecord::writer_of("x", &bytes).unwrap(), (7, rec.nonce));
         assert_eq!(back.txs[0].system_time, 42);
         assert_eq!(back.txs[0].ops[0].batch.num_rows(), 2);
         let mut torn = bytes.to_vec();
@@ -220,5 +295,39 @@ mod tests {
         let mut flipped = bytes.to_vec();
         flipped[20] ^= 1;
         assert!(LogRecord::decode("x", &flipped).is_err());
+        assert!(LogRecord::writer_of("x", &flipped).is_err());
+    }
+
+    /// A record of the first format (`STRLOG01`, no nonce) still decodes,
+    /// with an all-zero nonce.
+    #[test]
+    fn reads_the_first_format() {
+        let ids: ArrayRef = Arc::new(Int64Array::from(vec![5]));
+        let batch = RecordBatch::try_from_iter(vec![("_id", ids)]).unwrap();
+        let rec = LogRecord {
+            seq: 3,
+            nonce: new_nonce(),
+            txs: vec![Transaction {
+                system_time: 9,
+                ops: vec![Op {
+                    kind: OpKind::Put,
+                    table: "t".into(),
+                    batch,
+                }],
+            }],
+        };
+        let v2 = rec.encode().unwrap();
+        // The same record as the first format wrote it: old magic, no nonce.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC_V1);
+        v1.extend_from_slice(&v2[8..16]);
+        v1.extend_from_slice(&v2[16 + NONCE_LEN..v2.len() - 4]);
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let back = LogRecord::decode("x", &v1).unwrap();
+        assert_eq!((back.seq, back.nonce), (3, [0; NONCE_LEN]));
+        assert_eq!(back.txs[0].system_time, 9);
+        assert_eq!(back.txs[0].ops[0].batch.num_rows(), 1);
+        assert_ne!(new_nonce(), new_nonce());
     }
 }

@@ -633,6 +633,318 @@ impl ObjectStore for LatencyStore {
     }
 }
 
+/// What a [`FaultyStore`] injects, each a probability per request (0 to 1).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// A write (put, create, copy, the start of a multipart upload) fails
+    /// before it reaches the store.
+    pub write_error: f64,
+    /// A write that succeeded in the store returns an error anyway: the
+    /// response was lost (a timeout, a dropped connection).
+    pub dropped_response: f64,
+    /// A conditional create that succeeded in the store returns
+    /// `AlreadyExists`: its response was lost and the client's own retry
+    /// of the request got 412 (what object_store's S3 client does on a
+    /// timeout).
+    pub own_retry_conflict: f64,
+    /// A read (get, head, ranged get, list) fails.
+    pub read_error: f64,
+    /// Latency added to every request, drawn evenly from `0..=max_latency`.
+    pub max_latency: Duration,
+}
+
+impl Faults {
+    /// No faults at all.
+    pub fn none() -> Faults {
+        Faults::default()
+    }
+}
+
+/// What a [`FaultyStore`] has injected so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub write_errors: u64,
+    pub dropped_responses: u64,
+    pub own_retry_conflicts: u64,
+    pub read_errors: u64,
+}
+
+/// An object store that injects faults into the requests it passes on to
+/// `inner`, at random from a seed (see [`Faults`]), and one-shot faults a
+/// test arms for the next write to a path prefix. For tests of ambiguous
+/// outcomes: a write that landed but whose caller got an error. Deletes get
+/// latency only.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    state: parking_lot::Mutex<FaultState>,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    faults: Faults,
+    /// splitmix64
+    rng: u64,
+    counts: FaultCounts,
+    /// Path prefixes whose next successful write loses its response.
+    drop_next: Vec<String>,
+}
+
+enum Injected {
+    None,
+    Dropped,
+    OwnRetryConflict,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, faults: Faults, seed: u64) -> FaultyStore {
+        FaultyStore {
+            inner,
+            state: parking_lot::Mutex::new(FaultState {
+                faults,
+                rng: seed,
+                counts: FaultCounts::default(),
+                drop_next: Vec::new(),
+            }),
+        }
+    }
+
+    /// An in-memory store with these faults.
+    pub fn memory(faults: Faults, seed: u64) -> Arc<FaultyStore> {
+        Arc::new(FaultyStore::new(Arc::new(InMemory::new()), faults, seed))
+    }
+
+    /// Change the faults from now on (`Faults::none()` turns them off).
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.lock().faults = faults;
+    }
+
+    /// The next successful write to a path starting with `prefix` lands
+    /// but returns an error (once).
+    pub fn drop_next_response(&self, prefix: &str) {
+        self.state.lock().drop_next.push(prefix.to_string());
+    }
+
+    pub fn counts(&self) -> FaultCounts {
+        self.state.lock().counts
+    }
+
+    /// A `StoreLocation` over this store, named `name`.
+    pub fn location(self: &Arc<Self>, name: &str) -> StoreLocation {
+        StoreLocation::Custom {
+            store: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    fn injected(what: &str, path: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "FaultyStore",
+            source: format!("injected fault: {what} ({path})").into(),
+        }
+    }
+
+    /// A random delay, and whether a read fails.
+    fn before_read(&self, path: &str) -> (Duration, object_store::Result<()>) {
+        let mut s = self.state.lock();
+        let d = s.latency();
+        let f = s.faults.clone();
+        if s.chance(f.read_error) {
+            s.counts.read_errors += 1;
+            return (d, Err(Self::injected("read failed", path)));
+        }
+        (d, Ok(()))
+    }
+
+    /// A random delay, whether a write fails before the store, and what
+    /// happens to its response.
+    fn before_write(&self, path: &str) -> (Duration, object_store::Result<Injected>) {
+        let mut s = self.state.lock();
+        let d = s.latency();
+        let f = s.faults.clone();
+        if s.chance(f.write_error) {
+            s.counts.write_errors += 1;
+            return (d, Err(Self::injected("write failed", path)));
+        }
+        if let Some(i) = s
+            .drop_next
+            .iter()
+            .position(|p| path.starts_with(p.as_str()))
+        {
+            s.drop_next.remove(i);
+            return (d, Ok(Injected::Dropped));
+        }
+        if s.chance(f.dropped_response) {
+            return (d, Ok(Injected::Dropped));
+        }
+        if s.chance(f.own_retry_conflict) {
+            return (d, Ok(Injected::OwnRetryConflict));
+        }
+        (d, Ok(Injected::None))
+    }
+
+    fn after_write<T>(
+        &self,
+        path: &str,
+        result: object_store::Result<T>,
+        injected: Injected,
+        create: bool,
+    ) -> object_store::Result<T> {
+        if result.is_err() {
+            return result;
+        }
+        let mut s = self.state.lock();
+        match injected {
+            Injected::None => result,
+            Injected::OwnRetryConflict if create => {
+                s.counts.own_retry_conflicts += 1;
+                Err(object_store::Error::AlreadyExists {
+                    path: path.to_string(),
+                    source: "injected fault: the client's retry of a create that landed".into(),
+                })
+            }
+            Injected::Dropped | Injected::OwnRetryConflict => {
+                s.counts.dropped_responses += 1;
+                Err(Self::injected("response lost after the write", path))
+            }
+        }
+    }
+}
+
+impl FaultState {
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    fn latency(&mut self) -> Duration {
+        let max = self.faults.max_latency.as_micros() as u64;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.next() % (max + 1))
+    }
+}
+
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+impl std::fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let create = matches!(opts.mode, PutMode::Create);
+        let (d, injected) = self.before_write(location.as_ref());
+        pause(d).await;
+        let injected = injected?;
+        let r = self.inner.put_opts(location, payload, opts).await;
+        self.after_write(location.as_ref(), r, injected, create)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let (d, injected) = self.before_write(location.as_ref());
+        pause(d).await;
+        injected?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let (d, r) = self.before_read(location.as_ref());
+        pause(d).await;
+        r?;
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        let (d, r) = self.before_read(location.as_ref());
+        pause(d).await;
+        r?;
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let d = self.state.lock().latency();
+        let inner = self.inner.clone();
+        futures::stream::once(async move {
+            pause(d).await;
+            inner.delete_stream(locations)
+        })
+        .flatten()
+        .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let what = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let (d, r) = self.before_read(&what);
+        let inner = self.inner.list(prefix);
+        futures::stream::once(async move {
+            pause(d).await;
+            match r {
+                Ok(()) => inner,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        let what = prefix.map(|p| p.to_string()).unwrap_or_default();
+        let (d, r) = self.before_read(&what);
+        pause(d).await;
+        r?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        let (d, injected) = self.before_write(to.as_ref());
+        pause(d).await;
+        let injected = injected?;
+        let r = self.inner.copy_opts(from, to, options).await;
+        self.after_write(to.as_ref(), r, injected, false)
+    }
+}
+
 /// Requests sent to the object store, by kind, since the node started
 /// (`strata_requests`): what a node costs on S3, GCS or Azure, where each
 /// request is billed. HEAD is a GET asking for metadata only.
