@@ -31,8 +31,10 @@ use crate::error::{Error, Result};
 pub enum StoreLocation {
     /// A directory on the local filesystem (created if missing).
     Local(PathBuf),
-    /// An object store URL such as `s3://bucket/prefix`. S3 settings
-    /// (endpoint, credentials, region) come from the usual `AWS_*` variables.
+    /// An object store URL: `s3://bucket/prefix` (settings from the `AWS_*`
+    /// variables), `az://container/prefix` or `abfs://…`, `azure://…`
+    /// (`AZURE_*`, `AZURITE_BLOB_STORAGE_URL`), `gs://bucket/prefix`
+    /// (`GOOGLE_*`); see [`store_env_options`].
     Url(String),
     /// Nothing durable: for tests and scratch work.
     Memory,
@@ -123,6 +125,82 @@ fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
     r
 }
 
+/// The environment variables that configure the store of `scheme`, as
+/// `object_store` config keys (lowercased: `AZURE_STORAGE_ACCOUNT_NAME` is
+/// `azure_storage_account_name`, and so on): `AWS_*` for S3, `AZURE_*` for
+/// Azure Blob Storage, `GOOGLE_*` for Google Cloud Storage. Variables that
+/// are no config key of that store are ignored by `object_store`.
+/// (`AZURITE_BLOB_STORAGE_URL`, the emulator's address when
+/// `AZURE_STORAGE_USE_EMULATOR=true`, is read by `object_store` itself.)
+pub fn store_env_options(scheme: &object_store::ObjectStoreScheme) -> Vec<(String, String)> {
+    use object_store::ObjectStoreScheme as S;
+    let prefix = match scheme {
+        S::AmazonS3 => "AWS_",
+        S::MicrosoftAzure => "AZURE_",
+        S::GoogleCloudStorage => "GOOGLE_",
+        _ => return Vec::new(),
+    };
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+/// What to set for a store of `scheme`, for an error that says so.
+fn store_settings_hint(scheme: &object_store::ObjectStoreScheme) -> &'static str {
+    use object_store::ObjectStoreScheme as S;
+    match scheme {
+        S::AmazonS3 => {
+            "S3 settings come from AWS_* variables: AWS_REGION, AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY (or a role), AWS_ENDPOINT (+ AWS_ALLOW_HTTP=true) for an \
+             S3-compatible server"
+        }
+        S::MicrosoftAzure => {
+            "Azure settings come from AZURE_* variables: AZURE_STORAGE_ACCOUNT_NAME and a \
+             credential (AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, \
+             AZURE_STORAGE_CLIENT_ID + AZURE_STORAGE_CLIENT_SECRET + AZURE_STORAGE_TENANT_ID, \
+             or AZURE_STORAGE_TOKEN); for Azurite, AZURE_STORAGE_USE_EMULATOR=true and \
+             AZURITE_BLOB_STORAGE_URL=http://127.0.0.1:PORT"
+        }
+        S::GoogleCloudStorage => {
+            "Google Cloud Storage settings come from GOOGLE_* variables: \
+             GOOGLE_SERVICE_ACCOUNT (a key file), GOOGLE_SERVICE_ACCOUNT_KEY (the key JSON) or \
+             GOOGLE_APPLICATION_CREDENTIALS; for an emulator, GOOGLE_BASE_URL=http://HOST:PORT \
+             with GOOGLE_SKIP_SIGNATURE=true and GOOGLE_ALLOW_HTTP=true"
+        }
+        _ => "use s3://, az://, abfs://, azure://, gs:// or file://",
+    }
+}
+
+/// The `object_store` for a remote store URL (anything but `file://`) and
+/// the path prefix within it, configured from the environment
+/// ([`store_env_options`]). A URL no store is built with, or settings that
+/// are missing or bad, give an [`Error::Invalid`] naming what to set.
+fn open_url(url: &url::Url, u: &str) -> Result<(Box<dyn ObjectStore>, Path)> {
+    use object_store::ObjectStoreScheme as S;
+    let (scheme, _) = S::parse(url).map_err(|e| {
+        Error::Invalid(format!(
+            "unsupported object store URL `{u}`: {e}; use s3://BUCKET/PREFIX, \
+             az://CONTAINER/PREFIX, gs://BUCKET/PREFIX or file:///PATH"
+        ))
+    })?;
+    if !matches!(
+        scheme,
+        S::AmazonS3 | S::MicrosoftAzure | S::GoogleCloudStorage
+    ) {
+        return Err(Error::Invalid(format!(
+            "unsupported object store URL `{u}`: use s3://BUCKET/PREFIX, \
+             az://CONTAINER/PREFIX, gs://BUCKET/PREFIX or file:///PATH"
+        )));
+    }
+    object_store::parse_url_opts(url, store_env_options(&scheme)).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot open object store `{u}`: {e}. {}",
+            store_settings_hint(&scheme)
+        ))
+    })
+}
+
 /// Objects written once under a unique name and never modified: segments,
 /// blooms and deletion vectors (everything under `tables/`). Only these are
 /// cached or mapped by [`Storage::get`]; the log (rewritten by ERASE) and
@@ -201,11 +279,7 @@ impl Storage {
                     })?;
                     return Storage::open_uncached(&StoreLocation::Local(path));
                 }
-                let opts: Vec<(String, String)> = std::env::vars()
-                    .filter(|(k, _)| k.starts_with("AWS_"))
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                    .collect();
-                let (store, prefix) = object_store::parse_url_opts(&url, opts)?;
+                let (store, prefix) = open_url(&url, u)?;
                 let inner: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
                     Arc::from(store)
                 } else {
