@@ -521,6 +521,30 @@ impl Engine {
         Ok(n)
     }
 
+    /// Wait until this node has applied the commit at system time `t` (made
+    /// here or on another node), catching up with the log meanwhile; false
+    /// if `timeout` passed first. Read-your-writes across nodes.
+    pub async fn wait_for_system_time(
+        &self,
+        t: Micros,
+        timeout: std::time::Duration,
+    ) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.latest_system_time() >= t {
+                return Ok(true);
+            }
+            self.catch_up().await?;
+            if self.latest_system_time() >= t {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Whether this node refuses writes (`EngineConfig::read_only`).
     pub fn read_only(&self) -> bool {
         self.read_only
@@ -546,7 +570,8 @@ impl Engine {
         Ok(true)
     }
 
-    fn refuse_read_only(&self, what: &str) -> Result<()> {
+    /// `Error::ReadOnly` on a read-only node, saying what `what` could not do.
+    pub fn check_writable(&self, what: &str) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly(format!(
                 "cannot {what}: this node is read-only (strata serve --role reader); send writes to a writer node"
@@ -681,7 +706,7 @@ impl Engine {
     /// Commit a transaction: durable in the log when this returns `Ok`.
     /// Concurrent callers share log writes (group commit).
     pub async fn commit(&self, tx: TxRequest) -> Result<CommitInfo> {
-        self.refuse_read_only("commit a transaction")?;
+        self.check_writable("commit a transaction")?;
         let (reply, mut rx) = oneshot::channel();
         self.queue.lock().push(Pending { tx, reply });
         // Either another leader commits our transaction (answer on `rx`), or we
@@ -705,8 +730,17 @@ impl Engine {
     async fn commit_group(&self, batch: Vec<Pending>) {
         let mut pending = batch;
         loop {
-            if let Err(e) = self.catch_up_locked().await {
-                return fail_all(pending, &e);
+            // Nothing is written yet: a failed read is retried, and if it
+            // keeps failing the group is known not committed.
+            let mut delay = RETRY_DELAY;
+            let mut attempt = 1;
+            while let Err(e) = self.catch_up_locked().await {
+                if attempt >= RETRIES {
+                    return fail_all(pending, &e);
+                }
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
             // Assign system times and validate each transaction on its own.
             let (seq, mut last, mut schemas) = {
@@ -911,9 +945,11 @@ impl Engine {
                 Ok(Some(_)) => return Ok(LogWrite::Taken),
                 // Not there: the write did not land; try it again.
                 Ok(None) => {}
-                Err(e) => return Err(LogWriteError::Unknown(format!(
+                Err(e) => {
+                    return Err(LogWriteError::Unknown(format!(
                     "writing `{path}` failed ({write_error}) and reading it back failed too ({e})"
-                ))),
+                )))
+                }
             }
         }
         let e = last.unwrap_or_else(|| Error::Internal("no attempt made".into()));
@@ -986,7 +1022,7 @@ impl Engine {
 
     /// Write the live index out as segments and publish a new manifest.
     pub async fn flush(&self) -> Result<()> {
-        self.refuse_read_only("flush (CHECKPOINT)")?;
+        self.check_writable("flush (CHECKPOINT)")?;
         let _w = self.writer.lock().await;
         self.flush_locked().await
     }

@@ -760,13 +760,17 @@ struct FaultState {
     /// splitmix64
     rng: u64,
     counts: FaultCounts,
-    /// Path prefixes whose next successful write loses its response.
-    drop_next: Vec<String>,
+    /// Path prefixes whose next successful write loses its response, and
+    /// how many reads fail after it.
+    drop_next: Vec<(String, u32)>,
+    /// Reads that fail from now on.
+    fail_reads: u32,
 }
 
 enum Injected {
     None,
-    Dropped,
+    /// The response is lost; then this many reads fail.
+    Dropped(u32),
     OwnRetryConflict,
 }
 
@@ -779,6 +783,7 @@ impl FaultyStore {
                 rng: seed,
                 counts: FaultCounts::default(),
                 drop_next: Vec::new(),
+                fail_reads: 0,
             }),
         }
     }
@@ -796,7 +801,16 @@ impl FaultyStore {
     /// The next successful write to a path starting with `prefix` lands
     /// but returns an error (once).
     pub fn drop_next_response(&self, prefix: &str) {
-        self.state.lock().drop_next.push(prefix.to_string());
+        self.drop_next_response_then_fail_reads(prefix, 0);
+    }
+
+    /// Like [`FaultyStore::drop_next_response`], and the `reads` reads
+    /// after that write fail (its writer cannot find out what happened).
+    pub fn drop_next_response_then_fail_reads(&self, prefix: &str, reads: u32) {
+        self.state
+            .lock()
+            .drop_next
+            .push((prefix.to_string(), reads));
     }
 
     pub fn counts(&self) -> FaultCounts {
@@ -823,7 +837,8 @@ impl FaultyStore {
         let mut s = self.state.lock();
         let d = s.latency();
         let f = s.faults.clone();
-        if s.chance(f.read_error) {
+        if s.fail_reads > 0 || s.chance(f.read_error) {
+            s.fail_reads = s.fail_reads.saturating_sub(1);
             s.counts.read_errors += 1;
             return (d, Err(Self::injected("read failed", path)));
         }
@@ -832,7 +847,7 @@ impl FaultyStore {
 
     /// A random delay, whether a write fails before the store, and what
     /// happens to its response.
-    fn before_write(&self, path: &str) -> (Duration, object_store::Result<Injected>) {
+    fn before_write(&self, path: &str, create: bool) -> (Duration, object_store::Result<Injected>) {
         let mut s = self.state.lock();
         let d = s.latency();
         let f = s.faults.clone();
@@ -843,15 +858,15 @@ impl FaultyStore {
         if let Some(i) = s
             .drop_next
             .iter()
-            .position(|p| path.starts_with(p.as_str()))
+            .position(|(p, _)| path.starts_with(p.as_str()))
         {
-            s.drop_next.remove(i);
-            return (d, Ok(Injected::Dropped));
+            let (_, reads) = s.drop_next.remove(i);
+            return (d, Ok(Injected::Dropped(reads)));
         }
         if s.chance(f.dropped_response) {
-            return (d, Ok(Injected::Dropped));
+            return (d, Ok(Injected::Dropped(0)));
         }
-        if s.chance(f.own_retry_conflict) {
+        if create && s.chance(f.own_retry_conflict) {
             return (d, Ok(Injected::OwnRetryConflict));
         }
         (d, Ok(Injected::None))
@@ -877,7 +892,12 @@ impl FaultyStore {
                     source: "injected fault: the client's retry of a create that landed".into(),
                 })
             }
-            Injected::Dropped | Injected::OwnRetryConflict => {
+            Injected::Dropped(reads) => {
+                s.counts.dropped_responses += 1;
+                s.fail_reads += reads;
+                Err(Self::injected("response lost after the write", path))
+            }
+            Injected::OwnRetryConflict => {
                 s.counts.dropped_responses += 1;
                 Err(Self::injected("response lost after the write", path))
             }
@@ -928,7 +948,7 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let create = matches!(opts.mode, PutMode::Create);
-        let (d, injected) = self.before_write(location.as_ref());
+        let (d, injected) = self.before_write(location.as_ref(), create);
         pause(d).await;
         let injected = injected?;
         let r = self.inner.put_opts(location, payload, opts).await;
@@ -940,7 +960,7 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let (d, injected) = self.before_write(location.as_ref());
+        let (d, injected) = self.before_write(location.as_ref(), false);
         pause(d).await;
         injected?;
         self.inner.put_multipart_opts(location, opts).await
@@ -1011,7 +1031,7 @@ impl ObjectStore for FaultyStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        let (d, injected) = self.before_write(to.as_ref());
+        let (d, injected) = self.before_write(to.as_ref(), false);
         pause(d).await;
         let injected = injected?;
         let r = self.inner.copy_opts(from, to, options).await;
