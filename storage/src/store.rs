@@ -165,8 +165,10 @@ fn store_settings_hint(scheme: &object_store::ObjectStoreScheme) -> &'static str
         S::GoogleCloudStorage => {
             "Google Cloud Storage settings come from GOOGLE_* variables: \
              GOOGLE_SERVICE_ACCOUNT (a key file), GOOGLE_SERVICE_ACCOUNT_KEY (the key JSON) or \
-             GOOGLE_APPLICATION_CREDENTIALS; for an emulator, GOOGLE_BASE_URL=http://HOST:PORT \
-             with GOOGLE_SKIP_SIGNATURE=true and GOOGLE_ALLOW_HTTP=true"
+             GOOGLE_APPLICATION_CREDENTIALS; for an emulator, GOOGLE_ALLOW_HTTP=true and \
+             GOOGLE_SERVICE_ACCOUNT_KEY='{\"gcs_base_url\": \"http://HOST:PORT\", \
+             \"disable_oauth\": true, \"client_email\": \"\", \"private_key\": \"\", \
+             \"private_key_id\": \"\"}'"
         }
         _ => "use s3://, az://, abfs://, azure://, gs:// or file://",
     }
