@@ -29,6 +29,9 @@ pub struct Config {
     pub spill_dir: Option<PathBuf>,
     /// The disk cache of a remote store (`--cache-dir`, `--cache-size`).
     pub cache: CacheConfig,
+    /// A read-only node: writes are refused, nothing is written to the
+    /// store (`strata serve --role reader`).
+    pub read_only: bool,
 }
 
 impl Config {
@@ -59,6 +62,7 @@ impl Config {
             memory_limit: default_memory_limit(),
             spill_dir: None,
             cache: CacheConfig::default(),
+            read_only: false,
         }
     }
 
@@ -103,6 +107,12 @@ impl Config {
         self
     }
 
+    /// A read-only node (see [`Config::read_only`]).
+    pub fn with_read_only(mut self, read_only: bool) -> Config {
+        self.read_only = read_only;
+        self
+    }
+
     pub fn with_flush_rows(mut self, rows: usize) -> Config {
         self.flush_rows = rows;
         self
@@ -137,6 +147,7 @@ impl Config {
         c.gc = self.gc.clone();
         c.memory_limit = self.memory_limit;
         c.cache = self.cache.clone();
+        c.read_only = self.read_only;
         if let Some((start, step)) = self.test_clock {
             c.clock = Arc::new(TestClock::new(start, step));
         }

@@ -10,7 +10,8 @@
 //! flight_port = 9833
 //! statement_timeout = "30s"       # 0 (the default) never times out
 //! flush_rows = 1000000
-//! catch_up_ms = 200
+//! catch_up_ms = 100
+//! role = "writer"                  # or "reader", "compactor"
 //! memory_limit = "3GiB"            # or "50%", or bytes; default: half the RAM
 //! spill_dir = "/var/tmp/strata"    # default: the system temp dir
 //! cache_dir = "/var/cache/strata"  # remote stores only
@@ -29,7 +30,25 @@ use crate::{Config, Db};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1";
 pub const DEFAULT_PG_PORT: u16 = 5432;
 pub const DEFAULT_FLUSH_ROWS: usize = 1_000_000;
-pub const DEFAULT_CATCH_UP_MS: u64 = 200;
+pub const DEFAULT_CATCH_UP_MS: u64 = 100;
+/// How often a node looks for a manifest another node published (a flush
+/// or a compaction) and adopts it: well inside the collection grace period.
+pub const MANIFEST_CHECK: Duration = Duration::from_secs(2);
+
+/// What a node does on a shared store (`--role`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Queries and writes; compacts and collects in the background (unless
+    /// --no-compaction).
+    #[default]
+    Writer,
+    /// Queries only: writes are refused (SQLSTATE 25006) and nothing is
+    /// written to the store.
+    Reader,
+    /// No client ports: follows the log, flushes, compacts and collects.
+    Compactor,
+}
 pub const DEFAULT_FLIGHT_PORT: u16 = 9833;
 
 /// Flags of `strata serve`. Each also reads a `STRATA_*` environment variable.
@@ -53,9 +72,23 @@ pub struct ServeArgs {
     /// Flush the live index to segments past this many rows [default: 1000000].
     #[arg(long, env = "STRATA_FLUSH_ROWS")]
     pub flush_rows: Option<usize>,
-    /// How often to pick up other nodes' commits, in milliseconds [default: 200].
+    /// How often to pick up other nodes' commits, in milliseconds; each
+    /// tick costs one GET [default: 100].
     #[arg(long, env = "STRATA_CATCH_UP_MS")]
     pub catch_up_ms: Option<u64>,
+    /// What this node does on a shared store: writer (queries, writes and
+    /// background compaction), reader (queries only; writes refused), or
+    /// compactor (no client ports; compaction and collection only)
+    /// [default: writer].
+    #[arg(long, env = "STRATA_ROLE", value_enum)]
+    pub role: Option<Role>,
+    /// Same as --role reader.
+    #[arg(long, env = "STRATA_READ_ONLY", conflicts_with = "role")]
+    pub read_only: bool,
+    /// A writer that leaves compaction and collection to other nodes
+    /// (a --role compactor node).
+    #[arg(long, env = "STRATA_NO_COMPACTION")]
+    pub no_compaction: bool,
     /// Deterministic clock for tests: START,STEP (e.g. 2020-01-01T00:00:00Z,1d).
     #[arg(long, env = "STRATA_TEST_CLOCK")]
     pub test_clock: Option<String>,
@@ -138,6 +171,8 @@ pub struct FileConfig {
     pub pg_port: Option<u16>,
     pub flush_rows: Option<usize>,
     pub catch_up_ms: Option<u64>,
+    pub role: Option<Role>,
+    pub no_compaction: Option<bool>,
     pub test_clock: Option<String>,
     pub flight_port: Option<u16>,
     pub statement_timeout: Option<String>,
@@ -164,6 +199,9 @@ pub struct Resolved {
     pub pg_port: u16,
     pub flush_rows: usize,
     pub catch_up: Duration,
+    pub role: Role,
+    /// Background compaction and collection (writer and compactor nodes).
+    pub compaction: bool,
     pub test_clock: Option<String>,
     pub flight_port: u16,
     /// The default `statement_timeout` of Postgres sessions.
@@ -211,6 +249,11 @@ impl ServeArgs {
         let log_retention = setting(&self.log_retention, file.log_retention, |r| {
             crate::config::parse_duration(r, "--log-retention")
         })?;
+        let role = if self.read_only {
+            Role::Reader
+        } else {
+            self.role.or(file.role).unwrap_or_default()
+        };
         Ok(Resolved {
             memory_limit,
             gc_grace,
@@ -239,6 +282,12 @@ impl ServeArgs {
                     .unwrap_or(DEFAULT_CATCH_UP_MS)
                     .max(1),
             ),
+            role,
+            compaction: match role {
+                Role::Reader => false,
+                Role::Compactor => true,
+                Role::Writer => !(self.no_compaction || file.no_compaction.unwrap_or(false)),
+            },
             test_clock: self.test_clock.clone().or(file.test_clock),
             // With no Flight port given, `--pg-port 0` (tests, throwaway
             // servers) also picks a free Flight port instead of 9833.
@@ -308,6 +357,8 @@ impl Resolved {
         if let Some(r) = self.log_retention {
             c = c.with_log_retention(r);
         }
+        c.read_only = self.role == Role::Reader;
+        c.compaction.background = self.compaction;
         Ok(c.with_flush_rows(self.flush_rows))
     }
 
@@ -369,6 +420,22 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let db = Db::open(config)
         .await
         .map_err(|e| format!("cannot open the database at {}: {e}", r.location()))?;
+    let follower = spawn_follower(db.clone(), r.catch_up);
+    if r.role == Role::Compactor {
+        println!(
+            "Strata {} compacting (--role compactor)",
+            env!("CARGO_PKG_VERSION")
+        );
+        println!("  data in {}", r.location());
+        println!("  no client ports; stop with Ctrl-C (SIGINT) or SIGTERM");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        shutdown_signal().await;
+        follower.abort();
+        println!("Strata stopped");
+        let _ = std::io::stdout().flush();
+        return Ok(());
+    }
     let addr = SocketAddr::new(r.listen, r.pg_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -387,6 +454,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
 
     println!("Strata {} serving", env!("CARGO_PKG_VERSION"));
     println!("  data in {}", r.location());
+    if r.role == Role::Reader {
+        println!("  read-only node (--role reader): writes are refused");
+    }
     let open = db.database().engine().open_report();
     println!(
         "  opened in {} ms: read {} bytes in {} objects (manifest, deletion vectors, {} log records); {} segments",
@@ -420,42 +490,70 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    // Pick up commits of other `serve` processes on the same store.
-    let catcher = {
-        let db = db.clone();
-        let every = r.catch_up;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                tick.tick().await;
-                match db.catch_up().await {
-                    Ok(_) => {
-                        if failing {
-                            tracing::info!("catching up with the shared log works again");
-                        }
-                        failing = false;
-                    }
-                    Err(e) => {
-                        if !failing {
-                            tracing::warn!("catching up with the shared log failed: {e}");
-                        }
-                        failing = true;
-                    }
-                }
-            }
-        })
-    };
-
     let served = crate::pgwire::serve_shared(pg, listener, shutdown_signal()).await;
     if let Err(e) = flight.stop().await {
         eprintln!("{e}");
     }
-    catcher.abort();
+    follower.abort();
     println!("Strata stopped");
     let _ = std::io::stdout().flush();
     served.map_err(|e| e.to_string())
+}
+
+/// Follow the shared store: every `every`, apply other nodes' commits (one
+/// GET when there are none); every [`MANIFEST_CHECK`], adopt a manifest
+/// another node published (one more GET); every minute, log the requests
+/// sent to the store since the last report.
+fn spawn_follower(db: Db, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        let engine = db.database().engine().clone();
+        let mut last_manifest_check = std::time::Instant::now();
+        let mut last_report = std::time::Instant::now();
+        let mut reported = engine.storage().request_counts();
+        loop {
+            tick.tick().await;
+            let mut r = db.catch_up().await.map(|_| ());
+            if r.is_ok() && last_manifest_check.elapsed() >= MANIFEST_CHECK {
+                last_manifest_check = std::time::Instant::now();
+                r = engine
+                    .adopt_newer_manifest()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.into());
+            }
+            match r {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("following the shared store works again");
+                    }
+                    failing = false;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!("following the shared store failed (will retry): {e}");
+                    }
+                    failing = true;
+                }
+            }
+            if last_report.elapsed() >= Duration::from_secs(60) {
+                last_report = std::time::Instant::now();
+                let now = engine.storage().request_counts();
+                let delta: Vec<String> = now
+                    .iter()
+                    .zip(reported.iter())
+                    .map(|((k, n), (_, before))| format!("{k} {}", n - before))
+                    .collect();
+                tracing::info!(
+                    "object store requests in the last minute: {}",
+                    delta.join(", ")
+                );
+                reported = now;
+            }
+        }
+    })
 }
 
 #[cfg(test)]

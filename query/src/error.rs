@@ -44,6 +44,9 @@ pub enum QueryError {
     /// Nested deeper than the planner can take (54001).
     #[error("{0}")]
     TooComplex(String),
+    /// A wait that ran out of time (57014), such as `strata.read_after`.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -82,6 +85,7 @@ impl QueryError {
             QueryError::OutOfMemory(_) => "53200",
             QueryError::Internal(_) => "XX000",
             QueryError::TooComplex(_) => "54001",
+            QueryError::Timeout(_) => "57014",
         }
     }
 }

@@ -310,6 +310,9 @@ impl Database {
             tx: None,
             fast_path: true,
             parsed: Default::default(),
+            last_commit: None,
+            read_after: None,
+            read_after_timeout: DEFAULT_READ_AFTER_TIMEOUT,
         }
     }
 
@@ -398,7 +401,34 @@ pub struct Session {
     fast_path: bool,
     /// Parsed statements by SQL text (see `PARSED_MAX`).
     parsed: std::collections::HashMap<String, Arc<Vec<(temporal::Rewritten, Statement)>>>,
+    /// The system time of this session's last commit (`SHOW strata.last_commit`).
+    last_commit: Option<i64>,
+    /// `SET strata.read_after`: every statement first waits until this node
+    /// has applied the commit at this system time (read your writes made on
+    /// another node), for at most `read_after_timeout`.
+    read_after: Option<i64>,
+    read_after_timeout: std::time::Duration,
 }
+
+/// How long a statement waits for `strata.read_after` by default.
+pub const DEFAULT_READ_AFTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The session settings Strata itself reads (`SET` / `SHOW`); the Postgres
+/// front end keeps the other settings.
+pub const STRATA_SETTINGS: &[(&str, &str)] = &[
+    (
+        "strata.last_commit",
+        "The system time of this session's last commit (read only); give it to strata.read_after on another node.",
+    ),
+    (
+        "strata.read_after",
+        "Wait before each statement until this node has applied the commit at this system time (read your writes across nodes); empty: no wait.",
+    ),
+    (
+        "strata.read_after_timeout",
+        "How long a statement waits for strata.read_after (milliseconds, or 2s, 500ms).",
+    ),
+];
 
 /// Statements a session keeps parsed, by their SQL text (a prepared
 /// statement or a repeated query is tokenized, rewritten and parsed once).
@@ -594,6 +624,22 @@ impl Session {
         rw: &temporal::Rewritten,
         params: &[ScalarValue],
     ) -> Result<Output> {
+        if let Some(t) = self.read_after {
+            let engine = &self.db.engine;
+            if !engine
+                .wait_for_system_time(t, self.read_after_timeout)
+                .await?
+            {
+                return Err(QueryError::Timeout(format!(
+                    "this node has not applied the commit at system time {} (strata.read_after) within {} ms \
+                     (strata.read_after_timeout): it has applied commits up to {}. Is that commit on this store? \
+                     Wait longer, or SET strata.read_after = '' to read without waiting",
+                    strata_storage::time::fmt_micros(t),
+                    self.read_after_timeout.as_millis(),
+                    strata_storage::time::fmt_micros(engine.latest_system_time()),
+                )));
+            }
+        }
         if let Some(tx) = &self.tx {
             if let Some(why) = &tx.failed {
                 if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
@@ -691,7 +737,8 @@ impl Session {
                     )));
                 }
                 if !tx.ops.is_empty() {
-                    self.db
+                    let info = self
+                        .db
                         .engine
                         .commit(TxRequest {
                             ops: tx.ops,
@@ -699,6 +746,7 @@ impl Session {
                             read_at: tx.read_at,
                         })
                         .await?;
+                    self.last_commit = Some(info.system_time);
                 }
                 Ok(Output::Command {
                     tag: "COMMIT".into(),
@@ -974,6 +1022,65 @@ impl Session {
         })
     }
 
+    /// Set one of [`STRATA_SETTINGS`] (`value` `None`: back to its default).
+    pub fn set_setting(&mut self, name: &str, value: Option<&str>) -> Result<()> {
+        let value = value
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("default"));
+        match name.to_ascii_lowercase().as_str() {
+            "strata.read_after" => {
+                self.read_after = match value {
+                    None => None,
+                    Some(v) => Some(temporal::parse_time_literal(v).map_err(|_| {
+                        QueryError::Invalid(format!(
+                            "invalid value for strata.read_after: \"{v}\" (give the system time of a commit, as SHOW strata.last_commit prints it on the node that made it, e.g. '2026-12-06T10:00:00.123456Z'; '' turns it off)"
+                        ))
+                    })?),
+                };
+            }
+            "strata.read_after_timeout" => {
+                self.read_after_timeout = match value {
+                    None => DEFAULT_READ_AFTER_TIMEOUT,
+                    Some(v) => parse_timeout(v).ok_or_else(|| {
+                        QueryError::Invalid(format!(
+                            "invalid value for strata.read_after_timeout: \"{v}\" (use milliseconds or a number with a unit: '2s', '500ms', '1min')"
+                        ))
+                    })?,
+                };
+            }
+            "strata.last_commit" => {
+                return Err(QueryError::Invalid(
+                    "strata.last_commit is read only: it shows the system time of this session's last commit".into(),
+                ))
+            }
+            other => {
+                return Err(QueryError::Invalid(format!(
+                    "unrecognized configuration parameter \"{other}\" (Strata's settings: {})",
+                    STRATA_SETTINGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of one of [`STRATA_SETTINGS`] as `SHOW` prints it.
+    pub fn show_setting(&self, name: &str) -> Option<String> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "strata.last_commit" => self
+                .last_commit
+                .map(strata_storage::time::fmt_micros)
+                .unwrap_or_default(),
+            "strata.read_after" => self
+                .read_after
+                .map(strata_storage::time::fmt_micros)
+                .unwrap_or_default(),
+            "strata.read_after_timeout" => {
+                format!("{}ms", self.read_after_timeout.as_millis())
+            }
+            _ => return None,
+        })
+    }
+
     /// Commit `ops` (blind writes: INSERT, COPY) now, or add them to the
     /// open transaction.
     pub(crate) async fn write(&mut self, ops: Vec<Op>) -> Result<()> {
@@ -987,6 +1094,12 @@ impl Session {
         ops: Vec<Op>,
         read_at: Option<i64>,
     ) -> Result<()> {
+        // On a read-only node, refuse the statement itself (not only the
+        // COMMIT of a transaction block).
+        self.db
+            .engine
+            .check_writable("write")
+            .map_err(QueryError::Storage)?;
         match &mut self.tx {
             Some(tx) => {
                 tx.ops.extend(ops);
@@ -997,7 +1110,8 @@ impl Session {
                 Ok(())
             }
             None => {
-                self.db
+                let info = self
+                    .db
                     .engine
                     .commit(TxRequest {
                         ops,
@@ -1005,6 +1119,7 @@ impl Session {
                         read_at,
                     })
                     .await?;
+                self.last_commit = Some(info.system_time);
                 Ok(())
             }
         }
@@ -1287,4 +1402,19 @@ pub fn sql_type(t: &ast::DataType) -> Result<DataType> {
             )))
         }
     })
+}
+
+/// `500`, `500ms`, `2s`, `1min`: a duration of at least 1 ms.
+fn parse_timeout(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim().to_ascii_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "min" => n.checked_mul(60_000)?,
+        _ => return None,
+    };
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
 }

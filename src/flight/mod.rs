@@ -1152,10 +1152,13 @@ fn status(e: QueryError) -> Status {
             K::Conflict => Code::Aborted,
             K::NotFound => Code::NotFound,
             K::Internal => Code::Internal,
+            K::OutcomeUnknown => Code::Unknown,
+            K::ReadOnly => Code::PermissionDenied,
         },
         QueryError::OutOfMemory(_) => Code::ResourceExhausted,
         QueryError::Internal(_) => Code::Internal,
         QueryError::TooComplex(_) => Code::ResourceExhausted,
+        QueryError::Timeout(_) => Code::DeadlineExceeded,
     };
     Status::new(code, format!("{e} (SQLSTATE {})", e.sqlstate()))
 }

@@ -150,6 +150,11 @@ pub fn err(code: &str, msg: impl Into<String>) -> E {
     Box::new(ErrorInfo::new("ERROR".into(), code.into(), msg.into()))
 }
 
+/// `strata.*`: a setting the session keeps (see `strata_query::session::STRATA_SETTINGS`).
+fn is_strata_setting(name: &str) -> bool {
+    name.len() > 7 && name[..7].eq_ignore_ascii_case("strata.")
+}
+
 fn query_err(e: QueryError) -> E {
     err(e.sqlstate(), e.to_string())
 }
@@ -304,9 +309,19 @@ impl Inner {
             }
             Statement::Reset(r) => {
                 match &r.reset {
-                    ast::Reset::ALL => reports.extend(st.settings.reset_all()),
+                    ast::Reset::ALL => {
+                        reports.extend(st.settings.reset_all());
+                        for (n, _) in strata_query::session::STRATA_SETTINGS {
+                            let _ = st.session.set_setting(n, None);
+                        }
+                    }
                     ast::Reset::ConfigurationParameter(n) => {
-                        reports.extend(st.settings.reset(&vars::object_name_string(n)))
+                        let name = vars::object_name_string(n);
+                        if is_strata_setting(&name) {
+                            st.session.set_setting(&name, None).map_err(query_err)?;
+                        } else {
+                            reports.extend(st.settings.reset(&name))
+                        }
                     }
                 }
                 cmd("RESET")
@@ -314,16 +329,33 @@ impl Inner {
             Statement::ShowVariable { variable } => {
                 let name = vars::show_name(variable);
                 let (schema, batch) = if name.eq_ignore_ascii_case("all") {
-                    let rows = st
+                    let mut rows: Vec<Vec<String>> = st
                         .settings
                         .all()
                         .into_iter()
                         .map(|(n, v, d)| vec![n, v, d])
                         .collect();
+                    for (n, d) in strata_query::session::STRATA_SETTINGS {
+                        let v = st.session.show_setting(n).unwrap_or_default();
+                        rows.push(vec![n.to_string(), v, d.to_string()]);
+                    }
                     vars::text_rows(&["name", "setting", "description"], rows)
                 } else {
                     let v = match name.to_ascii_lowercase().as_str() {
                         "session_authorization" => st.user.clone(),
+                        n if is_strata_setting(n) => st.session.show_setting(n).ok_or_else(|| {
+                            err(
+                                "42704",
+                                format!(
+                                    "unrecognized configuration parameter \"{name}\" (Strata's settings: {})",
+                                    strata_query::session::STRATA_SETTINGS
+                                        .iter()
+                                        .map(|(n, _)| *n)
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
+                            )
+                        })?,
                         _ => st.settings.get(&name).ok_or_else(|| {
                             err(
                                 "42704",
@@ -484,6 +516,13 @@ impl Inner {
         reports: &mut Vec<(String, String)>,
     ) -> Result<(), E> {
         let mut one = |st: &mut ConnState, name: &str, value: String| -> Result<(), E> {
+            if is_strata_setting(name) {
+                // Strata's own settings live in the session (both wires).
+                return st
+                    .session
+                    .set_setting(name, Some(&value))
+                    .map_err(query_err);
+            }
             if value.eq_ignore_ascii_case("default") {
                 reports.extend(st.settings.reset(name));
             } else {
