@@ -22,6 +22,14 @@ use strata_storage::store::{CreateOutcome, Storage};
 /// winner's bytes. moto's own threaded server fails this (tried: several
 /// racers pass the existence check while another's body is still being
 /// read, and all "win"); the single-threaded one we run passes.
+/// Racer `i`'s object: its name, padded to 2 MiB (a request that takes a
+/// while to read, so racing requests overlap).
+fn body(i: usize) -> Bytes {
+    let mut b = format!("writer {i}").into_bytes();
+    b.resize(2 << 20, b'.');
+    Bytes::from(b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_create_is_atomic() {
     let srv = S3Server::start();
@@ -34,10 +42,7 @@ async fn conditional_create_is_atomic() {
                 let storage = storage.clone();
                 let path = path.clone();
                 tokio::spawn(async move {
-                    let mut body = format!("writer {i}").into_bytes();
-                    body.resize(2 << 20, b'.');
-                    let body = Bytes::from(body);
-                    (i, storage.create(&path, body).await.expect("create"))
+                    (i, storage.create(&path, body(i)).await.expect("create"))
                 })
             })
             .collect();
@@ -50,7 +55,7 @@ async fn conditional_create_is_atomic() {
         }
         assert_eq!(winners.len(), 1, "key {key}: winners {winners:?}");
         let got = storage.get(&path).await.unwrap().unwrap();
-        assert_eq!(got, Bytes::from(format!("writer {}", winners[0])));
+        assert!(got == body(winners[0]), "the object is not the winner's");
         // And a create over an existing object is refused.
         assert_eq!(
             storage.create(&path, Bytes::from("late")).await.unwrap(),
