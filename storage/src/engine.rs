@@ -567,6 +567,8 @@ impl Engine {
             return Ok(false);
         }
         self.reload().await?;
+        // Its segments may be ready to merge (a compactor node's work).
+        self.wake.notify_one();
         Ok(true)
     }
 
