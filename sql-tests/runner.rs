@@ -6,7 +6,26 @@
 //! ```text
 //! cargo test --test sqllogictests                 # every file
 //! cargo test --test sqllogictests -- core/insert  # files whose path contains a filter
+//! STRATA_SLT_S3=0 cargo test --test sqllogictests # skip the S3 pass (quick local runs)
 //! ```
+//!
+//! # The S3 pass
+//!
+//! Every file under the directories in [`S3_DIRS`] (`core/` and `temporal/`)
+//! runs a second time against a real S3-compatible server: moto, started
+//! once by the runner (`tests/support/s3.rs`, which says how to install it),
+//! each file on a fresh prefix of its one bucket, through the disk cache (a
+//! temp cache directory per file) like any remote store. A `storage = dir`
+//! file's `.restart` reopens the same prefix. Each result line names the
+//! store the run used (`memory`, `dir` or the `s3://` URL).
+//!
+//! Records that only hold on one kind of store take the S3 pass's label:
+//! `skipif s3` leaves a record out of the S3 pass, `onlyif s3` runs it only
+//! there. Files that cannot run on S3 at all are listed, with the reason, in
+//! [`S3_SKIP`] (and show as `skip` in the output).
+//!
+//! `STRATA_SLT_S3` chooses: unset or `1` runs both passes (what CI does),
+//! `0` skips the S3 pass, `only` runs just the S3 pass.
 //!
 //! # File header
 //!
@@ -55,8 +74,24 @@ use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use sqllogictest::{ColumnType, DBOutput, Record, RecordOutput, Runner};
-use strata::{Config, Db, Session};
+use strata::{Config, Db, Session, StoreLocation};
 use strata_query::Output;
+
+#[path = "../tests/support/s3.rs"]
+mod s3;
+
+/// The directories (relative to `sql-tests/`) whose files also run on S3.
+const S3_DIRS: [&str; 2] = ["core/", "temporal/"];
+
+/// Files under [`S3_DIRS`] that cannot run on S3 as written, and why. Each
+/// shows as `skip` in the output. A file can instead mark its store-specific
+/// records with `skipif s3` / `onlyif s3` (the S3 pass's label).
+const S3_SKIP: [(&str, &str); 1] = [(
+    "core/system_tables.slt",
+    "its strata_cache records state that a memory or dir store has no disk cache \
+     (no rows); on S3 the cache has a row, with a temp dir in it. Marking those \
+     two records `skipif s3` (and adding `onlyif s3` ones) would let it run",
+)];
 
 // ---------------------------------------------------------------------------
 // Column types
@@ -176,37 +211,74 @@ impl FileSettings {
     }
 }
 
+/// Where a file's database lives.
+enum Store {
+    Memory,
+    /// A fresh temp dir (`storage = dir`).
+    Dir(tempfile::TempDir),
+    /// A fresh prefix on the S3 server, and the disk cache's directory.
+    S3 {
+        location: StoreLocation,
+        cache: tempfile::TempDir,
+    },
+}
+
+impl Store {
+    /// What the result line shows.
+    fn describe(&self) -> String {
+        match self {
+            Store::Memory => "memory".into(),
+            Store::Dir(_) => "dir".into(),
+            Store::S3 { location, .. } => match location {
+                StoreLocation::Custom { name, .. } => name.clone(),
+                _ => "s3".into(),
+            },
+        }
+    }
+}
+
 /// The database one file runs against, shared by its connections.
 struct Shared {
     settings: FileSettings,
-    dir: Option<tempfile::TempDir>,
+    store: Store,
     db: tokio::sync::RwLock<Db>,
     /// Bumped by `.restart`; connections with an older generation reopen their session.
     generation: AtomicU64,
 }
 
 impl Shared {
-    fn config(settings: &FileSettings, dir: Option<&Path>) -> Config {
-        let c = match dir {
-            Some(d) => Config::dir(d),
-            None => Config::memory(),
+    fn config(settings: &FileSettings, store: &Store) -> Config {
+        let c = match store {
+            Store::Memory => Config::memory(),
+            Store::Dir(d) => Config::dir(d.path()),
+            Store::S3 { location, cache } => {
+                Config::location(location.clone()).with_cache_dir(cache.path())
+            }
         };
         c.with_test_clock(settings.test_clock.0, settings.test_clock.1)
             .with_flush_rows(settings.flush_rows)
     }
 
-    async fn open(settings: FileSettings) -> Result<Arc<Shared>, String> {
-        let dir = if settings.dir {
-            Some(tempfile::tempdir().map_err(|e| e.to_string())?)
-        } else {
-            None
+    /// `s3`: the server and a prefix to run on instead of memory or a temp dir.
+    async fn open(
+        settings: FileSettings,
+        s3: Option<(&s3::S3Server, &str)>,
+    ) -> Result<Arc<Shared>, String> {
+        let tmp = || tempfile::tempdir().map_err(|e| e.to_string());
+        let store = match s3 {
+            Some((srv, prefix)) => Store::S3 {
+                location: srv.location(prefix),
+                cache: tmp()?,
+            },
+            None if settings.dir => Store::Dir(tmp()?),
+            None => Store::Memory,
         };
-        let db = Db::open(Shared::config(&settings, dir.as_ref().map(|d| d.path())))
+        let db = Db::open(Shared::config(&settings, &store))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("open the database on {}: {e}", store.describe()))?;
         Ok(Arc::new(Shared {
             settings,
-            dir,
+            store,
             db: tokio::sync::RwLock::new(db),
             generation: AtomicU64::new(0),
         }))
@@ -254,13 +326,14 @@ impl Conn {
                 self.shared.db.read().await.flush().await?;
             }
             ".restart" => {
-                let Some(dir) = &self.shared.dir else {
+                // On S3 too: the same prefix (and cache directory) again.
+                if !self.shared.settings.dir {
                     return Err(SltError(".restart needs `# strata: storage = dir`".into()));
-                };
+                }
                 let mut db = self.shared.db.write().await;
                 // Open the new one first: the old engine stays valid until replaced.
                 let fresh =
-                    Db::open(Shared::config(&self.shared.settings, Some(dir.path()))).await?;
+                    Db::open(Shared::config(&self.shared.settings, &self.shared.store)).await?;
                 *db = fresh;
                 self.shared.generation.fetch_add(1, Ordering::SeqCst);
             }
@@ -380,18 +453,49 @@ fn find_slt(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Run one file; every record runs (a failure does not stop the file), and
-/// the failures come back as text.
-async fn run_file(path: &Path) -> Result<(usize, usize), Vec<String>> {
-    let script = std::fs::read_to_string(path).map_err(|e| vec![e.to_string()])?;
-    let settings = FileSettings::parse(&script).map_err(|e| vec![e])?;
-    let records =
-        sqllogictest::parse_file::<StrataColumnType>(path).map_err(|e| vec![e.to_string()])?;
-    let shared = Shared::open(settings).await.map_err(|e| vec![e])?;
+/// What one run of a file gives: (records run, records skipped), or the
+/// failures as text; and the store it ran on.
+type FileResult = (Result<(usize, usize), Vec<String>>, String);
+
+/// Run one file (on `s3`'s server and prefix if given); every record runs (a
+/// failure does not stop the file), and the failures come back as text.
+async fn run_file(path: &Path, s3: Option<(&s3::S3Server, &str)>) -> FileResult {
+    let store = match s3 {
+        Some((srv, prefix)) => srv.url(prefix),
+        None => "memory".into(),
+    };
+    let script = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => return (Err(vec![e.to_string()]), store),
+    };
+    let settings = match FileSettings::parse(&script) {
+        Ok(s) => s,
+        Err(e) => return (Err(vec![e]), store),
+    };
+    let records = match sqllogictest::parse_file::<StrataColumnType>(path) {
+        Ok(r) => r,
+        Err(e) => return (Err(vec![e.to_string()]), store),
+    };
+    let shared = match Shared::open(settings, s3).await {
+        Ok(s) => s,
+        Err(e) => return (Err(vec![e]), store),
+    };
+    let store = shared.store.describe();
+    (run_records(shared, records, s3.is_some()).await, store)
+}
+
+async fn run_records(
+    shared: Arc<Shared>,
+    records: Vec<Record<StrataColumnType>>,
+    on_s3: bool,
+) -> Result<(usize, usize), Vec<String>> {
     let mut runner = Runner::new(move || {
         let shared = shared.clone();
         async move { Ok::<_, SltError>(Conn::new(shared).await) }
     });
+    if on_s3 {
+        runner.add_label("s3");
+    }
     runner.with_column_validator(sqllogictest::strict_column_validator);
     let mut failures = Vec::new();
     let (mut ran, mut skipped) = (0, 0);
@@ -452,7 +556,7 @@ fn main() {
         .expect("start the runner thread")
         .join()
         .expect("the runner thread panicked");
-    println!("{passed} passed, {failed} failed");
+    println!("{passed} passed, {failed} failed (runs of files)");
     if files_empty && filters.is_empty() {
         eprintln!("no .slt files under {}", root_shown);
         std::process::exit(1);
@@ -462,37 +566,95 @@ fn main() {
     }
 }
 
-/// Run every file on `rt`: (files passed, files failed).
+/// Which passes `STRATA_SLT_S3` asks for: (the usual one, the S3 one).
+fn passes() -> (bool, bool) {
+    match std::env::var("STRATA_SLT_S3").as_deref().map(str::trim) {
+        Ok("0") | Ok("false") | Ok("off") | Ok("no") => (true, false),
+        Ok("only") => (false, true),
+        _ => (true, true),
+    }
+}
+
+/// Run every file on `rt`, then (per `STRATA_SLT_S3`) those under
+/// [`S3_DIRS`] again on S3: (files passed, files failed), counting each run.
 fn run_files(rt: &tokio::runtime::Runtime, root: &Path, files: &[PathBuf]) -> (usize, usize) {
+    let (usual, on_s3) = passes();
+    let rel = |f: &PathBuf| f.strip_prefix(root).unwrap_or(f).display().to_string();
     let (mut passed, mut failed) = (0usize, 0usize);
-    for f in files {
-        let rel = f.strip_prefix(&root).unwrap_or(f).display().to_string();
-        let start = Instant::now();
-        match rt.block_on(run_file(f)) {
-            Ok((n, skipped)) => {
-                passed += 1;
-                let skipped = if skipped > 0 {
-                    format!(", {skipped} skipped")
-                } else {
-                    String::new()
-                };
-                println!(
-                    "ok     {rel} ({n} records{skipped}, {:.2?})",
-                    start.elapsed()
-                );
-            }
-            Err(errs) => {
-                failed += 1;
-                println!(
-                    "FAILED {rel} ({} failing records, {:.2?})",
-                    errs.len(),
-                    start.elapsed()
-                );
-                for e in errs {
-                    println!("{}\n", indent(&e));
-                }
+    let mut report = |rel: &str, start: Instant, (result, store): FileResult| match result {
+        Ok((n, skipped)) => {
+            passed += 1;
+            let skipped = if skipped > 0 {
+                format!(", {skipped} skipped")
+            } else {
+                String::new()
+            };
+            println!(
+                "ok     {rel} on {store} ({n} records{skipped}, {:.2?})",
+                start.elapsed()
+            );
+        }
+        Err(errs) => {
+            failed += 1;
+            println!(
+                "FAILED {rel} on {store} ({} failing records, {:.2?})",
+                errs.len(),
+                start.elapsed()
+            );
+            for e in errs {
+                println!("{}\n", indent(&e));
             }
         }
+    };
+    let started = Instant::now();
+    if usual {
+        for f in files {
+            let start = Instant::now();
+            report(&rel(f), start, rt.block_on(run_file(f, None)));
+        }
+    }
+    let s3_files: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| S3_DIRS.iter().any(|d| rel(f).starts_with(d)))
+        .collect();
+    if on_s3 && !s3_files.is_empty() {
+        let usual_took = started.elapsed();
+        let s3_started = Instant::now();
+        // One server for the whole pass, each file on a prefix of its own.
+        let srv = match std::panic::catch_unwind(s3::S3Server::start) {
+            Ok(srv) => srv,
+            Err(_) => {
+                println!(
+                    "FAILED the S3 pass: the S3 test server did not start (see above); \
+                     STRATA_SLT_S3=0 skips the pass"
+                );
+                return (passed, failed + 1);
+            }
+        };
+        println!(
+            "S3 pass: {} files on moto at {}, one prefix each (STRATA_SLT_S3=0 skips it)",
+            s3_files.len(),
+            srv.endpoint()
+        );
+        for f in s3_files {
+            if let Some((_, why)) = S3_SKIP.iter().find(|(p, _)| rel(f) == *p) {
+                println!("skip   {} on s3: {why}", rel(f));
+                continue;
+            }
+            let start = Instant::now();
+            let name = rel(f).trim_end_matches(".slt").replace('/', "-");
+            let prefix = srv.fresh_prefix(&format!("slt-{name}"));
+            report(
+                &rel(f),
+                start,
+                rt.block_on(run_file(f, Some((&srv, &prefix)))),
+            );
+        }
+        println!(
+            "S3 pass took {:.2?} (the usual pass {:.2?})",
+            s3_started.elapsed(),
+            usual_took
+        );
     }
     (passed, failed)
 }
