@@ -624,7 +624,8 @@ impl Session {
         rw: &temporal::Rewritten,
         params: &[ScalarValue],
     ) -> Result<Output> {
-        if let Some(t) = self.read_after {
+        let setting = matches!(stmt, Statement::Set(_) | Statement::ShowVariable { .. });
+        if let (Some(t), false) = (self.read_after, setting) {
             let engine = &self.db.engine;
             if !engine
                 .wait_for_system_time(t, self.read_after_timeout)
@@ -662,6 +663,9 @@ impl Session {
         rw: &temporal::Rewritten,
         params: &[ScalarValue],
     ) -> Result<Output> {
+        if let Some(out) = self.strata_setting(&stmt)? {
+            return Ok(out);
+        }
         match (&rw.kind, &stmt) {
             (StatementKind::Erase, Statement::Delete(d)) => return self.erase(d, rw, params).await,
             (StatementKind::Checkpoint, _) => {
@@ -1061,6 +1065,71 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// `SET strata.… = …` and `SHOW strata.…` (embedded and Flight SQL; the
+    /// Postgres front end keeps its settings itself and hands these over).
+    fn strata_setting(&mut self, stmt: &Statement) -> Result<Option<Output>> {
+        let is_strata = |n: &str| n.len() > 7 && n[..7].eq_ignore_ascii_case("strata.");
+        match stmt {
+            Statement::Set(ast::Set::SingleAssignment {
+                variable, values, ..
+            }) if is_strata(&variable.to_string()) => {
+                let value = match values.as_slice() {
+                    [ast::Expr::Value(v)] => match &v.value {
+                        ast::Value::SingleQuotedString(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                    [e] => e.to_string(),
+                    _ => {
+                        return Err(QueryError::Invalid(format!(
+                            "SET {variable} takes one value"
+                        )))
+                    }
+                };
+                self.set_setting(&variable.to_string(), Some(&value))?;
+                Ok(Some(Output::Command {
+                    tag: "SET".into(),
+                    rows: 0,
+                }))
+            }
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|i| i.value.clone())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                if !is_strata(&name) {
+                    return Ok(None);
+                }
+                let value =
+                    self.show_setting(&name).ok_or_else(|| {
+                        QueryError::Invalid(format!(
+                        "unrecognized configuration parameter \"{name}\" (Strata's settings: {})",
+                        STRATA_SETTINGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    ))
+                    })?;
+                let schema = Arc::new(Schema::new(vec![Field::new(
+                    name.to_ascii_lowercase(),
+                    DataType::Utf8,
+                    false,
+                )]));
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                        value,
+                    ]))],
+                )?;
+                let stream = Box::pin(
+                    datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                        schema.clone(),
+                        futures::stream::iter(vec![Ok(batch)]),
+                    ),
+                );
+                Ok(Some(Output::Rows { schema, stream }))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The value of one of [`STRATA_SETTINGS`] as `SHOW` prints it.

@@ -140,6 +140,10 @@ pub struct TxRequest {
     pub read_at: Option<Micros>,
 }
 
+/// How long a node commits without looking for a newer manifest: far
+/// below any log retention (default 24 h, at least the grace period).
+const MANIFEST_STALE: std::time::Duration = std::time::Duration::from_secs(60);
+
 struct Pending {
     tx: TxRequest,
     reply: oneshot::Sender<Result<CommitInfo>>,
@@ -184,6 +188,8 @@ pub struct Engine {
     /// Bumped by every erase: a compaction that started before one is discarded
     /// (its output could hold the erased bytes).
     pub(crate) erase_epoch: std::sync::atomic::AtomicU64,
+    /// When this node last looked for a newer manifest (see `commit_group`).
+    manifest_checked: Mutex<std::time::Instant>,
     open_report: Mutex<OpenReport>,
     pub(crate) counters: EngineCounters,
 }
@@ -409,6 +415,7 @@ impl Engine {
             compacting: tokio::sync::Mutex::new(()),
             wake: Arc::new(tokio::sync::Notify::new()),
             erase_epoch: AtomicU64::new(0),
+            manifest_checked: Mutex::new(std::time::Instant::now()),
             open_report: Mutex::new(OpenReport::default()),
             counters: EngineCounters::default(),
         };
@@ -562,6 +569,7 @@ impl Engine {
     }
 
     async fn adopt_newer_manifest_locked(&self) -> Result<bool> {
+        *self.manifest_checked.lock() = std::time::Instant::now();
         let next = self.state.read().manifest_version + 1;
         if self.storage.get(&manifest_path(next)).await?.is_none() {
             return Ok(false);
@@ -731,6 +739,16 @@ impl Engine {
 
     async fn commit_group(&self, batch: Vec<Pending>) {
         let mut pending = batch;
+        // A node that has not looked for a newer manifest for a long time
+        // (a process paused past the log retention) may be following a log
+        // whose next records collection deleted: it would take a sequence
+        // number that is already past. Adopting the newest manifest first
+        // puts it back on the live log. Serving nodes look every 2 s anyway.
+        if self.manifest_checked.lock().elapsed() >= MANIFEST_STALE {
+            if let Err(e) = self.adopt_newer_manifest_locked().await {
+                return fail_all(pending, &e);
+            }
+        }
         loop {
             // Nothing is written yet: a failed read is retried, and if it
             // keeps failing the group is known not committed.
