@@ -20,6 +20,10 @@ use s3::S3Server;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+/// The tests here start three or four servers and an S3 server each, and
+/// one measures visibility delays: they run one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `strata serve --store-url URL` with its own cache directory under `caches`.
 fn node(srv: &S3Server, url: &str, caches: &Path, name: &str, args: &[&str]) -> Server {
     let cache = caches.join(name);
@@ -95,6 +99,7 @@ async fn read_after(c: &Client, t: &str) {
 /// that read the same n both write n + 1 and one increment is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_lose_no_update() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let srv = S3Server::start();
     let url = srv.url(&srv.fresh_prefix("counter"));
     let caches = tempfile::tempdir().unwrap();
@@ -195,6 +200,7 @@ async fn three_nodes_lose_no_update() {
 /// the shared log every 100 ms by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_see_each_others_rows_within_a_second() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let srv = S3Server::start();
     let url = srv.url(&srv.fresh_prefix("visibility"));
     let caches = tempfile::tempdir().unwrap();
@@ -299,6 +305,7 @@ async fn three_nodes_see_each_others_rows_within_a_second() {
 /// killed node rejoins from the bucket and has everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_nothing_and_rejoins() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let srv = S3Server::start();
     let url = srv.url(&srv.fresh_prefix("kill"));
     let caches = tempfile::tempdir().unwrap();
@@ -408,6 +415,7 @@ async fn a_killed_node_loses_nothing_and_rejoins() {
 /// the segments writers flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_and_compactor_roles() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let srv = S3Server::start();
     let prefix = srv.fresh_prefix("roles");
     let url = srv.url(&prefix);
