@@ -374,6 +374,20 @@ impl Resolved {
     }
 }
 
+/// An object-store client that found no credentials asks the cloud's
+/// instance metadata service (169.254.169.254, or Azure's and Google's
+/// equivalents) and fails with an error about that address: say what to set.
+fn credentials_hint(e: &str) -> &'static str {
+    if e.contains("169.254.169.254") || e.contains("metadata.google.internal") {
+        "\n(no credentials were given, so the client asked this machine's cloud metadata service, \
+         which is not there: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT for \
+         an S3-compatible server), AZURE_STORAGE_ACCOUNT_KEY, or GOOGLE_SERVICE_ACCOUNT; see \
+         docs/operations.md)"
+    } else {
+        ""
+    }
+}
+
 /// Why a listener could not start, and for a taken port which flag moves it.
 pub fn bind_error(what: &str, addr: SocketAddr, e: &std::io::Error, flag: &str) -> String {
     if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -417,9 +431,13 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         std::fs::create_dir_all(&r.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", r.data_dir.display()))?;
     }
-    let db = Db::open(config)
-        .await
-        .map_err(|e| format!("cannot open the database at {}: {e}", r.location()))?;
+    let db = Db::open(config).await.map_err(|e| {
+        format!(
+            "cannot open the database at {}: {e}{}",
+            r.location(),
+            credentials_hint(&e.to_string())
+        )
+    })?;
     let follower = spawn_follower(db.clone(), r.catch_up);
     if r.role == Role::Compactor {
         println!(
