@@ -40,8 +40,25 @@
 //! is shut down before the next writer starts, so only the writer touches
 //! the store while it runs.
 //!
-//! `STRATA_CRASH_ROUNDS` changes the number of rounds (default 24),
-//! `STRATA_CRASH_SEED` replays a run's kill delays.
+//! `crash_recovery` runs on a local directory. `crash_recovery_s3` runs the
+//! same rounds on a real S3-compatible server (moto, started by the test;
+//! see `tests/support/s3.rs`): the writer and the reopened node open a
+//! prefix of its bucket (through a disk cache, the writer's kept across its
+//! lives like a restarted node's, the checking node's fresh every round), and
+//! the store snapshots list that prefix. Existence checks of the objects a
+//! manifest names go to the store itself (uncached), never to a cache.
+//! Opening takes longer on S3 (every request is a round trip to the
+//! server), so there the kill delays count from the writer's READY, except
+//! in the rounds meant to kill it while it opens; and moto serves one request
+//! at a time, so fewer rounds run. The two tests take turns (a lock), so each
+//! writer has the machine's cores to itself as the delays assume.
+//!
+//! `STRATA_CRASH_ROUNDS` changes the number of rounds on a directory (default
+//! 24), `STRATA_CRASH_S3_ROUNDS` on S3 (default 8), `STRATA_CRASH_SEED`
+//! replays a run's kill delays.
+
+#[path = "support/s3.rs"]
+mod s3;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -53,12 +70,17 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use rand::{Rng, SeedableRng};
-use strata::{Config, Db};
+use strata::{Config, Db, StoreLocation};
 use strata_storage::manifest::Manifest;
 use strata_storage::store::Storage;
 
+/// The writer's store directory (on S3: its cache directory); set, it
+/// makes `writer_child` the writer.
 const CHILD_DIR: &str = "STRATA_CRASH_CHILD";
 const CHILD_START: &str = "STRATA_CRASH_START";
+/// On S3: the server's endpoint and the store's prefix in its bucket.
+const CHILD_S3_ENDPOINT: &str = "STRATA_CRASH_S3_ENDPOINT";
+const CHILD_S3_PREFIX: &str = "STRATA_CRASH_S3_PREFIX";
 const FLUSH_ROWS: usize = 64;
 const WRITERS: i64 = 3;
 /// The writers write in bursts: `BURST_MS` of every `CYCLE_MS` (counted
@@ -138,9 +160,13 @@ async fn writer(db: &Db, w: i64, first: i64, ready: Instant) {
 /// running all the time (small target segments, a one-second grace period
 /// and collection interval, no log retention), so that kills land during
 /// flushes, compactions and collections.
-fn child_config(dir: &Path) -> Config {
-    Config::dir(dir)
-        .with_flush_rows(FLUSH_ROWS)
+fn child_config(location: StoreLocation, cache: Option<&Path>) -> Config {
+    let c = Config::location(location);
+    let c = match cache {
+        Some(dir) => c.with_cache_dir(dir),
+        None => c,
+    };
+    c.with_flush_rows(FLUSH_ROWS)
         .with_compaction(strata::CompactionConfig {
             target_bytes: 64 << 10,
             fanout: 2,
@@ -155,9 +181,9 @@ fn child_config(dir: &Path) -> Config {
 }
 
 /// Every object the newest manifest names must exist (nothing collected too
-/// early, nothing published before it was written).
-async fn check_manifest_objects(db: &Db, round: usize) {
-    let storage = db.database().engine().storage();
+/// early, nothing published before it was written). `storage` has no
+/// cache: an object must be in the store, not just in a node's cache.
+async fn check_manifest_objects(storage: &Storage, round: usize) {
     let m = strata_storage::manifest::Manifest::load_latest(storage)
         .await
         .expect("read the newest manifest");
@@ -367,8 +393,10 @@ fn store_delta(before: &Snapshot, after: &Snapshot) -> StoreDelta {
         .unwrap_or(i64::MIN);
     let named = after.named();
     let mut unpublished = [0; 3];
+    // `>=`: S3 lists modification times in whole seconds, so an object
+    // written after the newest manifest can show that manifest's time.
     for (p, &t) in &after.objects {
-        if t > newest_at && !named.contains(p.as_str()) && !before.objects.contains_key(p) {
+        if t >= newest_at && !named.contains(p.as_str()) && !before.objects.contains_key(p) {
             unpublished[Snapshot::kind(p)] += 1;
         }
     }
@@ -386,6 +414,7 @@ fn writer_child() {
     let Ok(dir) = std::env::var(CHILD_DIR) else {
         return;
     };
+    let dir = std::path::PathBuf::from(dir);
     let starts: Vec<i64> = std::env::var(CHILD_START)
         .unwrap()
         .split(',')
@@ -397,9 +426,14 @@ fn writer_child() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let db = Db::open(child_config(Path::new(&dir)))
-            .await
-            .expect("child: open");
+        let config = match std::env::var(CHILD_S3_ENDPOINT) {
+            Ok(endpoint) => {
+                let prefix = std::env::var(CHILD_S3_PREFIX).expect("child: S3 prefix");
+                child_config(s3::location_for(&endpoint, &prefix), Some(&dir))
+            }
+            Err(_) => child_config(StoreLocation::Local(dir), None),
+        };
+        let db = Db::open(config).await.expect("child: open");
         println!("\nREADY");
         let ready = Instant::now();
         // Report the storage counters whenever they change, so the parent
@@ -452,20 +486,21 @@ async fn query_ints(db: &Db, sql: &str, cols: &[&str]) -> Vec<Vec<i64>> {
     rows
 }
 
-/// Reopen `dir` and check it against the acknowledged transactions. `next`
-/// is each writer's next transaction index before the round; returns the
-/// new one.
+/// Reopen the store and check it against the acknowledged transactions.
+/// `next` is each writer's next transaction index before the round; returns
+/// the new one.
 async fn verify(
-    dir: &Path,
+    target: &Target,
     next: &[i64],
     acked: &[i64],
     round: usize,
 ) -> (Vec<i64>, std::sync::Weak<strata_storage::engine::Engine>) {
-    let db = Db::open(child_config(dir))
-        .await
-        .expect("reopen after kill");
+    // A fresh cache every round: queries must find what they read in the store.
+    let cache = tempfile::tempdir().unwrap();
+    let config = child_config(target.location(), target.is_s3().then_some(cache.path()));
+    let db = Db::open(config).await.expect("reopen after kill");
     let engine = std::sync::Arc::downgrade(db.database().engine());
-    check_manifest_objects(&db, round).await;
+    check_manifest_objects(&target.uncached(), round).await;
     check_all_manifests_live(&db, round).await;
     let tables = db.database().engine().table_names();
     let mut present = BTreeSet::new();
@@ -689,25 +724,107 @@ impl Totals {
     }
 }
 
-#[test]
-fn crash_recovery() {
-    let rounds: usize = std::env::var("STRATA_CRASH_ROUNDS")
+/// Where a crash test's store lives.
+enum Target {
+    Dir(tempfile::TempDir),
+    S3 {
+        srv: s3::S3Server,
+        prefix: String,
+        /// The writer's disk cache, kept across its lives.
+        cache: tempfile::TempDir,
+    },
+}
+
+impl Target {
+    fn is_s3(&self) -> bool {
+        matches!(self, Target::S3 { .. })
+    }
+
+    fn location(&self) -> StoreLocation {
+        match self {
+            Target::Dir(dir) => StoreLocation::Local(dir.path().into()),
+            Target::S3 { srv, prefix, .. } => srv.location(prefix),
+        }
+    }
+
+    /// The store with no disk cache, for looking at what it really holds.
+    fn uncached(&self) -> Storage {
+        let no_cache = strata_storage::CacheConfig {
+            dir: None,
+            size: Some(0),
+        };
+        Storage::open_with_cache(&self.location(), &no_cache).expect("open the store")
+    }
+
+    /// Point a writer process at the store.
+    fn child_env(&self, cmd: &mut Command) {
+        match self {
+            Target::Dir(dir) => {
+                cmd.env(CHILD_DIR, dir.path());
+            }
+            Target::S3 { srv, prefix, cache } => {
+                cmd.env(CHILD_DIR, cache.path())
+                    .env(CHILD_S3_ENDPOINT, srv.endpoint())
+                    .env(CHILD_S3_PREFIX, prefix);
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Dir(dir) => dir.path().display().to_string(),
+            Target::S3 { srv, prefix, .. } => format!("{} on {}", srv.url(prefix), srv.endpoint()),
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(default)
+}
+
+/// The two tests take turns: each writer's kill delays assume it has the
+/// machine to itself.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn crash_recovery() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    run_crash_test(Target::Dir(dir), env_or("STRATA_CRASH_ROUNDS", 24));
+}
+
+#[test]
+fn crash_recovery_s3() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = s3::S3Server::start();
+    let prefix = srv.fresh_prefix("crash");
+    let target = Target::S3 {
+        srv,
+        prefix,
+        cache: tempfile::tempdir().unwrap(),
+    };
+    run_crash_test(target, env_or("STRATA_CRASH_S3_ROUNDS", 8));
+}
+
+fn run_crash_test(target: Target, rounds: usize) {
     let seed: u64 = std::env::var("STRATA_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
-    println!("crash test: {rounds} rounds, {WRITERS} concurrent writers, STRATA_CRASH_SEED={seed}");
+    println!(
+        "crash test on {}: {rounds} rounds, {WRITERS} concurrent writers, STRATA_CRASH_SEED={seed}",
+        target.describe()
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
     // For looking at the store between rounds (no engine runs on it).
     let io_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let storage = Storage::open(&strata::StoreLocation::Local(dir.path().into())).unwrap();
+    let storage = io_rt.block_on(async { target.uncached() });
     // The store as the next writer finds it.
     let mut before = Snapshot::default();
     let mut t = Totals::default();
@@ -722,15 +839,16 @@ fn crash_recovery() {
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        let mut child = Command::new(&exe)
-            .args(["writer_child", "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, dir.path())
+        let mut cmd = Command::new(&exe);
+        cmd.args(["writer_child", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_START, &starts)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn writer");
+            .stderr(Stdio::piped());
+        target.child_env(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn writer");
+        let spawned_at = Instant::now();
         let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut ready = None;
             let mut acked = Vec::new();
@@ -744,6 +862,7 @@ fn crash_recovery() {
                     stats.push((Instant::now(), [c[0], c[1], c[2], c[3]]));
                 } else if line == "READY" {
                     ready = Some(Instant::now());
+                    let _ = ready_tx.send(());
                 }
             }
             (ready, acked, stats)
@@ -752,13 +871,19 @@ fn crash_recovery() {
         // recovery); and every fourth round after more than the grace
         // period, when what its own compactions superseded is collectable,
         // so that it is collecting when killed.
-        let delay = if round % 6 == 5 {
+        let while_opening = round % 6 == 5;
+        let delay = if while_opening {
             rng.random_range(1..60)
         } else if round % 4 == 2 {
             rng.random_range(1200..2500)
         } else {
             rng.random_range(150..700)
         };
+        // On S3 opening takes a while: count from READY (the writer's
+        // stderr says why if it never comes).
+        if target.is_s3() && !while_opening {
+            let _ = ready_rx.recv_timeout(Duration::from_secs(60));
+        }
         std::thread::sleep(Duration::from_millis(delay));
         let exited_early = child.try_wait().unwrap();
         child.kill().expect("SIGKILL the writer");
@@ -796,7 +921,7 @@ fn crash_recovery() {
         // writer touches the store while it runs and nothing is cancelled
         // half-way.
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (after, engine) = rt.block_on(verify(dir.path(), &next, &acked, round));
+        let (after, engine) = rt.block_on(verify(&target, &next, &acked, round));
         let closing = Instant::now();
         while engine.strong_count() > 0 {
             assert!(
@@ -808,26 +933,25 @@ fn crash_recovery() {
         drop(rt);
         before = io_rt.block_on(Snapshot::take(&storage));
         println!(
-            "round {round:2}: killed after {delay:4} ms (ready: {ready}, {phase}), {:4} acknowledged, per-writer next {next:?} -> {after:?}",
+            "round {round:2}: killed after {delay:4} ms{} (ready: {ready}, {phase}), {:4} acknowledged, per-writer next {next:?} -> {after:?}",
+            if target.is_s3() && !while_opening {
+                format!(" past READY ({} ms after the start)", killed_at.duration_since(spawned_at).as_millis())
+            } else {
+                String::new()
+            },
             acked.len()
         );
         println!("          {}", t.add(&activity, &delta));
         next = after;
     }
-    let segments: usize = std::fs::read_dir(dir.path().join("tables"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|t| std::fs::read_dir(t.path()).ok())
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".arrow"))
-                .count()
-        })
-        .sum();
-    let logs = std::fs::read_dir(dir.path().join("log"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let (segments, logs) = io_rt.block_on(async {
+        let tables = storage.list("tables").await.expect("list tables");
+        let logs = storage.list("log").await.expect("list the log");
+        (
+            tables.iter().filter(|p| p.ends_with(".arrow")).count(),
+            logs.len(),
+        )
+    });
     println!(
         "crash test: {total_acked} acknowledged over {rounds} rounds ({killed_while_writing} killed mid-write), \
          {} transactions present, {logs} log objects, {segments} segment files, {:.1?}",

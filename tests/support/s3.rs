@@ -147,3 +147,27 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// The store location [`S3Server::location`] gives, for a server known only
+/// by its endpoint (`http://127.0.0.1:PORT`): for a child process the test
+/// starts, which gets the endpoint and prefix through its environment.
+pub fn location_for(endpoint: &str, prefix: &str) -> strata::StoreLocation {
+    let s3 = AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(BUCKET)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_region("us-east-1")
+        .build()
+        .expect("S3 client");
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(PrefixStore::new(s3, prefix))
+    };
+    strata::StoreLocation::Custom {
+        store,
+        name: format!("s3://{BUCKET}/{prefix}"),
+    }
+}
