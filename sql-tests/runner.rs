@@ -86,12 +86,7 @@ const S3_DIRS: [&str; 2] = ["core/", "temporal/"];
 /// Files under [`S3_DIRS`] that cannot run on S3 as written, and why. Each
 /// shows as `skip` in the output. A file can instead mark its store-specific
 /// records with `skipif s3` / `onlyif s3` (the S3 pass's label).
-const S3_SKIP: [(&str, &str); 1] = [(
-    "core/system_tables.slt",
-    "its strata_cache records state that a memory or dir store has no disk cache \
-     (no rows); on S3 the cache has a row, with a temp dir in it. Marking those \
-     two records `skipif s3` (and adding `onlyif s3` ones) would let it run",
-)];
+const S3_SKIP: [(&str, &str); 0] = [];
 
 // ---------------------------------------------------------------------------
 // Column types
