@@ -190,6 +190,11 @@ pub struct Engine {
     pub(crate) erase_epoch: std::sync::atomic::AtomicU64,
     /// When this node last looked for a newer manifest (see `commit_group`).
     manifest_checked: Mutex<std::time::Instant>,
+    /// Set when this node's last commit saw no record by another node: the
+    /// next commit writes `log/<applied + 1>` without first reading it
+    /// (one round trip, not two). The conditional create still catches a
+    /// record written meanwhile (`LogWrite::Taken`: catch up and retry).
+    sole_writer: std::sync::atomic::AtomicBool,
     open_report: Mutex<OpenReport>,
     pub(crate) counters: EngineCounters,
 }
@@ -416,6 +421,7 @@ impl Engine {
             wake: Arc::new(tokio::sync::Notify::new()),
             erase_epoch: AtomicU64::new(0),
             manifest_checked: Mutex::new(std::time::Instant::now()),
+            sole_writer: std::sync::atomic::AtomicBool::new(false),
             open_report: Mutex::new(OpenReport::default()),
             counters: EngineCounters::default(),
         };
@@ -749,19 +755,31 @@ impl Engine {
                 return fail_all(pending, &e);
             }
         }
+        // Alone on the log lately: write first (a create that succeeds at
+        // `applied + 1` proves nothing newer exists, so what this group was
+        // validated against was current), catch up only if it is taken.
+        let mut look_first = !self.sole_writer.load(Ordering::Relaxed);
+        // Whether this group saw a record by another node.
+        let mut others = false;
         loop {
             // Nothing is written yet: a failed read is retried, and if it
             // keeps failing the group is known not committed.
             let mut delay = RETRY_DELAY;
             let mut attempt = 1;
-            while let Err(e) = self.catch_up_locked().await {
-                if attempt >= RETRIES {
-                    return fail_all(pending, &e);
+            while look_first {
+                match self.catch_up_locked().await {
+                    Ok(n) => {
+                        others |= n > 0;
+                        break;
+                    }
+                    Err(e) if attempt >= RETRIES => return fail_all(pending, &e),
+                    Err(_) => {}
                 }
                 attempt += 1;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
+            look_first = true;
             // Assign system times and validate each transaction on its own.
             let (seq, mut last, mut schemas) = {
                 let s = self.state.read();
@@ -850,9 +868,11 @@ impl Engine {
                 Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
             };
             match self.write_log(seq, &rec.nonce, bytes).await {
-                Ok(LogWrite::Ours) => {}
+                Ok(LogWrite::Ours) => self.sole_writer.store(!others, Ordering::Relaxed),
                 Ok(LogWrite::Taken) => {
                     // Another node took this sequence number: catch up and retry.
+                    others = true;
+                    self.sole_writer.store(false, Ordering::Relaxed);
                     pending = accepted
                         .into_iter()
                         .map(|(mut p, _)| {
