@@ -1070,7 +1070,11 @@ impl Session {
     /// `SET strata.… = …` and `SHOW strata.…` (embedded and Flight SQL; the
     /// Postgres front end keeps its settings itself and hands these over).
     fn strata_setting(&mut self, stmt: &Statement) -> Result<Option<Output>> {
-        let is_strata = |n: &str| n.len() > 7 && n[..7].eq_ignore_ascii_case("strata.");
+        let is_strata = |n: &str| {
+            n.len() > 7
+                && n.get(..7)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("strata."))
+        };
         match stmt {
             Statement::Set(ast::Set::SingleAssignment {
                 variable, values, ..

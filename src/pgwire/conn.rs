@@ -152,7 +152,10 @@ pub fn err(code: &str, msg: impl Into<String>) -> E {
 
 /// `strata.*`: a setting the session keeps (see `strata_query::session::STRATA_SETTINGS`).
 fn is_strata_setting(name: &str) -> bool {
-    name.len() > 7 && name[..7].eq_ignore_ascii_case("strata.")
+    name.len() > 7
+        && name
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("strata."))
 }
 
 fn query_err(e: QueryError) -> E {
