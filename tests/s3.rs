@@ -41,9 +41,9 @@ async fn conditional_create_is_atomic() {
             .map(|i| {
                 let storage = storage.clone();
                 let path = path.clone();
-                tokio::spawn(async move {
-                    (i, storage.create(&path, body(i)).await.expect("create"))
-                })
+                tokio::spawn(
+                    async move { (i, storage.create(&path, body(i)).await.expect("create")) },
+                )
             })
             .collect();
         let mut winners = Vec::new();
