@@ -176,6 +176,7 @@ async fn many_clients(dbs: &[&Db], name: &str, clients: u64, secs: u64, base: i6
     let mut tasks = Vec::new();
     for c in 0..clients {
         let db = dbs[c as usize % dbs.len()].clone();
+        let node = c as usize % dbs.len();
         tasks.push(tokio::spawn(async move {
             let mut s = db.session();
             let mut lat = Vec::new();
@@ -186,12 +187,27 @@ async fn many_clients(dbs: &[&Db], name: &str, clients: u64, secs: u64, base: i6
                 lat.push(t.elapsed());
                 id += 1;
             }
-            lat
+            (node, lat)
         }));
     }
     let mut lat = Vec::new();
+    let mut per_node = vec![Vec::new(); dbs.len()];
     for t in tasks {
-        lat.extend(t.await.unwrap());
+        let (node, l) = t.await.unwrap();
+        per_node[node].extend_from_slice(&l);
+        lat.extend(l);
+    }
+    if dbs.len() > 1 {
+        for (i, l) in per_node.iter_mut().enumerate() {
+            l.sort();
+            println!(
+                "commit_latency: {name}: node {i}: {} commits, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.len(),
+                ms(pct(l, 0.5)),
+                ms(pct(l, 0.99)),
+                ms(l.last().copied().unwrap_or_default())
+            );
+        }
     }
     let elapsed = start.elapsed();
     let d = delta(dbs, &before);
