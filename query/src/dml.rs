@@ -48,6 +48,7 @@ impl Session {
         all_system: bool,
         select_sql: String,
         params: &[ScalarValue],
+        read_at: i64,
     ) -> Result<Vec<RecordBatch>> {
         if self.db.engine.table_schema(table).is_none() {
             return Err(crate::provider::unknown_table(&self.db.engine, table).into());
@@ -55,7 +56,7 @@ impl Session {
         let sys = if all_system {
             Some(TimeSelector::All)
         } else {
-            None
+            self.dml_snapshot(rw, read_at).map(TimeSelector::AsOf)
         };
         let mut overrides = rw.overrides.clone();
         overrides.push(("__strata_dml".into(), table.to_string(), sys, Some(valid)));
@@ -73,15 +74,47 @@ impl Session {
         Ok(ctx.execute_logical_plan(plan).await?.collect().await?)
     }
 
-    /// The valid-time portion a DML statement acts on, and the start used for "now".
-    fn portion(&self, p: Option<TimeSelector>) -> (TimeSelector, Option<i64>) {
+    /// Fix the snapshot of an UPDATE or DELETE (see `dml_snapshot`).
+    fn begin_dml(&self) -> i64 {
+        self.db.engine.latest_system_time()
+    }
+
+    /// The earliest "now" of a DML statement: its snapshot, or inside a
+    /// transaction with writes the provisional commit time it reads at.
+    fn dml_floor(&self, read_at: i64) -> i64 {
+        match &self.tx {
+            Some(tx) if !tx.ops.is_empty() => self
+                .db
+                .engine
+                .provisional_system_time(tx.system_time)
+                .max(read_at),
+            _ => read_at,
+        }
+    }
+
+    /// The system time an UPDATE or DELETE reads at, fixed once per
+    /// statement: the latest commit this node has applied when the
+    /// statement starts (`None` inside a transaction with writes, which
+    /// reads at its provisional commit time to see them, or under a
+    /// `SETTING DEFAULT SYSTEM_TIME`). The rows are rewritten from this
+    /// snapshot, its "now" is not earlier than it, and a later commit that
+    /// changed one of them is a conflict.
+    fn dml_snapshot(&self, rw: &Rewritten, read_at: i64) -> Option<i64> {
+        let pending = self.tx.as_ref().is_some_and(|t| !t.ops.is_empty());
+        (!pending && rw.default_system.is_none()).then_some(read_at)
+    }
+
+    /// The valid-time portion a DML statement acts on, and the start used
+    /// for "now": the wall clock, but never before the snapshot the
+    /// statement reads (a version another node committed "ahead" of this
+    /// node's clock is then not seen as still valid at now, to be rewritten
+    /// over a period that ends before the commit starts it).
+    fn portion(&self, p: Option<TimeSelector>, floor: i64) -> (TimeSelector, Option<i64>) {
         match p {
             Some(sel) => (sel, None),
             None => {
-                let now = match self.db.default_coordinate().valid {
-                    TimeSelector::AsOf(t) => t,
-                    _ => 0,
-                };
+                let clock = strata_storage::Clock::now_us(&strata_storage::SystemClock);
+                let now = clock.max(floor);
                 (
                     TimeSelector::Range {
                         from: now,
@@ -169,7 +202,8 @@ impl Session {
                 cols.push(format!("({e}) AS \"{c}\""));
             }
         }
-        let (valid, now) = self.portion(portion);
+        let read_at = self.begin_dml();
+        let (valid, now) = self.portion(portion, self.dml_floor(read_at));
         let sql = format!(
             "SELECT {}, _valid_from AS {VF}, _valid_to AS {VT} FROM __strata_dml AS \"{}\"{}",
             cols.join(", "),
@@ -182,9 +216,8 @@ impl Session {
         // The rows are rewritten from what this snapshot shows: a commit
         // after it that changed one of them makes this one a conflict
         // (first committer wins), not a lost update.
-        let read_at = self.db.engine.latest_system_time();
         let batches = self
-            .read_versions(rw, &table, valid, false, sql, params)
+            .read_versions(rw, &table, valid, false, sql, params, read_at)
             .await?;
         self.emit(
             &table,
@@ -205,16 +238,16 @@ impl Session {
         params: &[ScalarValue],
     ) -> Result<Output> {
         let (table, alias) = delete_target(d)?;
-        let (valid, now) = self.portion(portion);
+        let read_at = self.begin_dml();
+        let (valid, now) = self.portion(portion, self.dml_floor(read_at));
         let sql =
             format!(
             "SELECT \"_id\", _valid_from AS {VF}, _valid_to AS {VT} FROM __strata_dml AS \"{}\"{}",
             alias.unwrap_or_else(|| table.clone()),
             d.selection.as_ref().map(|w| format!(" WHERE {w}")).unwrap_or_default()
         );
-        let read_at = self.db.engine.latest_system_time();
         let batches = self
-            .read_versions(rw, &table, valid, false, sql, params)
+            .read_versions(rw, &table, valid, false, sql, params, read_at)
             .await?;
         self.emit(
             &table,
@@ -243,7 +276,7 @@ impl Session {
                 .unwrap_or_default()
         );
         let batches = self
-            .read_versions(rw, &table, TimeSelector::All, true, sql, params)
+            .read_versions(rw, &table, TimeSelector::All, true, sql, params, 0)
             .await?;
         // Blind: an erase removes every version whatever was written since.
         self.emit(

@@ -367,9 +367,9 @@ impl Database {
 
 /// An open `BEGIN … COMMIT` block.
 #[derive(Debug, Default)]
-struct OpenTx {
-    ops: Vec<Op>,
-    system_time: Option<i64>,
+pub(crate) struct OpenTx {
+    pub(crate) ops: Vec<Op>,
+    pub(crate) system_time: Option<i64>,
     /// The earliest snapshot a write of the transaction was computed from
     /// (an UPDATE or DELETE): checked at COMMIT, first committer wins.
     read_at: Option<i64>,
@@ -396,7 +396,7 @@ pub(crate) fn ident_name(i: &ast::Ident) -> String {
 /// One connection's state.
 pub struct Session {
     pub(crate) db: Arc<Database>,
-    tx: Option<OpenTx>,
+    pub(crate) tx: Option<OpenTx>,
     /// Answer point lookups without the planner (crate::fastpath).
     fast_path: bool,
     /// Parsed statements by SQL text (see `PARSED_MAX`).
