@@ -211,6 +211,18 @@ fn immutable(path: &str) -> bool {
     path.starts_with("tables/")
 }
 
+/// The OS error number beneath an object store error, if any.
+fn os_error(e: &object_store::Error) -> Option<i32> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        source = s.source();
+    }
+    None
+}
+
 impl Storage {
     /// Open a store with the default cache settings (see [`CacheConfig`]).
     pub fn open(location: &StoreLocation) -> Result<Storage> {
@@ -456,6 +468,10 @@ impl Storage {
         match self.inner.get(&Path::from(path)).await {
             Ok(r) => Ok(Some(r.bytes().await?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
+            // On a local directory, a path whose parent is a file (ENOTDIR)
+            // cannot hold an object: absent, not an ambiguous failure (a
+            // commit's read-back then knows its write did not land).
+            Err(e) if self.local_root.is_some() && os_error(&e) == Some(20) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
