@@ -31,6 +31,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1";
 pub const DEFAULT_PG_PORT: u16 = 5432;
 pub const DEFAULT_FLUSH_ROWS: usize = 1_000_000;
 pub const DEFAULT_CATCH_UP_MS: u64 = 100;
+pub const DEFAULT_FLIGHT_PORT: u16 = 9833;
 /// How often a node looks for a manifest another node published (a flush
 /// or a compaction) and adopts it: well inside the collection grace period.
 pub const MANIFEST_CHECK: Duration = Duration::from_secs(2);
@@ -49,7 +50,6 @@ pub enum Role {
     /// No client ports: follows the log, flushes, compacts and collects.
     Compactor,
 }
-pub const DEFAULT_FLIGHT_PORT: u16 = 9833;
 
 /// Flags of `strata serve`. Each also reads a `STRATA_*` environment variable.
 #[derive(clap::Args, Debug, Clone, Default)]
