@@ -493,17 +493,40 @@ impl Engine {
             }
             tables.insert(name.clone(), t);
         }
-        let applied_before = {
-            let mut s = self.state.write();
-            let before = s.applied_seq;
-            *s = State {
-                tables,
-                applied_seq: m.log_seq,
-                last_system_time: m.last_system_time,
-                manifest_version: m.version,
-            };
-            before
-        };
+        let applied_before = self.state.read().applied_seq;
+        let fresh = RwLock::new(State {
+            tables,
+            applied_seq: m.log_seq,
+            last_system_time: m.last_system_time,
+            manifest_version: m.version,
+        });
+        // Replay, off to the side, the records past the manifest this node
+        // had applied already, then swap: queries running meanwhile keep
+        // the old state, and never see one that went back in time (rows
+        // acknowledged and seen, then gone until the replay ends). Their
+        // writes are in the conflict history already.
+        for seq in m.log_seq + 1..=applied_before {
+            let path = log_path(seq);
+            let bytes = self
+                .storage
+                .get(&path)
+                .await?
+                .ok_or_else(|| Error::Corrupt {
+                    path: path.clone(),
+                    reason:
+                        "a log record this node applied is missing while it adopts a newer manifest"
+                            .into(),
+                })?;
+            report.bytes_read += bytes.len() as u64;
+            report.objects_read += 1;
+            report.log_records_replayed += 1;
+            let rec = LogRecord::decode(&path, &bytes)?;
+            let files = self
+                .files_for_in(&fresh, rec.txs.iter().flat_map(|t| t.ops.iter()))
+                .await?;
+            apply_to(&fresh, &rec, &files)?;
+        }
+        *self.state.write() = fresh.into_inner();
         // The records the manifest covers are not applied here; if we had
         // not applied them before either (at open, or far behind), their
         // writes are not in the conflict history: a snapshot older than the
@@ -513,7 +536,7 @@ impl Engine {
             self.history.lock().forget_until(m.last_system_time);
         }
         let (n, bytes) = self.catch_up_counted().await?;
-        report.log_records_replayed = n;
+        report.log_records_replayed += n;
         report.objects_read += n;
         report.bytes_read += bytes;
         Ok(report)
@@ -625,9 +648,19 @@ impl Engine {
 
     /// Open the segment files that applying `ops` to the current state reads.
     async fn files_for<'a>(&self, ops: impl Iterator<Item = &'a Op> + Clone) -> Result<SegFiles> {
+        self.files_for_in(&self.state, ops).await
+    }
+
+    /// [`Engine::files_for`] against `state` (the engine's, or one being
+    /// rebuilt by [`Engine::reload`]).
+    async fn files_for_in<'a>(
+        &self,
+        state: &RwLock<State>,
+        ops: impl Iterator<Item = &'a Op> + Clone,
+    ) -> Result<SegFiles> {
         // Bloom filters first, so that only segments that may hold the entities are opened.
         let candidates: Vec<Arc<Segment>> = {
-            let s = self.state.read();
+            let s = state.read();
             let mut v = Vec::new();
             for op in ops.clone() {
                 if let Some(t) = s.tables.get(&op.table) {
@@ -640,7 +673,7 @@ impl Engine {
             seg.load_bloom(&self.storage).await?;
         }
         let needed: Vec<Arc<Segment>> = {
-            let s = self.state.read();
+            let s = state.read();
             let mut v = Vec::new();
             for op in ops {
                 if let Some(t) = s.tables.get(&op.table) {
@@ -690,19 +723,7 @@ impl Engine {
     }
 
     fn apply_with_files(&self, rec: &LogRecord, files: &SegFiles) -> Result<()> {
-        let mut s = self.state.write();
-        for tx in &rec.txs {
-            for op in &tx.ops {
-                let t = s
-                    .tables
-                    .entry(op.table.clone())
-                    .or_insert_with(|| TableState::new(&op.table));
-                t.apply(op, tx.system_time, files)?;
-            }
-            s.last_system_time = tx.system_time;
-        }
-        s.applied_seq = rec.seq;
-        drop(s);
+        apply_to(&self.state, rec, files)?;
         {
             let mut h = self.history.lock();
             for tx in &rec.txs {
@@ -1810,6 +1831,24 @@ enum LogWriteError {
     NotCommitted(crate::error::ErrorKind, String),
     /// May or may not be in the log.
     Unknown(String),
+}
+
+/// Apply a log record's events to `state` (its tables, last system time
+/// and applied sequence number); `files`: the segment files they read.
+fn apply_to(state: &RwLock<State>, rec: &LogRecord, files: &SegFiles) -> Result<()> {
+    let mut s = state.write();
+    for tx in &rec.txs {
+        for op in &tx.ops {
+            let t = s
+                .tables
+                .entry(op.table.clone())
+                .or_insert_with(|| TableState::new(&op.table));
+            t.apply(op, tx.system_time, files)?;
+        }
+        s.last_system_time = tx.system_time;
+    }
+    s.applied_seq = rec.seq;
+    Ok(())
 }
 
 fn fail_all(pending: Vec<Pending>, e: &Error) {
