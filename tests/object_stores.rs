@@ -22,6 +22,8 @@
 
 #[path = "clients/harness.rs"]
 mod harness;
+#[path = "support/store_checks.rs"]
+mod store_checks;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use harness::Server;
 use strata::{Config, Db};
-use strata_storage::store::{CreateOutcome, Storage};
+use strata_storage::store::Storage;
 use strata_storage::StoreLocation;
 
 const INSTALL: &str =
@@ -102,52 +104,6 @@ fn http(
 fn set_env(vars: &[(&str, String)]) {
     for (k, v) in vars {
         std::env::set_var(k, v);
-    }
-}
-
-async fn rows(db: &Db, sql: &str) -> String {
-    let batches = db.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    strata::format_batches(&batches, strata::OutputFormat::Csv).unwrap()
-}
-
-/// Race `writers` conditional creates of each of a few paths with different
-/// contents: the number of `Created` per path, and whether the object then
-/// holds the (single) winner's bytes.
-async fn race_creates(storage: &Arc<Storage>, round: &str) {
-    for key in 0..5 {
-        let path = format!("race/{round}/{key}");
-        let tasks: Vec<_> = (0..16)
-            .map(|i| {
-                let storage = storage.clone();
-                let path = path.clone();
-                tokio::spawn(async move {
-                    let body = Bytes::from(format!("writer {i}"));
-                    (i, storage.create(&path, body).await)
-                })
-            })
-            .collect();
-        let mut winners = Vec::new();
-        for t in tasks {
-            let (i, outcome) = t.await.unwrap();
-            match outcome {
-                Ok(CreateOutcome::Created) => winners.push(i),
-                Ok(CreateOutcome::AlreadyExists) => {}
-                Err(e) => panic!("create {path} (writer {i}): {e}"),
-            }
-        }
-        assert_eq!(winners.len(), 1, "{path}: winners {winners:?}");
-        let got = storage.get(&path).await.unwrap().unwrap();
-        assert_eq!(got, Bytes::from(format!("writer {}", winners[0])));
-        assert_eq!(
-            storage.create(&path, Bytes::from("late")).await.unwrap(),
-            CreateOutcome::AlreadyExists,
-            "a create over an existing object must be refused"
-        );
-        assert_eq!(
-            storage.get(&path).await.unwrap().unwrap(),
-            Bytes::from(format!("writer {}", winners[0])),
-            "a refused create must not have written"
-        );
     }
 }
 
@@ -285,49 +241,12 @@ async fn az_on_azurite() {
         Storage::open(&StoreLocation::Url(format!("az://{CONTAINER}/creates")))
             .expect("open az:// store"),
     );
-    race_creates(&storage, "az").await;
+    store_checks::race_creates(&storage, "az", 64).await;
 
     // (a) an embedded database.
     let cache = tempfile::tempdir().unwrap();
     let url = format!("az://{CONTAINER}/embedded");
-    let config = || Config::url(&url).with_cache_dir(cache.path());
-    let t1;
-    {
-        let db = Db::open(config()).await.unwrap();
-        db.sql("INSERT INTO accounts (_id, owner, balance) VALUES (1, 'Ada', 100), (2, 'Bo', 50)")
-            .await
-            .unwrap();
-        db.flush().await.unwrap();
-        t1 = rows(&db, "SELECT max(_system_from) FROM accounts").await;
-        db.sql("UPDATE accounts SET balance = 90 WHERE _id = 1")
-            .await
-            .unwrap();
-    }
-    let db = Db::open(config()).await.unwrap();
-    assert_eq!(
-        rows(&db, "SELECT _id, owner, balance FROM accounts ORDER BY _id").await,
-        "_id,owner,balance\n1,Ada,90\n2,Bo,50\n"
-    );
-    let t1 = t1.lines().nth(1).unwrap().to_string();
-    assert_eq!(
-        rows(
-            &db,
-            &format!("SELECT _id, balance FROM accounts FOR SYSTEM_TIME AS OF TIMESTAMP '{t1}' ORDER BY _id")
-        )
-        .await,
-        "_id,balance\n1,100\n2,50\n"
-    );
-    // The flush put segments and a manifest in the container.
-    let objects = db.database().engine().storage().list("").await.unwrap();
-    assert!(
-        objects.iter().any(|p| p.starts_with("manifest")),
-        "{objects:?}"
-    );
-    assert!(
-        objects.iter().any(|p| p.starts_with("tables/")),
-        "{objects:?}"
-    );
-    drop(db);
+    store_checks::embedded_round_trip(|| Config::url(&url).with_cache_dir(cache.path())).await;
 
     // (c) `strata serve` on an az:// URL, as a user runs it.
     let serve_url = format!("az://{CONTAINER}/serve");
