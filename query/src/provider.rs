@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session as DfSession, TableProvider};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::datasource::TableType;
@@ -461,7 +462,7 @@ impl TableProvider for StrataTable {
             let pieces = Arc::new(pieces);
             let exec = StreamingTableExec::try_new(
                 self.schema.clone(),
-                self.partitions(state, &pieces),
+                self.partitions(state, &pieces, &self.schema),
                 None,
                 vec![],
                 false,
@@ -471,6 +472,7 @@ impl TableProvider for StrataTable {
                 table: self.table.clone(),
                 metrics: pieces.metrics.clone(),
                 inner: Arc::new(exec),
+                stats: Arc::new(datafusion::common::Statistics::new_unknown(&self.schema)),
             });
             let merged = crate::merge::plan(
                 exec,
@@ -497,27 +499,25 @@ impl TableProvider for StrataTable {
 }
 
 impl StrataTable {
-    /// The plan reading `scan` (its rows filtered by storage), projected.
+    /// The plan reading `scan` (its rows filtered by storage), projected:
+    /// storage decodes and filters only the columns the query reads.
     fn scan_exec(
         &self,
         state: &dyn DfSession,
-        mut scan: TableScan,
+        scan: TableScan,
         projection: Option<&Vec<usize>>,
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if let Some(p) = projection {
-            let fields = self.schema.fields();
-            scan.columns = Some(Arc::new(
-                p.iter()
-                    .filter_map(|&i| fields.get(i).map(|f| f.name().clone()))
-                    .collect(),
-            ));
-        }
+        let out: SchemaRef = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let stats = Arc::new(scan_statistics(&scan, &out));
         let scan = Arc::new(scan);
         let exec = StreamingTableExec::try_new(
-            self.schema.clone(),
-            self.partitions(state, &scan),
-            projection,
+            out.clone(),
+            self.partitions(state, &scan, &out),
+            None,
             vec![],
             false,
             limit,
@@ -526,30 +526,166 @@ impl StrataTable {
             table: self.table.clone(),
             metrics: scan.metrics.clone(),
             inner: Arc::new(exec),
+            stats,
         }))
     }
 
-    /// `scan` shared out over the session's target partitions: segments
-    /// round-robin, the live rows with the first share.
+    /// `scan` shared out over the session's target partitions (no more
+    /// than it has units of work): every partition reads its share of the
+    /// live rows and of every segment's batches (`TableScan::partition_stream`).
     fn partitions(
         &self,
         state: &dyn DfSession,
         scan: &Arc<TableScan>,
+        out: &SchemaRef,
     ) -> Vec<Arc<dyn PartitionStream>> {
-        let n_parts = state.config().target_partitions().max(1);
-        let seg_count = scan.segments.len();
-        let groups = n_parts.min(seg_count.max(1));
-        (0..groups)
-            .map(|g| {
-                let segs: Vec<usize> = (0..seg_count).filter(|i| i % groups == g).collect();
+        let parts = state
+            .config()
+            .target_partitions()
+            .max(1)
+            .min(scan.work_units().max(1));
+        // The columns as storage holds them (the planner's TIME is in ns).
+        let stored: SchemaRef = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            out.fields()
+                .iter()
+                .map(|f| match scan.schema.field_with_name(f.name()) {
+                    Ok(s) => s.clone(),
+                    Err(_) => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
+        (0..parts)
+            .map(|part| {
                 Arc::new(ScanPartition {
                     scan: scan.clone(),
-                    schema: self.schema.clone(),
-                    with_live: g == 0,
-                    segments: segs,
+                    schema: out.clone(),
+                    stored: stored.clone(),
+                    part,
+                    parts,
                 }) as Arc<dyn PartitionStream>
             })
             .collect()
+    }
+}
+
+/// What the optimizer is told about a scan (all inexact: rows may be
+/// invisible at the coordinate, deleted, or in the live index): the rows of
+/// its segments (less their deletion vectors) and live rows, and per column
+/// the segments' null counts and min/max (integers, dates, timestamps and
+/// text; decimals and floats are left out). Join order and build sides are
+/// chosen from these.
+pub fn scan_statistics(scan: &TableScan, out: &SchemaRef) -> datafusion::common::Statistics {
+    use datafusion::common::stats::Precision;
+    use datafusion::common::{ColumnStatistics, Statistics};
+    use strata_storage::TimeSelector;
+    let live_rows: usize = scan.live.iter().map(|b| b.num_rows()).sum();
+    let seg_rows: usize = scan
+        .segments
+        .iter()
+        .map(|(s, d)| (s.meta.rows as usize).saturating_sub(d.count()))
+        .sum();
+    let rows = live_rows + seg_rows;
+    // One row per entity when reading at one point of both axes.
+    let point = matches!(scan.coord.system, TimeSelector::AsOf(_))
+        && matches!(scan.coord.valid, TimeSelector::AsOf(_));
+    let columns = out
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut c = ColumnStatistics::new_unknown();
+            if f.name() == ID && point {
+                c.distinct_count = Precision::Inexact(rows);
+            }
+            // Live rows have no statistics: then nothing is known.
+            if live_rows > 0 || scan.segments.is_empty() {
+                return c;
+            }
+            let mut nulls = 0usize;
+            let mut known_nulls = true;
+            let (mut lo, mut hi): (Option<ScalarValue>, Option<ScalarValue>) = (None, None);
+            let mut known_range = true;
+            for (seg, _) in &scan.segments {
+                match seg.meta.columns.iter().find(|s| &s.name == f.name()) {
+                    // Not in the segment (added since): NULL there.
+                    None if !seg.meta.columns.is_empty() => nulls += seg.meta.rows as usize,
+                    None => {
+                        known_nulls = false;
+                        known_range = false;
+                    }
+                    Some(s) => {
+                        nulls += s.null_count as usize;
+                        if s.null_count >= seg.meta.rows {
+                            continue;
+                        }
+                        let min = s.min.as_ref();
+                        let max = s.max.as_ref();
+                        match (
+                            stat_scalar(
+                                f.data_type(),
+                                min.and_then(|v| v.as_i64()),
+                                min.and_then(|v| v.as_str()),
+                            ),
+                            stat_scalar(
+                                f.data_type(),
+                                max.and_then(|v| v.as_i64()),
+                                max.and_then(|v| v.as_str()),
+                            ),
+                        ) {
+                            (Some(a), Some(b)) => {
+                                if lo.as_ref().is_none_or(|l| a < *l) {
+                                    lo = Some(a);
+                                }
+                                if hi.as_ref().is_none_or(|h| b > *h) {
+                                    hi = Some(b);
+                                }
+                            }
+                            _ => known_range = false,
+                        }
+                    }
+                }
+            }
+            if known_nulls {
+                c.null_count = Precision::Inexact(nulls.min(rows));
+            }
+            if known_range {
+                if let (Some(a), Some(b)) = (lo, hi) {
+                    if a <= b {
+                        c.min_value = Precision::Inexact(a);
+                        c.max_value = Precision::Inexact(b);
+                    }
+                }
+            }
+            c
+        })
+        .collect();
+    Statistics {
+        num_rows: Precision::Inexact(rows),
+        total_byte_size: Precision::Absent,
+        column_statistics: columns,
+    }
+}
+
+/// A segment statistic (docs/format.md, "Column statistics": `int` if it
+/// is a JSON integer, `text` if a string) as a value of the planner's column
+/// type; `None` where it is not used.
+fn stat_scalar(
+    ty: &datafusion::arrow::datatypes::DataType,
+    int: Option<i64>,
+    text: Option<&str>,
+) -> Option<ScalarValue> {
+    use datafusion::arrow::datatypes::{DataType as D, TimeUnit};
+    match ty {
+        D::Int64 | D::Int32 | D::Int16 | D::Int8 | D::UInt32 | D::UInt16 | D::UInt8 => {
+            ScalarValue::Int64(Some(int?)).cast_to(ty).ok()
+        }
+        D::Date32 => Some(ScalarValue::Date32(Some(i32::try_from(int?).ok()?))),
+        D::Timestamp(TimeUnit::Microsecond, tz) => {
+            Some(ScalarValue::TimestampMicrosecond(Some(int?), tz.clone()))
+        }
+        D::Utf8 => Some(ScalarValue::Utf8(Some(text?.to_string()))),
+        D::LargeUtf8 => Some(ScalarValue::LargeUtf8(Some(text?.to_string()))),
+        D::Utf8View => Some(ScalarValue::Utf8View(Some(text?.to_string()))),
+        _ => None,
     }
 }
 
@@ -560,6 +696,15 @@ pub struct StrataScanExec {
     table: String,
     metrics: Arc<strata_storage::ScanMetrics>,
     inner: Arc<dyn ExecutionPlan>,
+    /// What the optimizer is told about the whole scan ([`scan_statistics`]).
+    stats: Arc<datafusion::common::Statistics>,
+}
+
+impl StrataScanExec {
+    /// The statistics given to the optimizer for the whole scan.
+    pub fn statistics(&self) -> &datafusion::common::Statistics {
+        &self.stats
+    }
 }
 
 impl datafusion::physical_plan::DisplayAs for StrataScanExec {
@@ -603,6 +748,7 @@ impl ExecutionPlan for StrataScanExec {
                 table: self.table.clone(),
                 metrics: self.metrics.clone(),
                 inner,
+                stats: self.stats.clone(),
             })),
             _ => Err(DataFusionError::Internal(
                 "StrataScanExec takes exactly one child".into(),
@@ -616,6 +762,17 @@ impl ExecutionPlan for StrataScanExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         self.inner.execute(partition, context)
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<datafusion::common::Statistics>],
+        args: &datafusion::physical_plan::StatisticsArgs,
+    ) -> DfResult<Arc<datafusion::common::Statistics>> {
+        Ok(match args.partition() {
+            None => self.stats.clone(),
+            Some(_) => Arc::new(datafusion::common::Statistics::new_unknown(&self.schema())),
+        })
     }
 
     fn metrics(&self) -> Option<datafusion::physical_plan::metrics::MetricsSet> {
@@ -640,21 +797,20 @@ impl ExecutionPlan for StrataScanExec {
     }
 }
 
-/// A share of a scan: optionally the live rows, plus some segments.
+/// A share of a scan (`TableScan::partition_stream`).
 struct ScanPartition {
     scan: Arc<TableScan>,
+    /// The columns the plan reads, as the planner types them.
     schema: SchemaRef,
-    with_live: bool,
-    segments: Vec<usize>,
+    /// The same columns as storage holds them.
+    stored: SchemaRef,
+    part: usize,
+    parts: usize,
 }
 
 impl fmt::Debug for ScanPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ScanPartition(live={}, segments={:?})",
-            self.with_live, self.segments
-        )
+        write!(f, "ScanPartition({} of {})", self.part, self.parts)
     }
 }
 
@@ -663,51 +819,65 @@ impl PartitionStream for ScanPartition {
         &self.schema
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let scan = self.scan.clone();
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let schema = self.schema.clone();
-        let live: Vec<_> = if self.with_live {
-            scan.live.clone()
-        } else {
-            vec![]
-        };
-        let live_stream = futures::stream::iter(live.into_iter().map(Ok));
-        let segs = self.segments.clone();
-        // Segment by segment, batch by batch: a segment is read in parts,
-        // pruned by its batch statistics, never whole.
-        let seg_stream = futures::stream::iter(segs).flat_map(move |i| scan.segment_stream(i));
+        let stream = self
+            .scan
+            .partition_stream(self.part, self.parts, self.stored.clone());
         let out_schema = schema.clone();
-        let stream = live_stream.chain(seg_stream).map(move |r| {
-            let b = r.map_err(|e| DataFusionError::External(Box::new(e)))?;
-            // By name: the table may have gained columns since planning. A
-            // column whose type was widened meanwhile is cast back; a value
-            // that no longer fits the planned type is an error, not NULL.
-            let cols = out_schema
-                .fields()
-                .iter()
-                .map(|f| match b.column_by_name(f.name()) {
-                    Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                    Some(c) => {
-                        let opts = datafusion::arrow::compute::CastOptions {
-                            safe: false,
-                            ..Default::default()
-                        };
-                        datafusion::arrow::compute::cast_with_options(c, f.data_type(), &opts)
-                            .map_err(|e| {
-                                DataFusionError::Execution(format!(
-                                    "column `{}` changed type while the query ran ({e}); run the query again",
-                                    f.name()
-                                ))
-                            })
-                    }
-                    None => Ok(new_null_array(f.data_type(), b.num_rows())),
-                })
-                .collect::<DfResult<Vec<_>>>()?;
-            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
-                out_schema.clone(),
-                cols,
-            )?)
-        });
+        // Segment batches hold up to 65,536 rows; operators above work in
+        // the session's batch size (slices are zero-copy).
+        let batch_size = ctx.session_config().batch_size().max(1);
+        let stream = stream
+            .map(move |r| {
+                let b = r.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                conform(&b, &out_schema)
+            })
+            .flat_map(move |r| {
+                let parts: Vec<DfResult<RecordBatch>> = match r {
+                    Ok(b) if b.num_rows() > batch_size => (0..b.num_rows())
+                        .step_by(batch_size)
+                        .map(|o| Ok(b.slice(o, batch_size.min(b.num_rows() - o))))
+                        .collect(),
+                    r => vec![r],
+                };
+                futures::stream::iter(parts)
+            });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
+}
+
+/// `b` as the planned columns, by name: the table may have gained columns
+/// since planning. A column whose type was widened meanwhile is cast back; a
+/// value that no longer fits the planned type is an error, not NULL.
+fn conform(b: &RecordBatch, out_schema: &SchemaRef) -> DfResult<RecordBatch> {
+    let cols = out_schema
+        .fields()
+        .iter()
+        .map(|f| match b.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => {
+                let opts = datafusion::arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                datafusion::arrow::compute::cast_with_options(c, f.data_type(), &opts).map_err(
+                    |e| {
+                        DataFusionError::Execution(format!(
+                            "column `{}` changed type while the query ran ({e}); run the query again",
+                            f.name()
+                        ))
+                    },
+                )
+            }
+            None => Ok(new_null_array(f.data_type(), b.num_rows())),
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    let opts =
+        datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        out_schema.clone(),
+        cols,
+        &opts,
+    )?)
 }

@@ -1046,3 +1046,320 @@ pub fn scan_batch(
         [&ts(1), &ts(2), &ts(3), &ts(4)],
     )?))
 }
+
+/// Where an output column of a projected scan comes from.
+enum OutCol {
+    /// A temporal column: this column of the decoded batch (`OPEN` shown as NULL).
+    Temporal(usize),
+    /// A table column: this column of the decoded batch.
+    Stored(usize),
+    /// A table column this file lacks (added later): NULL.
+    Missing,
+}
+
+/// A timestamp column of a segment as a scan shows it: `OPEN` as NULL.
+/// Zero-copy when no value is open (closed rows, or `_valid_from`).
+fn open_as_null(a: &ArrayRef) -> ArrayRef {
+    let p = a.as_primitive::<TimestampMicrosecondType>();
+    let vals = p.values();
+    if !vals.contains(&OPEN) {
+        return Arc::new(p.clone().with_timezone("UTC"));
+    }
+    let nulls = arrow::buffer::NullBuffer::new(arrow::buffer::BooleanBuffer::collect_bool(
+        vals.len(),
+        |i| vals[i] != OPEN,
+    ));
+    // NULL slots hold 0, as the row-by-row builder left them.
+    let values: arrow::buffer::ScalarBuffer<i64> = vals
+        .iter()
+        .map(|&x| if x == OPEN { 0 } else { x })
+        .collect();
+    Arc::new(arrow::array::TimestampMicrosecondArray::new(values, Some(nulls)).with_timezone("UTC"))
+}
+
+/// Rows of batch `b` of a segment visible at `coord`, with exactly the
+/// columns of `out`: a projection (by name) of the table's
+/// [`output_schema`]. Only those columns and the temporal ones are decoded
+/// (zero-copy), and only the output columns are filtered; a batch whose rows
+/// are all visible (current rows read at the present) is not copied at all.
+/// Temporal columns the query does not read are never built.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_batch_projected(
+    out: &SchemaRef,
+    file: &SegmentFile,
+    b: usize,
+    deleted: &DeletionVector,
+    coord: &Coordinate,
+    ids: Option<&IdFilter>,
+    sel: PieceSel,
+) -> Result<Option<RecordBatch>> {
+    let fields = file.schema().fields();
+    let user_end = file.user_end();
+    let mut projection: Vec<usize> = vec![0, 1, 2, 3, 4];
+    if ids.is_some() {
+        projection.push(SYSTEM_COLUMNS);
+    }
+    // Position of file column `i` in the decoded batch (added if new).
+    fn at(i: usize, projection: &mut Vec<usize>) -> usize {
+        match projection.iter().position(|&p| p == i) {
+            Some(k) => k,
+            None => {
+                projection.push(i);
+                projection.len() - 1
+            }
+        }
+    }
+    let mut srcs = Vec::with_capacity(out.fields().len());
+    for f in out.fields() {
+        let name = f.name().as_str();
+        srcs.push(match name {
+            VALID_FROM => OutCol::Temporal(1),
+            VALID_TO => OutCol::Temporal(2),
+            SYSTEM_FROM => OutCol::Temporal(3),
+            SYSTEM_TO => OutCol::Temporal(4),
+            _ => match (SYSTEM_COLUMNS..user_end).find(|&i| fields[i].name() == name) {
+                Some(i) => OutCol::Stored(at(i, &mut projection)),
+                None => OutCol::Missing,
+            },
+        });
+    }
+    let view = file
+        .view_column()
+        .map(|v| (at(v, &mut projection), at(v + 1, &mut projection)));
+    let data = file.decode(b, Some(&projection))?;
+    let base = file.batch_offset(b);
+    let n = data.num_rows();
+    let ts = |c: usize| {
+        data.column(c)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+    };
+    let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
+    let (vw, vonly) = match view {
+        Some((v, o)) => (ts(v), Some(data.column(o).as_boolean())),
+        None => (sf, None),
+    };
+    let no_deletions = deleted.count() == 0 || deleted.count_range(base, base + n) == 0;
+    let piece_mask = (sel != PieceSel::All).then(|| file.piece_mask(b));
+    let visible = |r: usize| {
+        (no_deletions || !deleted.contains(base + r))
+            && piece_mask.as_ref().is_none_or(|m| sel.keeps(m[r]))
+            && coord.shows(
+                vf[r],
+                vt[r],
+                sf[r],
+                st[r],
+                vw[r],
+                vonly.is_some_and(|o| o.value(r)),
+            )
+    };
+    enum Pick {
+        All,
+        Rows(UInt32Array),
+        Mask(arrow::compute::FilterPredicate),
+    }
+    let pick = match ids {
+        Some(ids) => {
+            let iids = data
+                .column(0)
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .values();
+            let id_col = data.column(SYSTEM_COLUMNS);
+            let mut rows = Vec::new();
+            for (h, id) in ids {
+                let lo = iids.partition_point(|x| x < h);
+                let hi = iids.partition_point(|x| x <= h);
+                rows.extend(
+                    (lo..hi)
+                        .filter(|&r| id_equals(id_col.as_ref(), r, id) && visible(r))
+                        .map(|r| r as u32),
+                );
+            }
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            rows.sort_unstable();
+            rows.dedup();
+            Pick::Rows(UInt32Array::from(rows))
+        }
+        None => {
+            let mask = arrow::buffer::BooleanBuffer::collect_bool(n, visible);
+            match mask.count_set_bits() {
+                0 => return Ok(None),
+                c if c == n => Pick::All,
+                _ => Pick::Mask(
+                    arrow::compute::FilterBuilder::new(&BooleanArray::new(mask, None))
+                        .optimize()
+                        .build(),
+                ),
+            }
+        }
+    };
+    let select = |a: &ArrayRef| -> Result<ArrayRef> {
+        Ok(match &pick {
+            Pick::All => a.clone(),
+            Pick::Rows(rows) => take(a.as_ref(), rows, None)?,
+            Pick::Mask(f) => f.filter(a.as_ref())?,
+        })
+    };
+    let rows = match &pick {
+        Pick::All => n,
+        Pick::Rows(r) => r.len(),
+        Pick::Mask(f) => f.count(),
+    };
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(srcs.len());
+    for (src, f) in srcs.iter().zip(out.fields()) {
+        cols.push(match src {
+            OutCol::Temporal(c) => open_as_null(&select(data.column(*c))?),
+            OutCol::Stored(c) => adapt_array(&select(data.column(*c))?, f.data_type())?,
+            OutCol::Missing => new_null_array(f.data_type(), rows),
+        });
+    }
+    let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(Some(RecordBatch::try_new_with_options(
+        out.clone(),
+        cols,
+        &opts,
+    )?))
+}
+
+/// Live batches are handed out to partitions in slices of at most this many rows.
+const LIVE_SLICE_ROWS: usize = crate::segment::BATCH_ROWS;
+
+impl crate::engine::TableScan {
+    /// How many units of work (live slices, segment batches) this scan has at
+    /// most, before batch pruning: a scan is split into no more partitions
+    /// than that.
+    pub fn work_units(&self) -> usize {
+        let live: usize = self
+            .live
+            .iter()
+            .map(|b| b.num_rows().div_ceil(LIVE_SLICE_ROWS))
+            .sum();
+        let segs: usize = self
+            .segments
+            .iter()
+            .map(|(s, _)| (s.meta.batches as usize).max(1))
+            .sum();
+        live + segs
+    }
+
+    /// Could a row of batch `b` of segment `i` be visible to this scan (by
+    /// the batch's statistics, its deletion vector and the scan's predicates)?
+    fn batch_kept(&self, i: usize, file: &SegmentFile, b: usize) -> bool {
+        batch_may_match(
+            file,
+            b,
+            &self.segments[i].1,
+            &self.coord,
+            self.ids.as_deref().map(|v| v.as_slice()),
+            self.pieces,
+        ) && crate::prune::batch_may_match(file, b, &self.predicates)
+    }
+
+    /// Partition `part` of `parts` of this scan, with the columns of `out` (a
+    /// projection of [`TableScan::schema`] by name). The units of work — the
+    /// live rows in slices, then every segment batch not pruned by its
+    /// statistics, in segment order — are dealt round-robin, so the
+    /// partitions share even a single large segment. Every partition decides
+    /// the same batches kept; the partition owning a segment (`i % parts`)
+    /// counts it in the metrics.
+    pub fn partition_stream(
+        self: &Arc<Self>,
+        part: usize,
+        parts: usize,
+        out: SchemaRef,
+    ) -> futures::stream::BoxStream<'static, Result<RecordBatch>> {
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        let parts = parts.max(1);
+        let mut unit = 0usize;
+        let mut live = Vec::new();
+        for b in &self.live {
+            let mut off = 0;
+            while off < b.num_rows() {
+                let len = LIVE_SLICE_ROWS.min(b.num_rows() - off);
+                if unit % parts == part {
+                    live.push(project_by_name(&b.slice(off, len), &out));
+                }
+                unit += 1;
+                off += len;
+            }
+        }
+        let first_unit = unit;
+        let scan = self.clone();
+        let opened = futures::stream::iter(0..self.segments.len()).then(move |i| {
+            let scan = scan.clone();
+            async move {
+                let file = scan.open_segment(i).await?;
+                let kept: Vec<usize> = (0..file.num_batches())
+                    .filter(|&b| scan.batch_kept(i, &file, b))
+                    .collect();
+                if i % parts == part {
+                    let m = &scan.metrics;
+                    m.segments_read.fetch_add(1, Ordering::Relaxed);
+                    m.batches_pruned
+                        .fetch_add((file.num_batches() - kept.len()) as u64, Ordering::Relaxed);
+                }
+                Ok::<_, Error>((i, file, kept))
+            }
+        });
+        let scan = self.clone();
+        let segs = opened
+            .scan(first_unit, move |next, r| {
+                let r = r.map(|(i, file, kept)| {
+                    let start = *next;
+                    *next += kept.len();
+                    let mine: Vec<usize> = kept
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(k, _)| (start + k) % parts == part)
+                        .map(|(_, b)| b)
+                        .collect();
+                    (i, file, mine)
+                });
+                futures::future::ready(Some(r))
+            })
+            .flat_map(move |r| match r {
+                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+                Ok((i, file, mine)) => {
+                    let scan = scan.clone();
+                    let out = out.clone();
+                    futures::stream::iter(mine)
+                        .filter_map(move |b| {
+                            let m = &scan.metrics;
+                            m.batches_read.fetch_add(1, Ordering::Relaxed);
+                            m.bytes_read
+                                .fetch_add(file.batch_bytes(b) as u64, Ordering::Relaxed);
+                            let r = scan_batch_projected(
+                                &out,
+                                &file,
+                                b,
+                                &scan.segments[i].1,
+                                &scan.coord,
+                                scan.ids.as_deref().map(|v| v.as_slice()),
+                                scan.pieces,
+                            )
+                            .transpose();
+                            futures::future::ready(r)
+                        })
+                        .boxed()
+                }
+            });
+        futures::stream::iter(live).chain(segs).boxed()
+    }
+}
+
+/// `b`'s columns named in `out` (NULL for a name it lacks), as `out`.
+fn project_by_name(b: &RecordBatch, out: &SchemaRef) -> Result<RecordBatch> {
+    let cols = out
+        .fields()
+        .iter()
+        .map(|f| match b.column_by_name(f.name()) {
+            Some(c) => adapt_array(c, f.data_type()),
+            None => Ok(new_null_array(f.data_type(), b.num_rows())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+    Ok(RecordBatch::try_new_with_options(out.clone(), cols, &opts)?)
+}

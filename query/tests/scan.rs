@@ -1,0 +1,260 @@
+//! Table scans as the optimizer and the executor see them: statistics from
+//! segment metadata, scans split by batch across partitions (present and
+//! past coordinates alike), and join build sides chosen from the statistics.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::catalog::SchemaProvider;
+use datafusion::common::stats::Precision;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use strata_query::provider::{QueryTimes, StrataSchema};
+use strata_query::{Database, Session};
+use strata_storage::{Coordinate, EngineConfig, StoreLocation, TestClock};
+
+const DAY: i64 = 86_400_000_000;
+const Y2020: i64 = 1_577_836_800_000_000;
+/// Valid time 2100-01-01: writes are valid from the wall clock's now (the
+/// test clock only moves system time), so reads look far ahead.
+const Y2100: i64 = 4_102_444_800_000_000;
+
+/// The state as of system time `s`, valid far ahead.
+fn at(s: i64) -> Coordinate {
+    Coordinate {
+        system: strata_storage::TimeSelector::AsOf(s),
+        valid: strata_storage::TimeSelector::AsOf(Y2100),
+    }
+}
+
+async fn open(dir: &std::path::Path) -> Arc<Database> {
+    let mut c = EngineConfig::new(StoreLocation::Local(dir.to_path_buf()));
+    c.clock = Arc::new(TestClock::new(Y2020, DAY));
+    c.compaction.background = false;
+    Database::open(c).await.unwrap()
+}
+
+async fn q(s: &mut Session, sql: &str) -> String {
+    let mut outs = s
+        .execute(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let b = outs.pop().unwrap().collect().await.unwrap();
+    pretty_format_batches(&b).unwrap().to_string()
+}
+
+/// The statistics the optimizer gets for a scan of `table` (columns by name).
+async fn scan_stats(
+    db: &Arc<Database>,
+    table: &str,
+    columns: &[&str],
+) -> datafusion::common::Statistics {
+    let engine = db.engine().clone();
+    let now = engine.latest_system_time();
+    let times = Arc::new(parking_lot::RwLock::new(Arc::new(QueryTimes {
+        default: at(now),
+        overrides: vec![],
+        pending: None,
+    })));
+    let schema = StrataSchema { engine, times };
+    let provider = schema.table(table).await.unwrap().unwrap();
+    let full = provider.schema();
+    let projection: Vec<usize> = columns.iter().map(|c| full.index_of(c).unwrap()).collect();
+    let ctx = SessionContext::new();
+    let plan = provider
+        .scan(&ctx.state(), Some(&projection), &[], None)
+        .await
+        .unwrap();
+    let stats = datafusion::physical_plan::StatisticsContext::new()
+        .compute(
+            plan.as_ref(),
+            &datafusion::physical_plan::StatisticsArgs::new(),
+        )
+        .unwrap();
+    stats.as_ref().clone()
+}
+
+#[tokio::test]
+async fn scans_give_the_optimizer_row_counts_and_column_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    q(
+        &mut s,
+        "INSERT INTO t (_id, x, s, m) SELECT value, value * 2, 'k' || CAST(value AS VARCHAR), \
+         CASE WHEN value <= 10 THEN NULL ELSE value END \
+         FROM generate_series(1, 1000) AS g(value)",
+    )
+    .await;
+    // Live rows only: the count is known, the bounds are not.
+    let st = scan_stats(&db, "t", &["x"]).await;
+    assert_eq!(st.num_rows, Precision::Inexact(1000));
+    assert_eq!(st.column_statistics[0].min_value, Precision::Absent);
+
+    q(&mut s, "CHECKPOINT").await;
+    let st = scan_stats(&db, "t", &["_id", "x", "s", "m"]).await;
+    assert_eq!(st.num_rows, Precision::Inexact(1000));
+    let c = &st.column_statistics;
+    assert_eq!(c[0].distinct_count, Precision::Inexact(1000));
+    assert_eq!(
+        c[1].min_value,
+        Precision::Inexact(ScalarValue::Int64(Some(2)))
+    );
+    assert_eq!(
+        c[1].max_value,
+        Precision::Inexact(ScalarValue::Int64(Some(2000)))
+    );
+    assert_eq!(c[1].null_count, Precision::Inexact(0));
+    let text = |p: &Precision<ScalarValue>| p.get_value().map(|v| v.to_string());
+    assert_eq!(text(&c[2].min_value).as_deref(), Some("k1"));
+    assert_eq!(text(&c[2].max_value).as_deref(), Some("k999"));
+    assert_eq!(c[3].null_count, Precision::Inexact(10));
+    // Never exact: `count(*)` and `min`/`max` are still computed from rows.
+    assert_eq!(
+        q(
+            &mut s,
+            "SELECT count(*) AS n, min(x) AS lo FROM t WHERE _id > 500"
+        )
+        .await,
+        q(&mut s, "SELECT 500 AS n, 1002 AS lo").await,
+    );
+
+    // Deleted rows leave the count.
+    q(&mut s, "DELETE FROM t WHERE _id <= 100").await;
+    q(&mut s, "CHECKPOINT").await;
+    let st = scan_stats(&db, "t", &["x"]).await;
+    assert_eq!(st.num_rows, Precision::Inexact(900));
+}
+
+#[tokio::test]
+async fn the_small_side_of_a_join_is_built_whichever_side_it_is_written_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    q(
+        &mut s,
+        "INSERT INTO big (_id, k) SELECT value, value % 10 FROM generate_series(1, 50000) AS g(value)",
+    )
+    .await;
+    q(
+        &mut s,
+        "INSERT INTO small (_id, name) SELECT value, 'n' || CAST(value AS VARCHAR) \
+         FROM generate_series(0, 9) AS g(value)",
+    )
+    .await;
+    q(&mut s, "CHECKPOINT").await;
+    for sql in [
+        "SELECT count(*) FROM big JOIN small ON big.k = small._id",
+        "SELECT count(*) FROM small JOIN big ON big.k = small._id",
+    ] {
+        let plan = q(&mut s, &format!("EXPLAIN {sql}")).await;
+        let physical = &plan[plan.find("physical_plan").unwrap()..];
+        let join = physical
+            .find("HashJoinExec")
+            .unwrap_or_else(|| panic!("no hash join in\n{plan}"));
+        let build = physical[join..]
+            .find("table=")
+            .map(|at| &physical[join + at + 6..])
+            .unwrap();
+        assert!(
+            build.starts_with("small"),
+            "the build side is not `small`:\n{plan}"
+        );
+        assert!(q(&mut s, sql).await.contains("50000"));
+    }
+}
+
+/// Every row of a scan of `table` at `coord`, read as `parts` partitions:
+/// (`_id`, `x`) pairs sorted, and the rows each partition returned.
+async fn read_parts(
+    db: &Arc<Database>,
+    table: &str,
+    coord: Coordinate,
+    parts: usize,
+) -> (Vec<(i64, i64)>, Vec<usize>) {
+    let scan = Arc::new(db.engine().scan(table, coord, None).unwrap().unwrap());
+    let out = Arc::new(scan.schema.project(&[0, 1]).unwrap());
+    let mut rows = Vec::new();
+    let mut per_part = Vec::new();
+    for p in 0..parts {
+        let batches: Vec<RecordBatch> = scan
+            .partition_stream(p, parts, out.clone())
+            .try_collect()
+            .await
+            .unwrap();
+        let mut n = 0;
+        for b in &batches {
+            assert_eq!(b.schema(), out);
+            let id = b.column(0).as_primitive::<Int64Type>();
+            let x = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                assert!(!x.is_null(i));
+                rows.push((id.value(i), x.value(i)));
+            }
+            n += b.num_rows();
+        }
+        per_part.push(n);
+    }
+    rows.sort_unstable();
+    (rows, per_part)
+}
+
+#[tokio::test]
+async fn a_scan_is_split_by_batch_and_reads_the_same_rows_at_any_coordinate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    // 200 000 rows: one compacted segment of four batches.
+    q(
+        &mut s,
+        "INSERT INTO t (_id, x) SELECT value, value FROM generate_series(1, 200000) AS g(value)",
+    )
+    .await;
+    q(&mut s, "CHECKPOINT").await;
+    let before = db.engine().latest_system_time();
+    q(&mut s, "UPDATE t SET x = x + 1000000 WHERE _id % 3 = 0").await;
+    q(&mut s, "CHECKPOINT").await;
+    // And some live rows on top.
+    q(&mut s, "UPDATE t SET x = -x WHERE _id <= 1000").await;
+    let now = db.engine().latest_system_time();
+    let segments = db.engine().scan("t", at(now), None).unwrap().unwrap();
+    assert!(segments.work_units() > 2, "{}", segments.work_units());
+
+    for (coord, expect) in [
+        (at(before), 200_000),
+        (at(now), 200_000),
+        (Coordinate::all(), 200_000 + 66_666 * 2 + 1000 * 2),
+    ] {
+        let (one, _) = read_parts(&db, "t", coord, 1).await;
+        let (three, per_part) = read_parts(&db, "t", coord, 3).await;
+        assert_eq!(one.len(), expect, "{coord:?}");
+        assert_eq!(one, three, "{coord:?}");
+        assert!(per_part.iter().all(|&n| n > 0), "{coord:?}: {per_part:?}");
+    }
+    let (past, _) = read_parts(&db, "t", at(before), 2).await;
+    assert!(past.iter().all(|&(id, x)| id == x));
+    let (present, _) = read_parts(&db, "t", at(now), 2).await;
+    for &(id, x) in &present {
+        let mut want = if id % 3 == 0 { id + 1_000_000 } else { id };
+        if id <= 1000 {
+            want = -want;
+        }
+        assert_eq!(x, want, "_id {id}");
+    }
+    // The SQL answer is the same through the planner's partitions.
+    assert_eq!(
+        q(&mut s, "SELECT count(*) AS n, sum(x) AS s FROM t").await,
+        q(
+            &mut s,
+            &format!(
+                "SELECT CAST({} AS BIGINT) AS n, CAST({} AS BIGINT) AS s",
+                present.len(),
+                present.iter().map(|p| p.1).sum::<i64>()
+            )
+        )
+        .await
+    );
+}
