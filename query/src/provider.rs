@@ -473,6 +473,7 @@ impl TableProvider for StrataTable {
                 metrics: pieces.metrics.clone(),
                 inner: Arc::new(exec),
                 stats: Arc::new(datafusion::common::Statistics::new_unknown(&self.schema)),
+                pushed: vec![],
             });
             let merged = crate::merge::plan(
                 exec,
@@ -513,6 +514,7 @@ impl StrataTable {
             None => self.schema.clone(),
         };
         let stats = Arc::new(scan_statistics(&scan, &out));
+        let pushed = scan.predicates.iter().map(describe).collect::<Vec<_>>();
         let scan = Arc::new(scan);
         let exec = StreamingTableExec::try_new(
             out.clone(),
@@ -527,6 +529,7 @@ impl StrataTable {
             metrics: scan.metrics.clone(),
             inner: Arc::new(exec),
             stats,
+            pushed,
         }))
     }
 
@@ -698,6 +701,38 @@ pub struct StrataScanExec {
     inner: Arc<dyn ExecutionPlan>,
     /// What the optimizer is told about the whole scan ([`scan_statistics`]).
     stats: Arc<datafusion::common::Statistics>,
+    /// The predicates storage evaluates in the scan (shown by EXPLAIN).
+    pushed: Vec<String>,
+}
+
+/// A predicate evaluated in the scan, as EXPLAIN shows it (decimals by
+/// their unscaled value and scale).
+fn describe(p: &ColumnPredicate) -> String {
+    let value = |v: &StatValue| match (v, p.decimal_scale) {
+        (StatValue::Int(x), Some(s)) => format!("{x}e-{s}"),
+        (StatValue::Int(x), None) => x.to_string(),
+        (StatValue::Float(x), _) => x.to_string(),
+        (StatValue::Str(x), _) => format!("'{x}'"),
+    };
+    match &p.test {
+        Test::Cmp(op, v) => {
+            let op = match op {
+                CmpOp::Eq => "=",
+                CmpOp::Lt => "<",
+                CmpOp::LtEq => "<=",
+                CmpOp::Gt => ">",
+                CmpOp::GtEq => ">=",
+            };
+            format!("{} {op} {}", p.column, value(v))
+        }
+        Test::In(vs) => format!(
+            "{} IN ({})",
+            p.column,
+            vs.iter().map(value).collect::<Vec<_>>().join(", ")
+        ),
+        Test::IsNull => format!("{} IS NULL", p.column),
+        Test::IsNotNull => format!("{} IS NOT NULL", p.column),
+    }
 }
 
 impl StrataScanExec {
@@ -713,7 +748,11 @@ impl datafusion::physical_plan::DisplayAs for StrataScanExec {
         _t: datafusion::physical_plan::DisplayFormatType,
         f: &mut fmt::Formatter,
     ) -> fmt::Result {
-        write!(f, "StrataScanExec: table={}", self.table)
+        write!(f, "StrataScanExec: table={}", self.table)?;
+        if !self.pushed.is_empty() {
+            write!(f, ", predicates=[{}]", self.pushed.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -749,6 +788,7 @@ impl ExecutionPlan for StrataScanExec {
                 metrics: self.metrics.clone(),
                 inner,
                 stats: self.stats.clone(),
+                pushed: self.pushed.clone(),
             })),
             _ => Err(DataFusionError::Internal(
                 "StrataScanExec takes exactly one child".into(),

@@ -173,6 +173,109 @@ fn le(a: &StatValue, b: &StatValue) -> bool {
     a.cmp(b).is_none_or(|o| o != Ordering::Greater)
 }
 
+/// The rows of `col` that satisfy `p`, as a bitmap (a NULL never does),
+/// evaluated with Arrow's vectorized kernels; `None` when the predicate
+/// cannot be evaluated on this column's type (the literal does not convert
+/// to it exactly, e.g. a decimal stored at another scale): the rows are then
+/// kept, and the query's own filter decides.
+pub fn evaluate(
+    p: &ColumnPredicate,
+    col: &arrow::array::ArrayRef,
+) -> crate::error::Result<Option<arrow::buffer::BooleanBuffer>> {
+    use arrow::array::{Array, BooleanArray};
+    use arrow::compute::kernels::cmp;
+    let ty = col.data_type();
+    let bits = |a: BooleanArray| -> arrow::buffer::BooleanBuffer {
+        match a.nulls() {
+            Some(n) => a.values() & n.inner(),
+            None => a.values().clone(),
+        }
+    };
+    let not_null = || match col.logical_nulls() {
+        Some(n) => n.into_inner(),
+        None => arrow::buffer::BooleanBuffer::new_set(col.len()),
+    };
+    Ok(Some(match &p.test {
+        Test::IsNull => !&not_null(),
+        Test::IsNotNull => not_null(),
+        Test::Cmp(op, v) => {
+            let Some(lit) = literal_array(v, ty, p.decimal_scale) else {
+                return Ok(None);
+            };
+            let lit = arrow::array::Scalar::new(lit);
+            let r = match op {
+                CmpOp::Eq => cmp::eq(col, &lit),
+                CmpOp::Lt => cmp::lt(col, &lit),
+                CmpOp::LtEq => cmp::lt_eq(col, &lit),
+                CmpOp::Gt => cmp::gt(col, &lit),
+                CmpOp::GtEq => cmp::gt_eq(col, &lit),
+            }?;
+            bits(r)
+        }
+        Test::In(vs) => {
+            let mut acc: Option<arrow::buffer::BooleanBuffer> = None;
+            for v in vs {
+                let Some(lit) = literal_array(v, ty, p.decimal_scale) else {
+                    return Ok(None);
+                };
+                let m = bits(cmp::eq(col, &arrow::array::Scalar::new(lit))?);
+                acc = Some(match acc {
+                    Some(a) => &a | &m,
+                    None => m,
+                });
+            }
+            match acc {
+                Some(a) => a,
+                None => return Ok(None),
+            }
+        }
+    }))
+}
+
+/// A one-element array of type `ty` holding `v` exactly, if it converts.
+fn literal_array(
+    v: &StatValue,
+    ty: &DataType,
+    scale: Option<i8>,
+) -> Option<arrow::array::ArrayRef> {
+    use arrow::array::*;
+    use std::sync::Arc;
+    let a: ArrayRef = match (v, ty) {
+        (StatValue::Int(x), DataType::Int64) if scale.is_none() => {
+            Arc::new(Int64Array::from(vec![*x]))
+        }
+        (StatValue::Int(x), DataType::Int32) if scale.is_none() => {
+            Arc::new(Int32Array::from(vec![i32::try_from(*x).ok()?]))
+        }
+        (StatValue::Int(x), DataType::Int16) if scale.is_none() => {
+            Arc::new(Int16Array::from(vec![i16::try_from(*x).ok()?]))
+        }
+        (StatValue::Int(x), DataType::Date32) if scale.is_none() => {
+            Arc::new(Date32Array::from(vec![i32::try_from(*x).ok()?]))
+        }
+        (StatValue::Int(x), DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, tz))
+            if scale.is_none() =>
+        {
+            Arc::new(TimestampMicrosecondArray::from(vec![*x]).with_timezone_opt(tz.clone()))
+        }
+        (StatValue::Int(x), DataType::Decimal128(p, s)) if scale == Some(*s) => Arc::new(
+            Decimal128Array::from(vec![i128::from(*x)])
+                .with_precision_and_scale(*p, *s)
+                .ok()?,
+        ),
+        (StatValue::Float(x), DataType::Float64) => Arc::new(Float64Array::from(vec![*x])),
+        (StatValue::Str(x), DataType::Utf8) => Arc::new(StringArray::from(vec![x.as_str()])),
+        (StatValue::Str(x), DataType::LargeUtf8) => {
+            Arc::new(LargeStringArray::from(vec![x.as_str()]))
+        }
+        (StatValue::Str(x), DataType::Utf8View) => {
+            Arc::new(StringViewArray::from(vec![x.as_str()]))
+        }
+        _ => return None,
+    };
+    Some(a)
+}
+
 /// Could batch `b` of `file` hold a row satisfying every predicate?
 pub fn batch_may_match(file: &SegmentFile, b: usize, preds: &[ColumnPredicate]) -> bool {
     let st = &file.stats[b];

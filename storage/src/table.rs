@@ -1092,6 +1092,7 @@ pub fn scan_batch_projected(
     coord: &Coordinate,
     ids: Option<&IdFilter>,
     sel: PieceSel,
+    predicates: &[crate::prune::ColumnPredicate],
 ) -> Result<Option<RecordBatch>> {
     let fields = file.schema().fields();
     let user_end = file.user_end();
@@ -1126,6 +1127,19 @@ pub fn scan_batch_projected(
     let view = file
         .view_column()
         .map(|v| (at(v, &mut projection), at(v + 1, &mut projection)));
+    // The columns of the predicates evaluated here (decoded even when the
+    // plan does not output them).
+    let preds: Vec<(usize, &crate::prune::ColumnPredicate)> = if ids.is_some() {
+        vec![]
+    } else {
+        predicates
+            .iter()
+            .filter_map(|p| {
+                let i = (SYSTEM_COLUMNS..user_end).find(|&i| fields[i].name() == &p.column)?;
+                Some((at(i, &mut projection), p))
+            })
+            .collect()
+    };
     let data = file.decode(b, Some(&projection))?;
     let base = file.batch_offset(b);
     let n = data.num_rows();
@@ -1183,7 +1197,21 @@ pub fn scan_batch_projected(
             Pick::Rows(UInt32Array::from(rows))
         }
         None => {
-            let mask = arrow::buffer::BooleanBuffer::collect_bool(n, visible);
+            let mut mask = visible_mask(
+                coord,
+                &file.stats[b].bounds,
+                [vf, vt, sf, st, vw],
+                vonly,
+                (!no_deletions).then_some((deleted, base)),
+                piece_mask.as_deref().map(|m| (m, sel)),
+            );
+            // The pushed-down predicates, on whole columns; the rows they
+            // drop are never materialized.
+            for (c, p) in &preds {
+                if let Some(m) = crate::prune::evaluate(p, data.column(*c))? {
+                    mask = &mask & &m;
+                }
+            }
             match mask.count_set_bits() {
                 0 => return Ok(None),
                 c if c == n => Pick::All,
@@ -1221,6 +1249,89 @@ pub fn scan_batch_projected(
         cols,
         &opts,
     )?))
+}
+
+/// Which rows of a decoded batch show at `coord` (see [`Coordinate::shows`]),
+/// as a bitmap, a selector at a time over whole columns (no per-row branch
+/// on the coordinate). `columns` are `_valid_from`, `_valid_to`,
+/// `_system_from`, `_system_to`, `_view_from`; `deleted` the deletion
+/// vector and the batch's first row when some of its rows are deleted;
+/// `pieces` the piece flags when the scan selects by them. A batch whose
+/// statistics (and view column) prove every row visible — current rows read
+/// at the present — is answered without looking at the rows.
+fn visible_mask(
+    coord: &Coordinate,
+    bounds: &crate::segment::Bounds,
+    [vf, vt, sf, st, vw]: [&[i64]; 5],
+    vonly: Option<&BooleanArray>,
+    deleted: Option<(&DeletionVector, usize)>,
+    pieces: Option<(&[bool], PieceSel)>,
+) -> arrow::buffer::BooleanBuffer {
+    use crate::temporal::TimeSelector as T;
+    use arrow::buffer::BooleanBuffer;
+    let n = vf.len();
+    let view_only = vonly.map(|o| o.values());
+    let no_view_only = view_only.is_none_or(|o| o.count_set_bits() == 0);
+    // Every row within the bounds matches the selector on that axis?
+    let all = |sel: T, from_max: Micros, to_min: Micros| match sel {
+        T::All => true,
+        T::AsOf(t) => from_max <= t && t < to_min,
+        T::Range { from: a, to: b } => a < b && from_max < b && a < to_min,
+    };
+    let system_all = match coord.system {
+        T::AsOf(s) => s < bounds.system_to_min && vw.iter().copied().max().is_none_or(|m| m <= s),
+        sel => no_view_only && all(sel, bounds.system_from_max, bounds.system_to_min),
+    };
+    let valid_all = all(coord.valid, bounds.valid_from_max, bounds.valid_to_min);
+    if system_all && valid_all && deleted.is_none() && pieces.is_none() {
+        return BooleanBuffer::new_set(n);
+    }
+    let axis = |sel: T, from: &[i64], to: &[i64]| -> Option<BooleanBuffer> {
+        match sel {
+            T::All => None,
+            T::AsOf(t) => Some(BooleanBuffer::collect_bool(n, |r| {
+                (from[r] <= t) & (t < to[r])
+            })),
+            T::Range { from: a, to: b } if a < b => Some(BooleanBuffer::collect_bool(n, |r| {
+                (from[r] < b) & (a < to[r])
+            })),
+            T::Range { .. } => Some(BooleanBuffer::new_unset(n)),
+        }
+    };
+    let mut mask: Option<BooleanBuffer> = None;
+    let mut and = |m: BooleanBuffer| {
+        mask = Some(match mask.take() {
+            Some(x) => &x & &m,
+            None => m,
+        })
+    };
+    if !system_all {
+        match coord.system {
+            T::AsOf(s) => and(BooleanBuffer::collect_bool(n, |r| {
+                (vw[r] <= s) & (s < st[r])
+            })),
+            sel => {
+                if let Some(m) = axis(sel, sf, st) {
+                    and(m);
+                }
+                if let Some(o) = view_only.filter(|_| !no_view_only) {
+                    and(!o);
+                }
+            }
+        }
+    }
+    if !valid_all {
+        if let Some(m) = axis(coord.valid, vf, vt) {
+            and(m);
+        }
+    }
+    if let Some((dv, base)) = deleted {
+        and(BooleanBuffer::collect_bool(n, |r| !dv.contains(base + r)));
+    }
+    if let Some((p, sel)) = pieces {
+        and(BooleanBuffer::collect_bool(n, |r| sel.keeps(p[r])));
+    }
+    mask.unwrap_or_else(|| BooleanBuffer::new_set(n))
 }
 
 /// Live batches are handed out to partitions in slices of at most this many rows.
@@ -1280,7 +1391,10 @@ impl crate::engine::TableScan {
             while off < b.num_rows() {
                 let len = LIVE_SLICE_ROWS.min(b.num_rows() - off);
                 if unit % parts == part {
-                    live.push(project_by_name(&b.slice(off, len), &out));
+                    live.push(
+                        filter_live(&b.slice(off, len), &self.predicates)
+                            .and_then(|b| project_by_name(&b, &out)),
+                    );
                 }
                 unit += 1;
                 off += len;
@@ -1339,6 +1453,7 @@ impl crate::engine::TableScan {
                                 &scan.coord,
                                 scan.ids.as_deref().map(|v| v.as_slice()),
                                 scan.pieces,
+                                &scan.predicates,
                             )
                             .transpose();
                             futures::future::ready(r)
@@ -1347,6 +1462,32 @@ impl crate::engine::TableScan {
                 }
             });
         futures::stream::iter(live).chain(segs).boxed()
+    }
+}
+
+/// The rows of live batch `b` that satisfy `predicates` (those it can
+/// evaluate), as in a segment scan.
+fn filter_live(
+    b: &RecordBatch,
+    predicates: &[crate::prune::ColumnPredicate],
+) -> Result<RecordBatch> {
+    let mut mask: Option<arrow::buffer::BooleanBuffer> = None;
+    for p in predicates {
+        let Some(col) = b.column_by_name(&p.column) else {
+            continue;
+        };
+        if let Some(m) = crate::prune::evaluate(p, col)? {
+            mask = Some(match mask {
+                Some(x) => &x & &m,
+                None => m,
+            });
+        }
+    }
+    match mask {
+        Some(m) if m.count_set_bits() < b.num_rows() => {
+            Ok(filter_record_batch(b, &BooleanArray::new(m, None))?)
+        }
+        _ => Ok(b.clone()),
     }
 }
 
