@@ -223,6 +223,11 @@ pub struct EngineCounters {
     pub compactions_discarded: std::sync::atomic::AtomicU64,
     pub objects_collected: std::sync::atomic::AtomicU64,
     pub log_records_collected: std::sync::atomic::AtomicU64,
+    /// Log creates that found their seq taken by another node's record.
+    pub races_lost: std::sync::atomic::AtomicU64,
+    /// Empty records this node created to claim the next seq after losing
+    /// a race (see `Engine::write_log`).
+    pub knocks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -782,6 +787,8 @@ impl Engine {
         let mut look_first = !self.sole_writer.load(Ordering::Relaxed);
         // Whether this group saw a record by another node.
         let mut others = false;
+        // Races for a seq this group lost.
+        let mut losses = 0u32;
         loop {
             // Nothing is written yet: a failed read is retried, and if it
             // keeps failing the group is known not committed.
@@ -800,7 +807,6 @@ impl Engine {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
-            look_first = true;
             // Assign system times and validate each transaction on its own.
             let (seq, mut last, mut schemas) = {
                 let s = self.state.read();
@@ -888,12 +894,27 @@ impl Engine {
                 Ok(b) => b,
                 Err(e) => return fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e),
             };
-            match self.write_log(seq, &rec.nonce, bytes).await {
+            // Knock (claim the seq after a taken one) from the second race
+            // this group loses: the first loss may be a one-off; two in a
+            // row mean another node is writing back to back.
+            match self.write_log(seq, &rec.nonce, bytes, losses >= 1).await {
                 Ok(LogWrite::Ours) => self.sole_writer.store(!others, Ordering::Relaxed),
-                Ok(LogWrite::Taken) => {
-                    // Another node took this sequence number: catch up and retry.
+                Ok(LogWrite::Taken {
+                    other,
+                    next,
+                    knocked,
+                }) => {
+                    // Another node took this sequence number: apply its
+                    // record (read back already), and our knock after it,
+                    // then retry at once at the next seq. Reading the log
+                    // first would cost the round trips in which the other
+                    // node takes the next seq too. If applying fails, the
+                    // retry catches up first.
                     others = true;
+                    losses += 1;
+                    self.counters.races_lost.fetch_add(1, Ordering::Relaxed);
                     self.sole_writer.store(false, Ordering::Relaxed);
+                    look_first = !self.apply_taken(seq, &other, next.as_ref(), knocked).await;
                     pending = accepted
                         .into_iter()
                         .map(|(mut p, _)| {
@@ -967,6 +988,46 @@ impl Engine {
         }
     }
 
+    /// After losing the race for `seq`: apply the record that took it
+    /// (`other`, as read back), the one after it if read (`next`), and our
+    /// knock at `seq + 2` if `knocked` and `next` was there. True if this
+    /// node is then current through what it applied, so that its next try
+    /// can go straight to the following seq. (With `next` absent, that
+    /// try is `seq + 1`, in front of its own knock.)
+    async fn apply_taken(
+        &self,
+        seq: u64,
+        other: &bytes::Bytes,
+        next: Option<&bytes::Bytes>,
+        knocked: bool,
+    ) -> bool {
+        if self.state.read().applied_seq + 1 != seq {
+            return false;
+        }
+        let mut records = vec![(seq, other)];
+        records.extend(next.map(|b| (seq + 1, b)));
+        for (sq, bytes) in records {
+            let rec = match LogRecord::decode(&log_path(sq), bytes) {
+                Ok(r) if r.seq == sq => r,
+                _ => return false,
+            };
+            if self.apply_record(&rec).await.is_err() {
+                return false;
+            }
+        }
+        if knocked && next.is_some() {
+            let empty = LogRecord {
+                seq: seq + 2,
+                nonce: [0; crate::log::NONCE_LEN],
+                txs: Vec::new(),
+            };
+            if self.apply_record(&empty).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Create `log/<seq>` holding `bytes` (our record, with `nonce`) and
     /// settle the outcome. A create that fails with an error (a timeout, a
     /// dropped connection: it may have reached the store) or says
@@ -977,13 +1038,26 @@ impl Engine {
     /// create is retried (with backoff); still absent after the last
     /// attempt, the group is known not committed. If the read-back keeps
     /// failing, the outcome is unknown.
+    ///
+    /// `knock`: if the create finds the seq taken, then in the same round
+    /// trip as the read-back, also read seq + 1 and claim seq + 2 with an
+    /// empty record (a "knock"). A node that keeps losing the race to a
+    /// busy writer cannot win the next seq: the winner creates it as soon
+    /// as its last create returns, always a little before the loser learns
+    /// it lost. Two ahead, the loser's create lands first; it then holds
+    /// every record up to its knock and writes its own next, a round trip
+    /// before the busy writer has read the knock. A knock holds nothing,
+    /// so one left after a gap (nobody wrote seq + 1 yet: the next writer
+    /// fills it) or by a node that then failed is harmless.
     async fn write_log(
         &self,
         seq: u64,
         nonce: &crate::log::Nonce,
         bytes: bytes::Bytes,
+        knock: bool,
     ) -> std::result::Result<LogWrite, LogWriteError> {
         let path = log_path(seq);
+        let mut knock = knock;
         let mut delay = RETRY_DELAY;
         let mut last: Option<Error> = None;
         for attempt in 0..RETRIES {
@@ -991,9 +1065,11 @@ impl Engine {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
+            let mut last_outcome = None;
             match self.storage.create(&path, bytes.clone()).await {
                 Ok(CreateOutcome::Created) => return Ok(LogWrite::Ours),
                 Ok(CreateOutcome::AlreadyExists) => {
+                    last_outcome = Some(CreateOutcome::AlreadyExists);
                     last = Some(Error::Internal(format!(
                         "`{path}` existed, then could not be found"
                     )));
@@ -1001,9 +1077,42 @@ impl Engine {
                 Err(e) => last = Some(e),
             }
             let write_error = last.as_ref().map(|e| e.to_string()).unwrap_or_default();
-            match self.log_writer(&path).await {
-                Ok(Some(n)) if n == *nonce => return Ok(LogWrite::Ours),
-                Ok(Some(_)) => return Ok(LogWrite::Taken),
+            let taken = matches!(last_outcome, Some(CreateOutcome::AlreadyExists));
+            let (read_back, next, knocked) = if knock && taken {
+                knock = false;
+                let empty = LogRecord {
+                    seq: seq + 2,
+                    nonce: crate::log::new_nonce(),
+                    txs: Vec::new(),
+                };
+                let knock_write = async {
+                    match empty.encode() {
+                        // An error leaves the knock unknown: harmless (it
+                        // holds nothing), so it is simply not counted on.
+                        Ok(b) => matches!(
+                            self.storage.create(&log_path(seq + 2), b).await,
+                            Ok(CreateOutcome::Created)
+                        ),
+                        Err(_) => false,
+                    }
+                };
+                let next = async { self.storage.get(&log_path(seq + 1)).await.ok().flatten() };
+                tokio::join!(self.log_writer(&path), next, knock_write)
+            } else {
+                (self.log_writer(&path).await, None, false)
+            };
+            if knocked {
+                self.counters.knocks.fetch_add(1, Ordering::Relaxed);
+            }
+            match read_back {
+                Ok(Some((n, _))) if n == *nonce => return Ok(LogWrite::Ours),
+                Ok(Some((_, other))) => {
+                    return Ok(LogWrite::Taken {
+                        other,
+                        next,
+                        knocked,
+                    })
+                }
                 // Not there: the write did not land; try it again.
                 Ok(None) => {}
                 Err(e) => {
@@ -1025,13 +1134,13 @@ impl Engine {
 
     /// The writer nonce of the record at `path` (`None`: no record), read
     /// with retries.
-    async fn log_writer(&self, path: &str) -> Result<Option<crate::log::Nonce>> {
+    async fn log_writer(&self, path: &str) -> Result<Option<(crate::log::Nonce, bytes::Bytes)>> {
         let mut delay = RETRY_DELAY;
         let mut attempt = 0;
         loop {
             let e = match self.storage.get(path).await {
                 Ok(None) => return Ok(None),
-                Ok(Some(b)) => return LogRecord::writer_of(path, &b).map(|(_, n)| Some(n)),
+                Ok(Some(b)) => return LogRecord::writer_of(path, &b).map(|(_, n)| Some((n, b))),
                 Err(e) => e,
             };
             attempt += 1;
@@ -1525,6 +1634,15 @@ impl Engine {
         ]
     }
 
+    /// Races for a log seq this node lost, and the empty records
+    /// ("knocks") it created to claim the next one (see `Engine::write_log`).
+    pub fn commit_races(&self) -> (u64, u64) {
+        (
+            self.counters.races_lost.load(Ordering::Relaxed),
+            self.counters.knocks.load(Ordering::Relaxed),
+        )
+    }
+
     /// Rows in the live index and segments per table (for stats and tests).
     pub fn table_stats(&self, table: &str) -> Option<(usize, usize)> {
         self.state
@@ -1822,8 +1940,15 @@ const MAX_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(20
 enum LogWrite {
     /// Our record is at the seq: the group committed.
     Ours,
-    /// Another writer's record is at the seq: ours is not in the log.
-    Taken,
+    /// Another writer's record is at the seq (its bytes, as read back):
+    /// ours is not in the log. With a knock (see [`Engine::write_log`]):
+    /// `next`, the record at seq + 1 if it was there when read, and
+    /// `knocked`, whether our empty record claimed seq + 2.
+    Taken {
+        other: bytes::Bytes,
+        next: Option<bytes::Bytes>,
+        knocked: bool,
+    },
 }
 
 enum LogWriteError {
