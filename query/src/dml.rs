@@ -66,6 +66,7 @@ impl Session {
             default_system: rw.default_system,
             default_valid: rw.default_valid,
             overrides,
+            contextual: rw.contextual,
         };
         let stmt = parse(&select_sql)?
             .pop()

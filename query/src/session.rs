@@ -595,7 +595,7 @@ impl Session {
         };
         let mut out = Vec::with_capacity(stmts.len());
         for (rw, stmt) in stmts.iter() {
-            out.push(self.run(stmt.clone(), rw, params).await?);
+            out.push(self.run(stmt, rw, params).await?);
         }
         Ok(out)
     }
@@ -614,13 +614,14 @@ impl Session {
             default_system: None,
             default_valid: None,
             overrides: vec![],
+            contextual: false,
         };
-        self.run(stmt, &rw, params).await
+        self.run(&stmt, &rw, params).await
     }
 
     async fn run(
         &mut self,
-        stmt: Statement,
+        stmt: &Statement,
         rw: &temporal::Rewritten,
         params: &[ScalarValue],
     ) -> Result<Output> {
@@ -650,7 +651,18 @@ impl Session {
                 }
             }
         }
-        let r = self.dispatch(stmt, rw, params).await;
+        // Point lookups are answered without the planner (crate::fastpath)
+        // and without copying the statement.
+        let r = match stmt {
+            Statement::Query(_) if self.fast_path => {
+                match self.try_point_lookup(stmt, rw, params).await {
+                    Ok(Some(out)) => Ok(out),
+                    Ok(None) => self.dispatch(stmt.clone(), rw, params).await,
+                    Err(e) => Err(e),
+                }
+            }
+            _ => self.dispatch(stmt.clone(), rw, params).await,
+        };
         if let (Err(e), Some(tx)) = (&r, &mut self.tx) {
             tx.failed.get_or_insert_with(|| e.to_string());
         }
@@ -962,11 +974,7 @@ impl Session {
         rw: &temporal::Rewritten,
         params: &[ScalarValue],
     ) -> Result<Output> {
-        if self.fast_path {
-            if let Some(out) = self.try_point_lookup(&stmt, rw, params).await? {
-                return Ok(out);
-            }
-        }
+        // (Point lookups were answered in `run`.)
         let (ctx, plan) = self.plan(stmt, rw, params).await?;
         if let LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) = &plan {
             return Err(QueryError::Unsupported(format!(

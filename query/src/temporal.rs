@@ -25,16 +25,19 @@ pub struct Rewritten {
     pub default_valid: Option<TimeSelector>,
     /// Synthetic table name → (table, system selector or default, valid selector or default).
     pub overrides: Vec<(String, String, Option<TimeSelector>, Option<TimeSelector>)>,
+    /// A time in a clause read a parameter or the clock (`$1`, `NOW()`,
+    /// `CURRENT_TIMESTAMP`, …): the rewrite holds for this execution only.
+    pub contextual: bool,
 }
 
 impl Rewritten {
     /// Whether this rewrite depends on the SQL text alone (not on parameter
-    /// values or the clock): a plain statement without temporal clauses.
+    /// values or the clock): a plain statement whose temporal clauses, if
+    /// any, name their times as literals (`FOR SYSTEM_TIME AS OF TIMESTAMP
+    /// '…'`). A clause without a time (the default, "now") is resolved when
+    /// the statement runs, not here.
     pub fn is_context_free(&self) -> bool {
-        self.kind == StatementKind::Plain
-            && self.overrides.is_empty()
-            && self.default_system.is_none()
-            && self.default_valid.is_none()
+        self.kind == StatementKind::Plain && !self.contextual
     }
 }
 
@@ -66,6 +69,8 @@ struct Cursor<'a> {
     toks: &'a [Token],
     pos: usize,
     params: &'a [ScalarValue],
+    /// A time read a parameter or the clock.
+    contextual: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -146,10 +151,12 @@ impl<'a> Cursor<'a> {
                 let v = self.params.get(n.wrapping_sub(1)).ok_or_else(|| {
                     QueryError::Invalid(format!("parameter {p} used in a temporal clause has no value"))
                 })?;
+                self.contextual = true;
                 scalar_time(v)?
             }
             Some(Token::Word(w)) if prefix_types == 0 => match w.value.to_ascii_uppercase().as_str() {
                 "NOW" => {
+                    self.contextual = true;
                     // NOW()
                     if matches!(self.next(), Some(Token::LParen)) && matches!(self.next(), Some(Token::RParen)) {
                         now_us()
@@ -157,8 +164,14 @@ impl<'a> Cursor<'a> {
                         return Err(QueryError::Syntax("expected NOW()".into()));
                     }
                 }
-                "CURRENT_TIMESTAMP" | "LOCALTIMESTAMP" => now_us(),
-                "CURRENT_DATE" => now_us() / 86_400_000_000 * 86_400_000_000,
+                "CURRENT_TIMESTAMP" | "LOCALTIMESTAMP" => {
+                    self.contextual = true;
+                    now_us()
+                }
+                "CURRENT_DATE" => {
+                    self.contextual = true;
+                    now_us() / 86_400_000_000 * 86_400_000_000
+                }
                 "NULL" => OPEN,
                 other => {
                     return Err(QueryError::Syntax(format!(
@@ -375,6 +388,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
         toks,
         pos: 0,
         params,
+        contextual: false,
     };
     let mut r = Rewritten {
         sql: String::new(),
@@ -382,6 +396,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
         default_system: None,
         default_valid: None,
         overrides: vec![],
+        contextual: false,
     };
     // SETTING DEFAULT VALID_TIME …, DEFAULT SYSTEM_TIME … <statement>
     if c.peek_word().as_deref() == Some("SETTING") {
@@ -434,6 +449,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
             }
             r.kind = StatementKind::Checkpoint;
             r.sql = "SELECT 1".into();
+            r.contextual = c.contextual;
             return Ok(r);
         }
         Some("BEGIN") | Some("START") => {
@@ -446,6 +462,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                         toks,
                         pos: k + 1,
                         params,
+                        contextual: true,
                     };
                     c2.skip_ws();
                     if !matches!(c2.next(), Some(Token::LParen)) {
@@ -469,6 +486,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
                 k += 1;
             }
             r.sql = rest.iter().map(token_sql).collect();
+            r.contextual = c.contextual;
             return Ok(r);
         }
         _ => {}
@@ -623,6 +641,7 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
     }
     let out = crate::period::rewrite_tokens(out)?;
     r.sql = out.iter().map(token_sql).collect();
+    r.contextual = c.contextual;
     Ok(r)
 }
 
@@ -729,6 +748,47 @@ mod tests {
             StatementKind::BeginAt(parse_time_literal("2020-01-01").unwrap())
         );
         assert!(rewrite("SELECT * FROM t FOR SYSTEM_TIME AS OF banana", &[]).is_err());
+    }
+
+    #[test]
+    fn literal_times_are_context_free_parameters_and_the_clock_are_not() {
+        let free =
+            |sql: &str, params: &[ScalarValue]| rewrite(sql, params).unwrap()[0].is_context_free();
+        assert!(free("SELECT * FROM t WHERE _id = $1", &[]));
+        assert!(free(
+            "SELECT * FROM t FOR SYSTEM_TIME AS OF TIMESTAMP '2021-05-01Z' FOR VALID_TIME AS OF '2021-05-01' WHERE _id = $1",
+            &[]
+        ));
+        assert!(free(
+            "SELECT * FROM t FOR ALL SYSTEM_TIME FOR VALID_TIME FROM DATE '2020-01-01' TO NULL",
+            &[]
+        ));
+        assert!(free(
+            "SETTING DEFAULT SYSTEM_TIME AS OF DATE '2021-01-01' SELECT * FROM t",
+            &[]
+        ));
+        let p = [ScalarValue::Utf8(Some("2021-05-01".into()))];
+        assert!(!free(
+            "SELECT * FROM t FOR SYSTEM_TIME AS OF $1 WHERE _id = 1",
+            &p
+        ));
+        assert!(!free(
+            "SELECT * FROM t FOR VALID_TIME AS OF NOW() WHERE _id = 1",
+            &[]
+        ));
+        assert!(!free(
+            "SELECT * FROM t FOR SYSTEM_TIME AS OF CURRENT_TIMESTAMP",
+            &[]
+        ));
+        assert!(!free(
+            "SELECT * FROM t FOR VALID_TIME FROM CURRENT_DATE TO NULL",
+            &[]
+        ));
+        assert!(!free(
+            "SETTING DEFAULT VALID_TIME AS OF NOW() SELECT * FROM t",
+            &[]
+        ));
+        assert!(!free("UPDATE t SET a = 1 WHERE _id = 1", &[]));
     }
 }
 

@@ -87,6 +87,8 @@ pub struct Prepared {
     pub param_arrow: Vec<Option<DataType>>,
     /// Rows it returns; None for a command.
     pub schema: Option<SchemaRef>,
+    /// How each of those columns is encoded (from `schema`, worked out once).
+    pub plans: Option<Arc<Vec<super::types::ColumnPlan>>>,
 }
 
 /// What one statement produced.
@@ -106,9 +108,28 @@ pub(super) struct ConnState {
     pub(super) tx_failed: bool,
     /// SQL-level `PREPARE`d statements.
     prepared: HashMap<String, Arc<Prepared>>,
+    /// What every execution reads from `settings`, worked out once (None:
+    /// a statement that may have changed them ran since).
+    derived: Option<Derived>,
     user: String,
     database: String,
     pid: i32,
+}
+
+/// Values derived from a connection's settings.
+struct Derived {
+    format: Arc<pgwire::types::format::FormatOptions>,
+    statement_timeout: Option<std::time::Duration>,
+}
+
+impl ConnState {
+    fn derived(&mut self) -> &Derived {
+        let settings = &self.settings;
+        self.derived.get_or_insert_with(|| Derived {
+            format: Arc::new(settings.format_options()),
+            statement_timeout: settings.statement_timeout(),
+        })
+    }
 }
 
 pub struct Inner {
@@ -209,6 +230,7 @@ impl Conn {
                 settings,
                 tx_failed: false,
                 prepared: HashMap::new(),
+                derived: None,
                 user: "strata".into(),
                 database: "strata".into(),
                 pid: 0,
@@ -250,7 +272,7 @@ impl Inner {
     }
 
     pub(super) async fn format_options(&self) -> Arc<pgwire::types::format::FormatOptions> {
-        Arc::new(self.state.lock().await.settings.format_options())
+        self.state.lock().await.derived().format.clone()
     }
 
     /// Run one statement with bound parameters; settings changed are pushed to `reports`.
@@ -258,14 +280,14 @@ impl Inner {
         &self,
         reports: &mut Vec<(String, String)>,
         sql: &str,
-        parsed: Option<Statement>,
+        parsed: Option<&Statement>,
         params: Vec<ScalarValue>,
     ) -> Result<Exec, E> {
         let mut st = self.state.lock().await;
         self.absorb_stream_failure(&mut st);
         *self.deadline.lock().expect("deadline lock") = st
-            .settings
-            .statement_timeout()
+            .derived()
+            .statement_timeout
             .map(|t| tokio::time::Instant::now() + t);
         let ends_tx = matches!(
             parsed,
@@ -285,6 +307,10 @@ impl Inner {
             })
         );
         let r = self.run_locked(&mut st, reports, sql, parsed, params).await;
+        if !matches!(parsed, None | Some(Statement::Query(_))) {
+            // SET, RESET, DISCARD, EXECUTE of one of them, …
+            st.derived = None;
+        }
         if !st.session.in_transaction() || (to_savepoint && r.is_ok()) {
             st.tx_failed = false;
         } else if r.is_err() {
@@ -298,14 +324,14 @@ impl Inner {
         st: &mut ConnState,
         reports: &mut Vec<(String, String)>,
         sql: &str,
-        parsed: Option<Statement>,
+        parsed: Option<&Statement>,
         params: Vec<ScalarValue>,
     ) -> Result<Exec, E> {
         let cmd = |t: &str| Ok(Exec::Command(t.to_string()));
         let Some(stmt) = parsed else {
             return self.run_session(st, sql, None, params).await;
         };
-        match &stmt {
+        match stmt {
             Statement::Set(set) => {
                 self.apply_set(st, set, reports)?;
                 cmd("SET")
@@ -431,7 +457,7 @@ impl Inner {
                 })?;
                 let values = self.eval_params(parameters).await?;
                 let params = bind_values(&p, values)?;
-                Box::pin(self.run_locked(st, reports, &p.sql, p.parsed.clone(), params)).await
+                Box::pin(self.run_locked(st, reports, &p.sql, p.parsed.as_ref(), params)).await
             }
             Statement::Deallocate { name, .. } => {
                 if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
@@ -464,20 +490,23 @@ impl Inner {
         &self,
         st: &mut ConnState,
         sql: &str,
-        parsed: Option<Statement>,
+        parsed: Option<&Statement>,
         params: Vec<ScalarValue>,
     ) -> Result<Exec, E> {
         // Functions answered from the connection's state are replaced by their values.
         let mut text = std::borrow::Cow::Borrowed(sql);
         let mut names = None;
-        if let Some(mut stmt) = parsed {
+        if let Some(stmt) = parsed {
+            let mut rewritten = None;
             if vars::mentions_special(sql) {
                 let facts = facts(st);
+                let mut stmt = stmt.clone();
                 if vars::rewrite_functions(&mut stmt, &facts.as_facts(&facts.settings)) {
                     text = std::borrow::Cow::Owned(stmt.to_string());
+                    rewritten = Some(stmt);
                 }
             }
-            names = super::names::column_names(&stmt);
+            names = super::names::column_names(rewritten.as_ref().unwrap_or(stmt));
         }
         let rx = self.cancel.subscribe();
         let deadline = *self.deadline.lock().expect("deadline lock");
@@ -699,6 +728,7 @@ impl Inner {
             n_params,
             param_types,
             param_arrow,
+            plans: schema.as_ref().map(|s| Arc::new(plan_columns(s))),
             schema,
         })
     }
@@ -1035,6 +1065,7 @@ impl Conn {
                     i += 1;
                 }
             }
+            st.derived = None;
             let mut p = HashMap::new();
             p.insert("server_version".into(), vars::SERVER_VERSION.to_string());
             p.insert("server_encoding".into(), "UTF8".into());
@@ -1148,7 +1179,7 @@ impl Conn {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut reports = vec![];
-        let r = self.0.run(&mut reports, sql, parsed, vec![]).await;
+        let r = self.0.run(&mut reports, sql, parsed.as_ref(), vec![]).await;
         for (k, v) in reports {
             client
                 .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
@@ -1390,9 +1421,9 @@ impl ExtendedQueryHandler for Conn {
                 Some(Entry::Value(s)) => {
                     let p = &s.statement;
                     let fields = p
-                        .schema
+                        .plans
                         .as_ref()
-                        .map(|sc| field_infos(&plan_columns(sc), &Format::UnifiedText, &opts));
+                        .map(|plans| field_infos(plans, &Format::UnifiedText, &opts));
                     (Some(p.param_types.clone()), fields)
                 }
                 Some(Entry::Empty) => (Some(vec![]), None),
@@ -1401,9 +1432,10 @@ impl ExtendedQueryHandler for Conn {
             TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
                 Some(Entry::Value(portal)) => {
                     let p = &portal.statement.statement;
-                    let fields = p.schema.as_ref().map(|sc| {
-                        field_infos(&plan_columns(sc), &portal.result_column_format, &opts)
-                    });
+                    let fields = p
+                        .plans
+                        .as_ref()
+                        .map(|plans| field_infos(plans, &portal.result_column_format, &opts));
                     (None, fields)
                 }
                 Some(Entry::Empty) => (None, None),
@@ -1478,7 +1510,7 @@ impl ExtendedQueryHandler for Conn {
         let mut reports = vec![];
         let r = self
             .0
-            .run(&mut reports, &p.sql, p.parsed.clone(), params)
+            .run(&mut reports, &p.sql, p.parsed.as_ref(), params)
             .await;
         for (k, v) in reports {
             client
@@ -1492,8 +1524,10 @@ impl ExtendedQueryHandler for Conn {
             Ok(Exec::Empty) => Ok(Response::EmptyQuery),
             Ok(Exec::Command(tag)) => Ok(Response::Execution(Tag::new(&tag))),
             Ok(Exec::Rows { schema, stream }) => {
-                let described = p.schema.clone().unwrap_or(schema);
-                let plans = Arc::new(plan_columns(&described));
+                let plans = match &p.plans {
+                    Some(plans) => plans.clone(),
+                    None => Arc::new(plan_columns(&schema)),
+                };
                 let fields = Arc::new(field_infos(
                     &plans,
                     &portal.result_column_format,
@@ -1554,7 +1588,12 @@ mod tests {
         let mut reports = vec![];
         let r = conn
             .0
-            .run(&mut reports, "SELECT 1", parse_one("SELECT 1"), vec![])
+            .run(
+                &mut reports,
+                "SELECT 1",
+                parse_one("SELECT 1").as_ref(),
+                vec![],
+            )
             .await;
         assert!(matches!(r, Ok(Exec::Rows { .. })));
     }

@@ -1067,7 +1067,10 @@ where
 {
     let parsed = super::conn::parse_one(query);
     let mut reports = vec![];
-    let (schema, mut stream) = match inner.run(&mut reports, query, parsed, vec![]).await {
+    let (schema, mut stream) = match inner
+        .run(&mut reports, query, parsed.as_ref(), vec![])
+        .await
+    {
         Ok(Exec::Rows { schema, stream }) => (schema, stream),
         Ok(_) => {
             return Err(PgWireError::UserError(err(
