@@ -8,6 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod import;
+
+/// mimalloc instead of the system allocator (see Cargo.toml, feature `mimalloc`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use strata::config::{parse_test_clock, DEFAULT_DATA_DIR};
 use strata::{format_batches, Config, Db, OutputFormat, Session};
 use strata_query::Output;

@@ -62,6 +62,16 @@ fn bench_harness_smoke() {
             >= 8,
         "bitemporal queries ran: {stdout}"
     );
+    // The all-active sweep (N = 10 … 5,000 contracts) ran on Strata; the
+    // harness exits non-zero if an answer differed from DuckDB's.
+    let sweep = j["bitemporal"]["all_active"]
+        .as_object()
+        .expect("all-active sweep results");
+    assert_eq!(sweep.len(), 4, "all-active sweep: {stdout}");
+    assert!(
+        sweep.values().all(|r| r["strata"]["median"].is_number()),
+        "Strata answered every all-active query: {stdout}"
+    );
     assert!(
         j["lookups"]["now"]["1"]["strata"]["ops"]
             .as_u64()

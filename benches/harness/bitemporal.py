@@ -230,15 +230,25 @@ def queries(p):
                 f"SELECT y.t, count(*), sum(o.o_totalprice) FROM (VALUES {vp}) AS y(t) JOIN orders_h o "
                 f"ON o.valid_from <= y.t AND o.valid_to > y.t AND o.sys_to = {pts(INF)} "
                 f"WHERE o.o_status = 'O' GROUP BY y.t"))
-    keys = ", ".join(str(x) for x in p["contracts"])
-    n = len(p["contracts"])
-    out.append((f"interval all {n} contracts active",
-                f"SELECT max(lo), min(hi), count(*) FROM (SELECT _id, min(_valid_from) AS lo, "
-                f"CASE WHEN count(*) > count(_valid_to) THEN NULL ELSE max(_valid_to) END AS hi FROM orders_h FOR ALL VALID_TIME "
-                f"WHERE _id IN ({keys}) AND o_status = 'O' GROUP BY _id) AS x",
-                f"SELECT max(lo), min(hi), count(*) FROM (SELECT id, min(valid_from) AS lo, max(valid_to) AS hi "
-                f"FROM orders_h WHERE sys_to = {pts(INF)} AND id IN ({keys}) AND o_status = 'O' GROUP BY id) AS x"))
+    out.append(all_active(p["contracts"]))
     return out
+
+
+def all_active(contracts):
+    """(name, strata sql, period-table sql) of "for what interval were these
+    contracts (orders) all open at once?"""
+    keys = ", ".join(str(x) for x in contracts)
+    n = len(contracts)
+    return (f"interval all {n} contracts active",
+            f"SELECT max(lo), min(hi), count(*) FROM (SELECT _id, min(_valid_from) AS lo, "
+            f"CASE WHEN count(*) > count(_valid_to) THEN NULL ELSE max(_valid_to) END AS hi FROM orders_h FOR ALL VALID_TIME "
+            f"WHERE _id IN ({keys}) AND o_status = 'O' GROUP BY _id) AS x",
+            f"SELECT max(lo), min(hi), count(*) FROM (SELECT id, min(valid_from) AS lo, max(valid_to) AS hi "
+            f"FROM orders_h WHERE sys_to = {pts(INF)} AND id IN ({keys}) AND o_status = 'O' GROUP BY id) AS x")
+
+
+# The all-active query as the number of contracts grows (issue 16 item 8).
+ALL_ACTIVE_SWEEP = (10, 100, 1000, 5000)
 
 
 # ---------------------------------------------------------------- driver
@@ -382,23 +392,35 @@ def build(gen_db_path, sf, workdir, strata_bin, pg):
     created = {tx[3]: tx[1] for tx in txs if tx[0] == "new_order"}
     closed = {tx[3]: tx[1] for tx in txs if tx[0] in ("cancel", "deliver")}
     open_mid = [k for k, t in created.items() if t < mid and closed.get(k, END) > mid]
+    # For the sweep: orders open at the middle, from the initial load too
+    # (open at T0 and not closed by then).
+    pool = sorted(set(open_mid) | {k for k in base["open_orders"] if closed.get(k, END) > mid})
     ctx["params"] = {
         "hot_customer": max(hot, key=lambda k: (hot[k], -k)) if hot else base["customers"][0],
         "contracts": sorted(rnd.sample(open_mid, min(5, len(open_mid)))) or base["open_orders"][:5],
+        "sweep": [sorted(random.Random(n).sample(pool, min(n, len(pool)))) for n in ALL_ACTIVE_SWEEP],
     }
     return res, ctx
 
 
 def run_queries(ctx, iterations, timeout):
-    from tpch import DuckRunner, PgRunner, err_text
+    """The bitemporal queries on the three systems: (queries, all-active sweep)."""
+    from tpch import DuckRunner, PgRunner
     srv = ctx["strata"]
     runners = [
         ("duckdb", DuckRunner("duckdb", ctx["duckdb"], timeout), 2),
         ("postgres", PgRunner("postgres", ctx["postgres"].info.dsn, timeout), 2),
         ("strata", PgRunner("strata", srv.dsn, timeout, pg_timeout=False), 1),
     ]
+    main = run_list(runners, queries(ctx["params"]), iterations)
+    sweep = run_list(runners, [all_active(c) for c in ctx["params"].get("sweep", [])], iterations)
+    return main, sweep
+
+
+def run_list(runners, qs, iterations):
+    from tpch import err_text
     out = {}
-    for name, strata_q, period_q in queries(ctx["params"]):
+    for name, strata_q, period_q in qs:
         res, rows_by = {}, {}
         for sys_name, r, which in runners:
             q = strata_q if which == 1 else period_q

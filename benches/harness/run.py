@@ -181,7 +181,8 @@ def main():
             R["bitemporal"] = bres
             log(f"  stream: {json.dumps(bres['stream'])}")
             try:
-                R["bitemporal"]["queries"] = bitemporal.run_queries(bctx, a.iterations, a.timeout)
+                (R["bitemporal"]["queries"],
+                 R["bitemporal"]["all_active"]) = bitemporal.run_queries(bctx, a.iterations, a.timeout)
                 if "lookups" in sections:
                     log("point lookups (as of a past system time) ...")
                     s = bitemporal.T0 + dt.timedelta(days=365 * 5 + 17)
@@ -266,7 +267,7 @@ def collect_failures(R):
             if "error" in r.get(s, {}):
                 R["failures"].append(f"TPC-H Q{n} {s}: {r[s]['error']}")
     b = R.get("bitemporal") or {}
-    for n, r in (b.get("queries") or {}).items():
+    for n, r in list((b.get("queries") or {}).items()) + list((b.get("all_active") or {}).items()):
         for s, c in r["check"].items():
             if c != "ok":
                 R["failures"].append(f"bitemporal '{n}' {s}: {c}")
@@ -423,6 +424,10 @@ def render(R, a):
         L.append("")
         if b.get("queries"):
             L += query_table(list(b["queries"].items()), "query")
+            L.append("")
+        if b.get("all_active"):
+            L += ["#### For what interval were N contracts all active at once? (by N)", ""]
+            L += query_table(list(b["all_active"].items()), "query")
             L.append("")
     lk = R.get("lookups")
     if lk:

@@ -409,7 +409,10 @@ impl TableProvider for StrataTable {
             if let Some(v) = id_filter(f) {
                 ids = Some(match ids {
                     None => v,
-                    Some(prev) => prev.into_iter().filter(|x| v.contains(x)).collect(),
+                    Some(prev) => {
+                        let v: std::collections::HashSet<EntityId> = v.into_iter().collect();
+                        prev.into_iter().filter(|x| v.contains(x)).collect()
+                    }
                 });
             }
         }

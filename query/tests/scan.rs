@@ -323,7 +323,19 @@ async fn pushed_predicates_are_evaluated_in_the_scan_and_never_change_answers() 
 
     // Every filter, pushed or not, gives the same answer: the same filter
     // behind a CASE (which is not pushed) is the reference.
-    for pred in [
+    // Long lists: an `IN` on a column longer than the scan evaluates itself,
+    // and `_id` lists found by binary search (a few) or by one merge with
+    // each batch (thousands), with repeats.
+    let list = |n: usize, step: usize| {
+        (1..=n)
+            .map(|i| (i * step % 100_003).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let long_x = format!("x IN ({})", list(40, 2_500));
+    let few_ids = "_id IN (1, 1, 1000, 1000, 99999, 5)".to_string();
+    let many_ids = format!("_id IN ({}, {})", list(3_000, 37), list(100, 37));
+    let preds = [
         "x > 99000",
         "x <= 17",
         "x = 5000",
@@ -342,7 +354,11 @@ async fn pushed_predicates_are_evaluated_in_the_scan_and_never_change_answers() 
         "ts >= TIMESTAMP '1970-02-01 00:00:00Z'",
         "ts < TIMESTAMP '1970-01-01 01:00:00Z' AND x > 10",
         "x > 50 AND s = 'k51' AND n IS NOT NULL",
-    ] {
+        &long_x,
+        &few_ids,
+        &many_ids,
+    ];
+    for pred in preds {
         // At the present and as of before the update.
         for at in ["", as_of.as_str()] {
             let pushed = q(

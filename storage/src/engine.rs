@@ -1065,19 +1065,22 @@ impl Engine {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
-            let mut last_outcome = None;
-            match self.storage.create(&path, bytes.clone()).await {
+            // `taken`: the store said the record exists (a lost race, or our
+            // own earlier attempt that reached it).
+            let taken = match self.storage.create(&path, bytes.clone()).await {
                 Ok(CreateOutcome::Created) => return Ok(LogWrite::Ours),
                 Ok(CreateOutcome::AlreadyExists) => {
-                    last_outcome = Some(CreateOutcome::AlreadyExists);
                     last = Some(Error::Internal(format!(
                         "`{path}` existed, then could not be found"
                     )));
+                    true
                 }
-                Err(e) => last = Some(e),
-            }
+                Err(e) => {
+                    last = Some(e);
+                    false
+                }
+            };
             let write_error = last.as_ref().map(|e| e.to_string()).unwrap_or_default();
-            let taken = matches!(last_outcome, Some(CreateOutcome::AlreadyExists));
             let (read_back, next, knocked) = if knock && taken {
                 knock = false;
                 let empty = LogRecord {
@@ -1746,8 +1749,14 @@ impl Engine {
         sel: PieceSel,
     ) -> Result<TableScan> {
         let schema = output_schema(&t.schema);
-        let ids: Option<Arc<Vec<(u64, EntityId)>>> =
-            ids.map(|v| Arc::new(v.into_iter().map(|i| (i.hash(), i)).collect()));
+        // Sorted by hash and without repeats: `id_rows` walks them in step
+        // with a batch's sorted hashes, and `_id IN (1, 1)` is one row.
+        let ids: Option<Arc<Vec<(u64, EntityId)>>> = ids.map(|v| {
+            let mut v: Vec<(u64, EntityId)> = v.into_iter().map(|i| (i.hash(), i)).collect();
+            v.sort_unstable();
+            v.dedup();
+            Arc::new(v)
+        });
         let live = t.scan_live(&coord, ids.as_deref().map(|v| v.as_slice()), &schema, sel)?;
         let segments: Vec<(Arc<Segment>, Arc<DeletionVector>)> = t
             .segments

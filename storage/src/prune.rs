@@ -212,6 +212,10 @@ pub fn evaluate(
             }?;
             bits(r)
         }
+        // One comparison kernel per value: worth it for a short list only. A
+        // long one (`x IN (…5,000 values)`) is left to the query's filter,
+        // which probes a hash set once per row.
+        Test::In(vs) if vs.len() > MAX_IN_EVALUATED => return Ok(None),
         Test::In(vs) => {
             let mut acc: Option<arrow::buffer::BooleanBuffer> = None;
             for v in vs {
@@ -231,6 +235,9 @@ pub fn evaluate(
         }
     }))
 }
+
+/// The longest `IN` list [`evaluate`] runs in the scan.
+const MAX_IN_EVALUATED: usize = 16;
 
 /// A one-element array of type `ty` holding `v` exactly, if it converts.
 fn literal_array(

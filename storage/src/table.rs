@@ -921,12 +921,76 @@ pub fn batch_may_match(
         _ => {}
     }
     if let Some(ids) = ids {
-        if !ids.iter().any(|(h, _)| st.bounds.may_contain(*h)) {
+        if ids_between(ids, st.bounds.iid_min, st.bounds.iid_max).is_empty() {
             return false;
         }
     }
     let base = file.batch_offset(b);
     deleted.count() == 0 || deleted.count_range(base, base + st.rows as usize) < st.rows as usize
+}
+
+/// The ids of `ids` (sorted by hash, see `Engine::scan_state`) whose hash
+/// lies in `lo..=hi`. Falls back to all of them if `ids` is not sorted.
+fn ids_between(ids: &IdFilter, lo: u64, hi: u64) -> &IdFilter {
+    if !ids.is_sorted_by_key(|(h, _)| *h) {
+        return ids;
+    }
+    let a = ids.partition_point(|(h, _)| *h < lo);
+    let b = ids.partition_point(|(h, _)| *h <= hi);
+    &ids[a..b]
+}
+
+/// Rows of a segment batch holding one of `ids` and passing `keep`, in
+/// ascending order. `iids` is the batch's entity-hash column (sorted) and
+/// `id_col` its `_id` column. A few ids are found by binary search; many (a
+/// long `_id IN (…)`) by one walk over both sorted lists, so the cost is
+/// bounded by the batch's length, not ids × log(rows).
+fn id_rows(
+    iids: &[u64],
+    id_col: &dyn Array,
+    ids: &IdFilter,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<u32> {
+    let (Some(&first), Some(&last)) = (iids.first(), iids.last()) else {
+        return Vec::new();
+    };
+    let ids = ids_between(ids, first, last);
+    let sorted = ids.is_sorted_by_key(|(h, _)| *h);
+    let log_rows = usize::BITS - iids.len().leading_zeros();
+    let mut rows = Vec::new();
+    let matches = |r: usize, id: &EntityId, rows: &mut Vec<u32>| {
+        if id_equals(id_col, r, id) && keep(r) {
+            rows.push(r as u32);
+        }
+    };
+    if sorted && ids.len() * log_rows as usize * 2 > iids.len() {
+        // Merge: each row meets the ids of its hash.
+        let mut i = 0;
+        let mut r = 0;
+        while r < iids.len() && i < ids.len() {
+            let h = iids[r];
+            while i < ids.len() && ids[i].0 < h {
+                i += 1;
+            }
+            let mut j = i;
+            while j < ids.len() && ids[j].0 == h {
+                matches(r, &ids[j].1, &mut rows);
+                j += 1;
+            }
+            r += 1;
+        }
+    } else {
+        for (h, id) in ids {
+            let lo = iids.partition_point(|x| x < h);
+            let hi = iids.partition_point(|x| x <= h);
+            for r in lo..hi {
+                matches(r, id, &mut rows);
+            }
+        }
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    rows
 }
 
 /// Rows of batch `b` of a segment visible at `coord`, as one output batch.
@@ -997,22 +1061,10 @@ pub fn scan_batch(
                 .column(0)
                 .as_primitive::<arrow::datatypes::UInt64Type>()
                 .values();
-            let id_col = data.column(SYSTEM_COLUMNS).clone();
-            let mut rows = Vec::new();
-            for (h, id) in ids {
-                let lo = iids.partition_point(|x| x < h);
-                let hi = iids.partition_point(|x| x <= h);
-                rows.extend(
-                    (lo..hi)
-                        .filter(|&r| id_equals(id_col.as_ref(), r, id) && visible(r))
-                        .map(|r| r as u32),
-                );
-            }
+            let rows = id_rows(iids, data.column(SYSTEM_COLUMNS).as_ref(), ids, visible);
             if rows.is_empty() {
                 return Ok(None);
             }
-            rows.sort_unstable();
-            rows.dedup();
             Pick::Rows(rows)
         }
         None => {
@@ -1178,22 +1230,10 @@ pub fn scan_batch_projected(
                 .column(0)
                 .as_primitive::<arrow::datatypes::UInt64Type>()
                 .values();
-            let id_col = data.column(SYSTEM_COLUMNS);
-            let mut rows = Vec::new();
-            for (h, id) in ids {
-                let lo = iids.partition_point(|x| x < h);
-                let hi = iids.partition_point(|x| x <= h);
-                rows.extend(
-                    (lo..hi)
-                        .filter(|&r| id_equals(id_col.as_ref(), r, id) && visible(r))
-                        .map(|r| r as u32),
-                );
-            }
+            let rows = id_rows(iids, data.column(SYSTEM_COLUMNS).as_ref(), ids, visible);
             if rows.is_empty() {
                 return Ok(None);
             }
-            rows.sort_unstable();
-            rows.dedup();
             Pick::Rows(UInt32Array::from(rows))
         }
         None => {
