@@ -25,6 +25,7 @@ pub mod pg_catalog;
 mod pg_typeof;
 pub mod provider;
 pub mod session;
+mod semijoin;
 mod setops;
 mod subquery_eq;
 pub mod system_tables;

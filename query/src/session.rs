@@ -251,7 +251,8 @@ impl Database {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(Arc::new(crate::apply::StrataQueryPlanner))
-            .with_optimizer_rule(Arc::new(crate::subquery_eq::SubqueryEqualities));
+            .with_optimizer_rule(Arc::new(crate::subquery_eq::SubqueryEqualities))
+            .with_optimizer_rule(Arc::new(crate::semijoin::SemiJoinPushdown));
         // One rule of our own inside DataFusion's list: before
         // `eliminate_cross_join`, which drops join keys that span two of its
         // inputs (crate::join_keys).
