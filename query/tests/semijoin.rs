@@ -173,6 +173,16 @@ async fn q18_filters_orders_before_joining_lineitem() {
     );
 }
 
+/// Where a case's semi or anti join must end up.
+enum Expect {
+    /// Below a join.
+    Moves,
+    /// Above every join.
+    Stays,
+    /// Only the answer is checked.
+    Either,
+}
+
 #[tokio::test]
 async fn answers_equal_formulations_the_rule_leaves_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,20 +190,24 @@ async fn answers_equal_formulations_the_rule_leaves_alone() {
     let mut s = db.session();
     setup(&mut s).await;
 
-    // (query, reference, whether the semi/anti join must stay above every
-    // join because it reads the null-extended side of an outer join)
-    let cases: &[(&str, &str, bool)] = &[
+    use Expect::*;
+    // (query, reference, where the semi/anti join must end up). The rule
+    // moves only semi joins over an aggregated subquery without a filter
+    // beyond their keys (`semijoin::movable`), so the cases that test where
+    // it may move aggregate in the subquery.
+    let cases: &[(&str, &str, Expect)] = &[
         // Anti join, key from the first table of an inner join.
         (
             "SELECT c_custkey, o_orderkey FROM customer JOIN orders ON c_custkey = o_custkey \
-             WHERE NOT EXISTS (SELECT 1 FROM lineitem \
-                               WHERE l_orderkey = o_orderkey AND l_quantity > 45) \
+             WHERE NOT EXISTS (SELECT 1 FROM (SELECT l_orderkey FROM lineitem \
+                                              GROUP BY l_orderkey HAVING max(l_quantity) > 45) x \
+                               WHERE x.l_orderkey = o_orderkey) \
              ORDER BY o_orderkey",
             "SELECT c_custkey, o_orderkey FROM customer JOIN orders ON c_custkey = o_custkey \
              WHERE (SELECT count(*) FROM lineitem \
                     WHERE l_orderkey = o_orderkey AND l_quantity > 45) = 0 \
              ORDER BY o_orderkey",
-            false,
+            Moves,
         ),
         // NOT IN over a subquery without NULLs.
         (
@@ -205,7 +219,7 @@ async fn answers_equal_formulations_the_rule_leaves_alone() {
              WHERE (SELECT count(*) FROM lineitem \
                     WHERE l_orderkey = o_orderkey AND l_quantity > 45) = 0 \
              ORDER BY o_orderkey",
-            false,
+            Either,
         ),
         // NOT IN over a subquery holding a NULL: never true, no rows.
         (
@@ -216,20 +230,22 @@ async fn answers_equal_formulations_the_rule_leaves_alone() {
              WHERE CASE WHEN o_orderkey NOT IN \
                    (SELECT l_orderkey FROM lineitem WHERE l_quantity > 30) THEN true END \
              ORDER BY o_orderkey",
-            false,
+            Either,
         ),
         // Semi join whose key is from the second table of the join.
         (
             "SELECT o_orderkey, c_name FROM orders JOIN customer ON o_custkey = c_custkey \
-             WHERE c_custkey IN (SELECT o_custkey FROM orders WHERE o_totalprice > 990) \
+             WHERE c_custkey IN (SELECT o_custkey FROM orders \
+                                 GROUP BY o_custkey HAVING max(o_totalprice) > 990) \
              ORDER BY o_orderkey",
             "SELECT o_orderkey, c_name FROM orders JOIN customer ON o_custkey = c_custkey \
              WHERE (SELECT count(*) FROM orders o2 \
                     WHERE o2.o_custkey = c_custkey AND o2.o_totalprice > 990) > 0 \
              ORDER BY o_orderkey",
-            false,
+            Moves,
         ),
-        // Semi join with a non-equality filter, over three tables.
+        // Semi join with a non-equality filter, over three tables: not
+        // moved (TPC-H Q21's shape, where moving it was 4x slower).
         (
             "SELECT c_custkey, o_orderkey, l_quantity FROM customer, orders, lineitem \
              WHERE c_custkey = o_custkey AND o_orderkey = l_orderkey \
@@ -242,63 +258,78 @@ async fn answers_equal_formulations_the_rule_leaves_alone() {
              SELECT c_custkey, o_orderkey, l_quantity FROM customer, orders, lineitem, k \
              WHERE c_custkey = o_custkey AND o_orderkey = l_orderkey AND k.k = o_orderkey \
              ORDER BY o_orderkey, l_quantity",
-            false,
+            Stays,
         ),
         // Left join, key from the preserved side: may move into it.
         (
             "SELECT o_orderkey, c_name FROM orders LEFT JOIN customer ON o_custkey = c_custkey \
-             WHERE o_orderkey IN (SELECT l_orderkey FROM lineitem WHERE l_quantity > 48) \
+             WHERE o_orderkey IN (SELECT l_orderkey FROM lineitem \
+                                  GROUP BY l_orderkey HAVING max(l_quantity) > 48) \
              ORDER BY o_orderkey",
             "SELECT o_orderkey, c_name FROM orders LEFT JOIN customer ON o_custkey = c_custkey \
              WHERE (SELECT count(*) FROM lineitem \
                     WHERE l_orderkey = o_orderkey AND l_quantity > 48) > 0 \
              ORDER BY o_orderkey",
-            false,
+            Moves,
         ),
         // Right join, key from the preserved side: may move into it.
         (
             "SELECT o_orderkey, c_name FROM customer RIGHT JOIN orders ON o_custkey = c_custkey \
-             WHERE NOT EXISTS (SELECT 1 FROM lineitem \
-                               WHERE l_orderkey = o_orderkey AND l_quantity > 10) \
+             WHERE NOT EXISTS (SELECT 1 FROM (SELECT l_orderkey FROM lineitem \
+                                              GROUP BY l_orderkey HAVING max(l_quantity) > 10) x \
+                               WHERE x.l_orderkey = o_orderkey) \
              ORDER BY o_orderkey",
             "SELECT o_orderkey, c_name FROM customer RIGHT JOIN orders ON o_custkey = c_custkey \
              WHERE (SELECT count(*) FROM lineitem \
                     WHERE l_orderkey = o_orderkey AND l_quantity > 10) = 0 \
              ORDER BY o_orderkey",
-            false,
+            Moves,
         ),
         // Left join, semi join on the null-extended side: must not move
         // (orders of unknown customers must be dropped).
         (
             "SELECT o_orderkey, c_name FROM orders LEFT JOIN customer \
                ON o_custkey = c_custkey AND c_nation < 3 \
-             WHERE EXISTS (SELECT 1 FROM customer c2 WHERE c2.c_custkey = customer.c_custkey \
-                           AND c2.c_nation = 1) \
+             WHERE EXISTS (SELECT 1 FROM (SELECT c_custkey FROM customer c2 WHERE c2.c_nation = 1 \
+                                          GROUP BY c_custkey) x \
+                           WHERE x.c_custkey = customer.c_custkey) \
              ORDER BY o_orderkey",
             "SELECT o_orderkey, c_name FROM orders LEFT JOIN customer \
                ON o_custkey = c_custkey AND c_nation < 3 \
              WHERE (SELECT count(*) FROM customer c2 WHERE c2.c_custkey = customer.c_custkey \
                     AND c2.c_nation = 1) > 0 \
              ORDER BY o_orderkey",
-            true,
+            Stays,
         ),
         // Left join, anti join on the null-extended side: must not move
         // (orders of unknown customers must be kept).
         (
             "SELECT o_orderkey, c_name FROM orders LEFT JOIN customer \
                ON o_custkey = c_custkey AND c_nation < 3 \
-             WHERE NOT EXISTS (SELECT 1 FROM customer c2 WHERE c2.c_custkey = customer.c_custkey \
-                               AND c2.c_nation = 1) \
+             WHERE NOT EXISTS (SELECT 1 FROM (SELECT c_custkey FROM customer c2 \
+                                              WHERE c2.c_nation = 1 GROUP BY c_custkey) x \
+                               WHERE x.c_custkey = customer.c_custkey) \
              ORDER BY o_orderkey",
             "SELECT o_orderkey, c_name FROM orders LEFT JOIN customer \
                ON o_custkey = c_custkey AND c_nation < 3 \
              WHERE (SELECT count(*) FROM customer c2 WHERE c2.c_custkey = customer.c_custkey \
                     AND c2.c_nation = 1) = 0 \
              ORDER BY o_orderkey",
-            true,
+            Stays,
+        ),
+        // A semi join over a subquery that does not aggregate: not moved.
+        (
+            "SELECT o_orderkey, c_name FROM orders JOIN customer ON o_custkey = c_custkey \
+             WHERE o_orderkey IN (SELECT l_orderkey FROM lineitem WHERE l_quantity > 48) \
+             ORDER BY o_orderkey",
+            "SELECT o_orderkey, c_name FROM orders JOIN customer ON o_custkey = c_custkey \
+             WHERE (SELECT count(*) FROM lineitem \
+                    WHERE l_orderkey = o_orderkey AND l_quantity > 48) > 0 \
+             ORDER BY o_orderkey",
+            Stays,
         ),
     ];
-    for (sql, reference, stays_on_top) in cases {
+    for (sql, reference, expect) in cases {
         let got = q(&mut s, sql).await;
         let want = q(&mut s, reference).await;
         assert_eq!(got, want, "{sql}\nanswered differently from\n{reference}");
@@ -312,10 +343,10 @@ async fn answers_equal_formulations_the_rule_leaves_alone() {
             .iter()
             .filter(|l| l.contains(" Join:"))
             .count();
-        if *stays_on_top {
-            assert_eq!(joins_above, 0, "the semi join moved:\n{plan}");
-        } else {
-            assert!(joins_above > 0, "the semi join did not move:\n{plan}");
+        match expect {
+            Stays => assert_eq!(joins_above, 0, "the semi join moved:\n{plan}"),
+            Moves => assert!(joins_above > 0, "the semi join did not move:\n{plan}"),
+            Either => {}
         }
     }
 
