@@ -241,7 +241,9 @@ fn to_output(
     Ok(RecordBatch::try_new(out.clone(), cols)?)
 }
 
-/// Entities a scan is restricted to (a point lookup), by hash and value.
+/// Entities a scan is restricted to (a point lookup), by hash and value,
+/// sorted and without repeats (`Engine::scan_state` builds them so; the
+/// segment scan walks them in step with a batch's sorted hashes).
 pub type IdFilter = [(u64, EntityId)];
 
 impl TableState {
@@ -929,12 +931,9 @@ pub fn batch_may_match(
     deleted.count() == 0 || deleted.count_range(base, base + st.rows as usize) < st.rows as usize
 }
 
-/// The ids of `ids` (sorted by hash, see `Engine::scan_state`) whose hash
-/// lies in `lo..=hi`. Falls back to all of them if `ids` is not sorted.
+/// The ids of `ids` (sorted, see [`IdFilter`]) whose hash lies in `lo..=hi`.
 fn ids_between(ids: &IdFilter, lo: u64, hi: u64) -> &IdFilter {
-    if !ids.is_sorted_by_key(|(h, _)| *h) {
-        return ids;
-    }
+    debug_assert!(ids.is_sorted(), "an IdFilter is sorted");
     let a = ids.partition_point(|(h, _)| *h < lo);
     let b = ids.partition_point(|(h, _)| *h <= hi);
     &ids[a..b]
@@ -955,7 +954,6 @@ fn id_rows(
         return Vec::new();
     };
     let ids = ids_between(ids, first, last);
-    let sorted = ids.is_sorted_by_key(|(h, _)| *h);
     let log_rows = usize::BITS - iids.len().leading_zeros();
     let mut rows = Vec::new();
     let matches = |r: usize, id: &EntityId, rows: &mut Vec<u32>| {
@@ -963,7 +961,7 @@ fn id_rows(
             rows.push(r as u32);
         }
     };
-    if sorted && ids.len() * log_rows as usize * 2 > iids.len() {
+    if ids.len() * log_rows as usize * 2 > iids.len() {
         // Merge: each row meets the ids of its hash.
         let mut i = 0;
         let mut r = 0;
@@ -988,6 +986,7 @@ fn id_rows(
             }
         }
     }
+    // Rows come in order from the merge; the searches meet them by id.
     rows.sort_unstable();
     rows.dedup();
     rows
