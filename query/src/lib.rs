@@ -12,6 +12,7 @@ mod float_zero;
 pub mod ident;
 mod inlist;
 mod insubquery;
+mod join_filter;
 mod join_keys;
 mod literal_right;
 mod merge;

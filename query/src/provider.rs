@@ -16,7 +16,7 @@ use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use futures::StreamExt;
 use std::collections::HashMap;
 use strata_storage::log::Op;
@@ -477,6 +477,8 @@ impl TableProvider for StrataTable {
                 inner: Arc::new(exec),
                 stats: Arc::new(datafusion::common::Statistics::new_unknown(&self.schema)),
                 pushed: vec![],
+                dynamic: vec![],
+                dynamic_pruned: Default::default(),
             });
             let merged = crate::merge::plan(
                 exec,
@@ -533,6 +535,8 @@ impl StrataTable {
             inner: Arc::new(exec),
             stats,
             pushed,
+            dynamic: vec![],
+            dynamic_pruned: Default::default(),
         }))
     }
 
@@ -706,6 +710,13 @@ pub struct StrataScanExec {
     stats: Arc<datafusion::common::Statistics>,
     /// The predicates storage evaluates in the scan (shown by EXPLAIN).
     pushed: Vec<String>,
+    /// Filters a hash join above fills in from its build side while the
+    /// query runs; the scan applies them to its rows, so the operators
+    /// between see only rows that can still find a match
+    /// (crate::join_filter).
+    dynamic: Vec<Arc<dyn PhysicalExpr>>,
+    /// Rows the dynamic filters removed (`EXPLAIN ANALYZE`).
+    dynamic_pruned: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A predicate evaluated in the scan, as EXPLAIN shows it (decimals by
@@ -743,6 +754,22 @@ impl StrataScanExec {
     pub fn statistics(&self) -> &datafusion::common::Statistics {
         &self.stats
     }
+
+    /// This scan also applying `filter` (a dynamic filter over its
+    /// columns) to every batch it returns.
+    pub fn with_dynamic_filter(&self, filter: Arc<dyn PhysicalExpr>) -> StrataScanExec {
+        let mut dynamic = self.dynamic.clone();
+        dynamic.push(filter);
+        StrataScanExec {
+            table: self.table.clone(),
+            metrics: self.metrics.clone(),
+            inner: self.inner.clone(),
+            stats: self.stats.clone(),
+            pushed: self.pushed.clone(),
+            dynamic,
+            dynamic_pruned: self.dynamic_pruned.clone(),
+        }
+    }
 }
 
 impl datafusion::physical_plan::DisplayAs for StrataScanExec {
@@ -754,6 +781,14 @@ impl datafusion::physical_plan::DisplayAs for StrataScanExec {
         write!(f, "StrataScanExec: table={}", self.table)?;
         if !self.pushed.is_empty() {
             write!(f, ", predicates=[{}]", self.pushed.join(", "))?;
+        }
+        if !self.dynamic.is_empty() {
+            let shown = self
+                .dynamic
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>();
+            write!(f, ", dynamic_filters=[{}]", shown.join(", "))?;
         }
         Ok(())
     }
@@ -770,7 +805,15 @@ impl ExecutionPlan for StrataScanExec {
             &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
         ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion>,
     ) -> DfResult<datafusion::common::tree_node::TreeNodeRecursion> {
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        // The producers of dynamic filters (hash joins, aggregates) fill
+        // them in only if a consumer below holds them, found by this walk.
+        for d in &self.dynamic {
+            if _f(d)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
     }
 
     fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
@@ -792,6 +835,8 @@ impl ExecutionPlan for StrataScanExec {
                 inner,
                 stats: self.stats.clone(),
                 pushed: self.pushed.clone(),
+                dynamic: self.dynamic.clone(),
+                dynamic_pruned: self.dynamic_pruned.clone(),
             })),
             _ => Err(DataFusionError::Internal(
                 "StrataScanExec takes exactly one child".into(),
@@ -804,7 +849,35 @@ impl ExecutionPlan for StrataScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        self.inner.execute(partition, context)
+        let stream = self.inner.execute(partition, context)?;
+        if self.dynamic.is_empty() {
+            return Ok(stream);
+        }
+        let filters = self.dynamic.clone();
+        let pruned = self.dynamic_pruned.clone();
+        let schema = stream.schema();
+        let stream = stream.filter_map(move |r| {
+            let out = match r {
+                Ok(b) => apply_dynamic(&filters, b, &pruned).transpose(),
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    fn reset_state(self: Arc<Self>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // A fresh run of the plan: the joins above drop their dynamic
+        // filters too (and would not fill these in again).
+        Ok(Arc::new(StrataScanExec {
+            table: self.table.clone(),
+            metrics: self.metrics.clone(),
+            inner: self.inner.clone(),
+            stats: self.stats.clone(),
+            pushed: self.pushed.clone(),
+            dynamic: vec![],
+            dynamic_pruned: self.dynamic_pruned.clone(),
+        }))
     }
 
     fn statistics_from_inputs(
@@ -831,6 +904,11 @@ impl ExecutionPlan for StrataScanExec {
             ("batches_read", M::get(&m.batches_read)),
             ("bytes_read", M::get(&m.bytes_read)),
             ("live_rows", M::get(&m.live_rows)),
+            (
+                "rows_pruned_by_dynamic_filters",
+                self.dynamic_pruned
+                    .load(std::sync::atomic::Ordering::Relaxed) as u64,
+            ),
         ] {
             MetricBuilder::new(&set)
                 .global_counter(name)
@@ -838,6 +916,59 @@ impl ExecutionPlan for StrataScanExec {
         }
         Some(set.clone_inner())
     }
+}
+
+/// `b` less the rows any of `filters` (as they stand now) rules out; `None`
+/// if no row is left.
+fn apply_dynamic(
+    filters: &[Arc<dyn PhysicalExpr>],
+    b: RecordBatch,
+    pruned: &std::sync::atomic::AtomicUsize,
+) -> DfResult<Option<RecordBatch>> {
+    use datafusion::arrow::array::{Array, BooleanArray};
+    use datafusion::arrow::compute::{and, filter_record_batch};
+    use datafusion::logical_expr::ColumnarValue;
+    let mut keep: Option<BooleanArray> = None;
+    for f in filters {
+        let mask = match f.evaluate(&b)? {
+            ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => continue,
+            ColumnarValue::Scalar(ScalarValue::Boolean(_)) => {
+                pruned.fetch_add(b.num_rows(), std::sync::atomic::Ordering::Relaxed);
+                return Ok(None);
+            }
+            ColumnarValue::Scalar(v) => {
+                return Err(DataFusionError::Internal(format!(
+                    "a dynamic filter gave {v}, not a boolean"
+                )))
+            }
+            ColumnarValue::Array(a) => a
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .cloned()
+                .ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "a dynamic filter gave {}, not booleans",
+                        a.data_type()
+                    ))
+                })?,
+        };
+        keep = Some(match keep {
+            None => mask,
+            Some(k) => and(&k, &mask)?,
+        });
+    }
+    let Some(keep) = keep else {
+        return Ok(Some(b));
+    };
+    let kept = keep.true_count();
+    if kept == b.num_rows() && keep.null_count() == 0 {
+        return Ok(Some(b));
+    }
+    pruned.fetch_add(b.num_rows() - kept, std::sync::atomic::Ordering::Relaxed);
+    if kept == 0 {
+        return Ok(None);
+    }
+    Ok(Some(filter_record_batch(&b, &keep)?))
 }
 
 /// A share of a scan (`TableScan::partition_stream`).

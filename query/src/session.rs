@@ -233,7 +233,8 @@ impl Database {
         // query answered wrongly (apache/datafusion#25296, fixed after
         // 55). The logical optimizer already pushes filters down by
         // qualified column; the physical pass adds only dynamic filters
-        // (TopK, join build sides), which Strata's scans do not take.
+        // (TopK, join build sides): crate::join_filter hands the join
+        // ones to Strata's scans, following columns by position.
         // Projection pushdown may fail on a valid plan; it is then skipped
         // (crate::optional_rule).
         let physical: Vec<_> = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new()
@@ -241,10 +242,13 @@ impl Database {
             .into_iter()
             .filter(|r| !r.name().starts_with("FilterPushdown"))
             .map(crate::optional_rule::guard)
-            .chain([Arc::new(crate::nested_loop::ReplayableNestedLoops)
-                as Arc<
-                    dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync,
-                >])
+            .chain([
+                Arc::new(crate::nested_loop::ReplayableNestedLoops)
+                    as Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>,
+                // Join filters into scans, by column position (the part of
+                // `FilterPushdown` Strata keeps; crate::join_filter).
+                Arc::new(crate::join_filter::JoinFiltersIntoScans),
+            ])
             .collect();
         let mut builder = SessionStateBuilder::new()
             .with_config(cfg)
