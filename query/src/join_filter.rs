@@ -105,7 +105,7 @@ fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan
     }
     let probe_keys: Vec<Arc<dyn PhysicalExpr>> = join.on().iter().map(|(_, r)| r.clone()).collect();
     let filter = Arc::new(DynamicFilterPhysicalExpr::new(probe_keys, lit(true)));
-    let Some(right) = place(join.right(), &keys, &filter)? else {
+    let Some(right) = place(join.right(), &keys, &filter, false)? else {
         return Ok(None);
     };
     let rebuilt = join
@@ -118,27 +118,35 @@ fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan
 
 /// `plan` with `filter` given to the scan that produces its columns `cols`
 /// (the filter's children, in order); `None` if the columns cannot be
-/// followed to one scan through operators that keep the answer unchanged.
+/// followed to one scan through operators that keep the answer unchanged,
+/// or if nothing costly lies between (`worth`: a repartition, an
+/// aggregate or a join was passed). Right under its join, the filter would
+/// only repeat the join's own probe.
 fn place(
     plan: &Arc<dyn ExecutionPlan>,
     cols: &[usize],
     filter: &Arc<DynamicFilterPhysicalExpr>,
+    worth: bool,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     // Fewer rows below an operator with a row limit changes which rows it
     // keeps.
     if plan.fetch().is_some() {
         return Ok(None);
     }
-    let one_child = |child: &Arc<dyn ExecutionPlan>, mapped: Option<Vec<usize>>| -> Result<_> {
-        let Some(mapped) = mapped else {
-            return Ok(None);
+    let one_child =
+        |child: &Arc<dyn ExecutionPlan>, mapped: Option<Vec<usize>>, costly: bool| -> Result<_> {
+            let Some(mapped) = mapped else {
+                return Ok(None);
+            };
+            Ok(match place(child, &mapped, filter, worth || costly)? {
+                Some(c) => Some(replace_children_if_necessary(plan.clone(), vec![c])?),
+                None => None,
+            })
         };
-        Ok(match place(child, &mapped, filter)? {
-            Some(c) => Some(replace_children_if_necessary(plan.clone(), vec![c])?),
-            None => None,
-        })
-    };
     if let Some(scan) = plan.downcast_ref::<StrataScanExec>() {
+        if !worth {
+            return Ok(None);
+        }
         let schema = scan.schema();
         let children: Vec<Arc<dyn PhysicalExpr>> = cols
             .iter()
@@ -147,10 +155,11 @@ fn place(
         let remapped = (filter.clone() as Arc<dyn PhysicalExpr>).with_new_children(children)?;
         return Ok(Some(Arc::new(scan.with_dynamic_filter(remapped))));
     }
-    if plan.downcast_ref::<RepartitionExec>().is_some()
-        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
-    {
-        return one_child(plan.children()[0], Some(cols.to_vec()));
+    if plan.downcast_ref::<RepartitionExec>().is_some() {
+        return one_child(plan.children()[0], Some(cols.to_vec()), true);
+    }
+    if plan.downcast_ref::<CoalescePartitionsExec>().is_some() {
+        return one_child(plan.children()[0], Some(cols.to_vec()), false);
     }
     if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
         let exprs = p.expr();
@@ -164,14 +173,14 @@ fn place(
                     .map(|c| c.index())
             })
             .collect();
-        return one_child(p.input(), mapped);
+        return one_child(p.input(), mapped, false);
     }
     if let Some(f) = plan.downcast_ref::<FilterExec>() {
         let mapped = match f.projection() {
             Some(proj) => cols.iter().map(|&i| proj.get(i).copied()).collect(),
             None => Some(cols.to_vec()),
         };
-        return one_child(f.input(), mapped);
+        return one_child(f.input(), mapped, false);
     }
     if let Some(a) = plan.downcast_ref::<AggregateExec>() {
         // Rows of a group the join drops anyway: only grouping columns,
@@ -190,7 +199,7 @@ fn place(
                     .map(|c| c.index())
             })
             .collect();
-        return one_child(a.input(), mapped);
+        return one_child(a.input(), mapped, true);
     }
     if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
         return through_join(j, cols, filter);
@@ -235,11 +244,11 @@ fn through_join(
     }
     let (left, right) = (j.left().clone(), j.right().clone());
     let children = match side {
-        Some(JoinSide::Left) if left_ok => match place(&left, &mapped, filter)? {
+        Some(JoinSide::Left) if left_ok => match place(&left, &mapped, filter, true)? {
             Some(l) => vec![l, right],
             None => return Ok(None),
         },
-        Some(JoinSide::Right) if right_ok => match place(&right, &mapped, filter)? {
+        Some(JoinSide::Right) if right_ok => match place(&right, &mapped, filter, true)? {
             Some(r) => vec![left, r],
             None => return Ok(None),
         },

@@ -479,6 +479,7 @@ impl TableProvider for StrataTable {
                 pushed: vec![],
                 dynamic: vec![],
                 dynamic_pruned: Default::default(),
+                dynamic_abandoned: Default::default(),
             });
             let merged = crate::merge::plan(
                 exec,
@@ -537,6 +538,7 @@ impl StrataTable {
             pushed,
             dynamic: vec![],
             dynamic_pruned: Default::default(),
+            dynamic_abandoned: Default::default(),
         }))
     }
 
@@ -715,8 +717,10 @@ pub struct StrataScanExec {
     /// between see only rows that can still find a match
     /// (crate::join_filter).
     dynamic: Vec<Arc<dyn PhysicalExpr>>,
-    /// Rows the dynamic filters removed (`EXPLAIN ANALYZE`).
+    /// Rows the dynamic filters removed, and filters a stream stopped
+    /// evaluating because they removed too few (`EXPLAIN ANALYZE`).
     dynamic_pruned: Arc<std::sync::atomic::AtomicUsize>,
+    dynamic_abandoned: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A predicate evaluated in the scan, as EXPLAIN shows it (decimals by
@@ -768,6 +772,7 @@ impl StrataScanExec {
             pushed: self.pushed.clone(),
             dynamic,
             dynamic_pruned: self.dynamic_pruned.clone(),
+            dynamic_abandoned: self.dynamic_abandoned.clone(),
         }
     }
 }
@@ -837,6 +842,7 @@ impl ExecutionPlan for StrataScanExec {
                 pushed: self.pushed.clone(),
                 dynamic: self.dynamic.clone(),
                 dynamic_pruned: self.dynamic_pruned.clone(),
+                dynamic_abandoned: self.dynamic_abandoned.clone(),
             })),
             _ => Err(DataFusionError::Internal(
                 "StrataScanExec takes exactly one child".into(),
@@ -853,12 +859,16 @@ impl ExecutionPlan for StrataScanExec {
         if self.dynamic.is_empty() {
             return Ok(stream);
         }
-        let filters = self.dynamic.clone();
-        let pruned = self.dynamic_pruned.clone();
+        let mut filters = DynamicFilters {
+            filters: self.dynamic.clone(),
+            seen: vec![(0, 0, true); self.dynamic.len()],
+            pruned: self.dynamic_pruned.clone(),
+            abandoned: self.dynamic_abandoned.clone(),
+        };
         let schema = stream.schema();
         let stream = stream.filter_map(move |r| {
             let out = match r {
-                Ok(b) => apply_dynamic(&filters, b, &pruned).transpose(),
+                Ok(b) => filters.apply(b).transpose(),
                 Err(e) => Some(Err(e)),
             };
             futures::future::ready(out)
@@ -877,6 +887,7 @@ impl ExecutionPlan for StrataScanExec {
             pushed: self.pushed.clone(),
             dynamic: vec![],
             dynamic_pruned: self.dynamic_pruned.clone(),
+            dynamic_abandoned: self.dynamic_abandoned.clone(),
         }))
     }
 
@@ -909,6 +920,11 @@ impl ExecutionPlan for StrataScanExec {
                 self.dynamic_pruned
                     .load(std::sync::atomic::Ordering::Relaxed) as u64,
             ),
+            (
+                "dynamic_filters_abandoned",
+                self.dynamic_abandoned
+                    .load(std::sync::atomic::Ordering::Relaxed) as u64,
+            ),
         ] {
             MetricBuilder::new(&set)
                 .global_counter(name)
@@ -918,57 +934,84 @@ impl ExecutionPlan for StrataScanExec {
     }
 }
 
-/// `b` less the rows any of `filters` (as they stand now) rules out; `None`
-/// if no row is left.
-fn apply_dynamic(
-    filters: &[Arc<dyn PhysicalExpr>],
-    b: RecordBatch,
-    pruned: &std::sync::atomic::AtomicUsize,
-) -> DfResult<Option<RecordBatch>> {
-    use datafusion::arrow::array::{Array, BooleanArray};
-    use datafusion::arrow::compute::{and, filter_record_batch};
-    use datafusion::logical_expr::ColumnarValue;
-    let mut keep: Option<BooleanArray> = None;
-    for f in filters {
-        let mask = match f.evaluate(&b)? {
-            ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => continue,
-            ColumnarValue::Scalar(ScalarValue::Boolean(_)) => {
-                pruned.fetch_add(b.num_rows(), std::sync::atomic::Ordering::Relaxed);
-                return Ok(None);
+/// The dynamic filters as one scan stream applies them. A filter is only
+/// worth its cost (for a large build side, a hash probe per row, as costly
+/// as the join's own) if it drops rows: one that has seen
+/// [`TRIAL_ROWS`] rows and dropped under a fifth of them is no longer
+/// evaluated in this stream. Rows it would have dropped reach the join,
+/// which drops them: answers are the same either way.
+struct DynamicFilters {
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Per filter: rows evaluated, rows dropped, still on.
+    seen: Vec<(usize, usize, bool)>,
+    pruned: Arc<std::sync::atomic::AtomicUsize>,
+    abandoned: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Rows a dynamic filter is tried on before a stream judges it.
+const TRIAL_ROWS: usize = 50_000;
+
+impl DynamicFilters {
+    /// `b` less the rows the filters (as they stand now) rule out; `None`
+    /// if no row is left.
+    fn apply(&mut self, b: RecordBatch) -> DfResult<Option<RecordBatch>> {
+        use datafusion::arrow::array::{Array, BooleanArray};
+        use datafusion::arrow::compute::{and, filter_record_batch};
+        use datafusion::logical_expr::ColumnarValue;
+        use std::sync::atomic::Ordering::Relaxed;
+        let rows = b.num_rows();
+        let mut keep: Option<BooleanArray> = None;
+        for (f, (seen, dropped, on)) in self.filters.iter().zip(self.seen.iter_mut()) {
+            if !*on {
+                continue;
             }
-            ColumnarValue::Scalar(v) => {
-                return Err(DataFusionError::Internal(format!(
-                    "a dynamic filter gave {v}, not a boolean"
-                )))
+            let mask = match f.evaluate(&b)? {
+                // Not filled in yet (or nothing to rule out).
+                ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => continue,
+                ColumnarValue::Scalar(ScalarValue::Boolean(_)) => {
+                    self.pruned.fetch_add(rows, Relaxed);
+                    return Ok(None);
+                }
+                ColumnarValue::Scalar(v) => {
+                    return Err(DataFusionError::Internal(format!(
+                        "a dynamic filter gave {v}, not a boolean"
+                    )))
+                }
+                ColumnarValue::Array(a) => a
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .cloned()
+                    .ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "a dynamic filter gave {}, not booleans",
+                            a.data_type()
+                        ))
+                    })?,
+            };
+            *seen += rows;
+            *dropped += rows - mask.true_count();
+            if *seen >= TRIAL_ROWS && *dropped * 5 < *seen {
+                *on = false;
+                self.abandoned.fetch_add(1, Relaxed);
             }
-            ColumnarValue::Array(a) => a
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .cloned()
-                .ok_or_else(|| {
-                    DataFusionError::Internal(format!(
-                        "a dynamic filter gave {}, not booleans",
-                        a.data_type()
-                    ))
-                })?,
+            keep = Some(match keep {
+                None => mask,
+                Some(k) => and(&k, &mask)?,
+            });
+        }
+        let Some(keep) = keep else {
+            return Ok(Some(b));
         };
-        keep = Some(match keep {
-            None => mask,
-            Some(k) => and(&k, &mask)?,
-        });
+        let kept = keep.true_count();
+        if kept == rows && keep.null_count() == 0 {
+            return Ok(Some(b));
+        }
+        self.pruned.fetch_add(rows - kept, Relaxed);
+        if kept == 0 {
+            return Ok(None);
+        }
+        Ok(Some(filter_record_batch(&b, &keep)?))
     }
-    let Some(keep) = keep else {
-        return Ok(Some(b));
-    };
-    let kept = keep.true_count();
-    if kept == b.num_rows() && keep.null_count() == 0 {
-        return Ok(Some(b));
-    }
-    pruned.fetch_add(b.num_rows() - kept, std::sync::atomic::Ordering::Relaxed);
-    if kept == 0 {
-        return Ok(None);
-    }
-    Ok(Some(filter_record_batch(&b, &keep)?))
 }
 
 /// A share of a scan (`TableScan::partition_stream`).
