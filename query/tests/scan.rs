@@ -472,9 +472,10 @@ async fn hash_joins_filter_the_scans_of_their_probe_side_without_changing_answer
             Unfiltered,
         ),
         // The same table twice: two columns named `k` (and `v`) in one
-        // join's output. Only b2's rows may be filtered.
+        // join's output. Only b1's rows may be filtered (b1 is the lower
+        // join's build side).
         (
-            "SELECT count(*), sum(b1.v), sum(b2.v) FROM {big} b1 \
+            "SELECT count(*), sum(b1.v), sum(b2.v), sum(b2.k) FROM {big} b1 \
              JOIN {big} b2 ON b1._id = b2._id + 1 \
              JOIN {small} ON small._id = {k2} WHERE small.tag = 'x'"
                 .into(),
@@ -524,8 +525,8 @@ async fn hash_joins_filter_the_scans_of_their_probe_side_without_changing_answer
                     .replace("{big}", &format!("big{time} AS big"))
                     .replace("{small}", &format!("small{time} AS small"))
             };
-            let direct = with_time(shape.replace("{k}", "k").replace("{k2}", "b2.k"));
-            let reference = with_time(shape.replace("{k}", "k + 0").replace("{k2}", "b2.k + 0"));
+            let direct = with_time(shape.replace("{k}", "k").replace("{k2}", "b1.k"));
+            let reference = with_time(shape.replace("{k}", "k + 0").replace("{k2}", "b1.k + 0"));
             let got = q(&mut s, &direct).await;
             let want = q(&mut s, &reference).await;
             assert_eq!(got, want, "{direct}\nagainst\n{reference}");
