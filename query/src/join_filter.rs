@@ -17,12 +17,12 @@
 //! through operators where a row removed below provably changes nothing
 //! above except what the join would drop anyway: projections of bare
 //! columns, filters, repartitions and merges, group-by keys of an
-//! aggregate, and the build side of another join. Anything else (a limit,
-//! a sort with a fetch, a window, a union, a computed key, a lower join's
-//! probe side) stops it, and the join then runs as it would without the
-//! filter. It is placed only where an aggregate or a join build lies
-//! between the scan and the join ([`place`]), and a scan stream stops
-//! evaluating a filter that drops few rows (crate::provider).
+//! aggregate, and the preserved side of another join. Anything else (a
+//! limit, a sort with a fetch, a window, a union, a computed key) stops it,
+//! and the join then runs as it would without the filter. It is placed
+//! only where the nearest boundary above the scan is an aggregate or a
+//! lower join's build, not a lower join's probe ([`place`]), and a scan
+//! stream stops evaluating a filter that drops few rows (crate::provider).
 
 use std::sync::Arc;
 
@@ -122,11 +122,12 @@ fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan
 /// `plan` with `filter` given to the scan that produces its columns `cols`
 /// (the filter's children, in order); `None` if the columns cannot be
 /// followed to one scan through operators that keep the answer unchanged,
-/// or if no aggregate or join build lies between (`worth`). Only those
-/// cost more per row than the filter: with just a repartition between (or
-/// nothing), the filter repeats the join's own probe per row, and on
-/// TPC-H SF 1 Q3 and Q18 ran 1.2-1.3x slower so (the filter of a
-/// partitioned join hashes every row to route it to its partition's table).
+/// or if the nearest aggregate or join passed on the way down is not an
+/// aggregate or a join's build side (`worth`). Only those cost more per
+/// row than the filter: with just a repartition between (or nothing), the
+/// filter repeats the join's own probe per row, and on TPC-H SF 1 Q3 and
+/// Q18 ran 1.2-1.3x slower so (the filter of a partitioned join hashes
+/// every row to route it to its partition's table).
 fn place(
     plan: &Arc<dyn ExecutionPlan>,
     cols: &[usize],
@@ -213,24 +214,28 @@ fn place(
 
 /// [`place`] through a hash join below: all of `cols` must come from one
 /// side, and a side whose every row reaches the output only through rows
-/// that carry its values (the preserved side). Only into its build side:
-/// the lower join already probes every row of its probe side with its own
-/// hash table, and an upper join's filter evaluated there first only adds
-/// a second probe per row (TPC-H Q8 ran 4x slower so, its `lineitem`
-/// filtered by `orders`' keys before the `part` join that keeps 0.7%).
+/// that carry its values (the preserved side). Into the build side the
+/// filter is worth placing (a smaller hash table); into the probe side only
+/// if something costly lies further down, for the lower join probes every
+/// row of its probe side with its own hash table anyway, and an upper
+/// join's filter evaluated first only adds a second probe per row (TPC-H
+/// Q8 ran 4x slower so, its `lineitem` filtered by `orders`' keys right
+/// before the `part` join that keeps 0.7% of it).
 fn through_join(
     j: &HashJoinExec,
     cols: &[usize],
     filter: &Arc<DynamicFilterPhysicalExpr>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let left_ok = matches!(
-        j.join_type(),
-        JoinType::Inner
-            | JoinType::Left
-            | JoinType::LeftSemi
-            | JoinType::LeftAnti
-            | JoinType::LeftMark
-    );
+    let (left_ok, right_ok) = match j.join_type() {
+        JoinType::Inner => (true, true),
+        JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
+            (true, false)
+        }
+        JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+            (false, true)
+        }
+        JoinType::Full => (false, false),
+    };
     let (_, indices) = build_join_schema(&j.left().schema(), &j.right().schema(), j.join_type());
     let indices: Vec<_> = match &j.projection {
         Some(p) => p.iter().map(|&i| indices[i].clone()).collect(),
@@ -252,6 +257,10 @@ fn through_join(
     let children = match side {
         Some(JoinSide::Left) if left_ok => match place(&left, &mapped, filter, true)? {
             Some(l) => vec![l, right],
+            None => return Ok(None),
+        },
+        Some(JoinSide::Right) if right_ok => match place(&right, &mapped, filter, false)? {
+            Some(r) => vec![left, r],
             None => return Ok(None),
         },
         _ => return Ok(None),
