@@ -83,8 +83,8 @@ impl PhysicalOptimizerRule for JoinFiltersIntoScans {
 /// change.
 fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     // Only a probe row without a match may be dropped: not where unmatched
-    // probe rows are output (right/full outer, right anti), nor in a
-    // null-aware anti join.
+    // probe rows are output (right/full outer, right anti) or decide a
+    // mark; anti joins and null-aware joins are left alone too, to be safe.
     let probe_rows_needed = matches!(
         join.join_type(),
         JoinType::Right
