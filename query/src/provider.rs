@@ -764,6 +764,11 @@ impl StrataScanExec {
     pub fn with_dynamic_filter(&self, filter: Arc<dyn PhysicalExpr>) -> StrataScanExec {
         let mut dynamic = self.dynamic.clone();
         dynamic.push(filter);
+        self.with_dynamic(dynamic)
+    }
+
+    /// This scan applying exactly the dynamic filters `dynamic`.
+    fn with_dynamic(&self, dynamic: Vec<Arc<dyn PhysicalExpr>>) -> StrataScanExec {
         StrataScanExec {
             table: self.table.clone(),
             metrics: self.metrics.clone(),
@@ -879,16 +884,7 @@ impl ExecutionPlan for StrataScanExec {
     fn reset_state(self: Arc<Self>) -> DfResult<Arc<dyn ExecutionPlan>> {
         // A fresh run of the plan: the joins above drop their dynamic
         // filters too (and would not fill these in again).
-        Ok(Arc::new(StrataScanExec {
-            table: self.table.clone(),
-            metrics: self.metrics.clone(),
-            inner: self.inner.clone(),
-            stats: self.stats.clone(),
-            pushed: self.pushed.clone(),
-            dynamic: vec![],
-            dynamic_pruned: self.dynamic_pruned.clone(),
-            dynamic_abandoned: self.dynamic_abandoned.clone(),
-        }))
+        Ok(Arc::new(self.with_dynamic(vec![])))
     }
 
     fn statistics_from_inputs(
