@@ -1,35 +1,16 @@
-//! docs/notebooks/time_travel.ipynb runs headless (nbclient, python3
+//! docs/notebooks/flight_sql.ipynb runs headless (nbclient, python3
 //! kernel) against a fresh `strata serve --test-clock …` and every cell
 //! succeeds; its plot is written. Install the Python packages with
 //! .ci/install.d/40-flight.sh.
 
 #[path = "clients/harness.rs"]
 mod harness;
+#[path = "support/notebook.rs"]
+mod notebook;
 
 use std::process::Command;
 
 use harness::Server;
-
-const RUNNER: &str = r#"
-import sys, nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
-path, out = sys.argv[1], sys.argv[2]
-nb = nbformat.read(path, as_version=4)
-client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": out}})
-try:
-    client.execute()
-except CellExecutionError as e:
-    print(e)
-    sys.exit(1)
-finally:
-    nbformat.write(nb, out + "/executed.ipynb")
-errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
-if errors:
-    print(errors)
-    sys.exit(1)
-print("executed", sum(1 for c in nb.cells if c.cell_type == "code"), "code cells")
-"#;
 
 #[test]
 fn time_travel_notebook_runs_headless() {
@@ -47,10 +28,10 @@ fn time_travel_notebook_runs_headless() {
     let port = s.flight_port();
     let nb = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/docs/notebooks/time_travel.ipynb"
+        "/docs/notebooks/flight_sql.ipynb"
     );
     let o = Command::new("python3")
-        .args(["-c", RUNNER, nb, out.path().to_str().unwrap()])
+        .args(["-c", notebook::RUNNER, nb, out.path().to_str().unwrap()])
         .env("STRATA_FLIGHT_URI", format!("grpc://127.0.0.1:{port}"))
         .env("STRATA_NOTEBOOK_OUT", out.path())
         .env("MPLBACKEND", "Agg")

@@ -37,21 +37,21 @@ use strata_query::{Output, Session};
 // Exceptions: the PEP 249 hierarchy, raised with Strata's message and SQLSTATE.
 // ---------------------------------------------------------------------------
 
-pyo3::create_exception!(_strata, Warning, PyException, "PEP 249 warning.");
+pyo3::create_exception!(strata, Warning, PyException, "PEP 249 warning.");
 pyo3::create_exception!(
-    _strata,
+    strata,
     Error,
     PyException,
     "Base class of every Strata error; `.sqlstate` holds the SQLSTATE code."
 );
-pyo3::create_exception!(_strata, InterfaceError, Error, "Misuse of the Python API.");
-pyo3::create_exception!(_strata, DatabaseError, Error, "An error the database reported.");
-pyo3::create_exception!(_strata, DataError, DatabaseError, "Bad data: out of range, division by zero, invalid value (SQLSTATE class 22).");
-pyo3::create_exception!(_strata, OperationalError, DatabaseError, "The database could not do it now: read-only node, out of memory, timeout, I/O (classes 25, 40, 53, 57, 58).");
-pyo3::create_exception!(_strata, IntegrityError, DatabaseError, "A constraint was violated (class 23).");
-pyo3::create_exception!(_strata, InternalError, DatabaseError, "A bug in Strata (class XX).");
-pyo3::create_exception!(_strata, ProgrammingError, DatabaseError, "Wrong SQL: syntax, unknown table or column, type mismatch (classes 42, 26, 34, 21).");
-pyo3::create_exception!(_strata, NotSupportedError, DatabaseError, "A feature Strata does not have (class 0A).");
+pyo3::create_exception!(strata, InterfaceError, Error, "Misuse of the Python API.");
+pyo3::create_exception!(strata, DatabaseError, Error, "An error the database reported.");
+pyo3::create_exception!(strata, DataError, DatabaseError, "Bad data: out of range, division by zero, invalid value (SQLSTATE class 22).");
+pyo3::create_exception!(strata, OperationalError, DatabaseError, "The database could not do it now: read-only node, out of memory, timeout, I/O (classes 25, 40, 53, 57, 58).");
+pyo3::create_exception!(strata, IntegrityError, DatabaseError, "A constraint was violated (class 23).");
+pyo3::create_exception!(strata, InternalError, DatabaseError, "A bug in Strata (class XX).");
+pyo3::create_exception!(strata, ProgrammingError, DatabaseError, "Wrong SQL: syntax, unknown table or column, type mismatch (classes 42, 26, 34, 21).");
+pyo3::create_exception!(strata, NotSupportedError, DatabaseError, "A feature Strata does not have (class 0A).");
 
 /// The exception for an engine error: the PEP 249 class its SQLSTATE falls
 /// in, with `.sqlstate` set.

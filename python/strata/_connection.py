@@ -300,7 +300,7 @@ class Relation:
             n += b.num_rows
         t = pa.Table.from_batches(batches, schema=self._schema)
         more = t.num_rows > max_rows
-        text = _strata.format_table(t.slice(0, max_rows))
+        text = _strata.format_table(t.slice(0, max_rows)).rstrip("\n")
         if more:
             text += f"\n(first {max_rows} rows shown)"
         return text
@@ -319,8 +319,6 @@ class Relation:
                 return
             yield from _rows(b)
 
-    def __len__(self) -> int:
-        raise TypeError("a Relation has no length before it is read; use len(rel.arrow())")
 
 
 def _rebatch(reader: pa.RecordBatchReader, n: int) -> Iterator[pa.RecordBatch]:
@@ -496,6 +494,12 @@ class Connection:
         background task does it every 100 ms); returns the number of
         transactions applied."""
         return self._db.catch_up()
+
+    def duplicate(self) -> "Connection":
+        """Another connection (its own session) to the same database; the way
+        to a second connection to an in-memory database."""
+        self._check_open()
+        return Connection(self._db, autocommit=self.autocommit)
 
     # -- PEP 249 -------------------------------------------------------------------
 

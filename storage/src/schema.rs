@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, StructArray};
+use arrow::array::{
+    make_array, new_null_array, Array, ArrayRef, AsArray, ListArray, StructArray,
+};
+use arrow::buffer::NullBuffer;
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::util::display::FormatOptions;
@@ -180,21 +183,77 @@ pub fn adapt_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
     Ok(out)
 }
 
-/// Normalize a whole column (types and nested types) into Strata's stored types.
+/// Normalize a whole column (types and nested types) into Strata's stored
+/// types, with every null struct's fields null too ([`push_struct_nulls`]).
 pub fn normalize_array(array: &ArrayRef) -> Result<ArrayRef> {
     let target = normalize_type(array.data_type())?;
-    if &target == array.data_type() {
-        return Ok(array.clone());
-    }
-    if let DataType::UInt64 = array.data_type() {
+    let out = if &target == array.data_type() {
+        array.clone()
+    } else if let DataType::UInt64 = array.data_type() {
         let opts = CastOptions {
             safe: false,
             format_options: FormatOptions::default(),
         };
-        return cast_with_options(array, &target, &opts)
-            .map_err(|_| Error::Invalid("unsigned integer value too large for BIGINT".into()));
+        cast_with_options(array, &target, &opts)
+            .map_err(|_| Error::Invalid("unsigned integer value too large for BIGINT".into()))?
+    } else {
+        adapt_array(array, &target)?
+    };
+    push_struct_nulls(&out)
+}
+
+/// Make the fields of a null struct null as well (in structs at any depth,
+/// and inside lists). Arrow lets a struct's children hold any value under a
+/// null parent (pyarrow, polars and Parquet readers leave `0` or `''`
+/// there), and DataFusion 55's field access (`s['f']`, `get_field`) returns
+/// the child as stored (apache/datafusion#25120): without this a field of a
+/// NULL struct would read as `0` instead of NULL. Stored data is made
+/// canonical once, on write, so that every read path is right.
+pub fn push_struct_nulls(array: &ArrayRef) -> Result<ArrayRef> {
+    match array.data_type() {
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            let parent = s.nulls().filter(|n| n.null_count() > 0);
+            let mut changed = false;
+            let mut cols = Vec::with_capacity(s.num_columns());
+            for c in s.columns() {
+                let mut c = c.clone();
+                if let Some(p) = parent {
+                    let merged = NullBuffer::union(Some(p), c.nulls());
+                    if merged.as_ref().map(|m| m.null_count()) != c.nulls().map(|n| n.null_count()) {
+                        let data = c.to_data().into_builder().nulls(merged).build()?;
+                        c = make_array(data);
+                        changed = true;
+                    }
+                }
+                let pushed = push_struct_nulls(&c)?;
+                changed |= !Arc::ptr_eq(&pushed, &c);
+                cols.push(pushed);
+            }
+            if !changed {
+                return Ok(array.clone());
+            }
+            let fields: Fields = fields
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect();
+            Ok(Arc::new(StructArray::try_new(fields, cols, s.nulls().cloned())?))
+        }
+        DataType::List(f) => {
+            let l = array.as_list::<i32>();
+            let values = push_struct_nulls(l.values())?;
+            if Arc::ptr_eq(&values, l.values()) {
+                return Ok(array.clone());
+            }
+            Ok(Arc::new(ListArray::try_new(
+                f.clone(),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?))
+        }
+        _ => Ok(array.clone()),
     }
-    adapt_array(array, &target)
 }
 
 // ---------------------------------------------------------------------------
@@ -957,6 +1016,60 @@ mod tests {
             e.to_string(),
             "invalid input syntax for type uuid: \"x\" in column `u`"
         );
+    }
+
+    #[test]
+    fn a_null_struct_has_null_fields_once_stored() {
+        use arrow::array::{Int64Array, ListArray, StringArray};
+        use arrow::buffer::OffsetBuffer;
+        // Children with values under the null parent row, as pyarrow builds them.
+        let inner = StructArray::try_new(
+            vec![Field::new("k", DataType::Int64, true)].into(),
+            vec![Arc::new(Int64Array::from(vec![7, 8, 9])) as ArrayRef],
+            Some(NullBuffer::from(vec![true, true, false])),
+        )
+        .unwrap();
+        let outer = StructArray::try_new(
+            vec![
+                Field::new("x", DataType::Int64, false),
+                Field::new("y", DataType::Utf8, true),
+                Field::new("in", inner.data_type().clone(), true),
+            ]
+            .into(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 0, 3])) as ArrayRef,
+                Arc::new(StringArray::from(vec![Some("a"), Some(""), None])),
+                Arc::new(inner),
+            ],
+            Some(NullBuffer::from(vec![true, false, true])),
+        )
+        .unwrap();
+        let out = normalize_array(&(Arc::new(outer.clone()) as ArrayRef)).unwrap();
+        let s = out.as_struct();
+        assert!(s.is_null(1));
+        let x = s.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(x.iter().collect::<Vec<_>>(), vec![Some(1), None, Some(3)]);
+        assert!(s.column(1).is_null(1) && s.column(1).is_null(2) && s.column(1).is_valid(0));
+        // Two levels down: null where the outer or the inner struct is null.
+        let k = s.column(2).as_struct().column(0);
+        assert_eq!(
+            (k.is_valid(0), k.is_valid(1), k.is_valid(2)),
+            (true, false, false)
+        );
+        // Inside a list too.
+        let list = ListArray::try_new(
+            Arc::new(Field::new("item", outer.data_type().clone(), true)),
+            OffsetBuffer::from_lengths([2, 1]),
+            Arc::new(outer),
+            None,
+        )
+        .unwrap();
+        let out = normalize_array(&(Arc::new(list) as ArrayRef)).unwrap();
+        let v = out.as_list::<i32>().values().as_struct().column(0).clone();
+        assert!(v.is_null(1) && v.is_valid(0));
+        // Nothing to do: the same array back.
+        let plain: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        assert!(Arc::ptr_eq(&normalize_array(&plain).unwrap(), &plain));
     }
 
     #[test]
