@@ -26,9 +26,9 @@ fn target_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start it ({e}); install it with .ci/install.d/70-python.sh"));
+    let o = cmd.output().unwrap_or_else(|e| {
+        panic!("{what}: cannot start it ({e}); install it with .ci/install.d/70-python.sh")
+    });
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -45,16 +45,32 @@ fn python_package_builds_and_its_tests_pass() {
     let work = tempfile::tempdir().unwrap();
     let wheels = work.path().join("wheels");
     let site = work.path().join("site");
-    run(
-        Command::new("maturin")
-            .args(["build", "--profile", "dev", "--compression-method", "stored", "-o"])
-            .arg(&wheels)
-            .arg("--manifest-path")
-            .arg(root.join("python/Cargo.toml"))
-            .env("CARGO_TARGET_DIR", target_dir())
-            .env_remove("RUSTC_WRAPPER"),
-        "maturin build",
-    );
+    let mut maturin = Command::new("maturin");
+    maturin
+        .args([
+            "build",
+            "--profile",
+            "dev",
+            "--compression-method",
+            "stored",
+            "-o",
+        ])
+        .arg(&wheels)
+        .arg("--manifest-path")
+        .arg(root.join("python/Cargo.toml"));
+    // The variables `cargo test` sets for this test (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, …) must not reach the inner cargo: build scripts
+    // declare them with rerun-if-env-changed (ring does), so the inner build
+    // would see them changed, rebuild ring and everything above it (all of
+    // DataFusion), and leave the outer build to rebuild it all again.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if (k.starts_with("CARGO") && k != "CARGO_HOME") || k == "OUT_DIR" || k == "RUSTC_WRAPPER" {
+            maturin.env_remove(k.as_ref());
+        }
+    }
+    maturin.env("CARGO_TARGET_DIR", target_dir());
+    run(&mut maturin, "maturin build");
     let wheel = std::fs::read_dir(&wheels)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -62,7 +78,15 @@ fn python_package_builds_and_its_tests_pass() {
         .expect("maturin wrote a wheel");
     run(
         Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--target",
+            ])
             .arg(&site)
             .arg(&wheel),
         "pip install of the wheel",
@@ -99,10 +123,15 @@ fn python_package_builds_and_its_tests_pass() {
     assert!(out.contains("executed 8 code cells"), "{out}");
     let png = std::fs::read(nb_out.join("acme_across_valid_and_system_time.png"))
         .expect("the notebook saved its plot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "a real PNG");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "a real PNG"
+    );
     let executed = std::fs::read_to_string(nb_out.join("executed.ipynb")).unwrap();
     assert!(
-        executed.contains("as of 2024-01-02 the price on 2024-02-20 was 100.0; now we know it was 103.0"),
+        executed.contains(
+            "as of 2024-01-02 the price on 2024-02-20 was 100.0; now we know it was 103.0"
+        ),
         "the notebook's answer"
     );
 }

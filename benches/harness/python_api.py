@@ -42,6 +42,13 @@ def build_release(site):
                     "--disable-pip-version-check", "--target", site, wheel], check=True)
 
 
+def duck_arrow(rel):
+    """A DuckDB relation as a pyarrow Table (DuckDB 1.5's `.arrow()` gives a
+    RecordBatchReader; reading it is part of the time)."""
+    out = rel.arrow()
+    return out.read_all() if hasattr(out, "read_all") else out
+
+
 def timed(fn, iterations):
     fn()  # warm-up
     times = []
@@ -123,11 +130,11 @@ def main():
     # --- results to Arrow -----------------------------------------------------------
     q = "SELECT l_orderkey, l_partkey, l_extendedprice, l_shipdate FROM lineitem LIMIT 1000000"
     s_t, s_tab = timed(lambda: st.sql(q).arrow(), args.iterations)
-    d_t, d_tab = timed(lambda: dk.sql(q).arrow(), args.iterations)
+    d_t, d_tab = timed(lambda: duck_arrow(dk.sql(q)), args.iterations)
     assert s_tab.num_rows == d_tab.num_rows == min(1_000_000, rows["lineitem"])
     results.append(("1 M rows (4 lineitem columns) to a pyarrow Table (ms)", s_t * 1e3, d_t * 1e3, "time"))
     s_t, s_tab = timed(lambda: st.sql("SELECT value FROM generate_series(1, 10000000)").arrow(), args.iterations)
-    d_t, d_tab = timed(lambda: dk.sql("SELECT range AS value FROM range(1, 10000001)").arrow(), args.iterations)
+    d_t, d_tab = timed(lambda: duck_arrow(dk.sql("SELECT range AS value FROM range(1, 10000001)")), args.iterations)
     assert s_tab.num_rows == d_tab.num_rows == 10_000_000
     results.append(("10 M-row result (one bigint) to a pyarrow Table (ms)", s_t * 1e3, d_t * 1e3, "time"))
 

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    make_array, new_null_array, Array, ArrayRef, AsArray, ListArray, StructArray,
-};
+use arrow::array::{make_array, new_null_array, Array, ArrayRef, AsArray, ListArray, StructArray};
 use arrow::buffer::NullBuffer;
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -220,7 +218,8 @@ pub fn push_struct_nulls(array: &ArrayRef) -> Result<ArrayRef> {
                 let mut c = c.clone();
                 if let Some(p) = parent {
                     let merged = NullBuffer::union(Some(p), c.nulls());
-                    if merged.as_ref().map(|m| m.null_count()) != c.nulls().map(|n| n.null_count()) {
+                    if merged.as_ref().map(|m| m.null_count()) != c.nulls().map(|n| n.null_count())
+                    {
                         let data = c.to_data().into_builder().nulls(merged).build()?;
                         c = make_array(data);
                         changed = true;
@@ -237,7 +236,11 @@ pub fn push_struct_nulls(array: &ArrayRef) -> Result<ArrayRef> {
                 .iter()
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect();
-            Ok(Arc::new(StructArray::try_new(fields, cols, s.nulls().cloned())?))
+            Ok(Arc::new(StructArray::try_new(
+                fields,
+                cols,
+                s.nulls().cloned(),
+            )?))
         }
         DataType::List(f) => {
             let l = array.as_list::<i32>();
