@@ -45,13 +45,43 @@ pyo3::create_exception!(
     "Base class of every Strata error; `.sqlstate` holds the SQLSTATE code."
 );
 pyo3::create_exception!(strata, InterfaceError, Error, "Misuse of the Python API.");
-pyo3::create_exception!(strata, DatabaseError, Error, "An error the database reported.");
-pyo3::create_exception!(strata, DataError, DatabaseError, "Bad data: out of range, division by zero, invalid value (SQLSTATE class 22).");
+pyo3::create_exception!(
+    strata,
+    DatabaseError,
+    Error,
+    "An error the database reported."
+);
+pyo3::create_exception!(
+    strata,
+    DataError,
+    DatabaseError,
+    "Bad data: out of range, division by zero, invalid value (SQLSTATE class 22)."
+);
 pyo3::create_exception!(strata, OperationalError, DatabaseError, "The database could not do it now: read-only node, out of memory, timeout, I/O (classes 25, 40, 53, 57, 58).");
-pyo3::create_exception!(strata, IntegrityError, DatabaseError, "A constraint was violated (class 23).");
-pyo3::create_exception!(strata, InternalError, DatabaseError, "A bug in Strata (class XX).");
-pyo3::create_exception!(strata, ProgrammingError, DatabaseError, "Wrong SQL: syntax, unknown table or column, type mismatch (classes 42, 26, 34, 21).");
-pyo3::create_exception!(strata, NotSupportedError, DatabaseError, "A feature Strata does not have (class 0A).");
+pyo3::create_exception!(
+    strata,
+    IntegrityError,
+    DatabaseError,
+    "A constraint was violated (class 23)."
+);
+pyo3::create_exception!(
+    strata,
+    InternalError,
+    DatabaseError,
+    "A bug in Strata (class XX)."
+);
+pyo3::create_exception!(
+    strata,
+    ProgrammingError,
+    DatabaseError,
+    "Wrong SQL: syntax, unknown table or column, type mismatch (classes 42, 26, 34, 21)."
+);
+pyo3::create_exception!(
+    strata,
+    NotSupportedError,
+    DatabaseError,
+    "A feature Strata does not have (class 0A)."
+);
 
 /// The exception for an engine error: the PEP 249 class its SQLSTATE falls
 /// in, with `.sqlstate` set.
@@ -570,7 +600,11 @@ impl Result {
     fn no_rows(&self) -> PyErr {
         ProgrammingError::new_err(format!(
             "the statement returned no rows ({}); only queries have rows to fetch",
-            if self.tag.is_empty() { "empty" } else { &self.tag }
+            if self.tag.is_empty() {
+                "empty"
+            } else {
+                &self.tag
+            }
         ))
     }
 
@@ -651,8 +685,10 @@ impl Result {
             }
             Ok(out)
         })?;
-        let reader: Box<dyn RecordBatchReader + Send> =
-            Box::new(RecordBatchIterator::new(batches.into_iter().map(Ok), schema));
+        let reader: Box<dyn RecordBatchReader + Send> = Box::new(RecordBatchIterator::new(
+            batches.into_iter().map(Ok),
+            schema,
+        ));
         reader.into_pyarrow(py)?.call_method0("read_all")
     }
 
@@ -670,10 +706,7 @@ impl Result {
 
     fn __repr__(&self) -> String {
         match &self.schema {
-            Some(s) => format!(
-                "<strata result: {} columns>",
-                s.fields().len()
-            ),
+            Some(s) => format!("<strata result: {} columns>", s.fields().len()),
             None => format!("<strata result: {}>", self.tag),
         }
     }

@@ -49,6 +49,9 @@ from ._types import (  # noqa: F401  (PEP 249 type objects and constructors)
     TimestampFromTicks,
 )
 
+# Errors raised by the database carry their SQLSTATE; API misuse has none.
+Error.sqlstate = None
+
 #: PEP 249: the DB-API level this module implements.
 apilevel = "2.0"
 #: PEP 249: threads may share the module and connections, not cursors.

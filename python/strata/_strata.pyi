@@ -10,8 +10,8 @@ __version__: str
 class Warning(Exception): ...
 
 class Error(Exception):
-    #: The SQLSTATE code of the error, e.g. "42P01".
-    sqlstate: str
+    #: The SQLSTATE code of a database error, e.g. "42P01" (None for API misuse).
+    sqlstate: Optional[str]
 
 class InterfaceError(Error): ...
 class DatabaseError(Error): ...
