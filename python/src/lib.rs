@@ -523,7 +523,6 @@ fn to_scalar(v: &Bound<'_, PyAny>) -> PyResult<ScalarValue> {
             + (chrono::Timelike::nanosecond(&t) / 1000) as i64;
         return Ok(ScalarValue::Time64Microsecond(Some(us)));
     }
-    let py = v.py();
     let type_name = v.get_type().fully_qualified_name()?.to_string();
     match type_name.as_str() {
         "decimal.Decimal" => {
@@ -542,7 +541,6 @@ fn to_scalar(v: &Bound<'_, PyAny>) -> PyResult<ScalarValue> {
         }
         _ => {}
     }
-    let _ = py;
     Err(InterfaceError::new_err(format!(
         "cannot pass a {type_name} as a SQL parameter; use None, bool, int, float, str, bytes, datetime, date, time, timedelta, Decimal or UUID"
     )))
