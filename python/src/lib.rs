@@ -200,8 +200,6 @@ fn spawn_follower(db: strata::Db) -> tokio::task::JoinHandle<()> {
 #[pyclass(frozen, module = "strata._strata")]
 struct Database {
     inner: Arc<Opened>,
-    location: String,
-    read_only: bool,
 }
 
 /// Open (or create) a database. `location`: a directory, a URL
@@ -235,7 +233,6 @@ fn open_database(
                 .into_owned()
         })
     };
-    let shown = key.clone().unwrap_or_else(|| ":memory:".into());
     if let Some(k) = &key {
         if let Some(o) = OPEN.lock().get(k).and_then(|w| w.upgrade()) {
             if o.db.database().engine().read_only() != read_only {
@@ -244,11 +241,7 @@ fn open_database(
                     if read_only { "for writing" } else { "read-only" }
                 )));
             }
-            return Ok(Database {
-                inner: o,
-                location: shown,
-                read_only,
-            });
+            return Ok(Database { inner: o });
         }
     }
     let mut config = match &key {
@@ -284,11 +277,7 @@ fn open_database(
     if let Some(k) = key {
         OPEN.lock().insert(k, Arc::downgrade(&inner));
     }
-    Ok(Database {
-        inner,
-        location: shown,
-        read_only,
-    })
+    Ok(Database { inner })
 }
 
 #[pymethods]
@@ -296,12 +285,12 @@ impl Database {
     /// Where the data lives (a canonical directory, a URL, or ":memory:").
     #[getter]
     fn location(&self) -> &str {
-        &self.location
+        self.inner.key.as_deref().unwrap_or(":memory:")
     }
 
     #[getter]
     fn read_only(&self) -> bool {
-        self.read_only
+        self.inner.db.database().engine().read_only()
     }
 
     /// A new session on this database.
@@ -327,7 +316,7 @@ impl Database {
     }
 
     fn __repr__(&self) -> String {
-        format!("<strata database {}>", self.location)
+        format!("<strata database {}>", self.location())
     }
 }
 
@@ -380,18 +369,18 @@ impl Connection {
                 tag: "SELECT".into(),
                 rowcount: -1,
             },
-            Some(Output::Command { tag, rows }) => Result {
-                schema: None,
-                stream: Arc::new(tokio::sync::Mutex::new(None)),
-                tag,
-                rowcount: rows as i64,
-            },
-            None => Result {
-                schema: None,
-                stream: Arc::new(tokio::sync::Mutex::new(None)),
-                tag: String::new(),
-                rowcount: -1,
-            },
+            other => {
+                let (tag, rowcount) = match other {
+                    Some(Output::Command { tag, rows }) => (tag, rows as i64),
+                    _ => (String::new(), -1),
+                };
+                Result {
+                    schema: None,
+                    stream: Arc::new(tokio::sync::Mutex::new(None)),
+                    tag,
+                    rowcount,
+                }
+            }
         })
     }
 
@@ -452,8 +441,6 @@ impl Connection {
     fn database(&self) -> Database {
         Database {
             inner: self.db.clone(),
-            location: self.db.key.clone().unwrap_or_else(|| ":memory:".into()),
-            read_only: self.db.db.database().engine().read_only(),
         }
     }
 }
