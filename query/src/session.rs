@@ -630,6 +630,9 @@ impl Session {
         rw: &temporal::Rewritten,
         params: &[ScalarValue],
     ) -> Result<Output> {
+        // A commit this node acknowledged but could not apply yet (a read
+        // fault while applying) is applied before anything reads.
+        self.db.engine.apply_acknowledged().await?;
         let setting = matches!(stmt, Statement::Set(_) | Statement::ShowVariable { .. });
         if let (Some(t), false) = (self.read_after, setting) {
             let engine = &self.db.engine;

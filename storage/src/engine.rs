@@ -195,6 +195,10 @@ pub struct Engine {
     /// (one round trip, not two). The conditional create still catches a
     /// record written meanwhile (`LogWrite::Taken`: catch up and retry).
     sole_writer: std::sync::atomic::AtomicBool,
+    /// The highest log seq this node acknowledged as committed. Above
+    /// `applied_seq` only when a commit was durable but applying it here
+    /// failed (a read fault): reads catch up first (`apply_acknowledged`).
+    acked_seq: AtomicU64,
     open_report: Mutex<OpenReport>,
     pub(crate) counters: EngineCounters,
 }
@@ -427,6 +431,7 @@ impl Engine {
             erase_epoch: AtomicU64::new(0),
             manifest_checked: Mutex::new(std::time::Instant::now()),
             sole_writer: std::sync::atomic::AtomicBool::new(false),
+            acked_seq: AtomicU64::new(0),
             open_report: Mutex::new(OpenReport::default()),
             counters: EngineCounters::default(),
         };
@@ -584,6 +589,26 @@ impl Engine {
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+    }
+
+    /// Make sure every commit this node acknowledged is applied here, so
+    /// that a read after an acknowledged commit sees it. Costs an atomic
+    /// load unless applying an own commit failed (a read fault while
+    /// committing); then it catches up with the log, and errs (the read
+    /// should be retried) if that fails too.
+    pub async fn apply_acknowledged(&self) -> Result<()> {
+        let acked = self.acked_seq.load(Ordering::SeqCst);
+        if acked <= self.applied_seq() {
+            return Ok(());
+        }
+        self.catch_up().await?;
+        let applied = self.applied_seq();
+        if applied < acked {
+            return Err(Error::Internal(format!(
+                "this node acknowledged the commit at log seq {acked} but the log ends at {applied}"
+            )));
+        }
+        Ok(())
     }
 
     /// Whether this node refuses writes (`EngineConfig::read_only`).
@@ -967,17 +992,22 @@ impl Engine {
                     );
                 }
             }
+            // The record is in the log: the transactions are committed,
+            // whether or not this node could apply them yet. Answering an
+            // error would invite a retry that commits them twice. A node
+            // that could not apply them catches up before its next read
+            // (`apply_acknowledged`) or commit, so read-your-writes holds.
+            if let Err(e) = &applied {
+                tracing::warn!(
+                    "committed at seq {seq} but applying it here failed (the next read catches up): {e}"
+                );
+            }
+            self.acked_seq.fetch_max(seq, Ordering::SeqCst);
             for (p, t) in accepted {
-                let r = match &applied {
-                    Ok(()) => Ok(CommitInfo {
-                        seq,
-                        system_time: t.system_time,
-                    }),
-                    Err(e) => Err(Error::Internal(format!(
-                        "committed at seq {seq} but applying failed: {e}"
-                    ))),
-                };
-                let _ = p.reply.send(r);
+                let _ = p.reply.send(Ok(CommitInfo {
+                    seq,
+                    system_time: t.system_time,
+                }));
             }
             if applied.is_ok() && self.live_over_budget() {
                 if let Err(e) = self.flush_locked().await {

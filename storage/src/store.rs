@@ -778,9 +778,9 @@ struct FaultState {
     /// splitmix64
     rng: u64,
     counts: FaultCounts,
-    /// Path prefixes whose next successful write loses its response, and
-    /// how many reads fail after it.
-    drop_next: Vec<(String, u32)>,
+    /// Path prefixes whose next successful write is followed by this many
+    /// failing reads, and whether its response is lost too.
+    drop_next: Vec<(String, u32, bool)>,
     /// Reads that fail from now on.
     fail_reads: u32,
 }
@@ -789,6 +789,8 @@ enum Injected {
     None,
     /// The response is lost; then this many reads fail.
     Dropped(u32),
+    /// The write succeeds; then this many reads fail.
+    ThenFailReads(u32),
     OwnRetryConflict,
 }
 
@@ -828,7 +830,16 @@ impl FaultyStore {
         self.state
             .lock()
             .drop_next
-            .push((prefix.to_string(), reads));
+            .push((prefix.to_string(), reads, true));
+    }
+
+    /// The next successful write to a path starting with `prefix` succeeds
+    /// (and says so), and the `reads` reads after it fail.
+    pub fn fail_reads_after_next_write(&self, prefix: &str, reads: u32) {
+        self.state
+            .lock()
+            .drop_next
+            .push((prefix.to_string(), reads, false));
     }
 
     pub fn counts(&self) -> FaultCounts {
@@ -876,10 +887,15 @@ impl FaultyStore {
         if let Some(i) = s
             .drop_next
             .iter()
-            .position(|(p, _)| path.starts_with(p.as_str()))
+            .position(|(p, _, _)| path.starts_with(p.as_str()))
         {
-            let (_, reads) = s.drop_next.remove(i);
-            return (d, Ok(Injected::Dropped(reads)));
+            let (_, reads, drop) = s.drop_next.remove(i);
+            let injected = if drop {
+                Injected::Dropped(reads)
+            } else {
+                Injected::ThenFailReads(reads)
+            };
+            return (d, Ok(injected));
         }
         if s.chance(f.dropped_response) {
             return (d, Ok(Injected::Dropped(0)));
@@ -909,6 +925,10 @@ impl FaultyStore {
                     path: path.to_string(),
                     source: "injected fault: the client's retry of a create that landed".into(),
                 })
+            }
+            Injected::ThenFailReads(reads) => {
+                s.fail_reads += reads;
+                result
             }
             Injected::Dropped(reads) => {
                 s.counts.dropped_responses += 1;

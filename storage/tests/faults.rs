@@ -741,3 +741,66 @@ async fn unknown_and_known_failures() {
     }
     assert_eq!(log_records(&store).await.len(), 1);
 }
+
+/// The log write lands and says so, but every read after it fails, so
+/// this node cannot open the segment applying the commit needs: the
+/// commit is durable and acknowledged (an error would invite a retry that
+/// commits it twice), and the node applies it before its next read.
+#[tokio::test]
+async fn a_durable_commit_that_cannot_be_applied_yet_is_acknowledged() {
+    let store = FaultyStore::memory(Faults::none(), 4);
+    let first = single_node(&store).await;
+    let v1 = first.commit(one_put(1, 10)).await.unwrap();
+    first.flush().await.expect("flush");
+    // A fresh node has not read the segment's bloom filter or file yet.
+    let engine = single_node(&store).await;
+    store.fail_reads_after_next_write("log/", 100);
+    let v2 = engine
+        .commit(one_put(1, 11))
+        .await
+        .expect("a durable commit is acknowledged");
+    assert!(store.counts().read_errors > 0, "{:?}", store.counts());
+    assert_eq!(engine.applied_seq(), v1.seq, "not applied here yet");
+    let e = engine
+        .apply_acknowledged()
+        .await
+        .expect_err("reads still fail");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    store.set_faults(Faults::none());
+    // Use up the failing reads; then the node catches up.
+    let mut tries = 0;
+    while engine.apply_acknowledged().await.is_err() {
+        tries += 1;
+        assert!(tries < 200, "never caught up");
+    }
+    assert_eq!(engine.applied_seq(), v2.seq);
+    let txs = vec![
+        Tx {
+            uid: 10,
+            node: 0,
+            rows: vec![Row::Put {
+                id: 1,
+                vf: None,
+                vt: None,
+                v: 10,
+            }],
+            read_at: None,
+            outcome: Outcome::Acked(v1.system_time),
+        },
+        Tx {
+            uid: 11,
+            node: 0,
+            rows: vec![Row::Put {
+                id: 1,
+                vf: None,
+                vt: None,
+                v: 11,
+            }],
+            read_at: None,
+            outcome: Outcome::Acked(v2.system_time),
+        },
+    ];
+    let r = check(&engine, &txs, "after catching up").await;
+    assert!(r.mismatches.is_empty(), "{:?}", r.mismatches);
+    assert_eq!(log_records(&store).await.len(), 2);
+}
