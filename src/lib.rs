@@ -31,6 +31,11 @@ pub use strata_storage::{CompactionConfig, Coordinate, GcConfig, StoreLocation, 
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How often a follower ([`Db::follow`]) looks for a manifest another node
+/// published (a flush or a compaction) and adopts it: well inside the
+/// collection grace period.
+pub const MANIFEST_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The message of a caught panic (`panic!("…")` payloads are `&str` or `String`).
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -114,6 +119,61 @@ impl Db {
     /// Pick up transactions other nodes committed to the shared log.
     pub async fn catch_up(&self) -> Result<u64> {
         Ok(self.inner.engine().catch_up().await?)
+    }
+
+    /// Follow the shared store in a background task (on the current tokio
+    /// runtime), as `strata serve` does: every `every`, apply what other
+    /// processes and nodes committed (one GET when there is nothing new);
+    /// every [`MANIFEST_CHECK`], adopt a manifest another node published
+    /// (one more GET); every minute, log the requests sent to the store.
+    /// Failures are logged once and retried. Abort the handle to stop.
+    pub fn follow(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let db = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            let engine = db.inner.engine().clone();
+            let mut last_manifest_check = std::time::Instant::now();
+            let mut last_report = std::time::Instant::now();
+            let mut reported = engine.storage().request_counts();
+            loop {
+                tick.tick().await;
+                let mut r = engine.catch_up().await.map(|_| ());
+                if r.is_ok() && last_manifest_check.elapsed() >= MANIFEST_CHECK {
+                    last_manifest_check = std::time::Instant::now();
+                    r = engine.adopt_newer_manifest().await.map(|_| ());
+                }
+                match r {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!("following the shared store works again");
+                        }
+                        failing = false;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!("following the shared store failed (will retry): {e}");
+                        }
+                        failing = true;
+                    }
+                }
+                if last_report.elapsed() >= std::time::Duration::from_secs(60) {
+                    last_report = std::time::Instant::now();
+                    let now = engine.storage().request_counts();
+                    let delta: Vec<String> = now
+                        .iter()
+                        .zip(reported.iter())
+                        .map(|((k, n), (_, before))| format!("{k} {}", n - before))
+                        .collect();
+                    tracing::info!(
+                        "object store requests in the last minute: {}",
+                        delta.join(", ")
+                    );
+                    reported = now;
+                }
+            }
+        })
     }
 
     #[doc(hidden)]

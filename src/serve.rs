@@ -32,9 +32,7 @@ pub const DEFAULT_PG_PORT: u16 = 5432;
 pub const DEFAULT_FLUSH_ROWS: usize = 1_000_000;
 pub const DEFAULT_CATCH_UP_MS: u64 = 100;
 pub const DEFAULT_FLIGHT_PORT: u16 = 9833;
-/// How often a node looks for a manifest another node published (a flush
-/// or a compaction) and adopts it: well inside the collection grace period.
-pub const MANIFEST_CHECK: Duration = Duration::from_secs(2);
+pub use crate::MANIFEST_CHECK;
 
 /// What a node does on a shared store (`--role`).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -438,7 +436,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
             credentials_hint(&e.to_string())
         )
     })?;
-    let follower = spawn_follower(db.clone(), r.catch_up);
+    let follower = db.follow(r.catch_up);
     if r.role == Role::Compactor {
         println!(
             "Strata {} compacting (--role compactor)",
@@ -516,62 +514,6 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     println!("Strata stopped");
     let _ = std::io::stdout().flush();
     served.map_err(|e| e.to_string())
-}
-
-/// Follow the shared store: every `every`, apply other nodes' commits (one
-/// GET when there are none); every [`MANIFEST_CHECK`], adopt a manifest
-/// another node published (one more GET); every minute, log the requests
-/// sent to the store since the last report.
-fn spawn_follower(db: Db, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        let engine = db.database().engine().clone();
-        let mut last_manifest_check = std::time::Instant::now();
-        let mut last_report = std::time::Instant::now();
-        let mut reported = engine.storage().request_counts();
-        loop {
-            tick.tick().await;
-            let mut r = db.catch_up().await.map(|_| ());
-            if r.is_ok() && last_manifest_check.elapsed() >= MANIFEST_CHECK {
-                last_manifest_check = std::time::Instant::now();
-                r = engine
-                    .adopt_newer_manifest()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.into());
-            }
-            match r {
-                Ok(()) => {
-                    if failing {
-                        tracing::info!("following the shared store works again");
-                    }
-                    failing = false;
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!("following the shared store failed (will retry): {e}");
-                    }
-                    failing = true;
-                }
-            }
-            if last_report.elapsed() >= Duration::from_secs(60) {
-                last_report = std::time::Instant::now();
-                let now = engine.storage().request_counts();
-                let delta: Vec<String> = now
-                    .iter()
-                    .zip(reported.iter())
-                    .map(|((k, n), (_, before))| format!("{k} {}", n - before))
-                    .collect();
-                tracing::info!(
-                    "object store requests in the last minute: {}",
-                    delta.join(", ")
-                );
-                reported = now;
-            }
-        }
-    })
 }
 
 #[cfg(test)]

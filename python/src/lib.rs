@@ -178,24 +178,6 @@ impl Drop for Opened {
     }
 }
 
-/// Follow the store: pick up what other processes (a `strata serve` on the
-/// same directory, other nodes on the bucket) committed, as the server does.
-fn spawn_follower(db: strata::Db) -> tokio::task::JoinHandle<()> {
-    RUNTIME.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut n = 0u64;
-        loop {
-            tick.tick().await;
-            let _ = db.catch_up().await;
-            n += 1;
-            if n % 20 == 0 {
-                let _ = db.database().engine().adopt_newer_manifest().await;
-            }
-        }
-    })
-}
-
 /// An open database (shared by the connections to one location).
 #[pyclass(frozen, module = "strata._strata")]
 struct Database {
@@ -266,8 +248,10 @@ fn open_database(
             .map_err(db_err)
     })?;
     let follower = {
+        // Pick up what other processes (a `strata serve` on the same
+        // directory, other nodes on the bucket) commit, as the server does.
         let _guard = RUNTIME.enter();
-        spawn_follower(db.clone())
+        db.follow(Duration::from_millis(100))
     };
     let inner = Arc::new(Opened {
         db,
