@@ -683,39 +683,72 @@ impl TableState {
                 self.live.rects[ri as usize].row,
             )
         });
-        let mut outv = Vec::new();
-        let mut start = 0;
-        while start < picked.len() {
-            let src = self.live.rects[picked[start] as usize].src;
-            let mut end = start;
-            while end < picked.len() && self.live.rects[picked[end] as usize].src == src {
-                end += 1;
+        // One output batch per `LIVE_SLICE_ROWS` picked rectangles, however
+        // many sources (commits) they come from: a live index written by
+        // many small transactions is read as a few large batches, not one
+        // tiny batch per commit (whose per-batch costs dominated).
+        let mut adapted: HashMap<u32, Vec<ArrayRef>> = HashMap::new();
+        let mut outv = Vec::with_capacity(picked.len().div_ceil(LIVE_SLICE_ROWS));
+        for chunk in picked.chunks(LIVE_SLICE_ROWS) {
+            let rect = |ri: u32| &self.live.rects[ri as usize];
+            // The chunk's sources in order (`picked` is sorted by source).
+            let mut srcs: Vec<u32> = Vec::new();
+            let mut idx: Vec<(usize, usize)> = Vec::with_capacity(chunk.len());
+            for &ri in chunk {
+                let r = rect(ri);
+                if srcs.last() != Some(&r.src) {
+                    srcs.push(r.src);
+                }
+                idx.push((srcs.len() - 1, r.row as usize));
             }
-            let group = &picked[start..end];
-            let rows = UInt32Array::from(
-                group
-                    .iter()
-                    .map(|&ri| self.live.rects[ri as usize].row)
-                    .collect::<Vec<_>>(),
-            );
-            let source = &self.live.sources[src as usize];
-            let cols = source
-                .columns()
-                .iter()
-                .map(|c| take(c.as_ref(), &rows, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let user = RecordBatch::try_new(source.schema(), cols)?;
-            let g = |f: fn(&Rect) -> i64| {
-                group
-                    .iter()
-                    .map(|&ri| f(&self.live.rects[ri as usize]))
-                    .collect::<Vec<_>>()
-            };
-            let (vf, vt, sf, st) = (g(|r| r.vf), g(|r| r.vt), g(|r| r.sf), g(|r| r.st));
-            outv.push(to_output(&self.schema, out, &user, [&vf, &vt, &sf, &st])?);
-            start = end;
+            for &src in &srcs {
+                if let std::collections::hash_map::Entry::Vacant(e) = adapted.entry(src) {
+                    e.insert(self.source_columns(&self.live.sources[src as usize])?);
+                }
+            }
+            let mut cols: Vec<ArrayRef> = Vec::with_capacity(out.fields().len());
+            if let [src] = srcs[..] {
+                let source = &adapted[&src];
+                let first = idx[0].1;
+                let contiguous = idx.iter().enumerate().all(|(k, &(_, r))| r == first + k);
+                let rows = (!contiguous)
+                    .then(|| UInt32Array::from_iter_values(idx.iter().map(|&(_, r)| r as u32)));
+                for c in source {
+                    cols.push(match &rows {
+                        None => c.slice(first, idx.len()),
+                        Some(rows) => take(c.as_ref(), rows, None)?,
+                    });
+                }
+            } else {
+                for c in 0..self.schema.columns.len() {
+                    let arrays: Vec<&dyn arrow::array::Array> =
+                        srcs.iter().map(|s| adapted[s][c].as_ref()).collect();
+                    cols.push(interleave(&arrays, &idx)?);
+                }
+            }
+            let g = |f: fn(&Rect) -> i64| chunk.iter().map(|&ri| f(rect(ri))).collect::<Vec<_>>();
+            for v in [g(|r| r.vf), g(|r| r.vt), g(|r| r.sf), g(|r| r.st)] {
+                cols.push(ts_nullable(&v));
+            }
+            let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+            outv.push(RecordBatch::try_new_with_options(out.clone(), cols, &opts)?);
         }
         Ok(outv)
+    }
+
+    /// A live source's columns in the table's current column order and
+    /// types (a source written before a column was added or widened has
+    /// NULLs or converted values there).
+    fn source_columns(&self, source: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let n = source.num_rows();
+        self.schema
+            .columns
+            .iter()
+            .map(|f| match source.column_by_name(f.name()) {
+                Some(c) => adapt_array(c, f.data_type()),
+                None => Ok(new_null_array(f.data_type(), n)),
+            })
+            .collect()
     }
 
     /// Encode the live rectangles that survive as a level-0 segment file,
