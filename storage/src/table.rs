@@ -3,7 +3,10 @@
 //! event here is where the bitemporal decomposition happens.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
+
+use smallvec::{smallvec, SmallVec};
 
 use arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array,
@@ -157,10 +160,29 @@ pub struct SegmentEntry {
 pub struct LiveIndex {
     pub sources: Vec<RecordBatch>,
     pub rects: Vec<Rect>,
-    by_iid: HashMap<u64, Vec<u32>>,
+    by_iid: HashMap<u64, SmallVec<[u32; 2]>, BuildHasherDefault<IidHasher>>,
     pub alive: usize,
     /// Estimated memory held by the sources and rectangles.
     pub bytes: usize,
+}
+
+/// Hashes an entity hash (`_iid`) to itself: it is already a good 64-bit
+/// hash, and SipHash over it cost a visible share of a bulk load.
+#[derive(Default)]
+pub struct IidHasher(u64);
+
+impl std::hash::Hasher for IidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
 }
 
 impl LiveIndex {
@@ -279,7 +301,7 @@ impl TableState {
         match self.live.by_iid.entry(r.iid) {
             std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().push(i),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(vec![i]);
+                e.insert(smallvec![i]);
                 cost += LIVE_ENTITY_BYTES;
             }
         }
@@ -687,7 +709,7 @@ impl TableState {
         // many sources (commits) they come from: a live index written by
         // many small transactions is read as a few large batches, not one
         // tiny batch per commit (whose per-batch costs dominated).
-        let mut adapted: HashMap<u32, Vec<ArrayRef>> = HashMap::new();
+        let mut memo = None;
         let mut outv = Vec::with_capacity(picked.len().div_ceil(LIVE_SLICE_ROWS));
         for chunk in picked.chunks(LIVE_SLICE_ROWS) {
             let rect = |ri: u32| &self.live.rects[ri as usize];
@@ -701,14 +723,12 @@ impl TableState {
                 }
                 idx.push((srcs.len() - 1, r.row as usize));
             }
-            for &src in &srcs {
-                if let std::collections::hash_map::Entry::Vacant(e) = adapted.entry(src) {
-                    e.insert(self.source_columns(&self.live.sources[src as usize])?);
-                }
-            }
+            let adapted: Vec<Vec<ArrayRef>> = srcs
+                .iter()
+                .map(|&src| self.source_columns(&self.live.sources[src as usize], &mut memo))
+                .collect::<Result<_>>()?;
             let mut cols: Vec<ArrayRef> = Vec::with_capacity(out.fields().len());
-            if let [src] = srcs[..] {
-                let source = &adapted[&src];
+            if let [source] = &adapted[..] {
                 let first = idx[0].1;
                 let contiguous = idx.iter().enumerate().all(|(k, &(_, r))| r == first + k);
                 let rows = (!contiguous)
@@ -722,7 +742,7 @@ impl TableState {
             } else {
                 for c in 0..self.schema.columns.len() {
                     let arrays: Vec<&dyn arrow::array::Array> =
-                        srcs.iter().map(|s| adapted[s][c].as_ref()).collect();
+                        adapted.iter().map(|a| a[c].as_ref()).collect();
                     cols.push(interleave(&arrays, &idx)?);
                 }
             }
@@ -738,14 +758,39 @@ impl TableState {
 
     /// A live source's columns in the table's current column order and
     /// types (a source written before a column was added or widened has
-    /// NULLs or converted values there).
-    fn source_columns(&self, source: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    /// NULLs or converted values there). `memo` keeps the column mapping of
+    /// the last schema seen: consecutive commits nearly always share one,
+    /// and looking every column up by name for each of thousands of small
+    /// sources cost more than reading them.
+    fn source_columns(
+        &self,
+        source: &RecordBatch,
+        memo: &mut Option<(SchemaRef, Vec<Option<usize>>, bool)>,
+    ) -> Result<Vec<ArrayRef>> {
+        let schema = source.schema();
+        let same = memo
+            .as_ref()
+            .is_some_and(|(s, _, _)| Arc::ptr_eq(s, &schema) || **s == *schema);
+        if !same {
+            let map: Vec<Option<usize>> = self
+                .schema
+                .columns
+                .iter()
+                .map(|f| schema.index_of(f.name()).ok())
+                .collect();
+            let exact = map
+                .iter()
+                .zip(&self.schema.columns)
+                .all(|(i, f)| i.is_none_or(|i| schema.field(i).data_type() == f.data_type()));
+            *memo = Some((schema.clone(), map, exact));
+        }
+        let (_, map, exact) = memo.as_ref().expect("set above");
         let n = source.num_rows();
-        self.schema
-            .columns
-            .iter()
-            .map(|f| match source.column_by_name(f.name()) {
-                Some(c) => adapt_array(c, f.data_type()),
+        map.iter()
+            .zip(&self.schema.columns)
+            .map(|(i, f)| match i {
+                Some(i) if *exact => Ok(source.column(*i).clone()),
+                Some(i) => adapt_array(source.column(*i), f.data_type()),
                 None => Ok(new_null_array(f.data_type(), n)),
             })
             .collect()
@@ -763,12 +808,23 @@ impl TableState {
         path: &str,
         bloom_path: &str,
     ) -> Result<Option<(W, crate::segment::SegmentMeta, crate::segment::Bloom)>> {
-        let mut alive: Vec<&Rect> = self.live.rects.iter().filter(|r| !r.dead).collect();
+        let alive: Vec<&Rect> = self.live.rects.iter().filter(|r| !r.dead).collect();
         if alive.is_empty() {
             return Ok(None);
         }
         let out = out()?;
-        alive.sort_by_key(|r| (r.iid, r.sf, r.vf));
+        // Sorted on packed keys, not through the references: comparing
+        // (`_iid`, `_system_from`, `_valid_from`, position) in one array is
+        // cache-friendly, and the position keeps equal keys in index order
+        // (what a stable sort gave).
+        let mut keys: Vec<(u64, Micros, Micros, u32)> = alive
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (r.iid, r.sf, r.vf, k as u32))
+            .collect();
+        keys.sort_unstable();
+        let alive: Vec<&Rect> = keys.iter().map(|k| alive[k.3 as usize]).collect();
+        drop(keys);
         // Per source and column: the source's array, adapted to the table's
         // type (a copy only if its type differs), made on first use.
         let ncols = self.schema.columns.len();
