@@ -580,6 +580,22 @@ fn one_put(id: i64, v: i64) -> TxRequest {
     }
 }
 
+/// The model of [`one_put`]`(id, v)` (transaction `uid` of node 0) and its outcome.
+fn one_put_tx(uid: i64, id: i64, v: i64, outcome: Outcome) -> Tx {
+    Tx {
+        uid,
+        node: 0,
+        rows: vec![Row::Put {
+            id,
+            vf: None,
+            vt: None,
+            v,
+        }],
+        read_at: None,
+        outcome,
+    }
+}
+
 async fn single_node(store: &Arc<FaultyStore>) -> Arc<Engine> {
     open_node(store, Arc::new(TestClock::new(100, 1)), 1_000_000)
         .await
@@ -604,30 +620,8 @@ async fn a_dropped_log_response_is_acknowledged_once() {
     assert_eq!(log[0].txs[0].system_time, info.system_time);
     let fresh = single_node(&store).await;
     let txs = vec![
-        Tx {
-            uid: 10,
-            node: 0,
-            rows: vec![Row::Put {
-                id: 1,
-                vf: None,
-                vt: None,
-                v: 10,
-            }],
-            read_at: None,
-            outcome: Outcome::Acked(info.system_time),
-        },
-        Tx {
-            uid: 20,
-            node: 0,
-            rows: vec![Row::Put {
-                id: 2,
-                vf: None,
-                vt: None,
-                v: 20,
-            }],
-            read_at: None,
-            outcome: Outcome::Acked(info2.system_time),
-        },
+        one_put_tx(10, 1, 10, Outcome::Acked(info.system_time)),
+        one_put_tx(20, 2, 20, Outcome::Acked(info2.system_time)),
     ];
     for e in [&engine, &fresh] {
         let r = check(e, &txs, "after a dropped response").await;
@@ -709,30 +703,8 @@ async fn unknown_and_known_failures() {
     engine.catch_up().await.unwrap();
     let fresh = single_node(&store).await;
     let txs = vec![
-        Tx {
-            uid: 10,
-            node: 0,
-            rows: vec![Row::Put {
-                id: 1,
-                vf: None,
-                vt: None,
-                v: 10,
-            }],
-            read_at: None,
-            outcome: Outcome::Unknown(String::new()),
-        },
-        Tx {
-            uid: 20,
-            node: 0,
-            rows: vec![Row::Put {
-                id: 2,
-                vf: None,
-                vt: None,
-                v: 20,
-            }],
-            read_at: None,
-            outcome: Outcome::Failed(String::new()),
-        },
+        one_put_tx(10, 1, 10, Outcome::Unknown(String::new())),
+        one_put_tx(20, 2, 20, Outcome::Failed(String::new())),
     ];
     for e in [&engine, &fresh] {
         let r = check(e, &txs, "after an unknown outcome").await;
@@ -775,30 +747,8 @@ async fn a_durable_commit_that_cannot_be_applied_yet_is_acknowledged() {
     }
     assert_eq!(engine.applied_seq(), v2.seq);
     let txs = vec![
-        Tx {
-            uid: 10,
-            node: 0,
-            rows: vec![Row::Put {
-                id: 1,
-                vf: None,
-                vt: None,
-                v: 10,
-            }],
-            read_at: None,
-            outcome: Outcome::Acked(v1.system_time),
-        },
-        Tx {
-            uid: 11,
-            node: 0,
-            rows: vec![Row::Put {
-                id: 1,
-                vf: None,
-                vt: None,
-                v: 11,
-            }],
-            read_at: None,
-            outcome: Outcome::Acked(v2.system_time),
-        },
+        one_put_tx(10, 1, 10, Outcome::Acked(v1.system_time)),
+        one_put_tx(11, 1, 11, Outcome::Acked(v2.system_time)),
     ];
     let r = check(&engine, &txs, "after catching up").await;
     assert!(r.mismatches.is_empty(), "{:?}", r.mismatches);
