@@ -16,7 +16,9 @@ The TPC-H Arrow files come from the harness's cache (benches/harness/tpch.py).
 """
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +32,7 @@ sys.path.insert(0, HERE)
 
 def build_release(site):
     wheels = tempfile.mkdtemp(prefix="strata-wheel-")
+    atexit.register(shutil.rmtree, wheels, True)
     env = dict(os.environ)
     env.setdefault("CARGO_TARGET_DIR", os.path.join(os.path.expanduser("~"), ".cache", "strata-target"))
     subprocess.run(
@@ -89,6 +92,8 @@ def main():
             arrow[t] = ipc.open_file(f).read_all()
 
     work = tempfile.mkdtemp(prefix="strata-pybench-")
+    # Both databases (several GB at SF 1) go when the process ends, however it ends.
+    atexit.register(shutil.rmtree, work, True)
     results = []
 
     # --- load from Arrow -------------------------------------------------------
