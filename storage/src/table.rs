@@ -825,11 +825,10 @@ impl TableState {
         keys.sort_unstable();
         let alive: Vec<&Rect> = keys.iter().map(|k| alive[k.3 as usize]).collect();
         drop(keys);
-        // Per source and column: the source's array, adapted to the table's
-        // type (a copy only if its type differs), made on first use.
-        let ncols = self.schema.columns.len();
-        let mut adapted: Vec<Vec<Option<ArrayRef>>> =
-            vec![vec![None; ncols]; self.live.sources.len()];
+        // Per source: its columns in the table's order and types (a copy
+        // only if a type differs), made on first use.
+        let mut adapted: Vec<Option<Vec<ArrayRef>>> = vec![None; self.live.sources.len()];
+        let mut memo = None;
         let schema = segment_schema(&self.schema.columns);
         let mut enc = crate::segment::SegmentEncoder::to(out, schema.clone())?;
         for chunk in alive.chunks(crate::segment::BATCH_ROWS) {
@@ -853,20 +852,17 @@ impl TableState {
                 ts_array(chunk.iter().map(|r| r.sf).collect()),
                 ts_array(chunk.iter().map(|r| r.st).collect()),
             ];
-            for (ci, f) in self.schema.columns.iter().enumerate() {
-                let mut arrays: Vec<ArrayRef> = Vec::with_capacity(used.len());
-                for &src in &used {
-                    let cell = &mut adapted[src as usize][ci];
-                    if cell.is_none() {
-                        let source = &self.live.sources[src as usize];
-                        *cell = Some(match source.column_by_name(f.name()) {
-                            Some(c) => adapt_array(c, f.data_type())?,
-                            None => new_null_array(f.data_type(), source.num_rows()),
-                        });
-                    }
-                    arrays.push(cell.clone().expect("just set"));
+            for &src in &used {
+                let cell = &mut adapted[src as usize];
+                if cell.is_none() {
+                    *cell = Some(self.source_columns(&self.live.sources[src as usize], &mut memo)?);
                 }
-                let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            }
+            for ci in 0..self.schema.columns.len() {
+                let refs: Vec<&dyn Array> = used
+                    .iter()
+                    .map(|&src| adapted[src as usize].as_ref().expect("made above")[ci].as_ref())
+                    .collect();
                 cols.push(interleave(&refs, &idx)?);
             }
             cols.push(ts_array(chunk.iter().map(|r| r.vw).collect()));
