@@ -317,10 +317,10 @@ impl crate::session::Session {
             None => (lookup.table.clone(), times.default),
         };
         let engine = &self.db.engine;
-        let Some(ts) = engine.table_schema(&table) else {
+        let Some(stored) = engine.table_output_schema(&table) else {
             return Ok(None);
         };
-        let full = crate::provider::planner_schema(&ts);
+        let full = crate::provider::planner_schema_of(stored);
         let Ok(id_field) = full.field_with_name(ID) else {
             return Ok(None);
         };

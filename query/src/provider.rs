@@ -137,8 +137,14 @@ impl SchemaProvider for StrataSchema {
 /// nanoseconds, DataFusion's unit for TIME literals — it cannot compare the
 /// two units. Scans cast (`ScanPartition`); writes store microseconds again.
 pub fn planner_schema(ts: &TableSchema) -> SchemaRef {
+    planner_schema_of(strata_storage::table::output_schema(ts))
+}
+
+/// [`planner_schema`] from the table's storage output schema (as
+/// `Engine::table_output_schema` shares it): the same `Arc` back when no
+/// column needs another type.
+pub fn planner_schema_of(stored: SchemaRef) -> SchemaRef {
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    let stored = strata_storage::table::output_schema(ts);
     if !stored
         .fields()
         .iter()

@@ -27,8 +27,8 @@ use crate::schema::{
 use crate::segment::{self, Segment, SegmentFile};
 use crate::store::{CreateOutcome, FaultHook, Storage, StoreLocation};
 use crate::table::{
-    batch_may_match, output_schema, scan_batch, valid_columns, DeletionVector, PieceSel, SegFiles,
-    SegmentEntry, TableState,
+    batch_may_match, scan_batch, valid_columns, DeletionVector, PieceSel, SegFiles, SegmentEntry,
+    TableState,
 };
 use crate::temporal::Coordinate;
 use crate::time::{fmt_micros, Clock, Micros, SystemClock, OPEN};
@@ -265,7 +265,7 @@ impl ScanMetrics {
 #[derive(Debug, Clone)]
 pub struct TableScan {
     pub schema: SchemaRef,
-    pub table_schema: TableSchema,
+    pub table_schema: Arc<TableSchema>,
     pub coord: Coordinate,
     pub ids: Option<Arc<Vec<(u64, EntityId)>>>,
     pub live: Vec<RecordBatch>,
@@ -473,9 +473,9 @@ impl Engine {
         let mut tables = BTreeMap::new();
         for (name, tm) in &m.tables {
             let mut t = TableState::new(name);
-            t.schema = TableSchema {
+            t.set_schema(TableSchema {
                 columns: tm.columns.clone(),
-            };
+            });
             for se in &tm.segments {
                 let rows = se.meta.rows as usize;
                 let deleted = match &se.deleted_path {
@@ -1622,6 +1622,12 @@ impl Engine {
             .map(|t| t.schema.clone())
     }
 
+    /// A table's scan output schema (its columns, then the four temporal
+    /// ones), shared: no copy of the columns.
+    pub fn table_output_schema(&self, table: &str) -> Option<SchemaRef> {
+        self.state.read().tables.get(table).map(|t| t.schemas().1)
+    }
+
     /// Every segment of every table, for the `strata_segments` system table.
     pub fn segments_info(&self) -> Vec<SegmentInfo> {
         let s = self.state.read();
@@ -1778,7 +1784,7 @@ impl Engine {
         ids: Option<Vec<EntityId>>,
         sel: PieceSel,
     ) -> Result<TableScan> {
-        let schema = output_schema(&t.schema);
+        let (table_schema, schema) = t.schemas();
         // Sorted by hash and without repeats: `id_rows` walks them in step
         // with a batch's sorted hashes, and `_id IN (1, 1)` is one row.
         let ids: Option<Arc<Vec<(u64, EntityId)>>> = ids.map(|v| {
@@ -1819,7 +1825,7 @@ impl Engine {
         );
         Ok(TableScan {
             schema,
-            table_schema: t.schema.clone(),
+            table_schema,
             coord,
             ids,
             live,

@@ -350,6 +350,9 @@ pub struct SegmentFile {
     /// again on every lookup was ~95% of the work (1.3 ms per `SELECT *`
     /// of a TPC-H order, SF 1).
     validated: Vec<Vec<AtomicBool>>,
+    /// Per batch, every column decoded once for point lookups
+    /// ([`SegmentFile::decoded`]).
+    decoded: Vec<std::sync::OnceLock<RecordBatch>>,
 }
 
 impl SegmentFile {
@@ -409,6 +412,7 @@ impl SegmentFile {
             stats: vec![],
             view: None,
             validated: vec![],
+            decoded: vec![],
         };
         if f.schema.fields().len() < SYSTEM_COLUMNS + 1
             || f.schema.field(0).name() != IID
@@ -475,6 +479,9 @@ impl SegmentFile {
         let columns = f.schema.fields().len();
         f.validated = (0..f.blocks.len())
             .map(|_| (0..columns).map(|_| AtomicBool::new(false)).collect())
+            .collect();
+        f.decoded = (0..f.blocks.len())
+            .map(|_| std::sync::OnceLock::new())
             .collect();
         Ok(f)
     }
@@ -557,6 +564,20 @@ impl SegmentFile {
     pub fn batch_bytes(&self, i: usize) -> usize {
         let b = &self.blocks[i];
         b.metaDataLength() as usize + b.bodyLength() as usize
+    }
+
+    /// Batch `i` with every column, decoded on first use and kept while the
+    /// file is open. For point lookups, which take a few rows of a batch:
+    /// parsing the batch's IPC message and building its arrays again on
+    /// every lookup cost more than finding the rows. The arrays are views of
+    /// the file's bytes (no copy), so keeping them costs a few hundred bytes
+    /// per column; the first use validates the whole batch once.
+    pub fn decoded(&self, i: usize) -> Result<RecordBatch> {
+        if let Some(b) = self.decoded[i].get() {
+            return Ok(b.clone());
+        }
+        let b = self.decode(i, None)?;
+        Ok(self.decoded[i].get_or_init(|| b).clone())
     }
 
     /// Decode batch `i`, only the given file columns (all if `None`).
@@ -1124,6 +1145,26 @@ mod tests {
             f.stats[2].columns[0].min,
             Some(serde_json::json!(BATCH_ROWS * 2))
         );
+    }
+
+    #[test]
+    fn a_batch_decoded_for_lookups_is_kept_and_views_the_file() {
+        let batch = sample(BATCH_ROWS + 10);
+        let (bytes, _, _) = encode("p", "b", Tier::L0, 0, &batch, &[]).unwrap();
+        let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+        let f = SegmentFile::open("p", bytes.clone()).unwrap();
+        let a = f.decoded(1).unwrap();
+        let b = f.decoded(1).unwrap();
+        assert_eq!(a, f.decode(1, None).unwrap());
+        assert_eq!(a.num_columns(), batch.num_columns());
+        for c in 0..a.num_columns() {
+            // The same arrays the second time: not decoded again.
+            assert!(Arc::ptr_eq(a.column(c), b.column(c)), "column {c} decoded twice");
+        }
+        // No copy of the values: the kept arrays point into the file's bytes.
+        let values = a.column(5).to_data().buffers()[0].as_ptr() as usize;
+        assert!(range.contains(&values), "the kept `_id` values are a copy");
+        assert_eq!(a.num_rows(), 10);
     }
 
     #[test]

@@ -197,9 +197,15 @@ impl LiveIndex {
 #[derive(Debug, Clone)]
 pub struct TableState {
     pub name: String,
+    /// The table's columns; change it only through [`TableState::set_schema`]
+    /// (which drops the shared copies below).
     pub schema: TableSchema,
     pub segments: Vec<SegmentEntry>,
     pub live: LiveIndex,
+    /// `schema` and its [`output_schema`], shared by every scan until the
+    /// schema changes: a point lookup used to rebuild both (every field,
+    /// name and metadata map copied) twice per statement.
+    shared: std::sync::OnceLock<(Arc<TableSchema>, SchemaRef)>,
 }
 
 /// A rectangle piece whose values are a segment row not copied yet: its
@@ -249,10 +255,27 @@ fn to_output(
     user: &RecordBatch,
     t: [&[i64]; 4],
 ) -> Result<RecordBatch> {
-    let n = user.num_rows();
+    to_output_from(
+        schema,
+        out,
+        user.num_rows(),
+        |name| user.column_by_name(name),
+        t,
+    )
+}
+
+/// [`to_output`] with the table columns found by name through `column`
+/// (`None`: NULL), all of `n` rows.
+fn to_output_from<'a>(
+    schema: &TableSchema,
+    out: &SchemaRef,
+    n: usize,
+    column: impl Fn(&str) -> Option<&'a ArrayRef>,
+    t: [&[i64]; 4],
+) -> Result<RecordBatch> {
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(out.fields().len());
     for f in &schema.columns {
-        cols.push(match user.column_by_name(f.name()) {
+        cols.push(match column(f.name()) {
             Some(c) => adapt_array(c, f.data_type())?,
             None => new_null_array(f.data_type(), n),
         });
@@ -275,7 +298,30 @@ impl TableState {
             schema: TableSchema::default(),
             segments: Vec::new(),
             live: LiveIndex::default(),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Replace the table's columns.
+    pub fn set_schema(&mut self, schema: TableSchema) {
+        if schema != self.schema {
+            self.schema = schema;
+            self.shared = std::sync::OnceLock::new();
+        }
+    }
+
+    /// The table's columns and the scan output schema (its columns plus the
+    /// four temporal ones), shared.
+    pub fn schemas(&self) -> (Arc<TableSchema>, SchemaRef) {
+        let (t, o) = self
+            .shared
+            .get_or_init(|| (Arc::new(self.schema.clone()), output_schema(&self.schema)));
+        debug_assert!(
+            **t == self.schema,
+            "TableState::schema of `{}` changed without set_schema",
+            self.name
+        );
+        (t.clone(), o.clone())
     }
 
     /// Segments that applying an event for these entity hashes reads: those
@@ -535,7 +581,8 @@ impl TableState {
                     .iter()
                     .map(|f| f.as_ref().clone())
                     .collect();
-                self.schema = self.schema.merged(&self.name, &fields)?;
+                let merged = self.schema.merged(&self.name, &fields)?;
+                self.set_schema(merged);
                 Ok(())
             }
         };
@@ -568,7 +615,8 @@ impl TableState {
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        self.schema = self.schema.merged(&self.name, &fields)?;
+        let merged = self.schema.merged(&self.name, &fields)?;
+        self.set_schema(merged);
         let src = self.live.push_source(user);
         let hashes = hash_column(ids.as_ref());
         for row in 0..batch.num_rows() {
@@ -1090,6 +1138,9 @@ pub fn scan_batch(
     columns: Option<&[String]>,
     sel: PieceSel,
 ) -> Result<Option<RecordBatch>> {
+    if let Some(ids) = ids {
+        return lookup_batch(schema, out, file, b, deleted, coord, ids, columns, sel);
+    }
     // Only the columns the query reads are decoded (zero-copy) and filtered.
     let fields = file.schema().fields();
     let user_end = file.user_end();
@@ -1132,39 +1183,17 @@ pub fn scan_batch(
                 vonly.is_some_and(|o| o.value(r)),
             )
     };
-    // Which rows: for a lookup by id, the few rows of those entities (found by
-    // binary search on the sorted entity hashes) taken by index; otherwise a
-    // mask over the batch.
-    enum Pick {
-        Rows(Vec<u32>),
-        Mask(Vec<bool>),
+    // Which rows: a mask over the batch.
+    let mask: Vec<bool> = (0..n).map(visible).collect();
+    if !mask.iter().any(|&m| m) {
+        return Ok(None);
     }
-    let pick = match ids {
-        Some(ids) => {
-            let iids = data
-                .column(0)
-                .as_primitive::<arrow::datatypes::UInt64Type>()
-                .values();
-            let rows = id_rows(iids, data.column(SYSTEM_COLUMNS).as_ref(), ids, visible);
-            if rows.is_empty() {
-                return Ok(None);
-            }
-            Pick::Rows(rows)
-        }
-        None => {
-            let mask: Vec<bool> = (0..n).map(visible).collect();
-            if !mask.iter().any(|&m| m) {
-                return Ok(None);
-            }
-            Pick::Mask(mask)
-        }
-    };
-    let filtered = match pick {
-        Pick::Rows(rows) => arrow::compute::take_record_batch(&data, &UInt32Array::from(rows))?,
+    let filtered = if mask.iter().all(|&m| m) {
         // Every row visible (a batch of current rows read at the present,
         // the common case): no copy.
-        Pick::Mask(mask) if mask.iter().all(|&m| m) => data,
-        Pick::Mask(mask) => filter_record_batch(&data, &BooleanArray::from(mask))?,
+        data
+    } else {
+        filter_record_batch(&data, &BooleanArray::from(mask))?
     };
     let ts = |i: usize| {
         filtered
@@ -1180,6 +1209,96 @@ pub fn scan_batch(
         out,
         &user,
         [&ts(1), &ts(2), &ts(3), &ts(4)],
+    )?))
+}
+
+/// [`scan_batch`] for a lookup by id: the rows of `ids` in batch `b`. The
+/// batch is decoded once per open file and kept (`SegmentFile::decoded`,
+/// zero-copy views of the file's bytes), so a lookup costs a binary search
+/// and a slice of the matching rows, not a decode of the batch's message.
+#[allow(clippy::too_many_arguments)]
+fn lookup_batch(
+    schema: &TableSchema,
+    out: &SchemaRef,
+    file: &SegmentFile,
+    b: usize,
+    deleted: &DeletionVector,
+    coord: &Coordinate,
+    ids: &IdFilter,
+    columns: Option<&[String]>,
+    sel: PieceSel,
+) -> Result<Option<RecordBatch>> {
+    let data = file.decoded(b)?;
+    let base = file.batch_offset(b);
+    let ts = |c: usize| {
+        data.column(c)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+    };
+    let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
+    let view = file.view_column();
+    let (vw, vonly) = match view {
+        Some(v) => (ts(v), Some(data.column(v + 1).as_boolean())),
+        None => (sf, None),
+    };
+    let piece_mask = (sel != PieceSel::All).then(|| file.piece_mask(b));
+    let visible = |r: usize| {
+        !deleted.contains(base + r)
+            && piece_mask.as_ref().is_none_or(|m| sel.keeps(m[r]))
+            && coord.shows(
+                vf[r],
+                vt[r],
+                sf[r],
+                st[r],
+                vw[r],
+                vonly.is_some_and(|o| o.value(r)),
+            )
+    };
+    let iids = data
+        .column(0)
+        .as_primitive::<arrow::datatypes::UInt64Type>()
+        .values();
+    let rows = id_rows(iids, data.column(SYSTEM_COLUMNS).as_ref(), ids, visible);
+    let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
+        return Ok(None);
+    };
+    // An entity's rows sit together (sorted by hash): usually one run,
+    // taken as a zero-copy slice.
+    let run = (last - first) as usize + 1 == rows.len();
+    let indices = (!run).then(|| UInt32Array::from(rows.clone()));
+    let pick = |a: &ArrayRef| -> Result<ArrayRef> {
+        Ok(match &indices {
+            None => a.slice(first as usize, rows.len()),
+            Some(i) => take(a.as_ref(), i, None)?,
+        })
+    };
+    let times = |c: usize| -> Vec<i64> {
+        match &indices {
+            None => ts(c)[first as usize..=last as usize].to_vec(),
+            Some(_) => rows.iter().map(|&r| ts(c)[r as usize]).collect(),
+        }
+    };
+    // The table columns the query reads, by name.
+    let fields = file.schema().fields();
+    let user_end = file.user_end();
+    let mut user: Vec<(&str, ArrayRef)> = Vec::new();
+    for (i, f) in fields
+        .iter()
+        .enumerate()
+        .take(user_end)
+        .skip(SYSTEM_COLUMNS)
+    {
+        let name = f.name().as_str();
+        if i == SYSTEM_COLUMNS || columns.is_none_or(|cols| cols.iter().any(|c| c == name)) {
+            user.push((name, pick(data.column(i))?));
+        }
+    }
+    Ok(Some(to_output_from(
+        schema,
+        out,
+        rows.len(),
+        |name| user.iter().find(|(n, _)| *n == name).map(|(_, a)| a),
+        [&times(1), &times(2), &times(3), &times(4)],
     )?))
 }
 
