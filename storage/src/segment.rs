@@ -1159,7 +1159,10 @@ mod tests {
         assert_eq!(a.num_columns(), batch.num_columns());
         for c in 0..a.num_columns() {
             // The same arrays the second time: not decoded again.
-            assert!(Arc::ptr_eq(a.column(c), b.column(c)), "column {c} decoded twice");
+            assert!(
+                Arc::ptr_eq(a.column(c), b.column(c)),
+                "column {c} decoded twice"
+            );
         }
         // No copy of the values: the kept arrays point into the file's bytes.
         let values = a.column(5).to_data().buffers()[0].as_ptr() as usize;
