@@ -1176,34 +1176,11 @@ pub fn scan_batch(
         projection.len() - 2
     });
     let data = file.decode(b, Some(&projection))?;
-    let base = file.batch_offset(b);
-    let ts = |c: usize| {
-        data.column(c)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values()
-    };
-    let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
-    let (vw, vonly) = match view {
-        Some(v) => (ts(v), Some(data.column(v + 1).as_boolean())),
-        None => (sf, None),
-    };
     let n = data.num_rows();
-    // Piece flags of the batch's rows, when the scan selects by them.
-    let piece_mask = (sel != PieceSel::All).then(|| file.piece_mask(b));
-    let visible = |r: usize| {
-        !deleted.contains(base + r)
-            && piece_mask.as_ref().is_none_or(|m| sel.keeps(m[r]))
-            && coord.shows(
-                vf[r],
-                vt[r],
-                sf[r],
-                st[r],
-                vw[r],
-                vonly.is_some_and(|o| o.value(r)),
-            )
-    };
     // Which rows: a mask over the batch.
-    let mask: Vec<bool> = (0..n).map(visible).collect();
+    let mask: Vec<bool> = (0..n)
+        .map(row_visibility(&data, view, file, b, deleted, coord, sel))
+        .collect();
     if !mask.iter().any(|&m| m) {
         return Ok(None);
     }
@@ -1231,6 +1208,48 @@ pub fn scan_batch(
     )?))
 }
 
+/// Values of timestamp column `c` of a decoded batch.
+fn timestamps(data: &RecordBatch, c: usize) -> &[i64] {
+    data.column(c)
+        .as_primitive::<TimestampMicrosecondType>()
+        .values()
+}
+
+/// Whether row `r` of segment batch `b`, decoded as `data` (the temporal
+/// columns at 1..=4, `_view_from` at `view` and `_view_only` after it),
+/// shows in a scan at `coord`: not deleted, of the pieces `sel` keeps, and
+/// inside the coordinate (see [`Coordinate::shows`]).
+fn row_visibility<'a>(
+    data: &'a RecordBatch,
+    view: Option<usize>,
+    file: &SegmentFile,
+    b: usize,
+    deleted: &'a DeletionVector,
+    coord: &'a Coordinate,
+    sel: PieceSel,
+) -> impl Fn(usize) -> bool + 'a {
+    let base = file.batch_offset(b);
+    let [vf, vt, sf, st] = [1, 2, 3, 4].map(|c| timestamps(data, c));
+    let (vw, vonly) = match view {
+        Some(v) => (timestamps(data, v), Some(data.column(v + 1).as_boolean())),
+        None => (sf, None),
+    };
+    // Piece flags of the batch's rows, when the scan selects by them.
+    let piece_mask = (sel != PieceSel::All).then(|| file.piece_mask(b));
+    move |r: usize| {
+        !deleted.contains(base + r)
+            && piece_mask.as_ref().is_none_or(|m| sel.keeps(m[r]))
+            && coord.shows(
+                vf[r],
+                vt[r],
+                sf[r],
+                st[r],
+                vw[r],
+                vonly.is_some_and(|o| o.value(r)),
+            )
+    }
+}
+
 /// [`scan_batch`] for a lookup by id: the rows of `ids` in batch `b`. The
 /// batch is decoded once per open file and kept (`SegmentFile::decoded`,
 /// zero-copy views of the file's bytes), so a lookup costs a binary search
@@ -1248,31 +1267,8 @@ fn lookup_batch(
     sel: PieceSel,
 ) -> Result<Option<RecordBatch>> {
     let data = file.decoded(b)?;
-    let base = file.batch_offset(b);
-    let ts = |c: usize| {
-        data.column(c)
-            .as_primitive::<TimestampMicrosecondType>()
-            .values()
-    };
-    let (vf, vt, sf, st) = (ts(1), ts(2), ts(3), ts(4));
-    let view = file.view_column();
-    let (vw, vonly) = match view {
-        Some(v) => (ts(v), Some(data.column(v + 1).as_boolean())),
-        None => (sf, None),
-    };
-    let piece_mask = (sel != PieceSel::All).then(|| file.piece_mask(b));
-    let visible = |r: usize| {
-        !deleted.contains(base + r)
-            && piece_mask.as_ref().is_none_or(|m| sel.keeps(m[r]))
-            && coord.shows(
-                vf[r],
-                vt[r],
-                sf[r],
-                st[r],
-                vw[r],
-                vonly.is_some_and(|o| o.value(r)),
-            )
-    };
+    let ts = |c: usize| timestamps(&data, c);
+    let visible = row_visibility(&data, file.view_column(), file, b, deleted, coord, sel);
     let iids = data
         .column(0)
         .as_primitive::<arrow::datatypes::UInt64Type>()
