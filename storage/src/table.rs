@@ -1287,12 +1287,7 @@ fn lookup_batch(
             Some(i) => take(a.as_ref(), i, None)?,
         })
     };
-    let times = |c: usize| -> Vec<i64> {
-        match &indices {
-            None => ts(c)[first as usize..=last as usize].to_vec(),
-            Some(_) => rows.iter().map(|&r| ts(c)[r as usize]).collect(),
-        }
-    };
+    let times = |c: usize| -> Vec<i64> { rows.iter().map(|&r| ts(c)[r as usize]).collect() };
     // The table columns the query reads, by name.
     let fields = file.schema().fields();
     let user_end = file.user_end();

@@ -34,30 +34,46 @@ fn put(id: i64, v: i64, w: Option<&str>) -> TxRequest {
     }
 }
 
+/// A scanned row: (`_id`, `v`, `w`, `_system_from`, `_valid_from`).
+type Row = (i64, i64, Option<String>, i64, i64);
+
+/// The rows of one scan output batch (checked against the scan's schema).
+fn rows_of(b: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Vec<Row> {
+    assert_eq!(&b.schema(), schema, "the scan's schema");
+    let id = b.column_by_name("_id").unwrap().as_primitive::<Int64Type>();
+    let v = b.column_by_name("v").unwrap().as_primitive::<Int64Type>();
+    let w = b.column_by_name("w").unwrap().as_string::<i32>();
+    let ts = |c: &str| {
+        b.column_by_name(c)
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone()
+    };
+    let (sf, vf) = (ts("_system_from"), ts("_valid_from"));
+    (0..b.num_rows())
+        .map(|r| {
+            (
+                id.value(r),
+                v.value(r),
+                w.is_valid(r).then(|| w.value(r).to_string()),
+                sf.value(r),
+                vf.value(r),
+            )
+        })
+        .collect()
+}
+
 /// (`_id`, `v`, `w`, `_system_from`) of every row the live part of a scan
 /// returns, and how many batches it came in.
 fn live_rows(engine: &Engine, coord: Coordinate) -> (usize, Vec<(i64, i64, Option<String>, i64)>) {
     let scan = engine.scan("t", coord, None).unwrap().unwrap();
     assert!(scan.segments.is_empty(), "nothing was flushed");
-    let mut rows = Vec::new();
-    for b in &scan.live {
-        assert_eq!(b.schema(), scan.schema, "the scan's schema");
-        let id = b.column_by_name("_id").unwrap().as_primitive::<Int64Type>();
-        let v = b.column_by_name("v").unwrap().as_primitive::<Int64Type>();
-        let w = b.column_by_name("w").unwrap().as_string::<i32>();
-        let sf = b
-            .column_by_name("_system_from")
-            .unwrap()
-            .as_primitive::<TimestampMicrosecondType>();
-        for r in 0..b.num_rows() {
-            rows.push((
-                id.value(r),
-                v.value(r),
-                w.is_valid(r).then(|| w.value(r).to_string()),
-                sf.value(r),
-            ));
-        }
-    }
+    let mut rows: Vec<_> = scan
+        .live
+        .iter()
+        .flat_map(|b| rows_of(b, &scan.schema))
+        .map(|(id, v, w, sf, _)| (id, v, w, sf))
+        .collect();
     rows.sort();
     (scan.live.len(), rows)
 }
@@ -113,40 +129,15 @@ async fn many_small_commits_are_read_back_as_few_batches() {
     );
 }
 
-/// (`_id`, `v`, `w`, `_system_from`, `_valid_from`) of the rows a scan's
-/// segments return (the live index must be empty), sorted.
-async fn segment_rows(
-    engine: &Engine,
-    coord: Coordinate,
-    ids: Option<Vec<i64>>,
-) -> Vec<(i64, i64, Option<String>, i64, i64)> {
+/// The rows a scan's segments return (the live index must be empty), sorted.
+async fn segment_rows(engine: &Engine, coord: Coordinate, ids: Option<Vec<i64>>) -> Vec<Row> {
     let ids = ids.map(|v| v.into_iter().map(strata_storage::EntityId::Int).collect());
     let scan = engine.scan("t", coord, ids).unwrap().unwrap();
     assert!(scan.live.is_empty(), "everything was flushed");
     let mut rows = Vec::new();
     for i in 0..scan.segments.len() {
-        let Some(b) = scan.segment(i).await.unwrap() else {
-            continue;
-        };
-        assert_eq!(b.schema(), scan.schema, "the scan's schema");
-        let id = b.column_by_name("_id").unwrap().as_primitive::<Int64Type>();
-        let v = b.column_by_name("v").unwrap().as_primitive::<Int64Type>();
-        let w = b.column_by_name("w").unwrap().as_string::<i32>();
-        let ts = |c: &str| {
-            b.column_by_name(c)
-                .unwrap()
-                .as_primitive::<TimestampMicrosecondType>()
-                .clone()
-        };
-        let (sf, vf) = (ts("_system_from"), ts("_valid_from"));
-        for r in 0..b.num_rows() {
-            rows.push((
-                id.value(r),
-                v.value(r),
-                w.is_valid(r).then(|| w.value(r).to_string()),
-                sf.value(r),
-                vf.value(r),
-            ));
+        if let Some(b) = scan.segment(i).await.unwrap() {
+            rows.extend(rows_of(&b, &scan.schema));
         }
     }
     rows.sort();
