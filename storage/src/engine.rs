@@ -188,6 +188,16 @@ pub struct Engine {
     /// Bumped by every erase: a compaction that started before one is discarded
     /// (its output could hold the erased bytes).
     pub(crate) erase_epoch: std::sync::atomic::AtomicU64,
+    /// Own erases between applying their record and finishing its purge
+    /// (the log is being rewritten): change feeds wait (crate::feed).
+    pub(crate) purging: AtomicU64,
+    /// The applied log seq, for change feeds waiting for the next record.
+    pub(crate) applied_watch: tokio::sync::watch::Sender<u64>,
+    /// Records applied recently, kept while change feeds are open so that
+    /// a feed that keeps up reads no log object (crate::feed).
+    pub(crate) recent: Mutex<std::collections::VecDeque<Arc<LogRecord>>>,
+    /// Open change feeds.
+    pub(crate) feeds: std::sync::atomic::AtomicUsize,
     /// When this node last looked for a newer manifest (see `commit_group`).
     manifest_checked: Mutex<std::time::Instant>,
     /// Set when this node's last commit saw no record by another node: the
@@ -429,6 +439,10 @@ impl Engine {
             compacting: tokio::sync::Mutex::new(()),
             wake: Arc::new(tokio::sync::Notify::new()),
             erase_epoch: AtomicU64::new(0),
+            purging: AtomicU64::new(0),
+            applied_watch: tokio::sync::watch::Sender::new(0),
+            recent: Mutex::new(Default::default()),
+            feeds: Default::default(),
             manifest_checked: Mutex::new(std::time::Instant::now()),
             sole_writer: std::sync::atomic::AtomicBool::new(false),
             acked_seq: AtomicU64::new(0),
@@ -760,13 +774,15 @@ impl Engine {
                 h.record_ops(tx.system_time, &tx.ops);
             }
         }
-        if rec
+        let erases = rec
             .txs
             .iter()
-            .any(|t| t.ops.iter().any(|o| o.kind == OpKind::Erase))
-        {
+            .any(|t| t.ops.iter().any(|o| o.kind == OpKind::Erase));
+        if erases {
             self.erase_epoch.fetch_add(1, Ordering::SeqCst);
         }
+        crate::feed::applied(self, rec, erases);
+        self.applied_watch.send_replace(rec.seq);
         Ok(())
     }
 
@@ -973,6 +989,13 @@ impl Engine {
             // Durable now. Applying reads the segment files the events touch
             // (retried; a node that cannot apply the record applies it at its
             // next catch-up: it is in the log either way).
+            let erases = rec
+                .txs
+                .iter()
+                .any(|t| t.ops.iter().any(|o| o.kind == OpKind::Erase));
+            // Change feeds must not read the log between applying an erase
+            // and the end of its purge (they would replay erased values).
+            let _purging = erases.then(|| crate::feed::Purging::start(self));
             let applied = self.apply_own_record(&rec).await;
             // ERASE removes the bytes, not only the visibility: purge now,
             // before acknowledging, so that an acknowledged erase is gone from

@@ -7,6 +7,7 @@ pub mod conflict;
 pub mod engine;
 pub mod entity;
 pub mod error;
+pub mod feed;
 pub mod gc;
 pub mod log;
 pub mod manifest;
@@ -28,6 +29,7 @@ pub use engine::{
 };
 pub use entity::EntityId;
 pub use error::{Error, ErrorKind, Result};
+pub use feed::{ChangeFeed, FeedStart};
 pub use gc::{GcConfig, GcReport};
 pub use log::{Op, OpKind};
 pub use prune::{CmpOp, ColumnPredicate, StatValue, Test};
