@@ -29,6 +29,7 @@ mod semijoin;
 pub mod session;
 mod setops;
 mod subquery_eq;
+mod subscribe;
 pub mod system_tables;
 pub mod temporal;
 mod wildcard;

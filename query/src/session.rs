@@ -688,6 +688,7 @@ impl Session {
         }
         match (&rw.kind, &stmt) {
             (StatementKind::Erase, Statement::Delete(d)) => return self.erase(d, rw, params).await,
+            (StatementKind::Subscribe(s), _) => return self.subscribe(s).await,
             (StatementKind::Checkpoint, _) => {
                 self.db
                     .engine()

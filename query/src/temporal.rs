@@ -52,6 +52,29 @@ pub enum StatementKind {
     BeginAt(Micros),
     /// `CHECKPOINT`: flush, compact and collect (parsed as `SELECT 1`).
     Checkpoint,
+    /// `SUBSCRIBE [TO] t …`: a change feed (parsed as `SELECT 1`).
+    Subscribe(Subscribe),
+}
+
+/// `SUBSCRIBE [TO] t [AFTER <position> | FROM SYSTEM_TIME <time>] [WITH SNAPSHOT]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscribe {
+    /// The table, as the catalog names it.
+    pub table: String,
+    pub start: SubscribeStart,
+    /// The table's state at the start first (rows with `_op = 'snapshot'`).
+    pub snapshot: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SubscribeStart {
+    /// From the first transaction in the log (or, WITH SNAPSHOT, from now).
+    Beginning,
+    /// The transactions after a saved `_position`.
+    After(i64),
+    /// The transactions at this system time and later (WITH SNAPSHOT: the
+    /// state as of it, then the transactions after it).
+    SystemTime(Micros),
 }
 
 fn word(t: &Token) -> Option<String> {
@@ -125,6 +148,130 @@ impl<'a> Cursor<'a> {
         let t = self.toks.get(self.pos);
         self.pos += 1;
         t
+    }
+
+    /// The rest of `SUBSCRIBE [TO] t [AFTER n | FROM SYSTEM_TIME t] [WITH SNAPSHOT]`.
+    fn subscribe(&mut self) -> Result<Subscribe> {
+        const USAGE: &str =
+            "SUBSCRIBE [TO] <table> [AFTER <position> | FROM SYSTEM_TIME <time>] [WITH SNAPSHOT]";
+        if self.peek_word().as_deref() == Some("TO") {
+            self.pos += 1;
+        }
+        // The table: the last part of a possibly qualified name.
+        let mut table: String;
+        loop {
+            match self.next() {
+                Some(Token::Word(w)) => {
+                    table = match w.quote_style {
+                        Some(_) => w.value.clone(),
+                        None => crate::ident::fold(&w.value),
+                    }
+                }
+                other => {
+                    return Err(QueryError::Syntax(format!(
+                        "SUBSCRIBE needs a table name, found {}: {USAGE}",
+                        other
+                            .map(|t| t.to_string())
+                            .unwrap_or("end of input".into())
+                    )))
+                }
+            }
+            if matches!(self.toks.get(self.pos), Some(Token::Period)) {
+                self.pos += 1;
+                continue;
+            }
+            break;
+        }
+        let mut out = Subscribe {
+            table,
+            start: SubscribeStart::Beginning,
+            snapshot: false,
+        };
+        let mut started = false;
+        loop {
+            let w = self.peek_word();
+            match w.as_deref() {
+                Some("AFTER") | Some("FROM") if started => {
+                    return Err(QueryError::Syntax(format!(
+                        "SUBSCRIBE takes one start, AFTER or FROM SYSTEM_TIME, not both: {USAGE}"
+                    )))
+                }
+                Some("AFTER") => {
+                    self.pos += 1;
+                    started = true;
+                    out.start = SubscribeStart::After(self.position()?);
+                }
+                Some("FROM") => {
+                    self.pos += 1;
+                    self.expect_word("SYSTEM_TIME")?;
+                    started = true;
+                    out.start = SubscribeStart::SystemTime(self.time()?);
+                }
+                Some("WITH") => {
+                    self.pos += 1;
+                    self.expect_word("SNAPSHOT")?;
+                    out.snapshot = true;
+                }
+                _ => {
+                    self.skip_ws();
+                    match self.toks.get(self.pos) {
+                        None | Some(Token::SemiColon) => break,
+                        Some(t) => {
+                            return Err(QueryError::Syntax(format!(
+                                "unexpected {t} in SUBSCRIBE: {USAGE}"
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        if out.snapshot && matches!(out.start, SubscribeStart::After(_)) {
+            return Err(QueryError::Syntax(
+                "SUBSCRIBE … AFTER <position> resumes a feed, which already had its snapshot: drop WITH SNAPSHOT".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A feed position: an integer literal or a parameter.
+    fn position(&mut self) -> Result<i64> {
+        let t = self.next().cloned();
+        let bad = |what: String| {
+            QueryError::Invalid(format!(
+                "SUBSCRIBE … AFTER wants a position (a _position value from the feed, a non-negative integer), found {what}"
+            ))
+        };
+        match &t {
+            Some(Token::Number(n, _)) => n
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 0)
+                .ok_or_else(|| bad(n.clone())),
+            Some(Token::Placeholder(p)) => {
+                let n: usize = p
+                    .trim_start_matches('$')
+                    .parse()
+                    .map_err(|_| bad(p.clone()))?;
+                let v = self
+                    .params
+                    .get(n.wrapping_sub(1))
+                    .ok_or_else(|| QueryError::Invalid(format!("parameter {p} has no value")))?;
+                match v {
+                    ScalarValue::Int64(Some(x)) => Some(*x),
+                    ScalarValue::Int32(Some(x)) => Some(*x as i64),
+                    ScalarValue::Int16(Some(x)) => Some(*x as i64),
+                    ScalarValue::UInt64(Some(x)) => i64::try_from(*x).ok(),
+                    ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
+                        s.trim().parse().ok()
+                    }
+                    _ => None,
+                }
+                .filter(|x| *x >= 0)
+                .ok_or_else(|| bad(format!("{v}")))
+            }
+            Some(other) => Err(bad(other.to_string())),
+            None => Err(bad("end of input".into())),
+        }
     }
 
     /// A time value: `TIMESTAMP '…'`, `DATE '…'`, `'…'`, `$n`, `NOW()`,
@@ -450,6 +597,13 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
             r.kind = StatementKind::Checkpoint;
             r.sql = "SELECT 1".into();
             r.contextual = c.contextual;
+            return Ok(r);
+        }
+        Some("SUBSCRIBE") => {
+            c.pos += 1;
+            r.kind = StatementKind::Subscribe(c.subscribe()?);
+            r.sql = "SELECT 1".into();
+            r.contextual = true;
             return Ok(r);
         }
         Some("BEGIN") | Some("START") => {

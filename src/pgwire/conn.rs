@@ -108,6 +108,8 @@ pub(super) struct ConnState {
     pub(super) tx_failed: bool,
     /// SQL-level `PREPARE`d statements.
     prepared: HashMap<String, Arc<Prepared>>,
+    /// Open SQL cursors (`DECLARE`), by name.
+    pub(super) cursors: HashMap<String, super::cursor::OpenCursor>,
     /// What every execution reads from `settings`, worked out once (None:
     /// a statement that may have changed them ran since).
     derived: Option<Derived>,
@@ -230,6 +232,7 @@ impl Conn {
                 settings,
                 tx_failed: false,
                 prepared: HashMap::new(),
+                cursors: HashMap::new(),
                 derived: None,
                 user: "strata".into(),
                 database: "strata".into(),
@@ -271,18 +274,34 @@ impl Inner {
         }
     }
 
+    /// The columns of SQL cursor `name`, if it is open.
+    pub(super) async fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.state
+            .lock()
+            .await
+            .cursors
+            .get(name)
+            .map(|c| c.schema.clone())
+    }
+
     pub(super) async fn format_options(&self) -> Arc<pgwire::types::format::FormatOptions> {
         self.state.lock().await.derived().format.clone()
     }
 
-    /// Run one statement with bound parameters; settings changed are pushed to `reports`.
+    /// Run one statement with bound parameters; settings changed are pushed
+    /// to `reports`. `endless`: the caller reads a result that never ends
+    /// (`COPY … TO STDOUT`), so a SUBSCRIBE may run.
     pub(super) async fn run(
         &self,
         reports: &mut Vec<(String, String)>,
         sql: &str,
         parsed: Option<&Statement>,
         params: Vec<ScalarValue>,
+        endless: bool,
     ) -> Result<Exec, E> {
+        if !endless && super::cursor::is_subscribe(sql) {
+            return Err(subscribe_alone());
+        }
         let mut st = self.state.lock().await;
         self.absorb_stream_failure(&mut st);
         *self.deadline.lock().expect("deadline lock") = st
@@ -306,7 +325,17 @@ impl Inner {
                 ..
             })
         );
-        let r = self.run_locked(&mut st, reports, sql, parsed, params).await;
+        let r = match super::cursor::parse(sql) {
+            Some(c) => match c {
+                Ok(c) => self.run_cursor(&mut st, c, params).await,
+                Err(e) => Err(e),
+            },
+            None => self.run_locked(&mut st, reports, sql, parsed, params).await,
+        };
+        if !st.session.in_transaction() && !st.cursors.is_empty() {
+            // Cursors without HOLD end with their transaction.
+            st.cursors.retain(|_, c| c.hold);
+        }
         if !matches!(parsed, None | Some(Statement::Query(_))) {
             // SET, RESET, DISCARD, EXECUTE of one of them, …
             st.derived = None;
@@ -413,6 +442,7 @@ impl Inner {
                 }
                 reports.extend(st.settings.reset_all());
                 st.prepared.clear();
+                st.cursors.clear();
                 cmd("DISCARD ALL")
             }
             Statement::Prepare {
@@ -541,6 +571,91 @@ impl Inner {
         }
     }
 
+    /// DECLARE, FETCH, MOVE or CLOSE (src/pgwire/cursor.rs).
+    async fn run_cursor(
+        &self,
+        st: &mut ConnState,
+        c: super::cursor::CursorStmt,
+        params: Vec<ScalarValue>,
+    ) -> Result<Exec, E> {
+        use super::cursor::{missing, CursorStmt, OpenCursor};
+        match c {
+            CursorStmt::Declare { name, hold, query } => {
+                if !hold && !st.session.in_transaction() {
+                    return Err(err(
+                        "25P01",
+                        "DECLARE CURSOR can only be used in transaction blocks: BEGIN first, or DECLARE … CURSOR WITH HOLD",
+                    ));
+                }
+                if st.cursors.contains_key(&name) {
+                    return Err(err("42P03", format!("cursor \"{name}\" already exists")));
+                }
+                let parsed = parse_one(&query);
+                match self
+                    .run_session(st, &query, parsed.as_ref(), params)
+                    .await?
+                {
+                    Exec::Rows { schema, stream } => {
+                        st.cursors.insert(
+                            name,
+                            OpenCursor {
+                                schema,
+                                stream,
+                                pending: Default::default(),
+                                hold,
+                                endless: super::cursor::is_subscribe(&query),
+                                done: false,
+                            },
+                        );
+                        Ok(Exec::Command("DECLARE CURSOR".into()))
+                    }
+                    _ => Err(err(
+                        "42P11",
+                        "a cursor needs a query that returns rows (SELECT, VALUES, SUBSCRIBE …)",
+                    )),
+                }
+            }
+            CursorStmt::Fetch {
+                name,
+                count,
+                skip,
+                timeout,
+            } => {
+                let cursor = st.cursors.get_mut(&name).ok_or_else(|| missing(&name))?;
+                let rx = self.cancel.subscribe();
+                let deadline = *self.deadline.lock().expect("deadline lock");
+                let stop = async move {
+                    tokio::select! {
+                        _ = cancelled(rx) => canceled(),
+                        _ = deadline_passed(deadline) => timed_out(),
+                    }
+                };
+                let batches = cursor.fetch(count, timeout, stop).await?;
+                if skip {
+                    let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    return Ok(Exec::Command(format!("MOVE {n}")));
+                }
+                let schema = cursor.schema.clone();
+                let stream = RecordBatchStreamAdapter::new(
+                    schema.clone(),
+                    futures::stream::iter(batches.into_iter().map(Ok)),
+                );
+                Ok(Exec::Rows {
+                    schema,
+                    stream: Box::pin(stream),
+                })
+            }
+            CursorStmt::Close(None) => {
+                st.cursors.clear();
+                Ok(Exec::Command("CLOSE CURSOR ALL".into()))
+            }
+            CursorStmt::Close(Some(name)) => {
+                st.cursors.remove(&name).ok_or_else(|| missing(&name))?;
+                Ok(Exec::Command("CLOSE CURSOR".into()))
+            }
+        }
+    }
+
     fn apply_set(
         &self,
         st: &mut ConnState,
@@ -639,7 +754,34 @@ impl Inner {
         facts: &OwnedFacts,
     ) -> Result<Prepared, E> {
         let n_params = max_placeholder(sql);
+        if super::cursor::is_subscribe(sql) {
+            return Err(subscribe_alone());
+        }
+        let cursor = match super::cursor::parse(sql) {
+            Some(Ok(super::cursor::CursorStmt::Fetch {
+                name, skip: false, ..
+            })) => {
+                let st = self.state.lock().await;
+                let c = st
+                    .cursors
+                    .get(&name)
+                    .ok_or_else(|| super::cursor::missing(&name))?;
+                Some((vec![None; n_params], Some(c.schema.clone())))
+            }
+            Some(Ok(super::cursor::CursorStmt::Declare { query, .. }))
+                if !super::cursor::is_subscribe(&query) =>
+            {
+                // The parameters are the query's.
+                let inner =
+                    Box::pin(self.prepare(&query, parse_one(&query), client_types, facts)).await?;
+                Some((inner.param_arrow.clone(), None))
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(_)) => Some((vec![None; n_params], None)),
+            None => None,
+        };
         let local = match &parsed {
+            _ if cursor.is_some() => cursor,
             _ if super::copy::is_copy(sql) => {
                 // Errors (no such table, no `_id`) at Parse, as Postgres does.
                 self.check_copy(sql)?;
@@ -953,6 +1095,17 @@ impl<S: Stream<Item = PgWireResult<DataRow>>> Stream for Guarded<S> {
     }
 }
 
+/// A SUBSCRIBE on its own: its result never ends, which a driver that
+/// reads a whole result before returning cannot take.
+fn subscribe_alone() -> E {
+    err(
+        "0A000",
+        "SUBSCRIBE streams changes without end, so it cannot run as a plain query: read it with \
+         COPY (SUBSCRIBE TO t) TO STDOUT (psql: \\copy (SUBSCRIBE TO t) TO STDOUT), or \
+         BEGIN; DECLARE c CURSOR FOR SUBSCRIBE TO t; FETCH 100 c",
+    )
+}
+
 fn row_description(fields: &[FieldInfo]) -> RowDescription {
     RowDescription::new(fields.iter().map(Into::into).collect())
 }
@@ -1179,7 +1332,10 @@ impl Conn {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut reports = vec![];
-        let r = self.0.run(&mut reports, sql, parsed.as_ref(), vec![]).await;
+        let r = self
+            .0
+            .run(&mut reports, sql, parsed.as_ref(), vec![], false)
+            .await;
         for (k, v) in reports {
             client
                 .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
@@ -1234,9 +1390,14 @@ impl Conn {
                         }
                     }
                 }
+                let tag = if super::cursor::is_fetch(sql) {
+                    "FETCH"
+                } else {
+                    "SELECT"
+                };
                 client
                     .feed(PgWireBackendMessage::CommandComplete(
-                        Tag::new("SELECT").with_rows(n).into(),
+                        Tag::new(tag).with_rows(n).into(),
                     ))
                     .await?;
                 Ok(true)
@@ -1439,7 +1600,19 @@ impl ExtendedQueryHandler for Conn {
                     (None, fields)
                 }
                 Some(Entry::Empty) => (None, None),
-                None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+                // A SQL cursor is a portal too (psycopg describes its
+                // server-side cursors by name).
+                None => match self.0.cursor_schema(name).await {
+                    Some(schema) => (
+                        None,
+                        Some(field_infos(
+                            &plan_columns(&schema),
+                            &Format::UnifiedText,
+                            &opts,
+                        )),
+                    ),
+                    None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+                },
             },
             other => return Err(PgWireError::InvalidTargetType(other)),
         };
@@ -1510,7 +1683,7 @@ impl ExtendedQueryHandler for Conn {
         let mut reports = vec![];
         let r = self
             .0
-            .run(&mut reports, &p.sql, p.parsed.as_ref(), params)
+            .run(&mut reports, &p.sql, p.parsed.as_ref(), params, false)
             .await;
         for (k, v) in reports {
             client
@@ -1533,10 +1706,14 @@ impl ExtendedQueryHandler for Conn {
                     &portal.result_column_format,
                     &self.0.format_options().await,
                 ));
-                Ok(Response::Query(QueryResponse::new(
+                let mut q = QueryResponse::new(
                     fields.clone(),
                     row_stream(self.0.clone(), stream, plans, fields),
-                )))
+                );
+                if super::cursor::is_fetch(&p.sql) {
+                    q.set_command_tag("FETCH");
+                }
+                Ok(Response::Query(q))
             }
         }
     }
@@ -1593,6 +1770,7 @@ mod tests {
                 "SELECT 1",
                 parse_one("SELECT 1").as_ref(),
                 vec![],
+                false,
             )
             .await;
         assert!(matches!(r, Ok(Exec::Rows { .. })));

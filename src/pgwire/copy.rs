@@ -1068,7 +1068,7 @@ where
     let parsed = super::conn::parse_one(query);
     let mut reports = vec![];
     let (schema, mut stream) = match inner
-        .run(&mut reports, query, parsed.as_ref(), vec![])
+        .run(&mut reports, query, parsed.as_ref(), vec![], true)
         .await
     {
         Ok(Exec::Rows { schema, stream }) => (schema, stream),

@@ -11,6 +11,7 @@
 
 mod conn;
 pub mod copy;
+mod cursor;
 pub mod describe;
 pub mod frames;
 pub mod login;
