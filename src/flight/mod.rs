@@ -112,7 +112,15 @@ impl StrataFlight {
         // Parameters used in temporal clauses are consumed by the rewrite:
         // give it timestamps, as the Postgres front end does.
         let dummy = vec![ScalarValue::TimestampMicrosecond(Some(0), Some("UTC".into())); nparams];
-        let mut rws = temporal::rewrite(sql, &dummy).map_err(status)?;
+        let mut rws = match temporal::rewrite(sql, &dummy) {
+            Ok(r) => r,
+            // `SUBSCRIBE … AFTER $1` takes a position (an integer).
+            Err(_) if is_subscribe(sql) => {
+                temporal::rewrite(sql, &vec![ScalarValue::Int64(Some(0)); nparams])
+                    .map_err(status)?
+            }
+            Err(e) => return Err(status(e)),
+        };
         let mut d = Described {
             schema: None,
             params: vec![None; nparams],
@@ -121,6 +129,22 @@ impl StrataFlight {
             return Ok(d);
         }
         let rw = rws.remove(0);
+        if let StatementKind::Subscribe(sub) = &rw.kind {
+            // A change feed streams from DoGet as changes commit.
+            let table = self
+                .db
+                .inner
+                .engine()
+                .table_schema(&sub.table)
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "table \"{}\" does not exist: SUBSCRIBE reads an existing table",
+                        sub.table
+                    ))
+                })?;
+            d.schema = Some(strata_storage::feed::feed_schema(&table));
+            return Ok(d);
+        }
         let mut parsed = strata_query::session::parse(&rw.sql).map_err(status)?;
         if parsed.len() != 1 {
             return Ok(d);
@@ -895,6 +919,10 @@ fn refuse_unless_query(sql: &str, params: &[ScalarValue]) -> Result<(), Status> 
     let [rw] = rws.as_slice() else {
         return Err(refuse("several statements"));
     };
+    if matches!(rw.kind, StatementKind::Subscribe(_)) {
+        // A change feed only reads.
+        return Ok(());
+    }
     if rw.kind != StatementKind::Plain {
         return Err(refuse("a statement that changes data"));
     }
@@ -904,6 +932,13 @@ fn refuse_unless_query(sql: &str, params: &[ScalarValue]) -> Result<(), Status> 
         [_] => Err(refuse("a statement that is not a read-only query")),
         _ => Err(refuse("several statements")),
     }
+}
+
+/// Does `sql` start with SUBSCRIBE?
+fn is_subscribe(sql: &str) -> bool {
+    sql.trim_start()
+        .get(..9)
+        .is_some_and(|w| w.eq_ignore_ascii_case("subscribe"))
 }
 
 /// Run one query; its schema and stream.

@@ -175,6 +175,29 @@ def test_time_travel():
     assert run("SELECT price FROM prices").column("price").to_pylist() == [12.5]
 
 
+def test_subscribe_streams_changes_as_they_commit():
+    update("CREATE TABLE feed_t (_id BIGINT, v TEXT)")
+    update("INSERT INTO feed_t (_id, v) VALUES (1, 'a')")
+    sub = connect()
+    cur = sub.cursor()
+    cur.execute("SUBSCRIBE TO feed_t")
+    reader = cur.fetch_record_batch()
+    names = reader.schema.names
+    assert names[:6] == ["_position", "_system_time", "_op", "_id", "_valid_from", "_valid_to"], names
+    first = reader.read_next_batch().to_pylist()
+    assert [(r["_op"], r["_id"], r["v"]) for r in first] == [("put", 1, "a")], first
+    # The stream stays open: the next commit arrives on it.
+    update("UPDATE feed_t SET v = 'b' WHERE _id = 1")
+    nxt = reader.read_next_batch().to_pylist()
+    assert [(r["_op"], r["_id"], r["v"]) for r in nxt] == [("put", 1, "b")], nxt
+    assert nxt[0]["_position"] > first[0]["_position"]
+    # Resuming after a saved position, with a parameter.
+    cur2 = conn.cursor()
+    cur2.execute("SUBSCRIBE TO feed_t AFTER $1", (first[0]["_position"],))
+    again = cur2.fetch_record_batch().read_next_batch().to_pylist()
+    assert [r["v"] for r in again] == ["b"], again
+
+
 def test_errors_are_clear():
     try:
         run("SELEC 1")
