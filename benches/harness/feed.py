@@ -9,7 +9,7 @@ directory) and:
   subscribers started at the beginning of the log (`COPY (SUBSCRIBE TO t)
   TO STDOUT`, psycopg, one process each) read them all: rows/s per
   subscriber and in total;
-- **lag**: one writer commits 1,000 single-row transactions, one every
+- **lag**: once S new subscribers have read that history, one writer commits 1,000 single-row transactions, one every
   2 ms, every subscriber
   notes when the row arrives: p50 / p99 of (arrival - the commit's system
   time, `_system_time`, which the server assigns before its log write) in
@@ -33,12 +33,15 @@ import psycopg
 from common import Strata
 
 
-def subscriber(dsn, want, q, mode):
+def subscriber(dsn, want, q, mode, history=0):
     """Read `want` changes; report (first row time, last row time, lags)."""
     conn = psycopg.connect(dsn, autocommit=True)
     n = 0
     lags = []
     t_first = None
+    caught = history == 0
+    if caught and mode == "lag":
+        q.put(("caught", None))
     with conn.cursor().copy("COPY (SUBSCRIBE TO t) TO STDOUT") as cp:
         q.put(("ready", None))
         for data in cp:
@@ -54,6 +57,9 @@ def subscriber(dsn, want, q, mode):
                     if f[7] == b"lag":
                         committed = dt.datetime.fromisoformat(f[1].decode()).timestamp()
                         lags.append((now - committed) * 1000)
+            if not caught and n >= history:
+                caught = True
+                q.put(("caught", None))
             if os.environ.get("FEED_DEBUG") and n % 500 == 0:
                 print("subscriber", n, file=sys.stderr, flush=True)
             if n >= want:
@@ -83,9 +89,9 @@ def main():
                 srv.stop()
 
 
-def start(dsn, s, want, mode):
+def start(dsn, s, want, mode, history=0):
     q = mp.Queue()
-    procs = [mp.Process(target=subscriber, args=(dsn, want, q, mode)) for _ in range(s)]
+    procs = [mp.Process(target=subscriber, args=(dsn, want, q, mode, history)) for _ in range(s)]
     for p in procs:
         p.start()
     for _ in procs:
@@ -118,8 +124,10 @@ def run(dsn, s, rows):
           f"{rows / (end - t0):,.0f} rows/s per subscriber (from start to the last subscriber's last row)",
           flush=True)
     # Lag: subscribers from the end of the log.
-    q, procs = start(dsn, s, rows + 1000, "lag")
-    time.sleep(2)  # let them catch up with the history
+    q, procs = start(dsn, s, rows + 1000, "lag", history=rows)
+    for _ in procs:  # every subscriber has read the history
+        assert q.get(timeout=600)[0] == "caught"
+    time.sleep(0.5)
     for i in range(1000):
         c.execute("INSERT INTO t (_id, k, note) VALUES (%s, 0, 'lag')", (rows + i,))
         time.sleep(0.002)
