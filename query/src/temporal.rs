@@ -905,6 +905,43 @@ mod tests {
     }
 
     #[test]
+    fn subscribe_clauses() {
+        let sub = |sql: &str, params: &[ScalarValue]| match rewrite(sql, params) {
+            Ok(mut v) => match v.remove(0).kind {
+                StatementKind::Subscribe(s) => Ok(s),
+                other => panic!("{sql}: {other:?}"),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let s = sub("subscribe to Orders", &[]).unwrap();
+        assert_eq!(
+            (s.table.as_str(), s.start, s.snapshot),
+            ("orders", SubscribeStart::Beginning, false)
+        );
+        let s = sub("SUBSCRIBE public.\"Orders\" WITH SNAPSHOT;", &[]).unwrap();
+        assert_eq!((s.table.as_str(), s.snapshot), ("Orders", true));
+        let s = sub("SUBSCRIBE TO t AFTER $1", &[ScalarValue::Int64(Some(42))]).unwrap();
+        assert_eq!(s.start, SubscribeStart::After(42));
+        let s = sub(
+            "SUBSCRIBE TO t FROM SYSTEM_TIME '2020-01-01' WITH SNAPSHOT",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(s.start, SubscribeStart::SystemTime(1_577_836_800_000_000));
+        assert!(s.snapshot);
+        for bad in [
+            "SUBSCRIBE",
+            "SUBSCRIBE TO t AFTER x",
+            "SUBSCRIBE TO t AFTER 1 FROM SYSTEM_TIME '2020-01-01'",
+            "SUBSCRIBE TO t AFTER 1 WITH SNAPSHOT",
+            "SUBSCRIBE TO t WHERE x = 1",
+            "SUBSCRIBE TO t FROM SYSTEM TIME '2020-01-01'",
+        ] {
+            assert!(sub(bad, &[]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn literal_times_are_context_free_parameters_and_the_clock_are_not() {
         let free =
             |sql: &str, params: &[ScalarValue]| rewrite(sql, params).unwrap()[0].is_context_free();

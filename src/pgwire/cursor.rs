@@ -153,33 +153,38 @@ fn syntax(msg: String) -> E {
     err("42601", msg)
 }
 
-/// The first word of `sql`, upper-cased.
-fn first_word(sql: &str) -> String {
-    sql.trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase()
+/// The first word of `sql` (letters only), without allocating.
+fn first_word(sql: &str) -> &str {
+    let t = sql.trim_start();
+    let end = t
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(t.len());
+    &t[..end]
 }
 
 /// Is `sql` a SUBSCRIBE (whose result never ends)?
 pub(super) fn is_subscribe(sql: &str) -> bool {
-    first_word(sql) == "SUBSCRIBE"
+    first_word(sql).eq_ignore_ascii_case("SUBSCRIBE")
 }
 
 /// Is `sql` a FETCH (its rows are tagged `FETCH n`)?
 pub(super) fn is_fetch(sql: &str) -> bool {
-    first_word(sql) == "FETCH"
+    first_word(sql).eq_ignore_ascii_case("FETCH")
 }
 
 /// A cursor statement, or None if `sql` is not one.
 pub(super) fn parse(sql: &str) -> Option<Result<CursorStmt, E>> {
-    match first_word(sql).as_str() {
-        "DECLARE" => Some(parse_declare(sql)),
-        "FETCH" => Some(parse_fetch(sql, false)),
-        "MOVE" => Some(parse_fetch(sql, true)),
-        "CLOSE" => Some(parse_close(sql)),
-        _ => None,
+    let w = first_word(sql);
+    if w.eq_ignore_ascii_case("DECLARE") {
+        Some(parse_declare(sql))
+    } else if w.eq_ignore_ascii_case("FETCH") {
+        Some(parse_fetch(sql, false))
+    } else if w.eq_ignore_ascii_case("MOVE") {
+        Some(parse_fetch(sql, true))
+    } else if w.eq_ignore_ascii_case("CLOSE") {
+        Some(parse_close(sql))
+    } else {
+        None
     }
 }
 
