@@ -43,6 +43,8 @@ pub const BATCH_ROWS: usize = 64 * 1024;
 pub enum CopyFormat {
     Text,
     Csv,
+    /// COPY … TO STDOUT only: one Parquet file, streamed as CopyData.
+    Parquet,
 }
 
 /// The options of one COPY.
@@ -207,6 +209,12 @@ pub fn parse_copy(sql: &str) -> Result<CopyCommand, E> {
                     query: format!("SELECT {cols} FROM {}", quote_ident(&table)),
                     opts,
                 })
+            } else if opts.format == CopyFormat::Parquet {
+                Err(err(
+                    "0A000",
+                    "COPY … FROM with FORMAT parquet is not supported: load Parquet files through Flight SQL \
+                     ingest (pyarrow.parquet.read_table, then ADBC adbc_ingest; docs/flight.md)",
+                ))
             } else {
                 Ok(CopyCommand::From {
                     table,
@@ -246,6 +254,7 @@ fn copy_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<C
                 format = match f.value.to_ascii_lowercase().as_str() {
                     "text" => CopyFormat::Text,
                     "csv" => CopyFormat::Csv,
+                    "parquet" => CopyFormat::Parquet,
                     "binary" => {
                         return Err(err(
                             "0A000",
@@ -255,7 +264,7 @@ fn copy_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<C
                     other => {
                         return Err(err(
                             "22023",
-                            format!("COPY format \"{other}\" not recognized: use text or csv"),
+                            format!("COPY format \"{other}\" not recognized: use text, csv or (COPY … TO) parquet"),
                         ))
                     }
                 }
@@ -317,6 +326,14 @@ fn copy_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<C
                 ))
             }
         }
+    }
+    if format == CopyFormat::Parquet
+        && (header || delimiter.is_some() || null.is_some() || quote.is_some() || escape.is_some())
+    {
+        return Err(err(
+            "22023",
+            "COPY options HEADER, DELIMITER, NULL, QUOTE and ESCAPE do not apply to FORMAT parquet",
+        ));
     }
     let csv = format == CopyFormat::Csv;
     if !csv && (quote.is_some() || escape.is_some()) {
@@ -561,7 +578,8 @@ impl CopyIn {
             return Ok(());
         }
         let fields = match self.opts.format {
-            CopyFormat::Text => self.text_fields(rec, line)?,
+            // (Parquet loads are refused when the COPY is parsed.)
+            CopyFormat::Text | CopyFormat::Parquet => self.text_fields(rec, line)?,
             CopyFormat::Csv => self.csv_fields(rec, line)?,
         };
         if self.header_pending {
@@ -1005,7 +1023,8 @@ pub fn format_line(out: &mut Vec<u8>, fields: &[Option<&[u8]>], opts: &CopyOptio
         }
         match (f, opts.format) {
             (None, _) => out.extend_from_slice(opts.null.as_bytes()),
-            (Some(v), CopyFormat::Text) => {
+            // (Parquet output does not go through lines: copy_out_parquet.)
+            (Some(v), CopyFormat::Text | CopyFormat::Parquet) => {
                 for &b in v.iter() {
                     match b {
                         b'\\' => out.extend_from_slice(b"\\\\"),
@@ -1080,6 +1099,16 @@ where
         }
         Err(e) => return Err(PgWireError::UserError(e)),
     };
+    if opts.format == CopyFormat::Parquet {
+        return copy_out_parquet(
+            inner,
+            client,
+            schema,
+            stream,
+            super::cursor::is_subscribe(query),
+        )
+        .await;
+    }
     let plans = plan_columns(&schema);
     let fields = Arc::new(field_infos(
         &plans,
@@ -1134,6 +1163,101 @@ where
         .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
         .await?;
     Ok(n)
+}
+
+/// Bytes of Parquet sent per CopyData message.
+const PARQUET_CHUNK: usize = 1 << 20;
+
+/// `COPY … TO STDOUT (FORMAT parquet)`: the result as one Parquet file,
+/// streamed as CopyData as row groups fill (psql's `\copy … TO 'f.parquet'`
+/// writes the bytes as they come). Returns the number of rows.
+async fn copy_out_parquet<C>(
+    inner: &Arc<Inner>,
+    client: &mut C,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    endless: bool,
+) -> Result<usize, PgWireError>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    if endless {
+        return Err(PgWireError::UserError(err(
+            "0A000",
+            "a Parquet file ends with its footer, and a subscription never ends: read SUBSCRIBE as text or csv",
+        )));
+    }
+    let failed = |e: &dyn std::fmt::Display| {
+        PgWireError::UserError(err("XX000", format!("COPY … (FORMAT parquet): {e}")))
+    };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        // DuckDB's row group size: groups stream out as they fill.
+        .set_max_row_group_row_count(Some(122_880))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props)).map_err(|e| failed(&e))?;
+    let ncols = schema.fields().len();
+    client
+        .send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+            1,
+            ncols as i16,
+            vec![1; ncols],
+        )))
+        .await?;
+    let mut n = 0usize;
+    let mut cancel = inner.cancel.subscribe();
+    loop {
+        let next = tokio::select! {
+            b = stream.next() => b,
+            _ = cancel.changed() => {
+                return Err(PgWireError::UserError(err("57014", "canceling statement due to user request")));
+            }
+        };
+        let Some(batch) = next else { break };
+        let batch = batch.map_err(|e| {
+            PgWireError::UserError(err("XX000", format!("COPY: the query failed: {e}")))
+        })?;
+        n += batch.num_rows();
+        writer.write(&batch).map_err(|e| failed(&e))?;
+        // Row groups are written out as they fill; send what is written.
+        if writer.inner().len() >= PARQUET_CHUNK {
+            let bytes = std::mem::take(writer.inner_mut());
+            send_chunks(client, bytes).await?;
+        }
+    }
+    let bytes = writer.into_inner().map_err(|e| failed(&e))?;
+    send_chunks(client, bytes).await?;
+    client
+        .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    Ok(n)
+}
+
+async fn send_chunks<C>(client: &mut C, bytes: Vec<u8>) -> Result<(), PgWireError>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let bytes = Bytes::from(bytes);
+    let mut off = 0;
+    while off < bytes.len() {
+        let end = (off + PARQUET_CHUNK).min(bytes.len());
+        client
+            .feed(PgWireBackendMessage::CopyData(CopyData::new(
+                bytes.slice(off..end),
+            )))
+            .await?;
+        off = end;
+    }
+    client.flush().await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
