@@ -32,6 +32,9 @@ pub struct Config {
     /// A read-only node: writes are refused, nothing is written to the
     /// store (`strata serve --role reader`).
     pub read_only: bool,
+    /// Where server-side `COPY … TO 'file'` may write (`--export-root`): a
+    /// directory or an object store URL. `None`: such COPYs are refused.
+    pub export_root: Option<String>,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             spill_dir: None,
             cache: CacheConfig::default(),
             read_only: false,
+            export_root: None,
         }
     }
 
@@ -98,8 +102,16 @@ impl Config {
     pub(crate) fn runtime_options(&self) -> RuntimeOptions {
         RuntimeOptions {
             spill_dir: self.spill_dir.clone(),
+            export_root: self.export_root.clone(),
             ..RuntimeOptions::from_budget(self.memory_limit)
         }
+    }
+
+    /// Allow server-side `COPY … TO 'file'` exports under `root`: a
+    /// directory or an object store URL (docs/copy.md "Files on the server").
+    pub fn with_export_root(mut self, root: impl Into<String>) -> Config {
+        self.export_root = Some(root.into());
+        self
     }
 
     pub fn with_test_clock(mut self, start_us: i64, step_us: i64) -> Config {

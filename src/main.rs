@@ -61,6 +61,10 @@ struct StoreArgs {
     /// How long log records already in segments are kept (24h, 0s) [default: 24h].
     #[arg(long, env = "STRATA_LOG_RETENTION")]
     log_retention: Option<String>,
+    /// Where COPY … TO 'file' (FORMAT parquet | delta) may write: a
+    /// directory or an object store URL [default: none].
+    #[arg(long, env = "STRATA_EXPORT_ROOT")]
+    export_root: Option<String>,
 }
 
 impl StoreArgs {
@@ -90,6 +94,9 @@ impl StoreArgs {
         }
         if let Some(r) = &self.log_retention {
             c = c.with_log_retention(strata::config::parse_duration(r, "--log-retention")?);
+        }
+        if let Some(r) = &self.export_root {
+            c = c.with_export_root(r);
         }
         Ok(c.with_flush_rows(self.flush_rows))
     }

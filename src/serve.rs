@@ -16,6 +16,7 @@
 //! spill_dir = "/var/tmp/strata"    # default: the system temp dir
 //! cache_dir = "/var/cache/strata"  # remote stores only
 //! cache_size = "10GiB"
+//! export_root = "/srv/exports"     # or "s3://bucket/exports"; default: no server-side COPY TO 'file'
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -140,6 +141,12 @@ pub struct ServeArgs {
     /// change feeds (24h, 0s) [default: 24h].
     #[arg(long, env = "STRATA_LOG_RETENTION")]
     pub log_retention: Option<String>,
+    /// Where server-side COPY … TO 'file' (FORMAT parquet | delta) may
+    /// write: a directory or an object store URL (s3://bucket/prefix);
+    /// targets are relative to it [default: none, such COPYs are refused;
+    /// psql's \copy writes on the client].
+    #[arg(long, env = "STRATA_EXPORT_ROOT")]
+    pub export_root: Option<String>,
 }
 
 /// A size in a config file: `"3GiB"` or a number of bytes.
@@ -186,6 +193,7 @@ pub struct FileConfig {
     pub cache_size: Option<SizeSetting>,
     pub gc_grace: Option<String>,
     pub log_retention: Option<String>,
+    pub export_root: Option<String>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -215,6 +223,8 @@ pub struct Resolved {
     pub cache_size: Option<u64>,
     pub gc_grace: Option<Duration>,
     pub log_retention: Option<Duration>,
+    /// Where server-side COPY … TO 'file' may write.
+    pub export_root: Option<String>,
 }
 
 impl ServeArgs {
@@ -256,6 +266,7 @@ impl ServeArgs {
             memory_limit,
             gc_grace,
             log_retention,
+            export_root: self.export_root.clone().or(file.export_root),
             spill_dir: self.spill_dir.clone().or(file.spill_dir),
             cache_dir: self.cache_dir.clone().or(file.cache_dir),
             cache_size,
@@ -356,6 +367,7 @@ impl Resolved {
             c = c.with_log_retention(r);
         }
         c.read_only = self.role == Role::Reader;
+        c.export_root = self.export_root.clone();
         c.compaction.background = self.compaction;
         Ok(c.with_flush_rows(self.flush_rows))
     }

@@ -47,6 +47,12 @@ pub enum QueryError {
     /// A wait that ran out of time (57014), such as `strata.read_after`.
     #[error("{0}")]
     Timeout(String),
+    /// Not allowed (42501), such as an export outside `--export-root`.
+    #[error("{0}")]
+    Privilege(String),
+    /// A file or object store outside the database failed (58030).
+    #[error("{0}")]
+    Io(String),
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -86,6 +92,8 @@ impl QueryError {
             QueryError::Internal(_) => "XX000",
             QueryError::TooComplex(_) => "54001",
             QueryError::Timeout(_) => "57014",
+            QueryError::Privilege(_) => "42501",
+            QueryError::Io(_) => "58030",
         }
     }
 }

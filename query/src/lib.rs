@@ -7,6 +7,7 @@ pub mod casts;
 pub mod depth;
 mod dml;
 pub mod error;
+pub mod export;
 mod fastpath;
 mod float_zero;
 pub mod ident;

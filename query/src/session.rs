@@ -20,7 +20,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{self, Statement};
+use datafusion::sql::sqlparser::ast::{self, CopyTarget, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::{StreamExt, TryStreamExt};
@@ -71,6 +71,8 @@ pub struct Database {
     pool: parking_lot::Mutex<Vec<Pooled>>,
     /// Statements answered by the point-lookup path (crate::fastpath).
     pub(crate) point_lookups: std::sync::atomic::AtomicU64,
+    /// Where server-side COPY … TO 'file' may write (`None`: nowhere).
+    export_root: Option<crate::export::ExportRoot>,
 }
 
 /// A reusable planning context and the coordinate slot its catalog reads.
@@ -150,6 +152,9 @@ pub struct RuntimeOptions {
     /// Where spill files go (a fresh `datafusion-*` directory inside it,
     /// removed when the database closes). `None`: the system temp directory.
     pub spill_dir: Option<std::path::PathBuf>,
+    /// Where server-side `COPY … TO 'file'` may write: a directory or an
+    /// object store URL (crate::export). `None`: such COPYs are refused.
+    pub export_root: Option<String>,
 }
 
 impl RuntimeOptions {
@@ -158,6 +163,7 @@ impl RuntimeOptions {
         RuntimeOptions {
             query_memory: memory_limit.map(|m| ((m as f64) * QUERY_MEMORY_SHARE) as usize),
             spill_dir: None,
+            export_root: None,
         }
     }
 
@@ -196,6 +202,11 @@ impl Database {
 
     pub async fn open_with(config: EngineConfig, opts: RuntimeOptions) -> Result<Arc<Database>> {
         let runtime = opts.runtime()?;
+        let export_root = opts
+            .export_root
+            .as_deref()
+            .map(crate::export::ExportRoot::open)
+            .transpose()?;
         let engine = Engine::open(config).await?;
         let mut cfg = SessionConfig::new()
             .with_default_catalog_and_schema("strata", "public")
@@ -290,11 +301,17 @@ impl Database {
             base,
             pool: parking_lot::Mutex::new(Vec::new()),
             point_lookups: Default::default(),
+            export_root,
         }))
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Where server-side exports go, if the server allows them.
+    pub fn export_root(&self) -> Option<&crate::export::ExportRoot> {
+        self.export_root.as_ref()
     }
 
     /// The runtime every query of this database runs in (its memory pool
@@ -689,6 +706,11 @@ impl Session {
         match (&rw.kind, &stmt) {
             (StatementKind::Erase, Statement::Delete(d)) => return self.erase(d, rw, params).await,
             (StatementKind::Subscribe(s), _) => return self.subscribe(s).await,
+            (_, Statement::Copy { target, .. })
+                if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout) =>
+            {
+                return self.copy_file(&stmt, rw, params).await
+            }
             (StatementKind::Checkpoint, _) => {
                 self.db
                     .engine()
@@ -977,7 +999,7 @@ impl Session {
         Ok(self.plan(stmt, rw, &[]).await?.1)
     }
 
-    async fn query(
+    pub(crate) async fn query(
         &mut self,
         stmt: Statement,
         rw: &temporal::Rewritten,

@@ -1194,6 +1194,8 @@ fn status(e: QueryError) -> Status {
         QueryError::Internal(_) => Code::Internal,
         QueryError::TooComplex(_) => Code::ResourceExhausted,
         QueryError::Timeout(_) => Code::DeadlineExceeded,
+        QueryError::Privilege(_) => Code::PermissionDenied,
+        QueryError::Io(_) => Code::Unavailable,
     };
     Status::new(code, format!("{e} (SQLSTATE {})", e.sqlstate()))
 }

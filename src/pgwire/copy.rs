@@ -69,6 +69,9 @@ pub enum CopyCommand {
     },
     /// `COPY table|(query) TO STDOUT`: the query to run.
     To { query: String, opts: CopyOptions },
+    /// `COPY … TO 'file'` (or another server-side target): an export the
+    /// session runs as a statement (strata_query::export).
+    Server,
 }
 
 /// Does this statement start with the COPY keyword?
@@ -171,12 +174,7 @@ pub fn parse_copy(sql: &str) -> Result<CopyCommand, E> {
     }
     match (&target, to) {
         (CopyTarget::Stdin, false) | (CopyTarget::Stdout, true) => {}
-        (CopyTarget::File { .. } | CopyTarget::Program { .. }, _) => {
-            return Err(err(
-                "0A000",
-                "COPY to or from a file or program on the server is not supported: use COPY … FROM STDIN / TO STDOUT (in psql: \\copy)",
-            ))
-        }
+        (CopyTarget::File { .. } | CopyTarget::Program { .. }, _) => return Ok(CopyCommand::Server),
         (CopyTarget::Stdin, true) => return Err(syntax("COPY … TO needs STDOUT, not STDIN")),
         (CopyTarget::Stdout, false) => {
             return Err(syntax("COPY … FROM needs STDIN, not STDOUT"))
@@ -1298,6 +1296,24 @@ impl Inner {
         )
     }
 
+    /// A server-side COPY (`COPY … TO 'file'`), run by the session like any
+    /// statement; its command tag.
+    async fn run_server_copy(&self, sql: &str) -> Result<Tag, E> {
+        let parsed = super::conn::parse_one(sql);
+        let mut reports = vec![];
+        match self.run(&mut reports, sql, parsed.as_ref(), vec![], false).await? {
+            Exec::Command(tag) => {
+                let rows = tag
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0);
+                Ok(Tag::new("COPY").with_rows(rows))
+            }
+            _ => Err(err("XX000", "COPY … TO a file returned rows")),
+        }
+    }
+
     /// Check a COPY statement being prepared (extended protocol).
     pub(super) fn check_copy(&self, sql: &str) -> Result<(), E> {
         match parse_copy(sql)? {
@@ -1315,7 +1331,7 @@ impl Inner {
                 )
                 .map(|_| ())
             }
-            CopyCommand::To { .. } => Ok(()),
+            CopyCommand::To { .. } | CopyCommand::Server => Ok(()),
         }
     }
 
@@ -1393,6 +1409,15 @@ impl Conn {
                     .await?;
                 Ok(Started::CopyIn)
             }
+            CopyCommand::Server => match self.0.run_server_copy(sql).await {
+                Ok(tag) => {
+                    client
+                        .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                        .await?;
+                    Ok(Started::Done)
+                }
+                Err(e) => self.fail(client, e).await,
+            },
             CopyCommand::To { query, opts } => {
                 match copy_out(&self.0, client, &query, &opts).await {
                     Ok(n) => {
@@ -1463,6 +1488,13 @@ impl Conn {
                     futures::stream::empty(),
                 )))
             }
+            CopyCommand::Server => match self.0.run_server_copy(sql).await {
+                Ok(tag) => Ok(Response::Execution(tag)),
+                Err(e) => {
+                    self.0.mark_failed().await;
+                    Err(PgWireError::UserError(e))
+                }
+            },
             CopyCommand::To { query, opts } => match copy_out(&self.0, client, &query, &opts).await
             {
                 Ok(n) => Ok(Response::Execution(Tag::new("COPY").with_rows(n))),

@@ -203,6 +203,17 @@ fn open_url(url: &url::Url, u: &str) -> Result<(Box<dyn ObjectStore>, Path)> {
     })
 }
 
+/// The `object_store` and path prefix for a remote store URL (`s3://…`,
+/// `az://…`, `gs://…`), configured from the environment like the database's
+/// own store ([`store_env_options`]): for places Strata writes to that are
+/// not its store, such as export targets. A bad URL or missing settings give
+/// an [`Error::Invalid`] naming what to set.
+pub fn open_remote_url(u: &str) -> Result<(Box<dyn ObjectStore>, Path)> {
+    let url = url::Url::parse(u)
+        .map_err(|e| Error::Invalid(format!("`{u}` is not a URL: {e}")))?;
+    open_url(&url, u)
+}
+
 /// Objects written once under a unique name and never modified: segments,
 /// blooms and deletion vectors (everything under `tables/`). Only these are
 /// cached or mapped by [`Storage::get`]; the log (rewritten by ERASE) and
