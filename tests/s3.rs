@@ -67,3 +67,77 @@ fn serve_on_an_s3_url() {
     let again = Server::start_with(&["--store-url", &url], &env);
     assert_eq!(again.psql_ok(&["SELECT count(*) FROM t"]), "2\n");
 }
+
+/// `--export-root s3://…`: server-side COPY writes a Parquet file and a
+/// Delta table (refreshed once) into the bucket, and is refused outside it.
+#[test]
+fn exports_to_an_s3_export_root() {
+    use object_store::ObjectStoreExt;
+    let srv = S3Server::start();
+    let prefix = srv.fresh_prefix("exports");
+    let url = srv.url(&prefix);
+    let data = tempfile::tempdir().unwrap();
+    let env = srv.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let node = Server::start_with(
+        &[
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--export-root",
+            &url,
+        ],
+        &env,
+    );
+    let full = format!("COPY t TO '{url}/by-url.parquet' (FORMAT parquet)");
+    node.psql_ok(&[
+        "INSERT INTO t (_id, v) VALUES (1, 'one'), (2, 'two')",
+        "COPY t TO 'snap/t.parquet' (FORMAT parquet)",
+        &full,
+        "COPY t TO 'delta_t' (FORMAT delta)",
+        "UPDATE t SET v = 'TWO' WHERE _id = 2",
+        "COPY t TO 'delta_t' (FORMAT delta)",
+    ]);
+    let other = format!(
+        "COPY t TO 's3://{}/elsewhere/t.parquet' (FORMAT parquet)",
+        s3::BUCKET
+    );
+    let refused = node.psql(&[&other]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("42501") && stderr.contains("outside the export root"),
+        "{stderr}"
+    );
+
+    let store = srv.store(&prefix);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for name in ["snap/t.parquet", "by-url.parquet"] {
+            let bytes = store
+                .get(&name.into())
+                .await
+                .unwrap_or_else(|e| panic!("{name} in the bucket: {e}"))
+                .bytes()
+                .await
+                .unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+            assert_eq!(rows, 2, "{name}");
+        }
+        let v1 = store
+            .get(&"delta_t/_delta_log/00000000000000000001.json".into())
+            .await
+            .expect("Delta version 1 in the bucket")
+            .bytes()
+            .await
+            .unwrap();
+        let v1 = String::from_utf8(v1.to_vec()).unwrap();
+        assert!(
+            v1.contains("\"MERGE\"") && v1.contains("\"remove\""),
+            "{v1}"
+        );
+    });
+}

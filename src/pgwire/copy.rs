@@ -174,11 +174,11 @@ pub fn parse_copy(sql: &str) -> Result<CopyCommand, E> {
     }
     match (&target, to) {
         (CopyTarget::Stdin, false) | (CopyTarget::Stdout, true) => {}
-        (CopyTarget::File { .. } | CopyTarget::Program { .. }, _) => return Ok(CopyCommand::Server),
-        (CopyTarget::Stdin, true) => return Err(syntax("COPY … TO needs STDOUT, not STDIN")),
-        (CopyTarget::Stdout, false) => {
-            return Err(syntax("COPY … FROM needs STDIN, not STDOUT"))
+        (CopyTarget::File { .. } | CopyTarget::Program { .. }, _) => {
+            return Ok(CopyCommand::Server)
         }
+        (CopyTarget::Stdin, true) => return Err(syntax("COPY … TO needs STDOUT, not STDIN")),
+        (CopyTarget::Stdout, false) => return Err(syntax("COPY … FROM needs STDIN, not STDOUT")),
     }
     let opts = copy_options(&options, &legacy_options)?;
     match source {
@@ -1301,7 +1301,10 @@ impl Inner {
     async fn run_server_copy(&self, sql: &str) -> Result<Tag, E> {
         let parsed = super::conn::parse_one(sql);
         let mut reports = vec![];
-        match self.run(&mut reports, sql, parsed.as_ref(), vec![], false).await? {
+        match self
+            .run(&mut reports, sql, parsed.as_ref(), vec![], false)
+            .await?
+        {
             Exec::Command(tag) => {
                 let rows = tag
                     .rsplit(' ')

@@ -209,8 +209,7 @@ fn open_url(url: &url::Url, u: &str) -> Result<(Box<dyn ObjectStore>, Path)> {
 /// not its store, such as export targets. A bad URL or missing settings give
 /// an [`Error::Invalid`] naming what to set.
 pub fn open_remote_url(u: &str) -> Result<(Box<dyn ObjectStore>, Path)> {
-    let url = url::Url::parse(u)
-        .map_err(|e| Error::Invalid(format!("`{u}` is not a URL: {e}")))?;
+    let url = url::Url::parse(u).map_err(|e| Error::Invalid(format!("`{u}` is not a URL: {e}")))?;
     open_url(&url, u)
 }
 

@@ -24,7 +24,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use futures::StreamExt;
@@ -94,7 +96,11 @@ fn id_keys(a: &ArrayRef) -> Option<Vec<Option<IdKey>>> {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let c = cast(a, &DataType::Utf8).ok()?;
             let c = c.as_any().downcast_ref::<StringArray>()?;
-            Some(c.iter().map(|v| v.map(|s| IdKey::Str(s.to_string()))).collect())
+            Some(
+                c.iter()
+                    .map(|v| v.map(|s| IdKey::Str(s.to_string())))
+                    .collect(),
+            )
         }
         _ => None,
     }
@@ -173,9 +179,8 @@ async fn read_log(store: &Arc<dyn ObjectStore>, root: &ExportRoot, base: &Path) 
             .bytes()
             .await
             .map_err(|e| io(&format!("reading {}", root.show(&path)), e))?;
-        let text = std::str::from_utf8(&bytes).map_err(|_| {
-            QueryError::Invalid(format!("{} is not UTF-8 JSON", root.show(&path)))
-        })?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| QueryError::Invalid(format!("{} is not UTF-8 JSON", root.show(&path))))?;
         log.strata = None;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let action: Value = serde_json::from_str(line).map_err(|e| {
@@ -206,8 +211,10 @@ async fn read_log(store: &Arc<dyn ObjectStore>, root: &ExportRoot, base: &Path) 
                 log.schema_string = md["schemaString"].as_str().map(str::to_string);
                 log.table_id = md["id"].as_str().map(str::to_string);
             } else if let Some(ci) = action.get("commitInfo") {
-                if let (Some(t), Some(p)) = (ci["strata"]["table"].as_str(), ci["strata"]["position"].as_i64())
-                {
+                if let (Some(t), Some(p)) = (
+                    ci["strata"]["table"].as_str(),
+                    ci["strata"]["position"].as_i64(),
+                ) {
                     log.strata = Some((t.to_string(), p));
                 }
             }
@@ -300,7 +307,10 @@ fn delta_struct(fields: &Fields) -> (Value, Fields) {
         out.push(json!({"name": f.name(), "type": t, "nullable": true, "metadata": {}}));
         arrow.push(Field::new(f.name(), a, true));
     }
-    (json!({"type": "struct", "fields": out}), Fields::from(arrow))
+    (
+        json!({"type": "struct", "fields": out}),
+        Fields::from(arrow),
+    )
 }
 
 /// The Delta schema string of a result and the Arrow schema its files use.
@@ -404,7 +414,11 @@ async fn write_file(
 }
 
 /// Read a data file of the export (only `_id` when `ids_only`).
-async fn read_file(root: &ExportRoot, path: &Path, ids_only: bool) -> Result<Option<Vec<RecordBatch>>> {
+async fn read_file(
+    root: &ExportRoot,
+    path: &Path,
+    ids_only: bool,
+) -> Result<Option<Vec<RecordBatch>>> {
     let bytes = match root.store().get(path).await {
         Ok(g) => g
             .bytes()
@@ -414,7 +428,10 @@ async fn read_file(root: &ExportRoot, path: &Path, ids_only: bool) -> Result<Opt
         Err(e) => return Err(io(&format!("reading {}", root.show(path)), e)),
     };
     let bad = |e: &dyn std::fmt::Display| {
-        QueryError::Invalid(format!("{} is not a readable Parquet file: {e}", root.show(path)))
+        QueryError::Invalid(format!(
+            "{} is not a readable Parquet file: {e}",
+            root.show(path)
+        ))
     };
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
     if ids_only {
@@ -448,7 +465,8 @@ async fn read_changes(
     upto: i64,
 ) -> Result<Option<Changes>> {
     let engine = session.db.engine().clone();
-    let fallback = |e: &strata_storage::Error| matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Invalid);
+    let fallback =
+        |e: &strata_storage::Error| matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Invalid);
     let mut feed = match engine.change_feed(table, FeedStart::After(after)).await {
         Ok(f) => f,
         Err(e) if fallback(&e) => return Ok(None),
@@ -490,10 +508,15 @@ async fn read_changes(
 }
 
 /// Run a query and take its rows.
-async fn rows_of(session: &mut Session, sql: &str) -> Result<(SchemaRef, datafusion::execution::SendableRecordBatchStream)> {
+async fn rows_of(
+    session: &mut Session,
+    sql: &str,
+) -> Result<(SchemaRef, datafusion::execution::SendableRecordBatchStream)> {
     match Box::pin(session.execute(sql, &[])).await?.pop() {
         Some(Output::Rows { schema, stream }) => Ok((schema, stream)),
-        _ => Err(QueryError::Internal(format!("the export query returned no rows: {sql}"))),
+        _ => Err(QueryError::Internal(format!(
+            "the export query returned no rows: {sql}"
+        ))),
     }
 }
 
@@ -764,7 +787,12 @@ pub(crate) async fn export(
 }
 
 /// Delete every earlier data file that holds a row of an erased `_id`.
-async fn purge_erased(root: &ExportRoot, base: &Path, files: &[String], erased: &HashSet<IdKey>) -> Result<()> {
+async fn purge_erased(
+    root: &ExportRoot,
+    base: &Path,
+    files: &[String],
+    erased: &HashSet<IdKey>,
+) -> Result<()> {
     for p in files {
         let path = Path::from(format!("{}/{p}", base.as_ref()).trim_start_matches('/'));
         let Some(batches) = read_file(root, &path, true).await? else {
@@ -776,10 +804,12 @@ async fn purge_erased(root: &ExportRoot, base: &Path, files: &[String], erased: 
                 .is_some_and(|ids| ids.iter().flatten().any(|k| erased.contains(k)))
         });
         if holds {
-            root.store()
-                .delete(&path)
-                .await
-                .map_err(|e| io(&format!("deleting {} (it holds erased rows)", root.show(&path)), e))?;
+            root.store().delete(&path).await.map_err(|e| {
+                io(
+                    &format!("deleting {} (it holds erased rows)", root.show(&path)),
+                    e,
+                )
+            })?;
         }
     }
     Ok(())

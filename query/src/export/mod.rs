@@ -152,7 +152,9 @@ impl ExportRoot {
         let mut path = self.prefix.clone();
         for p in parts {
             let part = object_store::path::PathPart::parse(p).map_err(|e| {
-                QueryError::Invalid(format!("cannot write `{t}`: `{p}` is not a usable name: {e}"))
+                QueryError::Invalid(format!(
+                    "cannot write `{t}`: `{p}` is not a usable name: {e}"
+                ))
             })?;
             path = path.join(part);
         }
@@ -296,7 +298,11 @@ pub(crate) fn query_stream(
     s.map(|b| b.map_err(QueryError::from))
 }
 
-fn format_of(options: &[CopyOption], legacy: &[CopyLegacyOption], target: &str) -> Result<FileFormat> {
+fn format_of(
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+    target: &str,
+) -> Result<FileFormat> {
     let mut format = None;
     for o in options {
         match o {
@@ -449,7 +455,8 @@ impl Session {
                 };
                 if !columns.is_empty() {
                     return Err(QueryError::Unsupported(
-                        "FORMAT delta exports every column of the table: drop the column list".into(),
+                        "FORMAT delta exports every column of the table: drop the column list"
+                            .into(),
                     ));
                 }
                 let table = match table_name.0.last().and_then(|p| p.as_ident()) {
