@@ -147,6 +147,14 @@ pub struct ServeArgs {
     /// psql's \copy writes on the client].
     #[arg(long, env = "STRATA_EXPORT_ROOT")]
     pub export_root: Option<String>,
+    /// Publish every committed change to Kafka: bootstrap brokers,
+    /// HOST:PORT[,HOST:PORT…] [default: no Kafka sink].
+    #[arg(long, env = "STRATA_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// The Kafka sink's topic, created with one partition if missing
+    /// [default: strata.changes].
+    #[arg(long, env = "STRATA_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
 }
 
 /// A size in a config file: `"3GiB"` or a number of bytes.
@@ -194,6 +202,8 @@ pub struct FileConfig {
     pub gc_grace: Option<String>,
     pub log_retention: Option<String>,
     pub export_root: Option<String>,
+    pub kafka_brokers: Option<String>,
+    pub kafka_topic: Option<String>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -225,6 +235,8 @@ pub struct Resolved {
     pub log_retention: Option<Duration>,
     /// Where server-side COPY … TO 'file' may write.
     pub export_root: Option<String>,
+    /// The Kafka sink, when configured.
+    pub kafka: Option<crate::kafka::KafkaSinkConfig>,
 }
 
 impl ServeArgs {
@@ -267,6 +279,10 @@ impl ServeArgs {
             gc_grace,
             log_retention,
             export_root: self.export_root.clone().or(file.export_root),
+            kafka: kafka_sink(
+                self.kafka_brokers.clone().or(file.kafka_brokers),
+                self.kafka_topic.clone().or(file.kafka_topic),
+            )?,
             spill_dir: self.spill_dir.clone().or(file.spill_dir),
             cache_dir: self.cache_dir.clone().or(file.cache_dir),
             cache_size,
@@ -338,6 +354,52 @@ fn read_config(p: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
     toml::from_str(&text).map_err(|e| format!("config file {}: {e}", p.display()))
+}
+
+/// The Kafka sink's settings: brokers are required, the topic defaults.
+fn kafka_sink(
+    brokers: Option<String>,
+    topic: Option<String>,
+) -> Result<Option<crate::kafka::KafkaSinkConfig>, String> {
+    let Some(brokers) = brokers else {
+        return match topic {
+            Some(_) => Err(
+                "--kafka-topic needs --kafka-brokers HOST:PORT (the Kafka sink's brokers)".into(),
+            ),
+            None => Ok(None),
+        };
+    };
+    let brokers: Vec<String> = brokers
+        .split(',')
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .collect();
+    if brokers.is_empty() {
+        return Err("--kafka-brokers is empty: give HOST:PORT[,HOST:PORT…]".into());
+    }
+    for b in &brokers {
+        let port = b
+            .rsplit_once(':')
+            .and_then(|(h, p)| (!h.is_empty()).then_some(p));
+        if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+            return Err(format!(
+                "--kafka-brokers: `{b}` is not HOST:PORT (for example 127.0.0.1:9092)"
+            ));
+        }
+    }
+    let topic = topic.unwrap_or_else(|| crate::kafka::DEFAULT_TOPIC.to_string());
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty()
+        || topic.len() > 249
+        || !topic.chars().all(legal)
+        || topic == "."
+        || topic == ".."
+    {
+        return Err(format!(
+            "--kafka-topic `{topic}` is not a Kafka topic name: use up to 249 letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(Some(crate::kafka::KafkaSinkConfig { brokers, topic }))
 }
 
 impl Resolved {
@@ -449,6 +511,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         )
     })?;
     let follower = db.follow(r.catch_up);
+    let _sink = r.kafka.clone().map(|k| {
+        println!(
+            "  kafka sink: changes of every table to topic {} on {}",
+            k.topic,
+            k.brokers.join(",")
+        );
+        crate::kafka::spawn(db.database().engine().clone(), k)
+    });
     if r.role == Role::Compactor {
         println!(
             "Strata {} compacting (--role compactor)",
@@ -666,5 +736,41 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.contains("pg_prot"), "{err}");
+    }
+
+    #[test]
+    fn kafka_and_export_settings() {
+        let r = ServeArgs::default().resolve().unwrap();
+        assert!(r.kafka.is_none() && r.export_root.is_none());
+        let r = ServeArgs {
+            kafka_brokers: Some("127.0.0.1:9092, kafka2:19092".into()),
+            export_root: Some("s3://b/exports".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let k = r.kafka.clone().unwrap();
+        assert_eq!(k.brokers, vec!["127.0.0.1:9092", "kafka2:19092"]);
+        assert_eq!(k.topic, crate::kafka::DEFAULT_TOPIC);
+        assert_eq!(
+            r.config().unwrap().export_root.as_deref(),
+            Some("s3://b/exports")
+        );
+        for (brokers, topic, want) in [
+            (Some("localhost"), None, "HOST:PORT"),
+            (Some("localhost:99999"), None, "HOST:PORT"),
+            (Some(" , "), None, "empty"),
+            (Some("h:1"), Some("bad topic"), "not a Kafka topic name"),
+            (None, Some("t"), "needs --kafka-brokers"),
+        ] {
+            let err = ServeArgs {
+                kafka_brokers: brokers.map(Into::into),
+                kafka_topic: topic.map(Into::into),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err();
+            assert!(err.contains(want), "{brokers:?} {topic:?}: {err}");
+        }
     }
 }

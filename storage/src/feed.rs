@@ -263,6 +263,34 @@ impl Engine {
         let schema = self
             .table_schema(table)
             .ok_or_else(|| Error::NotFound(format!("table \"{table}\" does not exist")))?;
+        let next = self.feed_start(start).await?;
+        self.feeds.fetch_add(1, Ordering::SeqCst);
+        Ok(ChangeFeed {
+            engine: self.clone(),
+            table: table.to_string(),
+            out: feed_schema(&schema),
+            schema,
+            next,
+            ready: VecDeque::new(),
+            watch: self.applied_watch.subscribe(),
+        })
+    }
+
+    /// Read every table's transactions from `start`, in commit order: for
+    /// sinks that publish the whole log (the Kafka sink).
+    pub async fn log_feed(self: &Arc<Self>, start: FeedStart) -> Result<LogFeed> {
+        let next = self.feed_start(start).await?;
+        self.feeds.fetch_add(1, Ordering::SeqCst);
+        Ok(LogFeed {
+            engine: self.clone(),
+            next,
+            watch: self.applied_watch.subscribe(),
+        })
+    }
+
+    /// The position a feed starting at `start` reads first, checked
+    /// against the applied log and what collection left of it.
+    async fn feed_start(&self, start: FeedStart) -> Result<i64> {
         let (applied, _) = self.applied_point();
         let end = position(applied + 1, 0);
         let next = match start {
@@ -286,16 +314,58 @@ impl Engine {
                 }
             }
         }
-        self.feeds.fetch_add(1, Ordering::SeqCst);
-        Ok(ChangeFeed {
-            engine: self.clone(),
-            table: table.to_string(),
-            out: feed_schema(&schema),
-            schema,
-            next,
-            ready: VecDeque::new(),
-            watch: self.applied_watch.subscribe(),
-        })
+        Ok(next)
+    }
+}
+
+/// Every table's transactions from a start position, in commit order.
+pub struct LogFeed {
+    engine: Arc<Engine>,
+    /// The position of the next transaction to read.
+    next: i64,
+    watch: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Drop for LogFeed {
+    fn drop(&mut self) {
+        self.engine.feeds.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl LogFeed {
+    /// The position of the next transaction the feed will read.
+    pub fn next_position(&self) -> i64 {
+        self.next
+    }
+
+    /// The next log record with transactions to read, and the index of
+    /// the first of them (the transaction at `position(rec.seq, index)`),
+    /// waiting for a commit if there is none yet. Transactions are read
+    /// whole; the feed moves past the record.
+    pub async fn next(&mut self) -> Result<(Arc<LogRecord>, usize)> {
+        loop {
+            let (seq, first_tx) = split_position(self.next);
+            let (applied, _) = self.engine.applied_point();
+            if seq > applied {
+                self.watch.mark_unchanged();
+                if self.engine.applied_point().0 < seq {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), self.watch.changed())
+                        .await;
+                }
+                continue;
+            }
+            let rec = self.engine.record_for_feed(seq, applied).await?;
+            if rec.txs.len() >= 1 << TX_BITS {
+                return Err(Error::Internal(format!(
+                    "log record {seq} holds {} transactions, more than a feed position can number",
+                    rec.txs.len()
+                )));
+            }
+            self.next = position(seq + 1, 0);
+            if first_tx < rec.txs.len() {
+                return Ok((rec, first_tx));
+            }
+        }
     }
 }
 

@@ -29,7 +29,7 @@ pub use engine::{
 };
 pub use entity::EntityId;
 pub use error::{Error, ErrorKind, Result};
-pub use feed::{ChangeFeed, FeedStart};
+pub use feed::{ChangeFeed, FeedStart, LogFeed};
 pub use gc::{GcConfig, GcReport};
 pub use log::{Op, OpKind};
 pub use prune::{CmpOp, ColumnPredicate, StatValue, Test};
