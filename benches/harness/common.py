@@ -154,7 +154,7 @@ def _serve_help(binary):
 class Strata:
     """`strata serve` over a data directory on free ports."""
 
-    def __init__(self, binary, data_dir, test_clock=None, memory_limit=None):
+    def __init__(self, binary, data_dir, test_clock=None, memory_limit=None, extra_args=()):
         self.binary = binary
         self.data_dir = data_dir
         args = [binary, "serve", "--data-dir", data_dir, "--pg-port", "0"]
@@ -164,6 +164,7 @@ class Strata:
             args += ["--test-clock", test_clock]
         if memory_limit:
             args += ["--memory-limit", memory_limit]
+        args += list(extra_args)
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)

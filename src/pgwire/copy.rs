@@ -1693,9 +1693,18 @@ mod tests {
     }
 
     #[test]
-    fn files_are_refused() {
-        let e = parse_copy("COPY t FROM '/etc/passwd'").unwrap_err();
-        assert_eq!(e.code, "0A000");
+    fn files_go_to_the_session() {
+        // Server-side targets are the session's (strata_query::export),
+        // which refuses COPY FROM a file and writes only under the export
+        // root (tests/export.rs).
+        for sql in [
+            "COPY t FROM '/etc/passwd'",
+            "COPY t TO 'x.parquet'",
+            "COPY (SELECT * FROM t FOR SYSTEM_TIME AS OF NOW()) TO 'x' (FORMAT delta)",
+            "COPY t TO PROGRAM 'cat'",
+        ] {
+            assert!(matches!(parse_copy(sql), Ok(CopyCommand::Server)), "{sql}");
+        }
         assert!(is_copy("copy t from stdin"));
         assert!(!is_copy("copycat"));
         // A multi-byte character within the first four bytes (a fuzzed

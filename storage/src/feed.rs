@@ -344,28 +344,49 @@ impl LogFeed {
     /// whole; the feed moves past the record.
     pub async fn next(&mut self) -> Result<(Arc<LogRecord>, usize)> {
         loop {
-            let (seq, first_tx) = split_position(self.next);
-            let (applied, _) = self.engine.applied_point();
-            if seq > applied {
-                self.watch.mark_unchanged();
-                if self.engine.applied_point().0 < seq {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), self.watch.changed())
-                        .await;
-                }
+            let Some((rec, first_tx)) =
+                applied_record(&self.engine, &mut self.watch, self.next).await?
+            else {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), self.watch.changed()).await;
                 continue;
-            }
-            let rec = self.engine.record_for_feed(seq, applied).await?;
-            if rec.txs.len() >= 1 << TX_BITS {
-                return Err(Error::Internal(format!(
-                    "log record {seq} holds {} transactions, more than a feed position can number",
-                    rec.txs.len()
-                )));
-            }
-            self.next = position(seq + 1, 0);
+            };
+            self.next = position(rec.seq + 1, 0);
             if first_tx < rec.txs.len() {
                 return Ok((rec, first_tx));
             }
         }
+    }
+}
+
+/// The log record holding position `next` and the index of `next`'s
+/// transaction in it; `None` if that record is not applied yet (the watch
+/// is then marked seen, so the next applied record wakes a wait on it).
+async fn applied_record(
+    engine: &Engine,
+    watch: &mut tokio::sync::watch::Receiver<u64>,
+    next: i64,
+) -> Result<Option<(Arc<LogRecord>, usize)>> {
+    loop {
+        let (seq, first_tx) = split_position(next);
+        let (applied, _) = engine.applied_point();
+        if seq > applied {
+            watch.mark_unchanged();
+            // A record applied between the check and the mark wakes nobody:
+            // look again.
+            if engine.applied_point().0 < seq {
+                return Ok(None);
+            }
+            continue;
+        }
+        let rec = engine.record_for_feed(seq, applied).await?;
+        if rec.txs.len() >= 1 << TX_BITS {
+            return Err(Error::Internal(format!(
+                "log record {seq} holds {} transactions, more than a feed position can number",
+                rec.txs.len()
+            )));
+        }
+        return Ok(Some((rec, first_tx)));
     }
 }
 
@@ -433,24 +454,12 @@ impl ChangeFeed {
             if let Some(b) = self.ready.pop_front() {
                 return Ok(Some(b));
             }
-            let (seq, first_tx) = split_position(self.next);
-            let (applied, _) = self.engine.applied_point();
-            if seq > applied {
-                self.watch.mark_unchanged();
-                // A record applied between the check and the mark wakes nobody:
-                // look again.
-                if self.engine.applied_point().0 < seq {
-                    return Ok(None);
-                }
-                continue;
-            }
-            let rec = self.engine.record_for_feed(seq, applied).await?;
-            if rec.txs.len() >= 1 << TX_BITS {
-                return Err(Error::Internal(format!(
-                    "log record {seq} holds {} transactions, more than a feed position can number",
-                    rec.txs.len()
-                )));
-            }
+            let Some((rec, first_tx)) =
+                applied_record(&self.engine, &mut self.watch, self.next).await?
+            else {
+                return Ok(None);
+            };
+            let seq = rec.seq;
             for (i, tx) in rec.txs.iter().enumerate().skip(first_tx) {
                 let pos = position(seq, i);
                 let mut batches = Vec::new();
