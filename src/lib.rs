@@ -84,10 +84,17 @@ impl Db {
         sql: &str,
         params: &[ScalarValue],
     ) -> Result<SendableRecordBatchStream> {
+        use futures::TryStreamExt;
         let mut session = self.session();
         let outs = session.execute(sql, params).await?;
         match outs.into_iter().last() {
-            Some(Output::Rows { stream, .. }) => Ok(stream),
+            // Empty batches (a subscription's caught-up marks) are left out.
+            Some(Output::Rows { schema, stream }) => Ok(Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    schema,
+                    stream.try_filter(|b| futures::future::ready(b.num_rows() > 0)),
+                ),
+            )),
             _ => Err(Error::Invalid(
                 "sql_stream needs a statement that returns rows".into(),
             )),

@@ -38,7 +38,16 @@ fn parquet_exports_read_back_by_pyarrow_polars_and_duckdb() {
 fn server_side_parquet_and_delta_exports_read_by_deltalake() {
     let root = tempfile::tempdir().unwrap();
     let root_dir = root.path().to_str().unwrap();
-    let s = Server::start_with(&["--export-root", root_dir], &[]);
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        &[
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--export-root",
+            root_dir,
+        ],
+        &[],
+    );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python");
     let out = Command::new("python3")
         .arg(dir.join("delta_export.py"))

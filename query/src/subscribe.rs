@@ -87,10 +87,23 @@ impl Session {
 fn feed_stream(
     feed: ChangeFeed,
 ) -> impl futures::Stream<Item = datafusion::error::Result<RecordBatch>> + Send {
-    futures::stream::unfold(Some(feed), |feed| async move {
-        let mut feed = feed?;
-        match feed.next().await {
-            Ok(b) => Some((Ok(b), Some(feed))),
+    // (feed, whether the caught-up marker was sent since the last rows)
+    futures::stream::unfold(Some((feed, false)), |state| async move {
+        let (mut feed, marked) = state?;
+        let next = match feed.try_next().await {
+            Ok(Some(b)) => Ok(b),
+            // Caught up with the log: an empty batch says so once (a
+            // cursor's FETCH n returns what is committed without waiting
+            // for more), then wait for the next commit.
+            Ok(None) if !marked => {
+                let empty = RecordBatch::new_empty(feed.schema());
+                return Some((Ok(empty), Some((feed, true))));
+            }
+            Ok(None) => feed.next().await,
+            Err(e) => Err(e),
+        };
+        match next {
+            Ok(b) => Some((Ok(b), Some((feed, false)))),
             Err(e) => Some((
                 Err(DataFusionError::External(Box::new(QueryError::from(e)))),
                 None,

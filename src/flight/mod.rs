@@ -957,8 +957,12 @@ async fn execute_query(
     }
 }
 
+/// A result as Flight batches; empty batches (a subscription's caught-up
+/// marks) are not sent: the schema goes first anyway.
 fn rows_stream(s: SendableRecordBatchStream) -> BoxStream<RecordBatch> {
-    s.map_err(|e| status(QueryError::from(e))).boxed()
+    s.map_err(|e| status(QueryError::from(e)))
+        .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+        .boxed()
 }
 
 type DoGetStream =

@@ -368,11 +368,13 @@ impl OpenCursor {
                 None if self.done => break,
                 None => {
                     let next = if self.endless && n > 0 {
-                        match tokio::time::timeout(Duration::from_millis(1), self.stream.next())
-                            .await
-                        {
-                            Ok(x) => x,
-                            Err(_) => break,
+                        // A subscription marks catching up with the log by
+                        // an empty batch (strata_query's feed stream): FETCH
+                        // n returns what is committed, without waiting for
+                        // more. (A stop ends the wait too.)
+                        tokio::select! {
+                            x = self.stream.next() => x,
+                            e = &mut stop => return Err(e),
                         }
                     } else {
                         let limit = async {
@@ -400,6 +402,12 @@ impl OpenCursor {
                     }
                 }
             };
+            if batch.num_rows() == 0 {
+                if self.endless && n > 0 {
+                    break;
+                }
+                continue;
+            }
             let take = (want - n).min(batch.num_rows() as u64) as usize;
             if take < batch.num_rows() {
                 self.pending
