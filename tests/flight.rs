@@ -175,6 +175,15 @@ async fn prepared_statements_bind_parameters_in_a_stateless_handle() {
         .unwrap();
     assert_eq!(p.dataset_schema().unwrap().field(0).name(), "name");
     assert_eq!(p.parameter_schema().unwrap().fields().len(), 1);
+    // A parameter's type comes from the cast it is given.
+    let cast = c
+        .prepare("SELECT $1::bigint + 1 AS n".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        cast.parameter_schema().unwrap().field(0).data_type(),
+        &DataType::Int64
+    );
     let params = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, true)])),
         vec![Arc::new(Int64Array::from(vec![38]))],
@@ -592,6 +601,16 @@ async fn time_travel_queries_see_earlier_versions() {
         )
         .await
         .unwrap();
+    // The parameter is described as the timestamp the clause takes (the
+    // session's describe, which the Postgres wire uses too), not as text.
+    assert!(
+        matches!(
+            p.parameter_schema().unwrap().field(0).data_type(),
+            DataType::Timestamp(_, Some(_))
+        ),
+        "{:?}",
+        p.parameter_schema()
+    );
     let t = arrow::array::TimestampMicrosecondArray::from(vec![1_577_880_000_000_000i64]) // 2020-01-01T12:00Z
         .with_timezone("UTC");
     p.set_parameters(

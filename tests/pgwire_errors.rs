@@ -113,6 +113,38 @@ async fn tokio_postgres_refused_pin_is_a_failed_block() {
     .unwrap();
 }
 
+/// A Parse the connection refuses itself fails the open block, and the
+/// session (which keeps the block's state) says why in every 25P02 after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_parse_fails_the_block_with_its_reason() {
+    let s = Server::start();
+    let c = s.client().await;
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c.prepare("SELECT 1; SELECT 2").await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR), "{e:?}");
+    let e = c.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{e:?}"
+    );
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("current transaction is aborted") && msg.contains("prepared statement"),
+        "{msg}"
+    );
+    // COMMIT of the failed block answers ROLLBACK, and autocommit is back.
+    let tags = c.simple_query("COMMIT").await.unwrap();
+    assert!(tags
+        .iter()
+        .all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))));
+    let one: i64 = c.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overflow_and_division_by_zero_have_postgres_sqlstates() {
     let s = Server::start();

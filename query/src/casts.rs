@@ -70,7 +70,7 @@ pub fn sql_tag(t: &ast::DataType) -> Option<SqlType> {
 pub fn column_field(name: &str, t: &ast::DataType) -> Result<Field> {
     Ok(match sql_tag(t) {
         Some(tag) => tag.field(name),
-        None => Field::new(name, crate::session::sql_type(t)?, true),
+        None => Field::new(name, crate::sql::sql_type(t)?, true),
     })
 }
 

@@ -411,7 +411,7 @@ mod tests {
             ] {
                 let sql = nested(open, inner, close, n);
                 let started = Instant::now();
-                let r = crate::session::parse(&sql);
+                let r = crate::sql::parse(&sql);
                 let took = started.elapsed();
                 assert!(
                     took < Duration::from_secs(5),
@@ -426,14 +426,14 @@ mod tests {
 
     #[test]
     fn deep_brackets_are_refused_from_the_tokens() {
-        let e = crate::session::parse(&nested("ARRAY[", "1", "]", 3_000)).unwrap_err();
+        let e = crate::sql::parse(&nested("ARRAY[", "1", "]", 3_000)).unwrap_err();
         assert!(e.to_string().contains("deeper than 1000 levels"), "{e}");
-        let e = crate::session::parse(&nested("ARRAY[", "1", "]", 999)).unwrap_err();
+        let e = crate::sql::parse(&nested("ARRAY[", "1", "]", 999)).unwrap_err();
         assert!(e.to_string().contains("deeper than 50 levels"), "{e}");
         // Unbalanced: the opening brackets count.
-        let e = crate::session::parse(&format!("SELECT {}1", "(".repeat(60))).unwrap_err();
+        let e = crate::sql::parse(&format!("SELECT {}1", "(".repeat(60))).unwrap_err();
         assert!(e.to_string().contains("deeper than 50 levels"), "{e}");
-        assert!(crate::session::parse(&nested("ARRAY[", "1", "]", 30)).is_ok());
+        assert!(crate::sql::parse(&nested("ARRAY[", "1", "]", 30)).is_ok());
     }
 
     /// As docs/clients.md counts: one level per operator, leaves none.
@@ -443,13 +443,13 @@ mod tests {
             .map(|i| format!("a = {i}"))
             .collect::<Vec<_>>()
             .join(" OR ");
-        crate::session::parse(&format!("SELECT 1 FROM t WHERE {ors}")).unwrap();
-        crate::session::parse(&format!("SELECT {}", vec!["1"; 1000].join("+"))).unwrap();
+        crate::sql::parse(&format!("SELECT 1 FROM t WHERE {ors}")).unwrap();
+        crate::sql::parse(&format!("SELECT {}", vec!["1"; 1000].join("+"))).unwrap();
         let ors = (0..1002)
             .map(|i| format!("a = {i}"))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let e = crate::session::parse(&format!("SELECT 1 FROM t WHERE {ors}")).unwrap_err();
+        let e = crate::sql::parse(&format!("SELECT 1 FROM t WHERE {ors}")).unwrap_err();
         assert!(e.to_string().contains("deeper than 1000 levels"), "{e}");
     }
 

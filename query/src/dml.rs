@@ -16,7 +16,8 @@ use strata_storage::schema::{timestamp_type, ID, TEMPORAL_COLUMNS, VALID_FROM, V
 use strata_storage::{TimeSelector, OPEN};
 
 use crate::error::{QueryError, Result};
-use crate::session::{object_name, parse, Output, Session};
+use crate::session::{Output, Session};
+use crate::sql::{object_name, parse};
 use crate::temporal::{Rewritten, StatementKind};
 
 const VF: &str = "__strata_vf";
@@ -319,7 +320,7 @@ impl Session {
             _ => None,
         };
         let stmt = match wrapped {
-            Some(sql) => crate::session::parse(&sql)?.pop().unwrap_or(stmt),
+            Some(sql) => crate::sql::parse(&sql)?.pop().unwrap_or(stmt),
             None => stmt,
         };
         let (ctx, plan) = self.plan(stmt, rw, params).await?;

@@ -57,7 +57,73 @@ pub enum QueryError {
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
+/// What kind of failure an error is, for a front end with its own codes
+/// (Flight SQL's gRPC status, the Python package's exceptions). The
+/// Postgres wire sends [`QueryError::sqlstate`] instead, which is finer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The statement or its input is wrong: fix it and send it again.
+    InvalidInput,
+    /// A table (or another object it names) does not exist.
+    NotFound,
+    /// Strata does not do this (yet).
+    Unsupported,
+    /// Not allowed in the session's state: a transaction open or failed, an
+    /// assertion that did not hold.
+    FailedPrecondition,
+    /// Lost to a concurrent commit: run the transaction again.
+    Conflict,
+    /// Storage or a service outside the database cannot be reached now.
+    Unavailable,
+    /// Out of memory or space, or nested deeper than the planner takes.
+    ResourceExhausted,
+    /// Stored data is damaged.
+    Corrupt,
+    /// A commit whose outcome is unknown (the store did not answer).
+    OutcomeUnknown,
+    /// Not permitted: a missing privilege, or a read-only node.
+    Denied,
+    /// A wait ran out of time.
+    Timeout,
+    /// A bug in Strata.
+    Internal,
+}
+
 impl QueryError {
+    /// The kind of failure, for front ends that map errors to their own codes.
+    pub fn kind(&self) -> Kind {
+        match self {
+            QueryError::Syntax(_)
+            | QueryError::Invalid(_)
+            | QueryError::UndefinedColumn(_)
+            | QueryError::TypeConflict(_)
+            | QueryError::Arithmetic(_)
+            | QueryError::Execution(_)
+            | QueryError::Cardinality(_) => Kind::InvalidInput,
+            QueryError::UndefinedTable(_) => Kind::NotFound,
+            QueryError::Unsupported(_) => Kind::Unsupported,
+            QueryError::Transaction(_) | QueryError::Aborted(_) | QueryError::Assertion(_) => {
+                Kind::FailedPrecondition
+            }
+            QueryError::Storage(s) => match s.kind() {
+                ErrorKind::Invalid => Kind::InvalidInput,
+                ErrorKind::Unavailable => Kind::Unavailable,
+                ErrorKind::Full => Kind::ResourceExhausted,
+                ErrorKind::Corrupt => Kind::Corrupt,
+                ErrorKind::Conflict => Kind::Conflict,
+                ErrorKind::NotFound => Kind::NotFound,
+                ErrorKind::Internal => Kind::Internal,
+                ErrorKind::OutcomeUnknown => Kind::OutcomeUnknown,
+                ErrorKind::ReadOnly => Kind::Denied,
+            },
+            QueryError::OutOfMemory(_) | QueryError::TooComplex(_) => Kind::ResourceExhausted,
+            QueryError::Internal(_) => Kind::Internal,
+            QueryError::Timeout(_) => Kind::Timeout,
+            QueryError::Privilege(_) => Kind::Denied,
+            QueryError::Io(_) => Kind::Unavailable,
+        }
+    }
+
     /// The Postgres SQLSTATE for this error.
     pub fn sqlstate(&self) -> &'static str {
         match self {

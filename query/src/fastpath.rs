@@ -25,7 +25,8 @@ use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
 use strata_storage::EntityId;
 
 use crate::error::{QueryError, Result};
-use crate::session::{ident_name as ident, Output};
+use crate::session::Output;
+use crate::sql::ident_name as ident;
 
 /// A recognized point lookup, before binding.
 #[derive(Debug)]
@@ -195,7 +196,7 @@ fn recognize(stmt: &Statement) -> Option<Lookup> {
     {
         return None;
     }
-    let table = crate::session::object_name(name).ok()?;
+    let table = crate::sql::object_name(name).ok()?;
     let qualifier = match alias {
         Some(a) if a.columns.is_empty() => ident(&a.name),
         Some(_) => return None,
@@ -433,7 +434,7 @@ mod tests {
     use super::*;
 
     fn lookup(sql: &str) -> Option<Lookup> {
-        let mut s = crate::session::parse(sql).unwrap();
+        let mut s = crate::sql::parse(sql).unwrap();
         recognize(&s.pop().unwrap())
     }
 

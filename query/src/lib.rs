@@ -5,6 +5,7 @@
 mod apply;
 pub mod casts;
 pub mod depth;
+pub mod describe;
 mod dml;
 pub mod error;
 pub mod export;
@@ -29,6 +30,7 @@ pub mod provider;
 mod semijoin;
 pub mod session;
 mod setops;
+pub mod sql;
 mod subquery_eq;
 mod subscribe;
 pub mod system_tables;
@@ -37,4 +39,4 @@ mod wildcard;
 
 pub use depth::{MAX_EXPR_DEPTH, THREAD_STACK_BYTES};
 pub use error::{QueryError, Result};
-pub use session::{Database, Output, RuntimeOptions, Session};
+pub use session::{Database, Output, RuntimeOptions, Session, TxState};

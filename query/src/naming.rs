@@ -8,7 +8,7 @@
 
 use std::ops::ControlFlow;
 
-use crate::session::ident_name as norm;
+use crate::sql::ident_name as norm;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, OrderByKind, Query, SelectItem, SetExpr, Statement, VisitMut, VisitorMut,
@@ -162,7 +162,7 @@ mod tests {
     use super::*;
 
     fn rewrite(sql: &str) -> String {
-        let mut s = crate::session::parse(sql).unwrap().pop().unwrap();
+        let mut s = crate::sql::parse(sql).unwrap().pop().unwrap();
         alias_sorted_casts(&mut s);
         s.to_string()
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::CatalogProviderList;
 use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::common::ParamValues;
@@ -21,8 +21,6 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, CopyTarget, Statement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use futures::{StreamExt, TryStreamExt};
 use strata_storage::log::{Op, OpKind};
 use strata_storage::schema::{ID, TEMPORAL_COLUMNS};
@@ -30,6 +28,7 @@ use strata_storage::{Coordinate, Engine, EngineConfig, TxRequest};
 
 use crate::error::{QueryError, Result};
 use crate::provider::{PendingWrites, QueryTimes, StrataCatalog, StrataSchema};
+use crate::sql::{ident_name, object_name};
 use crate::temporal::{self, StatementKind};
 
 /// What a statement produced.
@@ -410,9 +409,22 @@ impl OpenTx {
     }
 }
 
-/// An identifier's name: as written if quoted, else lower-cased.
-pub(crate) fn ident_name(i: &ast::Ident) -> String {
-    crate::ident::normalize(i)
+/// A session's transaction block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxState {
+    /// No block open: each statement commits on its own.
+    Idle,
+    /// In a `BEGIN … COMMIT` block.
+    Open,
+    /// In a block where a statement failed: only ROLLBACK (or ROLLBACK TO
+    /// a savepoint) runs; COMMIT rolls back and says so with an error.
+    Failed,
+}
+
+fn aborted(why: &str) -> QueryError {
+    QueryError::Aborted(format!(
+        "current transaction is aborted ({why}); commands ignored until end of transaction block (ROLLBACK)"
+    ))
 }
 
 /// One connection's state.
@@ -455,58 +467,6 @@ pub const STRATA_SETTINGS: &[(&str, &str)] = &[
 /// Statements a session keeps parsed, by their SQL text (a prepared
 /// statement or a repeated query is tokenized, rewritten and parsed once).
 const PARSED_MAX: usize = 256;
-
-/// Rewrite the temporal extensions, then parse each statement.
-fn rewrite_and_parse(
-    sql: &str,
-    params: &[ScalarValue],
-) -> Result<Vec<(temporal::Rewritten, Statement)>> {
-    let mut out = Vec::new();
-    for rw in temporal::rewrite(sql, params)? {
-        let mut parsed = parse(&rw.sql)?;
-        if parsed.len() != 1 {
-            return Err(QueryError::Syntax(format!(
-                "expected one statement in `{}`",
-                rw.sql
-            )));
-        }
-        let stmt = parsed.pop().unwrap();
-        out.push((rw, stmt));
-    }
-    Ok(out)
-}
-
-/// Split SQL into statements. A statement nesting deeper than
-/// [`crate::depth::MAX_EXPR_DEPTH`] is refused (54001) before it is planned.
-pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    use datafusion::sql::sqlparser::parser::ParserError;
-    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
-    let dialect = PostgreSqlDialect {};
-    let syntax = |e: ParserError| match e {
-        ParserError::RecursionLimitExceeded => crate::depth::too_nested(),
-        e => QueryError::Syntax(e.to_string()),
-    };
-    let tokens = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|e| syntax(e.into()))?;
-    crate::depth::check_tokens(&tokens)?;
-    // PostgreSQL's dialect with a bound on the parser's work (see depth.rs).
-    let budget = crate::depth::ParseBudget::for_tokens(tokens.len());
-    let stmts = Parser::new(&budget)
-        .with_tokens_with_locations(tokens)
-        .parse_statements()
-        .map_err(|e| {
-            if budget.exhausted() {
-                crate::depth::too_costly()
-            } else {
-                syntax(e)
-            }
-        })?;
-    for s in &stmts {
-        crate::depth::check_statement(s)?;
-    }
-    Ok(stmts)
-}
 
 /// A query's plan after the analyzer, whose schema is what the query
 /// returns: Strata's analyzer rules change some types (`sum` of bigints is
@@ -591,6 +551,39 @@ impl Session {
         self.tx.is_some()
     }
 
+    /// Whether a transaction block is open, and whether it failed.
+    pub fn transaction_state(&self) -> TxState {
+        match &self.tx {
+            None => TxState::Idle,
+            Some(OpenTx {
+                failed: Some(_), ..
+            }) => TxState::Failed,
+            Some(_) => TxState::Open,
+        }
+    }
+
+    /// Mark the open transaction block (if any) failed, for an error a front
+    /// end met outside [`Session::execute`] (a result stream that failed
+    /// after its statement returned, a parameter that did not bind): until
+    /// ROLLBACK (or ROLLBACK TO a savepoint), statements are refused with
+    /// 25P02, and COMMIT rolls back. The first reason is kept.
+    pub fn fail_transaction(&mut self, why: &str) {
+        if let Some(tx) = &mut self.tx {
+            tx.failed.get_or_insert_with(|| why.to_string());
+        }
+    }
+
+    /// `Err` (25P02) when the open transaction block failed: what a front end
+    /// checks before work it does itself (a COPY load) inside the block.
+    pub fn check_not_aborted(&self) -> Result<()> {
+        match &self.tx {
+            Some(OpenTx {
+                failed: Some(why), ..
+            }) => Err(aborted(why)),
+            _ => Ok(()),
+        }
+    }
+
     /// Turn the planner-free point-lookup path on or off (on by default;
     /// off plans every statement, for comparing the two).
     pub fn set_fast_path(&mut self, on: bool) {
@@ -602,7 +595,7 @@ impl Session {
         let stmts = match self.parsed.get(sql) {
             Some(p) => p.clone(),
             None => {
-                let p = Arc::new(rewrite_and_parse(sql, params)?);
+                let p = Arc::new(crate::sql::rewrite_and_parse(sql, params)?);
                 // Only statements whose rewrite depends on nothing but their
                 // text are kept: no temporal clause (which may read a
                 // parameter or the clock), no DML portion, ERASE or ASSERT.
@@ -667,14 +660,8 @@ impl Session {
                 )));
             }
         }
-        if let Some(tx) = &self.tx {
-            if let Some(why) = &tx.failed {
-                if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
-                    return Err(QueryError::Aborted(format!(
-                        "current transaction is aborted ({why}); commands ignored until end of transaction block (ROLLBACK)"
-                    )));
-                }
-            }
+        if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
+            self.check_not_aborted()?;
         }
         // Point lookups are answered without the planner (crate::fastpath)
         // and without copying the statement.
@@ -779,6 +766,9 @@ impl Session {
                     });
                 };
                 if let Some(why) = tx.failed {
+                    // Rolled back (the block is gone); the error says why.
+                    // (The Postgres wire answers `ROLLBACK` instead, as
+                    // Postgres does.)
                     return Err(QueryError::Transaction(format!(
                         "transaction rolled back: {why}"
                     )));
@@ -1410,22 +1400,6 @@ impl Session {
     }
 }
 
-pub(crate) fn object_name(n: &ast::ObjectName) -> Result<String> {
-    let parts: Vec<String> =
-        n.0.iter()
-            .map(|p| p.as_ident().map(crate::ident::normalize))
-            .collect::<Option<_>>()
-            .ok_or_else(|| QueryError::Unsupported(format!("unsupported name {n}")))?;
-    match parts.as_slice() {
-        [t] => Ok(t.clone()),
-        [s, t] if s == "public" => Ok(t.clone()),
-        [c, s, t] if c == "strata" && s == "public" => Ok(t.clone()),
-        _ => Err(QueryError::Invalid(format!(
-            "unknown schema in `{n}`: Strata tables live in `public`"
-        ))),
-    }
-}
-
 fn rename(b: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
     let mut seen = HashSet::new();
     for c in columns {
@@ -1451,69 +1425,6 @@ fn rename(b: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {
         cols,
         &RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
     )?)
-}
-
-/// Map a declared SQL column type to the Arrow type Strata stores
-/// (`uuid`, `json`, `jsonb` are text; `crate::casts::column_field` tags them).
-pub fn sql_type(t: &ast::DataType) -> Result<DataType> {
-    use ast::DataType as T;
-    Ok(match t {
-        T::SmallInt(_)
-        | T::Int(_)
-        | T::Integer(_)
-        | T::BigInt(_)
-        | T::Int2(_)
-        | T::Int4(_)
-        | T::Int8(_)
-        | T::TinyInt(_) => DataType::Int64,
-        T::Real
-        | T::Float(_)
-        | T::Double(_)
-        | T::DoublePrecision
-        | T::Float4
-        | T::Float8
-        | T::Float64 => DataType::Float64,
-        T::Text
-        | T::Varchar(_)
-        | T::Char(_)
-        | T::Character(_)
-        | T::CharacterVarying(_)
-        | T::String(_)
-        | T::Uuid
-        | T::JSON
-        | T::JSONB => DataType::Utf8,
-        T::Boolean | T::Bool => DataType::Boolean,
-        T::Date => DataType::Date32,
-        T::Timestamp(_, tz) => match tz {
-            ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz => {
-                strata_storage::schema::timestamp_type()
-            }
-            _ => DataType::Timestamp(TimeUnit::Microsecond, None),
-        },
-        T::Time(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => {
-            DataType::Time64(TimeUnit::Microsecond)
-        }
-        T::Interval { .. } => {
-            DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)
-        }
-        T::Bytea | T::Blob(_) | T::Binary(_) | T::Varbinary(_) => DataType::Binary,
-        T::Numeric(info) | T::Decimal(info) => match info {
-            ast::ExactNumberInfo::PrecisionAndScale(p, s) => {
-                DataType::Decimal128(*p as u8, *s as i8)
-            }
-            ast::ExactNumberInfo::Precision(p) => DataType::Decimal128(*p as u8, 0),
-            ast::ExactNumberInfo::None => DataType::Decimal128(38, 10),
-        },
-        T::Array(ast::ArrayElemTypeDef::SquareBracket(inner, _))
-        | T::Array(ast::ArrayElemTypeDef::AngleBracket(inner)) => {
-            DataType::List(Arc::new(Field::new("item", sql_type(inner)?, true)))
-        }
-        other => {
-            return Err(QueryError::Unsupported(format!(
-                "column type {other} is not supported yet"
-            )))
-        }
-    })
 }
 
 /// `500`, `500ms`, `2s`, `1min`: a duration of at least 1 ms.

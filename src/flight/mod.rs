@@ -54,12 +54,12 @@ use arrow_flight::{
 use bytes::Bytes;
 use datafusion::common::ScalarValue;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::{stream, Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use strata_query::temporal::{self, StatementKind};
+use strata_query::describe::DescribedKind;
+use strata_query::temporal;
 use strata_query::{Output, QueryError};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -105,70 +105,22 @@ impl StrataFlight {
         token::authorize(&self.auth, &self.tokens, r.metadata())
     }
 
-    /// Plan `sql` when it is one plain query: its result schema and the
-    /// types of its parameters. `Ok(None)` for anything else (commands,
-    /// scripts, temporal DML), which runs eagerly.
+    /// Describe `sql` through the session: the types of its parameters,
+    /// and its result schema when it is one plain query or a SUBSCRIBE
+    /// (planned now, streamed from DoGet). Anything else (commands,
+    /// scripts, temporal DML) gets no schema and runs eagerly.
     async fn describe(&self, sql: &str, nparams: usize) -> Result<Described, Status> {
-        // Parameters used in temporal clauses are consumed by the rewrite:
-        // give it timestamps, as the Postgres front end does.
-        let dummy = vec![ScalarValue::TimestampMicrosecond(Some(0), Some("UTC".into())); nparams];
-        let mut rws = match temporal::rewrite(sql, &dummy) {
-            Ok(r) => r,
-            // `SUBSCRIBE … AFTER $1` takes a position (an integer).
-            Err(_) if is_subscribe(sql) => {
-                temporal::rewrite(sql, &vec![ScalarValue::Int64(Some(0)); nparams])
-                    .map_err(status)?
-            }
-            Err(e) => return Err(status(e)),
-        };
-        let mut d = Described {
-            schema: None,
-            params: vec![None; nparams],
-        };
-        if rws.len() != 1 {
-            return Ok(d);
-        }
-        let rw = rws.remove(0);
-        if let StatementKind::Subscribe(sub) = &rw.kind {
-            // A change feed streams from DoGet as changes commit.
-            let table = self
-                .db
-                .inner
-                .engine()
-                .table_schema(&sub.table)
-                .ok_or_else(|| {
-                    Status::not_found(format!(
-                        "table \"{}\" does not exist: SUBSCRIBE reads an existing table",
-                        sub.table
-                    ))
-                })?;
-            d.schema = Some(strata_storage::feed::feed_schema(&table));
-            return Ok(d);
-        }
-        let mut parsed = strata_query::session::parse(&rw.sql).map_err(status)?;
-        if parsed.len() != 1 {
-            return Ok(d);
-        }
-        let stmt = parsed.remove(0);
-        let is_query = matches!(stmt, Statement::Query(_)) && rw.kind == StatementKind::Plain;
-        match self.db.session().plan_only(stmt, &rw).await {
-            Ok(plan) => {
-                if let Ok(types) = plan.get_parameter_types() {
-                    for (k, v) in types {
-                        let i = k.trim_start_matches('$').parse::<usize>().unwrap_or(0);
-                        if i >= 1 && i <= nparams {
-                            d.params[i - 1] = v.filter(|t| *t != DataType::Null);
-                        }
-                    }
-                }
-                if is_query {
-                    d.schema = Some(Arc::new(plan.schema().as_arrow().clone()));
-                }
-            }
-            Err(e) if is_query => return Err(status(e)),
-            Err(_) => {}
-        }
-        Ok(d)
+        let d = self
+            .db
+            .session()
+            .describe(sql, nparams, &|_| {})
+            .await
+            .map_err(status)?;
+        let streams = matches!(d.kind, DescribedKind::Query | DescribedKind::Subscribe);
+        Ok(Described {
+            schema: if streams { d.schema } else { None },
+            params: d.params,
+        })
     }
 
     /// The FlightInfo for running `sql` with `params` bound.
@@ -885,60 +837,14 @@ impl FlightListener {
 /// DoGet streams query results only: a statement that writes, or a script,
 /// is refused before anything runs.
 fn refuse_unless_query(sql: &str, params: &[ScalarValue]) -> Result<(), Status> {
-    use datafusion::sql::sqlparser::ast::{Query, SetExpr, Visit, Visitor};
-    use std::ops::ControlFlow;
-    struct ReadOnly;
-    impl Visitor for ReadOnly {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            fn body_reads(b: &SetExpr) -> bool {
-                match b {
-                    SetExpr::Select(s) => s.into.is_none(),
-                    SetExpr::Query(_) | SetExpr::Values(_) | SetExpr::Table(_) => true,
-                    SetExpr::SetOperation { left, right, .. } => {
-                        body_reads(left) && body_reads(right)
-                    }
-                    _ => false,
-                }
-            }
-            if body_reads(&q.body) {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(())
-            }
-        }
-    }
-    let refuse = |what: &str| {
-        Status::invalid_argument(format!(
+    match strata_query::describe::not_a_single_read(sql, params).map_err(status)? {
+        None => Ok(()),
+        Some(what) => Err(Status::invalid_argument(format!(
             "DoGet runs only a single query (SELECT, WITH, VALUES, TABLE), and this ticket holds {what}: \
              run statements that change data with DoPut (CommandStatementUpdate, execute_update), \
              or ask for a FlightInfo (GetFlightInfo) and fetch the ticket it returns"
-        ))
-    };
-    let rws = temporal::rewrite(sql, params).map_err(status)?;
-    let [rw] = rws.as_slice() else {
-        return Err(refuse("several statements"));
-    };
-    if matches!(rw.kind, StatementKind::Subscribe(_)) {
-        // A change feed only reads.
-        return Ok(());
+        ))),
     }
-    if rw.kind != StatementKind::Plain {
-        return Err(refuse("a statement that changes data"));
-    }
-    let parsed = strata_query::session::parse(&rw.sql).map_err(status)?;
-    match parsed.as_slice() {
-        [stmt @ Statement::Query(_)] if stmt.visit(&mut ReadOnly).is_continue() => Ok(()),
-        [_] => Err(refuse("a statement that is not a read-only query")),
-        _ => Err(refuse("several statements")),
-    }
-}
-
-/// Does `sql` start with SUBSCRIBE?
-fn is_subscribe(sql: &str) -> bool {
-    sql.trim_start()
-        .get(..9)
-        .is_some_and(|w| w.eq_ignore_ascii_case("subscribe"))
 }
 
 /// Run one query; its schema and stream.
@@ -1168,38 +1074,21 @@ fn ingest_valid_period(
 /// (what went wrong and what to do), with the SQLSTATE the Postgres front
 /// end would send.
 fn status(e: QueryError) -> Status {
-    use strata_storage::ErrorKind as K;
+    use strata_query::error::Kind;
     use tonic::Code;
-    let code = match &e {
-        QueryError::Syntax(_)
-        | QueryError::Invalid(_)
-        | QueryError::UndefinedColumn(_)
-        | QueryError::TypeConflict(_)
-        | QueryError::Arithmetic(_)
-        | QueryError::Execution(_)
-        | QueryError::Cardinality(_) => Code::InvalidArgument,
-        QueryError::UndefinedTable(_) => Code::NotFound,
-        QueryError::Unsupported(_) => Code::Unimplemented,
-        QueryError::Transaction(_) | QueryError::Aborted(_) | QueryError::Assertion(_) => {
-            Code::FailedPrecondition
-        }
-        QueryError::Storage(s) => match s.kind() {
-            K::Invalid => Code::InvalidArgument,
-            K::Unavailable => Code::Unavailable,
-            K::Full => Code::ResourceExhausted,
-            K::Corrupt => Code::DataLoss,
-            K::Conflict => Code::Aborted,
-            K::NotFound => Code::NotFound,
-            K::Internal => Code::Internal,
-            K::OutcomeUnknown => Code::Unknown,
-            K::ReadOnly => Code::PermissionDenied,
-        },
-        QueryError::OutOfMemory(_) => Code::ResourceExhausted,
-        QueryError::Internal(_) => Code::Internal,
-        QueryError::TooComplex(_) => Code::ResourceExhausted,
-        QueryError::Timeout(_) => Code::DeadlineExceeded,
-        QueryError::Privilege(_) => Code::PermissionDenied,
-        QueryError::Io(_) => Code::Unavailable,
+    let code = match e.kind() {
+        Kind::InvalidInput => Code::InvalidArgument,
+        Kind::NotFound => Code::NotFound,
+        Kind::Unsupported => Code::Unimplemented,
+        Kind::FailedPrecondition => Code::FailedPrecondition,
+        Kind::Conflict => Code::Aborted,
+        Kind::Unavailable => Code::Unavailable,
+        Kind::ResourceExhausted => Code::ResourceExhausted,
+        Kind::Corrupt => Code::DataLoss,
+        Kind::OutcomeUnknown => Code::Unknown,
+        Kind::Denied => Code::PermissionDenied,
+        Kind::Timeout => Code::DeadlineExceeded,
+        Kind::Internal => Code::Internal,
     };
     Status::new(code, format!("{e} (SQLSTATE {})", e.sqlstate()))
 }

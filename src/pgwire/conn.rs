@@ -41,7 +41,8 @@ use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionS
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use strata_query::{Output, QueryError, Session};
+use strata_query::describe::DescribedKind;
+use strata_query::{Output, QueryError, Session, TxState};
 use tokio::sync::watch;
 
 use super::split::{max_placeholder, split_statements};
@@ -104,8 +105,6 @@ pub(super) enum Exec {
 pub(super) struct ConnState {
     pub(super) session: Session,
     settings: Settings,
-    /// An error happened inside the open transaction: only ROLLBACK/COMMIT now.
-    pub(super) tx_failed: bool,
     /// SQL-level `PREPARE`d statements.
     prepared: HashMap<String, Arc<Prepared>>,
     /// Open SQL cursors (`DECLARE`), by name.
@@ -181,7 +180,7 @@ fn is_strata_setting(name: &str) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("strata."))
 }
 
-fn query_err(e: QueryError) -> E {
+pub(super) fn query_err(e: QueryError) -> E {
     err(e.sqlstate(), e.to_string())
 }
 
@@ -230,7 +229,6 @@ impl Conn {
             state: tokio::sync::Mutex::new(ConnState {
                 session,
                 settings,
-                tx_failed: false,
                 prepared: HashMap::new(),
                 cursors: HashMap::new(),
                 derived: None,
@@ -250,28 +248,26 @@ impl Conn {
 
 impl Inner {
     fn absorb_stream_failure(&self, st: &mut ConnState) {
-        if self.stream_failed.swap(false, Ordering::SeqCst) && st.session.in_transaction() {
-            st.tx_failed = true;
+        if self.stream_failed.swap(false, Ordering::SeqCst) {
+            st.session
+                .fail_transaction("a result stream failed after its statement returned");
         }
     }
 
     pub(super) async fn tx_status(&self) -> TransactionStatus {
         let mut st = self.state.lock().await;
         self.absorb_stream_failure(&mut st);
-        if !st.session.in_transaction() {
-            TransactionStatus::Idle
-        } else if st.tx_failed {
-            TransactionStatus::Error
-        } else {
-            TransactionStatus::Transaction
+        match st.session.transaction_state() {
+            TxState::Idle => TransactionStatus::Idle,
+            TxState::Open => TransactionStatus::Transaction,
+            TxState::Failed => TransactionStatus::Error,
         }
     }
 
-    pub(super) async fn mark_failed(&self) {
-        let mut st = self.state.lock().await;
-        if st.session.in_transaction() {
-            st.tx_failed = true;
-        }
+    /// An error the connection met itself (a Parse, Bind or COPY that
+    /// failed) fails the open transaction block, as one from the session does.
+    pub(super) async fn mark_failed(&self, why: &str) {
+        self.state.lock().await.session.fail_transaction(why);
     }
 
     /// The columns of SQL cursor `name`, if it is open.
@@ -312,19 +308,9 @@ impl Inner {
             parsed,
             Some(Statement::Commit { .. } | Statement::Rollback { .. })
         );
-        if st.tx_failed && st.session.in_transaction() && !ends_tx {
-            return Err(err(
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
+        if !ends_tx {
+            st.session.check_not_aborted().map_err(query_err)?;
         }
-        let to_savepoint = matches!(
-            parsed,
-            Some(Statement::Rollback {
-                savepoint: Some(_),
-                ..
-            })
-        );
         let r = match super::cursor::parse(sql) {
             Some(c) => match c {
                 Ok(c) => self.run_cursor(&mut st, c, params).await,
@@ -340,10 +326,9 @@ impl Inner {
             // SET, RESET, DISCARD, EXECUTE of one of them, …
             st.derived = None;
         }
-        if !st.session.in_transaction() || (to_savepoint && r.is_ok()) {
-            st.tx_failed = false;
-        } else if r.is_err() {
-            st.tx_failed = true;
+        if let Err(e) = &r {
+            // (The session marked the errors it returned itself.)
+            st.session.fail_transaction(&e.message);
         }
         r
     }
@@ -460,7 +445,7 @@ impl Inner {
                 let types: Vec<Option<Type>> = data_types
                     .iter()
                     .map(|t| {
-                        strata_query::session::sql_type(t)
+                        strata_query::sql::sql_type(t)
                             .map(|dt| Some(pg_type_for_arrow(&dt)))
                             .map_err(query_err)
                     })
@@ -468,7 +453,13 @@ impl Inner {
                 let inner_sql = statement.to_string();
                 let facts = facts(st);
                 let p = self
-                    .prepare(&inner_sql, Some((**statement).clone()), &types, &facts)
+                    .prepare(
+                        &inner_sql,
+                        Some((**statement).clone()),
+                        &types,
+                        &facts,
+                        Some(&st.session),
+                    )
                     .await?;
                 st.prepared.insert(key, Arc::new(p));
                 cmd("PREPARE")
@@ -503,8 +494,9 @@ impl Inner {
                 }
                 cmd("DEALLOCATE")
             }
-            Statement::Commit { .. } if st.tx_failed && st.session.in_transaction() => {
-                // Postgres answers COMMIT of a failed transaction with ROLLBACK.
+            Statement::Commit { .. } if st.session.transaction_state() == TxState::Failed => {
+                // Postgres answers COMMIT of a failed block with ROLLBACK,
+                // where the session's COMMIT rolls back with an error.
                 st.session
                     .execute("ROLLBACK", &[])
                     .await
@@ -553,7 +545,6 @@ impl Inner {
                 let msg = panic_message(panic.as_ref());
                 tracing::error!("a statement panicked: {msg}; the connection's session was reset");
                 st.session = self.shared.db.session();
-                st.tx_failed = false;
                 Err(err("XX000", format!("internal error: the statement panicked ({msg}); any open transaction was rolled back")))
             }
             Ok(Err(e)) => Err(query_err(e)),
@@ -752,6 +743,8 @@ impl Inner {
         parsed: Option<Statement>,
         client_types: &[Option<Type>],
         facts: &OwnedFacts,
+        // The connection's session when the caller holds its state already.
+        held: Option<&Session>,
     ) -> Result<Prepared, E> {
         let n_params = max_placeholder(sql);
         if super::cursor::is_subscribe(sql) {
@@ -773,7 +766,8 @@ impl Inner {
             {
                 // The parameters are the query's.
                 let inner =
-                    Box::pin(self.prepare(&query, parse_one(&query), client_types, facts)).await?;
+                    Box::pin(self.prepare(&query, parse_one(&query), client_types, facts, held))
+                        .await?;
                 Some((inner.param_arrow.clone(), None))
             }
             Some(Err(e)) => return Err(e),
@@ -832,13 +826,31 @@ impl Inner {
                         vars::rewrite_functions(s, &facts.as_facts(&facts.settings));
                     }
                 };
-                let d = self
-                    .shared
-                    .describer
-                    .describe(&self.shared.db, sql, &rewrite)
-                    .await
-                    .map_err(query_err)?;
-                (d.params, d.schema, d.param_tags)
+                let d = match held {
+                    Some(session) => session.describe(sql, n_params, &rewrite).await,
+                    None => {
+                        let st = self.state.lock().await;
+                        st.session.describe(sql, n_params, &rewrite).await
+                    }
+                }
+                .map_err(query_err)?;
+                let schema = match (d.kind, &d.schema, &d.statement) {
+                    (DescribedKind::Script, ..) => {
+                        return Err(err(
+                            "42601",
+                            "cannot insert multiple commands into a prepared statement",
+                        ))
+                    }
+                    // Postgres's names for unnamed result columns.
+                    (DescribedKind::Query, Some(schema), Some(stmt)) => {
+                        match super::names::column_names(stmt) {
+                            Some(names) => Some(super::names::rename(schema, &names)),
+                            None => Some(schema.clone()),
+                        }
+                    }
+                    _ => d.schema.clone(),
+                };
+                (d.params, schema, d.param_tags)
             }
         };
         let n = params.len().max(client_types.len()).max(n_params);
@@ -910,7 +922,7 @@ fn wants_parse(sql: &str) -> bool {
 /// Parse one statement with sqlparser; None if it does not parse as exactly one
 /// (Strata's temporal syntax, which only the session understands).
 pub(super) fn parse_one(sql: &str) -> Option<Statement> {
-    match strata_query::session::parse(sql) {
+    match strata_query::sql::parse(sql) {
         Ok(mut v) if v.len() == 1 => v.pop(),
         _ => None,
     }
@@ -1429,7 +1441,9 @@ impl QueryParser for Parser {
             0 => return Ok(None),
             1 => {}
             _ => {
-                self.0.mark_failed().await;
+                self.0
+                    .mark_failed("several commands in one prepared statement")
+                    .await;
                 return Err(user_err(err(
                     "42601",
                     "cannot insert multiple commands into a prepared statement",
@@ -1439,10 +1453,10 @@ impl QueryParser for Parser {
         let piece = pieces.remove(0);
         let parsed = parse_one(&piece);
         let facts = facts(&*self.0.state.lock().await);
-        match self.0.prepare(&piece, parsed, types, &facts).await {
+        match self.0.prepare(&piece, parsed, types, &facts, None).await {
             Ok(p) => Ok(Some(Arc::new(p))),
             Err(e) => {
-                self.0.mark_failed().await;
+                self.0.mark_failed(&e.message).await;
                 Err(user_err(e))
             }
         }
@@ -1676,7 +1690,7 @@ impl ExtendedQueryHandler for Conn {
         let params = match portal_params(portal) {
             Ok(v) => v,
             Err(e) => {
-                self.0.mark_failed().await;
+                self.0.mark_failed(&e.message).await;
                 return Err(user_err(e));
             }
         };

@@ -33,7 +33,7 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::PgWireBackendMessage;
 use strata_storage::schema::{timestamp_type, type_name, ID, VALID_FROM, VALID_TO};
 
-use super::conn::{err, Conn, Exec, Inner, E};
+use super::conn::{err, query_err, Conn, Exec, Inner, E};
 use super::types::{decode_param, encode_batch, field_infos, pg_type_for_arrow, plan_columns};
 
 /// Rows per Arrow batch of a load.
@@ -132,7 +132,7 @@ fn matching_paren(s: &str, open: usize) -> Option<usize> {
 /// Parse a COPY statement.
 pub fn parse_copy(sql: &str) -> Result<CopyCommand, E> {
     let trimmed = sql.trim().trim_end_matches(';').trim_end();
-    let parsed = strata_query::session::parse(trimmed);
+    let parsed = strata_query::sql::parse(trimmed);
     let (stmt, query_text) = match parsed {
         Ok(mut v) if v.len() == 1 => (v.pop().expect("one statement"), None),
         Ok(_) => return Err(syntax("expected one COPY statement")),
@@ -148,8 +148,8 @@ pub fn parse_copy(sql: &str) -> Result<CopyCommand, E> {
                 .ok_or_else(|| syntax("COPY (query): the query's parenthesis is not closed"))?;
             let inner = trimmed[open + 1..close].to_string();
             let stand_in = format!("COPY (SELECT 1) {}", &trimmed[close + 1..]);
-            let mut v = strata_query::session::parse(&stand_in)
-                .map_err(|e| syntax(format!("COPY: {e}")))?;
+            let mut v =
+                strata_query::sql::parse(&stand_in).map_err(|e| syntax(format!("COPY: {e}")))?;
             if v.len() != 1 {
                 return Err(syntax("expected one COPY statement"));
             }
@@ -1280,12 +1280,7 @@ impl Inner {
         opts: CopyOptions,
     ) -> Result<CopyIn, E> {
         let st = self.state.lock().await;
-        if st.tx_failed && st.session.in_transaction() {
-            return Err(err(
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
-        }
+        st.session.check_not_aborted().map_err(query_err)?;
         let existing = st.session.database().engine().table_schema(&table);
         drop(st);
         CopyIn::new(
@@ -1343,12 +1338,7 @@ impl Inner {
         let batches = c.finish()?;
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let mut st = self.state.lock().await;
-        if st.tx_failed && st.session.in_transaction() {
-            return Err(err(
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
-        }
+        st.session.check_not_aborted().map_err(query_err)?;
         if rows == 0 {
             return Ok(0);
         }
@@ -1444,7 +1434,7 @@ impl Conn {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.0.mark_failed().await;
+        self.0.mark_failed(&e.message).await;
         client
             .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
             .await?;
@@ -1466,7 +1456,7 @@ impl Conn {
         let cmd = match parse_copy(sql) {
             Ok(c) => c,
             Err(e) => {
-                self.0.mark_failed().await;
+                self.0.mark_failed(&e.message).await;
                 return Err(PgWireError::UserError(e));
             }
         };
@@ -1479,7 +1469,7 @@ impl Conn {
                 let c = match self.0.begin_copy_in(table, columns, opts).await {
                     Ok(c) => c,
                     Err(e) => {
-                        self.0.mark_failed().await;
+                        self.0.mark_failed(&e.message).await;
                         return Err(PgWireError::UserError(e));
                     }
                 };
@@ -1494,7 +1484,7 @@ impl Conn {
             CopyCommand::Server => match self.0.run_server_copy(sql).await {
                 Ok(tag) => Ok(Response::Execution(tag)),
                 Err(e) => {
-                    self.0.mark_failed().await;
+                    self.0.mark_failed(&e.message).await;
                     Err(PgWireError::UserError(e))
                 }
             },
@@ -1502,7 +1492,7 @@ impl Conn {
             {
                 Ok(n) => Ok(Response::Execution(Tag::new("COPY").with_rows(n))),
                 Err(e) => {
-                    self.0.mark_failed().await;
+                    self.0.mark_failed(&e.to_string()).await;
                     Err(e)
                 }
             },
@@ -1512,7 +1502,7 @@ impl Conn {
     /// Drop a load after an error; an open transaction becomes failed.
     async fn abort_copy(&self) {
         self.0.copy_in.lock().expect("copy lock").take();
-        self.0.mark_failed().await;
+        self.0.mark_failed("the COPY load was abandoned").await;
     }
 }
 
@@ -1563,7 +1553,7 @@ impl CopyHandler for Conn {
                 Ok(())
             }
             Err(e) => {
-                self.0.mark_failed().await;
+                self.0.mark_failed(&e.message).await;
                 client.set_transaction_status(self.0.tx_status().await);
                 Err(PgWireError::UserError(e))
             }

@@ -12,7 +12,6 @@
 mod conn;
 pub mod copy;
 mod cursor;
-pub mod describe;
 pub mod frames;
 pub mod login;
 pub mod names;
@@ -46,7 +45,6 @@ use tokio::task::JoinSet;
 use crate::auth::{Auth, TlsSettings};
 use crate::Db;
 pub use conn::Conn;
-use describe::Describer;
 use login::Login;
 
 /// Cancel keys (pid, secret) → the connection's cancel signal.
@@ -55,7 +53,6 @@ type CancelRegistry = Mutex<HashMap<(i32, Bytes), Arc<watch::Sender<u64>>>>;
 /// What every connection of one server shares.
 pub struct Shared {
     db: Db,
-    describer: Describer,
     cancels: CancelRegistry,
     /// Who may log in.
     login: Login,
@@ -88,7 +85,6 @@ impl Shared {
     pub fn new(db: Db) -> Arc<Shared> {
         Arc::new(Shared {
             db,
-            describer: Describer::new(),
             cancels: Mutex::new(HashMap::new()),
             login: Login::trust(),
             tls: None,
@@ -118,7 +114,6 @@ impl Shared {
         }
         Ok(Arc::new(Shared {
             db,
-            describer: Describer::new(),
             cancels: Mutex::new(HashMap::new()),
             login,
             tls,

@@ -131,7 +131,7 @@ mod tests {
     use super::*;
 
     fn names(sql: &str) -> Option<Vec<Option<String>>> {
-        column_names(&strata_query::session::parse(sql).unwrap()[0])
+        column_names(&strata_query::sql::parse(sql).unwrap()[0])
     }
 
     #[test]

@@ -586,7 +586,7 @@ mod tests {
             pid: 7,
             settings: &settings,
         };
-        let mut s = strata_query::session::parse(sql).unwrap().remove(0);
+        let mut s = strata_query::sql::parse(sql).unwrap().remove(0);
         rewrite_functions(&mut s, &facts);
         s.to_string()
     }
