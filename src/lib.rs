@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod config;
 pub mod flight;
+pub mod http;
 pub mod kafka;
 mod output;
 pub mod pgwire;

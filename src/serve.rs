@@ -17,6 +17,7 @@
 //! cache_dir = "/var/cache/strata"  # remote stores only
 //! cache_size = "10GiB"
 //! export_root = "/srv/exports"     # or "s3://bucket/exports"; default: no server-side COPY TO 'file'
+//! http_port = 9834                 # /health and /metrics; default: no HTTP port
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -155,6 +156,11 @@ pub struct ServeArgs {
     /// [default: strata.changes].
     #[arg(long, env = "STRATA_KAFKA_TOPIC")]
     pub kafka_topic: Option<String>,
+    /// HTTP port for operators: GET /health (JSON) and GET /metrics
+    /// (Prometheus text format), without credentials; 0 picks a free one
+    /// [default: no HTTP port].
+    #[arg(long, env = "STRATA_HTTP_PORT")]
+    pub http_port: Option<u16>,
 }
 
 /// A size in a config file: `"3GiB"` or a number of bytes.
@@ -204,6 +210,7 @@ pub struct FileConfig {
     pub export_root: Option<String>,
     pub kafka_brokers: Option<String>,
     pub kafka_topic: Option<String>,
+    pub http_port: Option<u16>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -237,6 +244,8 @@ pub struct Resolved {
     pub export_root: Option<String>,
     /// The Kafka sink, when configured.
     pub kafka: Option<crate::kafka::KafkaSinkConfig>,
+    /// The HTTP port (`/health`, `/metrics`), if any.
+    pub http_port: Option<u16>,
 }
 
 impl ServeArgs {
@@ -283,6 +292,7 @@ impl ServeArgs {
                 self.kafka_brokers.clone().or(file.kafka_brokers),
                 self.kafka_topic.clone().or(file.kafka_topic),
             )?,
+            http_port: self.http_port.or(file.http_port),
             spill_dir: self.spill_dir.clone().or(file.spill_dir),
             cache_dir: self.cache_dir.clone().or(file.cache_dir),
             cache_size,
@@ -519,16 +529,36 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         );
         crate::kafka::spawn(db.database().engine().clone(), k)
     });
+    let http = match r.http_port {
+        Some(port) => {
+            let role = match r.role {
+                Role::Writer => "writer",
+                Role::Reader => "reader",
+                Role::Compactor => "compactor",
+            };
+            Some(crate::http::start(db.clone(), SocketAddr::new(r.listen, port), role).await?)
+        }
+        None => None,
+    };
+    let http_line = || {
+        if let Some(h) = &http {
+            println!("  http listening on {} (/health, /metrics)", h.local_addr());
+        }
+    };
     if r.role == Role::Compactor {
         println!(
             "Strata {} compacting (--role compactor)",
             env!("CARGO_PKG_VERSION")
         );
         println!("  data in {}", r.location());
+        http_line();
         println!("  no client ports; stop with Ctrl-C (SIGINT) or SIGTERM");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
+        if let Some(h) = http {
+            let _ = h.stop().await;
+        }
         follower.abort();
         println!("Strata stopped");
         let _ = std::io::stdout().flush();
@@ -575,6 +605,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     }
     println!("  postgres listening on {local}");
     println!("  flight sql listening on {}", flight.local_addr());
+    http_line();
     let host = if local.ip().is_unspecified() {
         "localhost".to_string()
     } else {
@@ -591,6 +622,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let served = crate::pgwire::serve_shared(pg, listener, shutdown_signal()).await;
     if let Err(e) = flight.stop().await {
         eprintln!("{e}");
+    }
+    if let Some(h) = http {
+        if let Err(e) = h.stop().await {
+            eprintln!("{e}");
+        }
     }
     follower.abort();
     println!("Strata stopped");

@@ -70,6 +70,9 @@ pub struct Database {
     pool: parking_lot::Mutex<Vec<Pooled>>,
     /// Statements answered by the point-lookup path (crate::fastpath).
     pub(crate) point_lookups: std::sync::atomic::AtomicU64,
+    /// Statements run, and those that failed (`/metrics`).
+    statements: std::sync::atomic::AtomicU64,
+    statement_errors: std::sync::atomic::AtomicU64,
     /// Where server-side COPY … TO 'file' may write (`None`: nowhere).
     export_root: Option<crate::export::ExportRoot>,
 }
@@ -300,6 +303,8 @@ impl Database {
             base,
             pool: parking_lot::Mutex::new(Vec::new()),
             point_lookups: Default::default(),
+            statements: Default::default(),
+            statement_errors: Default::default(),
             export_root,
         }))
     }
@@ -323,6 +328,16 @@ impl Database {
     pub fn point_lookups(&self) -> u64 {
         self.point_lookups
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Statements run by every session of this database since it opened,
+    /// and how many of them failed.
+    pub fn statement_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.statements.load(Relaxed),
+            self.statement_errors.load(Relaxed),
+        )
     }
 
     pub fn session(self: &Arc<Self>) -> Session {
@@ -610,7 +625,15 @@ impl Session {
         };
         let mut out = Vec::with_capacity(stmts.len());
         for (rw, stmt) in stmts.iter() {
-            out.push(self.run(stmt, rw, params).await?);
+            use std::sync::atomic::Ordering::Relaxed;
+            self.db.statements.fetch_add(1, Relaxed);
+            match self.run(stmt, rw, params).await {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    self.db.statement_errors.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+            }
         }
         Ok(out)
     }

@@ -467,6 +467,7 @@ pub async fn serve_shared(
                     tracing::debug!("postgres connection from {peer}");
                     let shared = shared.clone();
                     tasks.spawn(async move {
+                        let _open = crate::http::PgConnection::opened();
                         if let Err(e) = serve_connection(shared, socket).await {
                             tracing::debug!("postgres connection from {peer} ended: {e}");
                         }

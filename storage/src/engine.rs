@@ -242,6 +242,28 @@ pub struct EngineCounters {
     /// Empty records this node created to claim the next seq after losing
     /// a race (see `Engine::write_log`).
     pub knocks: std::sync::atomic::AtomicU64,
+    /// Transactions this node committed, and commits that failed.
+    pub commits: std::sync::atomic::AtomicU64,
+    pub commit_failures: std::sync::atomic::AtomicU64,
+    /// Commit latency (from `Engine::commit` to its answer), µs in all and
+    /// a count per bucket of [`COMMIT_BUCKETS`].
+    pub commit_micros: std::sync::atomic::AtomicU64,
+    pub commit_buckets: [std::sync::atomic::AtomicU64; COMMIT_BUCKETS.len()],
+}
+
+/// Upper bounds (seconds) of the commit latency histogram's buckets.
+pub const COMMIT_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Commits for operators (`/metrics`): counts, and latency as a histogram.
+#[derive(Debug, Clone)]
+pub struct CommitMetrics {
+    pub commits: u64,
+    pub failures: u64,
+    pub seconds_sum: f64,
+    /// (upper bound in seconds, commits at or under it), cumulative.
+    pub buckets: Vec<(f64, u64)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -790,6 +812,47 @@ impl Engine {
     /// Concurrent callers share log writes (group commit).
     pub async fn commit(&self, tx: TxRequest) -> Result<CommitInfo> {
         self.check_writable("commit a transaction")?;
+        let started = std::time::Instant::now();
+        let r = self.commit_inner(tx).await;
+        let c = &self.counters;
+        match &r {
+            Ok(_) => {
+                let us = started.elapsed().as_micros() as u64;
+                c.commits.fetch_add(1, Ordering::Relaxed);
+                c.commit_micros.fetch_add(us, Ordering::Relaxed);
+                let secs = us as f64 / 1e6;
+                if let Some(i) = COMMIT_BUCKETS.iter().position(|b| secs <= *b) {
+                    c.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {
+                c.commit_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    /// Commit counts and latency since this node started.
+    pub fn commit_metrics(&self) -> CommitMetrics {
+        let c = &self.counters;
+        let mut total = 0;
+        let buckets = COMMIT_BUCKETS
+            .iter()
+            .zip(&c.commit_buckets)
+            .map(|(b, n)| {
+                total += n.load(Ordering::Relaxed);
+                (*b, total)
+            })
+            .collect();
+        CommitMetrics {
+            commits: c.commits.load(Ordering::Relaxed),
+            failures: c.commit_failures.load(Ordering::Relaxed),
+            seconds_sum: c.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            buckets,
+        }
+    }
+
+    async fn commit_inner(&self, tx: TxRequest) -> Result<CommitInfo> {
         let (reply, mut rx) = oneshot::channel();
         self.queue.lock().push(Pending { tx, reply });
         // Either another leader commits our transaction (answer on `rx`), or we

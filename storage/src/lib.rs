@@ -24,8 +24,8 @@ pub mod time;
 pub use cache::{CacheConfig, CacheStats};
 pub use compaction::CompactionConfig;
 pub use engine::{
-    CommitInfo, Engine, EngineConfig, OpenReport, PastScans, ScanMetrics, SegmentInfo, TableScan,
-    TxRequest,
+    CommitInfo, CommitMetrics, Engine, EngineConfig, OpenReport, PastScans, ScanMetrics,
+    SegmentInfo, TableScan, TxRequest,
 };
 pub use entity::EntityId;
 pub use error::{Error, ErrorKind, Result};
