@@ -112,13 +112,6 @@ fn seconds(us: i64) -> f64 {
     us as f64 / 1e6
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 async fn health(axum::extract::State(s): axum::extract::State<State>) -> impl IntoResponse {
     let engine = s.db.database().engine();
     let latest = engine.latest_system_time();
@@ -129,7 +122,7 @@ async fn health(axum::extract::State(s): axum::extract::State<State>) -> impl In
         "uptime_seconds": s.started.elapsed().as_secs_f64(),
         // The newest commit this node has applied; 0 when it has none yet.
         "latest_system_time": if latest > 0 { strata_storage::time::fmt_micros(latest) } else { String::new() },
-        "seconds_since_latest_commit": if latest > 0 { Some(seconds(now_micros() - latest)) } else { None },
+        "seconds_since_latest_commit": if latest > 0 { Some(seconds((engine.clock_now() - latest).max(0))) } else { None },
     });
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -832,6 +832,12 @@ impl Engine {
         r
     }
 
+    /// The engine clock's time now (the system time a commit starting now
+    /// would about get), without using a reading up.
+    pub fn clock_now(&self) -> Micros {
+        self.clock.peek_us()
+    }
+
     /// Commit counts and latency since this node started.
     pub fn commit_metrics(&self) -> CommitMetrics {
         let c = &self.counters;
