@@ -161,6 +161,10 @@ async fn publish(engine: &Arc<Engine>, cfg: &KafkaSinkConfig) -> Result<(), Stri
             let pos = position(rec.seq, i);
             let mut index = 0u64;
             for op in &tx.ops {
+                // Roles and grants (password verifiers among them) stay inside.
+                if strata_storage::schema::is_reserved(&op.table) {
+                    continue;
+                }
                 for (key, value, idx) in envelopes(op, pos, tx.system_time, &mut index)? {
                     let p = (crc32fast::hash(&key) as usize) % clients.len();
                     per_partition[p].push(Record {

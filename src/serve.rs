@@ -576,6 +576,12 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         .map(|t| ("statement_timeout", t))
         .into_iter()
         .collect();
+    // The configured users are the bootstrap superusers; in trust mode a
+    // name that is no stored role is a superuser too (crate docs/governance.md).
+    db.database().access().set_bootstrap(
+        r.auth.users.keys().cloned(),
+        r.auth.mode == crate::auth::AuthMode::Trust,
+    );
     let pg = crate::pgwire::Shared::configured(db.clone(), &r.auth, r.tls.as_ref(), &defaults)
         .map_err(|e| format!("--statement-timeout: {e}"))?;
     let flight = crate::flight::start(db.clone(), &r).await?;

@@ -98,6 +98,9 @@ impl Session {
                     sub.table
                 ))
             })?;
+            if let Some(stmt) = crate::sql::parse(&rw.sql)?.first() {
+                self.authorize(stmt, &rw).await?;
+            }
             d.schema = Some(strata_storage::feed::feed_schema(&table));
             d.kind = DescribedKind::Subscribe;
             return Ok(d);
@@ -124,6 +127,7 @@ impl Session {
             parsed.remove(0)
         };
         rewrite(&mut stmt);
+        self.authorize(&stmt, &rw).await?;
         cast_hints(&stmt, &mut d.params, &mut d.param_tags);
         let plain = matches!(rw.kind, StatementKind::Plain);
         match &stmt {

@@ -2,6 +2,7 @@
 //! storage, and the session layer the Postgres and Flight front ends share.
 //! Knows nothing of sockets.
 
+pub mod access;
 mod apply;
 pub mod casts;
 pub mod depth;

@@ -75,6 +75,8 @@ pub struct Database {
     statement_errors: std::sync::atomic::AtomicU64,
     /// Where server-side COPY … TO 'file' may write (`None`: nowhere).
     export_root: Option<crate::export::ExportRoot>,
+    /// Roles and grants (crate::access).
+    pub(crate) access: Arc<crate::access::Access>,
 }
 
 /// A reusable planning context and the coordinate slot its catalog reads.
@@ -284,7 +286,8 @@ impl Database {
             datafusion::physical_optimizer::optimizer::PhysicalOptimizer::with_rules(physical),
         );
         let mut base = builder.build();
-        crate::pg_catalog::register_functions(&mut base, &engine)?;
+        let access: Arc<crate::access::Access> = Default::default();
+        crate::pg_catalog::register_functions(&mut base, &engine, &access)?;
         crate::period::register(&mut base)?;
         crate::casts::register(&mut base)?;
         crate::overflow::register(&mut base)?;
@@ -306,6 +309,7 @@ impl Database {
             statements: Default::default(),
             statement_errors: Default::default(),
             export_root,
+            access,
         }))
     }
 
@@ -340,9 +344,17 @@ impl Database {
         )
     }
 
+    /// Roles and grants, and who the bootstrap superusers are.
+    pub fn access(&self) -> &Arc<crate::access::Access> {
+        &self.access
+    }
+
+    /// A session of the embedded API's owner (a superuser); a front end
+    /// sets the user who logged in with [`Session::set_user`].
     pub fn session(self: &Arc<Self>) -> Session {
         Session {
             db: self.clone(),
+            user: None,
             tx: None,
             fast_path: true,
             parsed: Default::default(),
@@ -370,7 +382,7 @@ impl Database {
         let functions = crate::pg_catalog::function_names(&self.base);
         list.register_catalog(
             "strata".into(),
-            crate::pg_catalog::catalog(strata, &self.engine, functions),
+            crate::pg_catalog::catalog(strata, &self.engine, &self.access, functions),
         );
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(list) as Arc<dyn CatalogProviderList>)
@@ -445,6 +457,8 @@ fn aborted(why: &str) -> QueryError {
 /// One connection's state.
 pub struct Session {
     pub(crate) db: Arc<Database>,
+    /// Who runs the statements (`None`: the embedded API's owner, a superuser).
+    pub(crate) user: Option<String>,
     pub(crate) tx: Option<OpenTx>,
     /// Answer point lookups without the planner (crate::fastpath).
     fast_path: bool,
@@ -560,6 +574,16 @@ fn has_sum_or_case(plan: &LogicalPlan) -> bool {
 impl Session {
     pub fn database(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    /// Run every later statement as `user` (its privileges are checked).
+    pub fn set_user(&mut self, user: &str) {
+        self.user = Some(user.to_string());
+    }
+
+    /// The user statements run as (`None`: the embedded API's owner).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -686,6 +710,12 @@ impl Session {
         if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
             self.check_not_aborted()?;
         }
+        if let Err(e) = self.authorize(stmt, rw).await {
+            if let Some(tx) = &mut self.tx {
+                tx.failed.get_or_insert_with(|| e.to_string());
+            }
+            return Err(e);
+        }
         // Point lookups are answered without the planner (crate::fastpath)
         // and without copying the statement.
         let r = match stmt {
@@ -716,6 +746,7 @@ impl Session {
         match (&rw.kind, &stmt) {
             (StatementKind::Erase, Statement::Delete(d)) => return self.erase(d, rw, params).await,
             (StatementKind::Subscribe(s), _) => return self.subscribe(s).await,
+            (StatementKind::Governance(g), _) => return self.governance(g).await,
             (_, Statement::Copy { target, .. })
                 if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout) =>
             {
@@ -915,6 +946,9 @@ impl Session {
         let times = self.times(rw)?;
         let mut stmt = stmt;
         crate::pg_catalog::rewrite(&mut stmt);
+        if let Some(user) = &self.user {
+            crate::access::name_user_in_privilege_calls(&mut stmt, user);
+        }
         crate::naming::alias_sorted_casts(&mut stmt);
         crate::naming::unique_output_names(&mut stmt);
         {
@@ -1333,6 +1367,7 @@ impl Session {
         valid: Option<(Option<i64>, Option<i64>)>,
     ) -> Result<u64> {
         use datafusion::arrow::array::TimestampMicrosecondArray;
+        self.authorize_ingest(table).await?;
         let mut rows = 0u64;
         let mut ops = Vec::new();
         for b in batches {

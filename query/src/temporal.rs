@@ -54,6 +54,8 @@ pub enum StatementKind {
     Checkpoint,
     /// `SUBSCRIBE [TO] t …`: a change feed (parsed as `SELECT 1`).
     Subscribe(Subscribe),
+    /// A role or privilege statement (crate::access; parsed as `SELECT 1`).
+    Governance(Box<crate::access::Governance>),
 }
 
 /// `SUBSCRIBE [TO] t [AFTER <position> | FROM SYSTEM_TIME <time>] [WITH SNAPSHOT]`.
@@ -597,6 +599,20 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
             r.kind = StatementKind::Checkpoint;
             r.sql = "SELECT 1".into();
             r.contextual = c.contextual;
+            return Ok(r);
+        }
+        Some(w)
+            if crate::access::parse::is_governance(
+                w,
+                c.peek_word_at(c.pos + 1, 0).as_deref(),
+            ) =>
+        {
+            r.kind = StatementKind::Governance(Box::new(crate::access::parse::parse(
+                &toks[c.pos..],
+            )?));
+            r.sql = "SELECT 1".into();
+            // Not kept parsed by its text: it may carry a password.
+            r.contextual = true;
             return Ok(r);
         }
         Some("SUBSCRIBE") => {

@@ -101,18 +101,45 @@ impl StrataFlight {
         }
     }
 
-    fn check<T>(&self, r: &Request<T>) -> Result<String, Status> {
-        token::authorize(&self.auth, &self.tokens, r.metadata())
+    /// Who makes the call (every statement it runs is checked against
+    /// this user's privileges).
+    async fn check<T>(&self, r: &Request<T>) -> Result<String, Status> {
+        let user = match token::authorize(&self.auth, &self.tokens, r.metadata()) {
+            Err(e) => match token::credentials(r.metadata()) {
+                // Not a configured user: perhaps a stored role (CREATE ROLE … LOGIN PASSWORD).
+                Ok(Credentials::Basic { user, password })
+                    if self.verify_stored(&user, &password).await =>
+                {
+                    user
+                }
+                _ => return Err(e),
+            },
+            Ok(u) => u,
+        };
+        let db = self.db.database();
+        db.access()
+            .login(db.engine(), &user)
+            .await
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        Ok(user)
+    }
+
+    /// A stored role's password (not a configured user's).
+    async fn verify_stored(&self, user: &str, password: &str) -> bool {
+        let db = self.db.database();
+        db.access()
+            .verify_password(db.engine(), user, password)
+            .await
     }
 
     /// Describe `sql` through the session: the types of its parameters,
     /// and its result schema when it is one plain query or a SUBSCRIBE
     /// (planned now, streamed from DoGet). Anything else (commands,
     /// scripts, temporal DML) gets no schema and runs eagerly.
-    async fn describe(&self, sql: &str, nparams: usize) -> Result<Described, Status> {
-        let d = self
-            .db
-            .session()
+    async fn describe(&self, user: &str, sql: &str, nparams: usize) -> Result<Described, Status> {
+        let mut session = self.db.session();
+        session.set_user(user);
+        let d = session
             .describe(sql, nparams, &|_| {})
             .await
             .map_err(status)?;
@@ -126,16 +153,17 @@ impl StrataFlight {
     /// The FlightInfo for running `sql` with `params` bound.
     async fn flight_info(
         &self,
+        user: &str,
         sql: &str,
         params: Option<RecordBatch>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
         let (sql, n) = placeholders(sql)?;
-        let d = self.describe(&sql, n).await?;
+        let d = self.describe(user, &sql, n).await?;
         let (schema, handle, total) = match d.schema {
             Some(schema) => (schema, Handle::Query { sql, params }, -1),
             None => {
-                let (schema, batches, affected) = self.run_eagerly(&sql, params.as_ref()).await?;
+                let (schema, batches, affected) = self.run_eagerly(user, &sql, params.as_ref()).await?;
                 let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
                 if size > MAX_TICKET_RESULT_BYTES {
                     return Err(Status::resource_exhausted(format!(
@@ -173,10 +201,12 @@ impl StrataFlight {
     /// in turn. The last result set (if any) and the affected row count.
     async fn run_eagerly(
         &self,
+        user: &str,
         sql: &str,
         params: Option<&RecordBatch>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>, u64), Status> {
         let mut session = self.db.session();
+        session.set_user(user);
         let mut last: Option<(SchemaRef, Vec<RecordBatch>)> = None;
         let mut affected = 0u64;
         for row in param_rows(params)? {
@@ -201,9 +231,15 @@ impl StrataFlight {
     }
 
     /// Run a statement for each parameter row; total affected rows.
-    async fn run_update(&self, sql: &str, params: Option<&RecordBatch>) -> Result<i64, Status> {
+    async fn run_update(
+        &self,
+        user: &str,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<i64, Status> {
         let (sql, _) = placeholders(sql)?;
         let mut session = self.db.session();
+        session.set_user(user);
         let mut affected = 0u64;
         for row in param_rows(params)? {
             for out in session.execute(&sql, &row).await.map_err(status)? {
@@ -221,6 +257,7 @@ impl StrataFlight {
     /// Stream what a ticket or handle names.
     async fn do_get_handle(
         &self,
+        user: &str,
         h: Handle,
     ) -> Result<
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
@@ -244,14 +281,15 @@ impl StrataFlight {
                 }
                 let mut rows = rows.into_iter();
                 let first = rows.next().unwrap_or_default();
-                let (schema, first) = execute_query(&self.db, &sql, &first).await?;
+                let (schema, first) = execute_query(&self.db, user, &sql, &first).await?;
                 let db = self.db.clone();
+                let user = user.to_string();
                 // One result per parameter row, one after the other.
                 let rest = stream::iter(rows)
                     .then(move |row| {
                         let db = db.clone();
-                        let sql = sql.clone();
-                        async move { execute_query(&db, &sql, &row).await }
+                        let (sql, user) = (sql.clone(), user.clone());
+                        async move { execute_query(&db, &user, &sql, &row).await }
                     })
                     .map(|r| match r {
                         Ok((_, s)) => rows_stream(s),
@@ -298,6 +336,7 @@ impl StrataFlight {
 
     async fn ingest(
         &self,
+        user: &str,
         cmd: CommandStatementIngest,
         data: PeekableFlightDataStream,
     ) -> Result<i64, Status> {
@@ -356,6 +395,7 @@ impl StrataFlight {
         }
         let batches = read_batches(data).await?;
         let mut session = self.db.session();
+        session.set_user(user);
         let rows = session
             .ingest(&table, batches, valid)
             .await
@@ -384,7 +424,9 @@ impl FlightSqlService for StrataFlight {
         let trust = self.auth.mode == crate::auth::AuthMode::Trust;
         let user = match token::credentials(request.metadata()) {
             Ok(Credentials::Basic { user, password }) => {
-                if !self.auth.verify_password(&user, &password) {
+                if !self.auth.verify_password(&user, &password)
+                    && !(!trust && self.verify_stored(&user, &password).await)
+                {
                     return Err(token::bad_password(&user));
                 }
                 if user.is_empty() {
@@ -421,12 +463,12 @@ impl FlightSqlService for StrataFlight {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        let user = self.check(&request).await?;
         if query.transaction_id.is_some() {
             return Err(no_transactions());
         }
         let info = self
-            .flight_info(&query.query, None, request.into_inner())
+            .flight_info(&user, &query.query, None, request.into_inner())
             .await?;
         Ok(Response::new(info))
     }
@@ -436,11 +478,11 @@ impl FlightSqlService for StrataFlight {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        let user = self.check(&request).await?;
         let Handle::Query { sql, params } = Handle::decode(&cmd.prepared_statement_handle)? else {
             return Err(not_a_statement());
         };
-        let info = self.flight_info(&sql, params, request.into_inner()).await?;
+        let info = self.flight_info(&user, &sql, params, request.into_inner()).await?;
         Ok(Response::new(info))
     }
 
@@ -449,7 +491,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         let schema = query.into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -459,7 +501,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         let schema = query.clone().into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -469,7 +511,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         let schema = query.clone().into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -479,7 +521,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         let schema = query.into_builder().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -489,7 +531,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         let schema = meta::sql_info().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -499,7 +541,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         self.metadata_info(query, &meta::primary_keys_schema(), request.into_inner())
     }
 
@@ -508,7 +550,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         let schema = meta::xdbc_info().schema();
         self.metadata_info(query, &schema, request.into_inner())
     }
@@ -521,9 +563,9 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        let user = self.check(&request).await?;
         let h = Handle::decode(&ticket.statement_handle)?;
-        self.do_get_handle(h).await
+        self.do_get_handle(&user, h).await
     }
 
     async fn do_get_prepared_statement(
@@ -534,9 +576,9 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        let user = self.check(&request).await?;
         let h = Handle::decode(&query.prepared_statement_handle)?;
-        self.do_get_handle(h).await
+        self.do_get_handle(&user, h).await
     }
 
     async fn do_get_catalogs(
@@ -547,7 +589,7 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        self.check(&request).await?;
         let mut b: GetCatalogsBuilder = query.into_builder();
         b.append(meta::CATALOG);
         let batch = b.build().map_err(arrow_status)?;
@@ -562,7 +604,7 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        self.check(&request).await?;
         let mut b: GetDbSchemasBuilder = query.into_builder();
         b.append(meta::CATALOG, meta::SCHEMA);
         let batch = b.build().map_err(arrow_status)?;
@@ -577,7 +619,7 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        self.check(&request).await?;
         Ok(encode_batch(self.tables_batch(query)?))
     }
 
@@ -589,7 +631,7 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        self.check(&request).await?;
         let mut b = query.into_builder();
         b.append(meta::TABLE_TYPE);
         let batch = b.build().map_err(arrow_status)?;
@@ -604,7 +646,7 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        self.check(&request).await?;
         let batch = query
             .into_builder(meta::sql_info())
             .build()
@@ -620,7 +662,7 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        self.check(&request).await?;
         let batch = meta::primary_keys(&self.db, &query).map_err(arrow_status)?;
         Ok(encode_batch(batch))
     }
@@ -633,7 +675,7 @@ impl FlightSqlService for StrataFlight {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.check(&request)?;
+        self.check(&request).await?;
         let batch = query
             .into_builder(meta::xdbc_info())
             .build()
@@ -646,11 +688,11 @@ impl FlightSqlService for StrataFlight {
         ticket: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.check(&request)?;
+        let user = self.check(&request).await?;
         if ticket.transaction_id.is_some() {
             return Err(no_transactions());
         }
-        self.run_update(&ticket.query, None).await
+        self.run_update(&user, &ticket.query, None).await
     }
 
     async fn do_put_statement_ingest(
@@ -658,8 +700,8 @@ impl FlightSqlService for StrataFlight {
         ticket: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.check(&request)?;
-        self.ingest(ticket, request.into_inner()).await
+        let user = self.check(&request).await?;
+        self.ingest(&user, ticket, request.into_inner()).await
     }
 
     async fn do_put_prepared_statement_query(
@@ -667,7 +709,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         let Handle::Query { sql, params } = Handle::decode(&query.prepared_statement_handle)?
         else {
             return Err(not_a_statement());
@@ -688,7 +730,7 @@ impl FlightSqlService for StrataFlight {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.check(&request)?;
+        let user = self.check(&request).await?;
         let Handle::Query { sql, params } = Handle::decode(&query.prepared_statement_handle)?
         else {
             return Err(not_a_statement());
@@ -700,7 +742,7 @@ impl FlightSqlService for StrataFlight {
             Some(p) => Some(p),
             None => params,
         };
-        self.run_update(&sql, params.as_ref()).await
+        self.run_update(&user, &sql, params.as_ref()).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -708,12 +750,12 @@ impl FlightSqlService for StrataFlight {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        self.check(&request)?;
+        let user = self.check(&request).await?;
         if query.transaction_id.is_some() {
             return Err(no_transactions());
         }
         let (sql, n) = placeholders(&query.query)?;
-        let d = self.describe(&sql, n).await?;
+        let d = self.describe(&user, &sql, n).await?;
         let dataset = d.schema.unwrap_or_else(|| Arc::new(Schema::empty()));
         let params = Schema::new(
             d.params
@@ -744,7 +786,7 @@ impl FlightSqlService for StrataFlight {
         query: ActionClosePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        self.check(&request)?;
+        self.check(&request).await?;
         // Handles hold no server state: nothing to free.
         Handle::decode(&query.prepared_statement_handle)?;
         Ok(())
@@ -850,10 +892,12 @@ fn refuse_unless_query(sql: &str, params: &[ScalarValue]) -> Result<(), Status> 
 /// Run one query; its schema and stream.
 async fn execute_query(
     db: &Db,
+    user: &str,
     sql: &str,
     params: &[ScalarValue],
 ) -> Result<(SchemaRef, SendableRecordBatchStream), Status> {
     let mut session = db.session();
+    session.set_user(user);
     let outs = session.execute(sql, params).await.map_err(status)?;
     match outs.into_iter().last() {
         Some(Output::Rows { schema, stream }) => Ok((schema, stream)),

@@ -476,7 +476,8 @@ impl Inner {
                         format!("prepared statement \"{key}\" does not exist"),
                     )
                 })?;
-                let values = self.eval_params(parameters).await?;
+                let user = st.user.clone();
+                let values = self.eval_params(parameters, &user).await?;
                 let params = bind_values(&p, values)?;
                 Box::pin(self.run_locked(st, reports, &p.sql, p.parsed.as_ref(), params)).await
             }
@@ -545,6 +546,8 @@ impl Inner {
                 let msg = panic_message(panic.as_ref());
                 tracing::error!("a statement panicked: {msg}; the connection's session was reset");
                 st.session = self.shared.db.session();
+                let user = st.user.clone();
+                st.session.set_user(&user);
                 Err(err("XX000", format!("internal error: the statement panicked ({msg}); any open transaction was rolled back")))
             }
             Ok(Err(e)) => Err(query_err(e)),
@@ -701,6 +704,27 @@ impl Inner {
                 one(st, "client_encoding", charset_name.value.clone())?
             }
             ast::Set::SetNamesDefault {} => one(st, "client_encoding", "default".into())?,
+            // Switching roles would change which privileges apply: refuse
+            // rather than appear to switch and keep the login's privileges.
+            ast::Set::SetRole {
+                role_name: Some(r), ..
+            } if !r.value.eq_ignore_ascii_case("none") => {
+                return Err(err(
+                    "0A000",
+                    format!(
+                        "SET ROLE is not supported: statements run with the privileges of the role that logged in ({}); connect as \"{}\" instead",
+                        st.user, r.value
+                    ),
+                ))
+            }
+            ast::Set::SetSessionAuthorization(a)
+                if matches!(a.kind, ast::SetSessionAuthorizationParamKind::User(_)) =>
+            {
+                return Err(err(
+                    "0A000",
+                    "SET SESSION AUTHORIZATION is not supported: connect as that role instead",
+                ))
+            }
             // Transaction modes, roles and session authorization: accepted, nothing to change.
             _ => {}
         }
@@ -708,7 +732,7 @@ impl Inner {
     }
 
     /// Evaluate `EXECUTE name(expr, …)` arguments.
-    async fn eval_params(&self, exprs: &[ast::Expr]) -> Result<Vec<ScalarValue>, E> {
+    async fn eval_params(&self, exprs: &[ast::Expr], user: &str) -> Result<Vec<ScalarValue>, E> {
         if exprs.is_empty() {
             return Ok(vec![]);
         }
@@ -721,6 +745,7 @@ impl Inner {
                 .join(", ")
         );
         let mut s = self.shared.db.session();
+        s.set_user(user);
         let outs = s.execute(&sql, &[]).await.map_err(query_err)?;
         let Some(out) = outs.into_iter().next() else {
             return Ok(vec![]);
@@ -1152,7 +1177,8 @@ impl StartupHandler for Conn {
         if let PgWireFrontendMessage::PasswordMessageFamily(msg) = message {
             // SCRAM exchange (see login.rs); the state lives between messages.
             let mut ls = std::mem::take(&mut *self.0.login.lock().expect("login lock"));
-            let done = super::login::step(&self.0.shared.login, client, &mut ls, msg).await;
+            let done = super::login::step(&self.0.shared.login, self.0.shared.db.database(), client, &mut ls, msg)
+                    .await;
             *self.0.login.lock().expect("login lock") = ls;
             return if done? {
                 self.complete_startup(client).await
@@ -1202,6 +1228,17 @@ impl Conn {
             if let Some(u) = md.get("user") {
                 st.user = u.clone();
             }
+            // A stored role without LOGIN may not connect, in trust mode too.
+            let db = self.0.shared.db.database();
+            if let Err(e) = db.access().login(db.engine(), &st.user).await {
+                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "FATAL".into(),
+                    "28000".into(),
+                    e.to_string(),
+                ))));
+            }
+            let user = st.user.clone();
+            st.session.set_user(&user);
             st.database = md
                 .get("database")
                 .cloned()

@@ -97,8 +97,23 @@ impl Login {
         self.mode == AuthMode::Password
     }
 
-    fn verifier(&self, user: &str) -> (ScramVerifier, bool) {
-        match self.verifiers.get(user) {
+    /// The verifier to check `user`'s login against: a configured user's,
+    /// or a stored role's (CREATE ROLE … LOGIN PASSWORD); `false` if there
+    /// is none. A stored role without LOGIN is refused here.
+    async fn verifier(
+        &self,
+        user: &str,
+        db: &strata_query::Database,
+    ) -> PgWireResult<(ScramVerifier, bool)> {
+        let stored = match self.verifiers.get(user) {
+            Some(_) => None,
+            None => db
+                .access()
+                .login(db.engine(), user)
+                .await
+                .map_err(|e| fatal("28000", e.to_string()))?,
+        };
+        Ok(match self.verifiers.get(user).or(stored.as_ref()) {
             Some(v) => (v.clone(), true),
             // An unknown user goes through the same exchange and fails at the
             // end, like a wrong password: no hint about which users exist.
@@ -111,7 +126,7 @@ impl Login {
                 },
                 false,
             ),
-        }
+        })
     }
 }
 
@@ -160,6 +175,7 @@ where
 /// Take one SASL message; Ok(true) when the client has proven its password.
 pub async fn step<C>(
     login: &Login,
+    db: &strata_query::Database,
     client: &mut C,
     state: &mut LoginState,
     msg: PasswordMessageFamily,
@@ -192,7 +208,7 @@ where
             let data = first
                 .data
                 .ok_or_else(|| fatal("08P01", "the SCRAM client-first message is empty"))?;
-            let (v, known) = login.verifier(&user);
+            let (v, known) = login.verifier(&user, db).await?;
             let secret = ScramSecret::Verifier {
                 salt: v.salt,
                 iterations: v.iterations,

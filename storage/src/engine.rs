@@ -1702,8 +1702,22 @@ impl Engine {
         self.state.read().applied_seq
     }
 
+    /// The user tables (without the database's own, see
+    /// [`crate::schema::is_reserved`]).
     pub fn table_names(&self) -> Vec<String> {
-        self.state.read().tables.keys().cloned().collect()
+        self.state
+            .read()
+            .tables
+            .keys()
+            .filter(|t| !crate::schema::is_reserved(t))
+            .cloned()
+            .collect()
+    }
+
+    /// The system time of the last change to `table` this node applied
+    /// since it opened (0: none), or `None` if there is no such table.
+    pub fn table_last_write(&self, table: &str) -> Option<Micros> {
+        self.state.read().tables.get(table).map(|t| t.last_write)
     }
 
     pub fn table_schema(&self, table: &str) -> Option<TableSchema> {

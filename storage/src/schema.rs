@@ -12,6 +12,16 @@ use arrow::util::display::FormatOptions;
 use crate::error::{Error, Result};
 
 pub const ID: &str = "_id";
+
+/// Tables whose names start with this hold the database's own state (roles,
+/// grants): written only by the statements that manage it, hidden from
+/// catalogs, table lists, change feeds and exports.
+pub const RESERVED_PREFIX: &str = "strata$";
+
+/// Is `table` one of the database's own (see [`RESERVED_PREFIX`])?
+pub fn is_reserved(table: &str) -> bool {
+    table.starts_with(RESERVED_PREFIX)
+}
 pub const VALID_FROM: &str = "_valid_from";
 pub const VALID_TO: &str = "_valid_to";
 pub const SYSTEM_FROM: &str = "_system_from";

@@ -205,6 +205,9 @@ pub struct TableState {
     pub schema: TableSchema,
     pub segments: Vec<SegmentEntry>,
     pub live: LiveIndex,
+    /// The system time of the last event applied to the table on this node
+    /// since it opened (0: none yet): a cheap "has it changed" mark.
+    pub last_write: Micros,
     /// `schema` and its [`output_schema`], shared by every scan until the
     /// schema changes: a point lookup used to rebuild both (every field,
     /// name and metadata map copied) twice per statement.
@@ -301,6 +304,7 @@ impl TableState {
             schema: TableSchema::default(),
             segments: Vec::new(),
             live: LiveIndex::default(),
+            last_write: 0,
             shared: std::sync::OnceLock::new(),
         }
     }
@@ -592,6 +596,7 @@ impl TableState {
             }
         };
         r?;
+        self.last_write = self.last_write.max(t);
         self.materialize_pending(first, &mut scratch)
     }
 

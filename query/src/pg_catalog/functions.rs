@@ -370,7 +370,11 @@ pub(super) fn start_time() -> i64 {
 }
 
 /// Add the catalog functions to a session state.
-pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfResult<()> {
+pub fn register_functions(
+    state: &mut SessionState,
+    engine: &Arc<Engine>,
+    access: &Arc<crate::access::Access>,
+) -> DfResult<()> {
     start_time();
     let sig = Signature::one_of(
         vec![TypeSignature::Nullary, TypeSignature::VariadicAny],
@@ -519,15 +523,24 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
     add(
         &["pg_get_userbyid"],
         ret_text,
-        Arc::new(|a: &[ScalarValue]| {
-            Ok(text(int_arg(a.first()).map(|o| {
-                if o == OWNER_OID {
-                    OWNER.to_string()
-                } else {
-                    format!("unknown (OID={o})")
-                }
-            })))
-        }),
+        {
+            let access = access.clone();
+            Arc::new(move |a: &[ScalarValue]| {
+                Ok(text(int_arg(a.first()).map(|o| {
+                    if o == OWNER_OID {
+                        return OWNER.to_string();
+                    }
+                    let state = access.cached();
+                    state
+                        .roles
+                        .keys()
+                        .cloned()
+                        .chain(access.bootstrap_users())
+                        .find(|n| role_oid(n) == o)
+                        .unwrap_or_else(|| format!("unknown (OID={o})"))
+                })))
+            })
+        },
     )?;
     add(
         &["format_type"],
@@ -552,6 +565,53 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
             })))
         }),
     )?;
+    {
+        // has_table_privilege([user,] table, privilege): the session puts its
+        // user first (Session::plan); without one (the embedded API's owner)
+        // every privilege is held. The table is a name or an oid; the
+        // privilege a list ("SELECT, INSERT"): true if any is held.
+        let (e, access) = (engine.clone(), access.clone());
+        add(
+            &["has_table_privilege"],
+            ret_bool,
+            Arc::new(move |a: &[ScalarValue]| {
+                if a.iter().any(|v| v.is_null()) || a.len() < 2 {
+                    return Ok(ScalarValue::Boolean(None));
+                }
+                let (user, table, privs) = match a {
+                    [u, t, p] => (str_arg(Some(u)), t, p),
+                    [t, p] => (None, t, p),
+                    _ => return Ok(ScalarValue::Boolean(None)),
+                };
+                let table = match int_arg(Some(table)) {
+                    Some(oid) if !matches!(table, ScalarValue::Utf8(_) | ScalarValue::LargeUtf8(_) | ScalarValue::Utf8View(_)) => {
+                        relation_by_oid(&e, oid).map(|(n, _)| n)
+                    }
+                    _ => str_arg(Some(table)).map(|t| split_name(&t).1),
+                };
+                let Some(table) = table else {
+                    return exec_err!("relation does not exist");
+                };
+                let privs = str_arg(Some(privs)).unwrap_or_default();
+                let mut wanted = Vec::new();
+                for p in privs.split(',') {
+                    let p = p.trim().to_ascii_uppercase();
+                    let p = p.trim_end_matches(" WITH GRANT OPTION").trim();
+                    match crate::access::Privilege::from_name(p) {
+                        Some(p) => wanted.push(p),
+                        None if matches!(p, "TRUNCATE" | "REFERENCES" | "TRIGGER" | "MAINTAIN") => {}
+                        None => return exec_err!("unrecognized privilege type: \"{p}\""),
+                    }
+                }
+                let Some(user) = user else {
+                    return Ok(ScalarValue::Boolean(Some(true)));
+                };
+                Ok(ScalarValue::Boolean(Some(
+                    wanted.iter().any(|p| access.allows(&user, &table, *p)),
+                )))
+            }),
+        )?;
+    }
     let always_true: Arc<Body> = Arc::new(|a: &[ScalarValue]| {
         Ok(ScalarValue::Boolean(if a.iter().any(|v| v.is_null()) {
             None
@@ -568,7 +628,6 @@ pub fn register_functions(state: &mut SessionState, engine: &Arc<Engine>) -> DfR
             "pg_opclass_is_visible",
             "pg_operator_is_visible",
             "pg_ts_config_is_visible",
-            "has_table_privilege",
             "has_schema_privilege",
             "has_database_privilege",
             "has_column_privilege",

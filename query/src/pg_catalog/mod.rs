@@ -83,7 +83,7 @@ mod tests;
 mod types;
 
 pub use functions::register_functions;
-pub use relations::table_oid;
+pub use relations::{role_oid, table_oid};
 pub use syntax::{cast_type, rewrite};
 pub use tables::{catalog, function_names};
 pub(crate) use types::pg_type_of_field;

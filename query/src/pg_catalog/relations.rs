@@ -4,6 +4,18 @@ use super::*;
 
 /// The OID of a user table: derived from its name, so stable across
 /// connections and restarts; even, so that its row type can take `oid + 1`.
+/// A role's oid: 10 for the built-in owner, else a stable hash of its name.
+pub fn role_oid(name: &str) -> i64 {
+    if name == OWNER {
+        return OWNER_OID;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    20_000 + (h % 1_000_000_000) as i64
+}
+
 pub fn table_oid(name: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.as_bytes() {
@@ -204,6 +216,8 @@ pub(super) const SYSTEM_TABLES: &[(&str, &str, i64, &str)] = &[
     ("information_schema", "key_column_usage", 13_006, "constraint_catalog name, constraint_schema name, constraint_name name, table_catalog name, table_schema name, table_name name, column_name name, ordinal_position int4, position_in_unique_constraint int4"),
     ("information_schema", "referential_constraints", 13_007, "constraint_catalog name, constraint_schema name, constraint_name name, unique_constraint_catalog name, unique_constraint_schema name, unique_constraint_name name, match_option text, update_rule text, delete_rule text"),
     ("information_schema", "routines", 13_008, "specific_catalog name, specific_schema name, specific_name name, routine_catalog name, routine_schema name, routine_name name, routine_type text, data_type text, type_udt_name name, routine_body text, routine_definition text, external_language text, is_deterministic text"),
+    ("information_schema", "table_privileges", 13_010, "grantor name, grantee name, table_catalog name, table_schema name, table_name name, privilege_type text, is_grantable text, with_hierarchy text"),
+    ("information_schema", "role_table_grants", 13_011, "grantor name, grantee name, table_catalog name, table_schema name, table_name name, privilege_type text, is_grantable text, with_hierarchy text"),
     ("information_schema", "character_sets", 13_009, "character_set_catalog name, character_set_schema name, character_set_name name, character_repertoire name, form_of_use name, default_collate_catalog name, default_collate_schema name, default_collate_name name"),
 ];
 
@@ -286,6 +300,10 @@ pub(super) struct Snapshot {
     /// One per user table, on `_id`.
     pub(super) keys: Vec<PrimaryKey>,
     pub(super) functions: Arc<Vec<String>>,
+    /// Roles and grants (crate::access), as last read.
+    pub(super) access: Arc<crate::access::AccessState>,
+    /// The users the server was started with (superusers, not stored).
+    pub(super) bootstrap: Vec<String>,
 }
 
 pub(super) fn user_relation(name: &str, ts: &TableSchema) -> Relation {
@@ -308,7 +326,11 @@ pub(super) fn user_relation(name: &str, ts: &TableSchema) -> Relation {
 }
 
 impl Snapshot {
-    pub(super) fn take(engine: &Engine, functions: Arc<Vec<String>>) -> Snapshot {
+    pub(super) fn take(
+        engine: &Engine,
+        functions: Arc<Vec<String>>,
+        access: &crate::access::Access,
+    ) -> Snapshot {
         let mut names = engine.table_names();
         names.sort();
         let user_tables: Vec<(String, TableSchema)> = names
@@ -361,7 +383,34 @@ impl Snapshot {
             alive,
             keys,
             functions,
+            access: access.cached(),
+            bootstrap: access.bootstrap_users(),
         }
+    }
+
+    /// Every role `pg_roles` lists: the built-in owner, the users the
+    /// server was started with (superusers), then the stored roles.
+    pub(super) fn roles(&self) -> Vec<crate::access::RoleRow> {
+        let mut out = vec![crate::access::RoleRow {
+            name: OWNER.into(),
+            superuser: true,
+            login: true,
+            createrole: true,
+            password: None,
+        }];
+        for u in &self.bootstrap {
+            if u != OWNER && !self.access.roles.contains_key(u) {
+                out.push(crate::access::RoleRow {
+                    name: u.clone(),
+                    superuser: true,
+                    login: true,
+                    createrole: true,
+                    password: None,
+                });
+            }
+        }
+        out.extend(self.access.roles.values().filter(|r| r.name != OWNER).cloned());
+        out
     }
 }
 

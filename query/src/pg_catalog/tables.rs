@@ -11,6 +11,7 @@ pub(super) enum V {
     B(bool),
     S(String),
     LI(Vec<i64>),
+    LS(Vec<String>),
 }
 
 pub(super) fn s(x: impl Into<String>) -> V {
@@ -33,6 +34,13 @@ pub(super) fn to_scalar(v: &V, dt: &DataType) -> DfResult<ScalarValue> {
             let vals = l
                 .iter()
                 .map(|x| to_scalar(&V::I(*x), f.data_type()))
+                .collect::<DfResult<Vec<_>>>()?;
+            ScalarValue::List(ScalarValue::new_list_nullable(&vals, f.data_type()))
+        }
+        (V::LS(l), DataType::List(f)) => {
+            let vals = l
+                .iter()
+                .map(|x| to_scalar(&V::S(x.clone()), f.data_type()))
                 .collect::<DfResult<Vec<_>>>()?;
             ScalarValue::List(ScalarValue::new_list_nullable(&vals, f.data_type()))
         }
@@ -150,7 +158,11 @@ pub(super) fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
                     V::I(0),
                     V::I(0),
                     V::I(0),
-                    V::N,
+                    // relacl: NULL (default privileges) until something is granted.
+                    match snap.access.acl(&r.name) {
+                        acl if acl.is_empty() || !user || r.kind != "r" => V::N,
+                        acl => V::LS(acl),
+                    },
                     V::N,
                     V::N,
                 ]
@@ -296,46 +308,107 @@ pub(super) fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
             V::N,
             V::N,
         ]],
-        "pg_roles" => vec![vec![
-            s(OWNER),
-            V::B(true),
-            V::B(true),
-            V::B(true),
-            V::B(true),
-            V::B(true),
-            V::B(false),
-            V::I(-1),
-            s("********"),
-            V::N,
-            V::B(false),
-            V::N,
-            V::I(OWNER_OID),
-        ]],
-        "pg_user" => vec![vec![
-            s(OWNER),
-            V::I(OWNER_OID),
-            V::B(true),
-            V::B(true),
-            V::B(false),
-            V::B(false),
-            s("********"),
-            V::N,
-            V::N,
-        ]],
-        "pg_authid" => vec![vec![
-            V::I(OWNER_OID),
-            s(OWNER),
-            V::B(true),
-            V::B(true),
-            V::B(true),
-            V::B(true),
-            V::B(true),
-            V::B(false),
-            V::B(false),
-            V::I(-1),
-            V::N,
-            V::N,
-        ]],
+        "pg_roles" => snap
+            .roles()
+            .iter()
+            .map(|r| {
+                vec![
+                    s(&r.name),
+                    V::B(r.superuser),
+                    V::B(true),
+                    V::B(r.createrole),
+                    V::B(r.superuser),
+                    V::B(r.login),
+                    V::B(false),
+                    V::I(-1),
+                    s("********"),
+                    V::N,
+                    V::B(false),
+                    V::N,
+                    V::I(role_oid(&r.name)),
+                ]
+            })
+            .collect(),
+        "pg_user" => snap
+            .roles()
+            .iter()
+            .filter(|r| r.login)
+            .map(|r| {
+                vec![
+                    s(&r.name),
+                    V::I(role_oid(&r.name)),
+                    V::B(r.superuser),
+                    V::B(r.superuser),
+                    V::B(false),
+                    V::B(false),
+                    s("********"),
+                    V::N,
+                    V::N,
+                ]
+            })
+            .collect(),
+        // Like Postgres, rolpassword holds the SCRAM verifier (never a password).
+        "pg_authid" => snap
+            .roles()
+            .iter()
+            .map(|r| {
+                vec![
+                    V::I(role_oid(&r.name)),
+                    s(&r.name),
+                    V::B(r.superuser),
+                    V::B(true),
+                    V::B(r.createrole),
+                    V::B(r.superuser),
+                    V::B(r.login),
+                    V::B(false),
+                    V::B(false),
+                    V::I(-1),
+                    r.password.clone().map(V::S).unwrap_or(V::N),
+                    V::N,
+                ]
+            })
+            .collect(),
+        "pg_auth_members" => snap
+            .access
+            .members
+            .iter()
+            .map(|((role, member), grantor)| {
+                vec![
+                    V::I(role_oid(&format!("{role}\u{1f}{member}"))),
+                    V::I(role_oid(role)),
+                    V::I(role_oid(member)),
+                    V::I(role_oid(grantor)),
+                    V::B(false),
+                ]
+            })
+            .collect(),
+        "table_privileges" | "role_table_grants" => snap
+            .access
+            .grants
+            .iter()
+            .flat_map(|((table, grantee), privs)| {
+                privs.iter().map(move |(p, grantor)| {
+                    vec![
+                        s(grantor.as_str()),
+                        s(if grantee == crate::access::PUBLIC {
+                            "PUBLIC"
+                        } else {
+                            grantee.as_str()
+                        }),
+                        s(DATABASE),
+                        s("public"),
+                        s(table.as_str()),
+                        s(p.name()),
+                        s("NO"),
+                        s(if *p == crate::access::Privilege::Select {
+                            "YES"
+                        } else {
+                            "NO"
+                        }),
+                    ]
+                })
+            })
+            .collect(),
         "pg_settings" => SETTINGS
             .iter()
             .map(|(n, v, desc)| {
@@ -813,6 +886,7 @@ pub(super) fn function_oid(name: &str) -> i64 {
 pub(super) struct SystemSchema {
     pub(super) schema: &'static str,
     pub(super) engine: Arc<Engine>,
+    pub(super) access: Arc<crate::access::Access>,
     pub(super) functions: Arc<Vec<String>>,
 }
 
@@ -831,7 +905,7 @@ impl SystemSchema {
             return Ok(None);
         };
         let schema = system_schema(spec);
-        let snap = Snapshot::take(&self.engine, self.functions.clone());
+        let snap = Snapshot::take(&self.engine, self.functions.clone(), &self.access);
         let batch = build(&schema, rows_of(n, &snap))?;
         Ok(Some(Arc::new(MemTable::try_new(
             schema,
@@ -919,12 +993,14 @@ impl CatalogProvider for WithSystemSchemas {
 pub fn catalog(
     inner: Arc<dyn CatalogProvider>,
     engine: &Arc<Engine>,
+    access: &Arc<crate::access::Access>,
     functions: Arc<Vec<String>>,
 ) -> Arc<dyn CatalogProvider> {
     let sys = |schema| {
         Arc::new(SystemSchema {
             schema,
             engine: engine.clone(),
+            access: access.clone(),
             functions: functions.clone(),
         })
     };

@@ -1,0 +1,394 @@
+//! The session's side of roles and privileges: the check before every
+//! statement, and running the role and privilege statements.
+
+use std::collections::HashMap;
+
+use datafusion::sql::sqlparser::ast::Statement;
+
+use super::{
+    denied, grant_op, member_op, needs, role_op, AccessState, Governance, Need, Objects,
+    Privilege, RoleOption, RoleRow, ScramVerifier, Who, CURRENT_USER, PUBLIC,
+};
+use crate::error::{QueryError, Result};
+use crate::session::{Output, Session};
+use crate::temporal::{Rewritten, StatementKind};
+
+fn no_role(name: &str) -> QueryError {
+    QueryError::Invalid(format!(
+        "role \"{name}\" does not exist (CREATE ROLE {name} creates it)"
+    ))
+}
+
+impl Session {
+    fn who_name(&self) -> String {
+        self.user
+            .clone()
+            .unwrap_or_else(|| crate::pg_catalog::OWNER.to_string())
+    }
+
+    /// May this session's user run `stmt`? (SQLSTATE 42501 if not.) Role
+    /// and privilege statements are checked when they run.
+    pub(crate) async fn authorize(&self, stmt: &Statement, rw: &Rewritten) -> Result<()> {
+        if matches!(rw.kind, StatementKind::Governance(_)) {
+            return Ok(());
+        }
+        let engine = &self.db.engine;
+        let synthetic: HashMap<&str, &str> = rw
+            .overrides
+            .iter()
+            .map(|(n, t, _, _)| (n.as_str(), t.as_str()))
+            .collect();
+        let real = |n: &str| -> Option<String> {
+            let t = synthetic.get(n).copied().unwrap_or(n);
+            engine.table_schema(t).map(|_| t.to_string())
+        };
+        let needs = needs(stmt, &rw.kind, &real);
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let who = self.db.access.who(engine, self.user.as_deref()).await?;
+        check(&who, &self.who_name(), &needs)
+    }
+
+    /// May this session's user load rows into `table` (COPY FROM, Flight
+    /// SQL ingest, the embedded `ingest`)? Creating a table by loading it
+    /// needs a superuser, as CREATE TABLE does.
+    pub(crate) async fn authorize_ingest(&self, table: &str) -> Result<()> {
+        let need = if strata_storage::schema::is_reserved(table) {
+            Need::Refused(format!(
+                "table \"{table}\" holds Strata's roles and grants: change them with CREATE ROLE, GRANT and REVOKE"
+            ))
+        } else if self.db.engine.table_schema(table).is_none() {
+            Need::Superuser(format!("creating table \"{table}\" by loading it"))
+        } else {
+            Need::Table(table.to_string(), Privilege::Insert)
+        };
+        let who = self
+            .db
+            .access
+            .who(&self.db.engine, self.user.as_deref())
+            .await?;
+        check(&who, &self.who_name(), &[need])
+    }
+
+    /// The roles and grants as this session sees them: committed, plus the
+    /// open transaction's own role and privilege statements.
+    async fn access_state(&self) -> Result<AccessState> {
+        let mut state = (*self.db.access.state(&self.db.engine).await?).clone();
+        if let Some(tx) = &self.tx {
+            for op in &tx.ops {
+                if strata_storage::schema::is_reserved(&op.table) {
+                    state.absorb(&op.table, &op.batch);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// Run a role or privilege statement.
+    pub(crate) async fn governance(&mut self, g: &Governance) -> Result<Output> {
+        let access = self.db.access.clone();
+        let who = access.who(&self.db.engine, self.user.as_deref()).await?;
+        let me = self.who_name();
+        let (superuser, createrole) = match &who {
+            Who::Superuser => (true, true),
+            Who::Role { createrole, .. } => (false, *createrole),
+        };
+        let state = self.access_state().await?;
+        let resolve = |n: &str| {
+            if n == CURRENT_USER {
+                me.clone()
+            } else {
+                n.to_string()
+            }
+        };
+        let exists = |n: &str| n == PUBLIC || state.roles.contains_key(n) || access.is_bootstrap(n);
+        let may_manage = |target: Option<&RoleRow>| {
+            superuser || (createrole && !target.is_some_and(|r| r.superuser))
+        };
+        let deny = |what: &str| {
+            QueryError::Privilege(format!(
+                "permission denied: {what} needs a superuser or a role with CREATEROLE, and role \"{me}\" is neither"
+            ))
+        };
+        let mut ops = Vec::new();
+        match g {
+            Governance::CreateRole {
+                name,
+                options,
+                user,
+            } => {
+                if !may_manage(None) {
+                    return Err(deny("CREATE ROLE"));
+                }
+                check_new_name(name)?;
+                if exists(name) {
+                    return Err(QueryError::Invalid(format!(
+                        "role \"{name}\" already exists"
+                    )));
+                }
+                let mut r = RoleRow {
+                    name: name.clone(),
+                    login: *user,
+                    ..Default::default()
+                };
+                let in_roles = apply_options(&mut r, options, superuser)?;
+                ops.push(role_op(&r, false)?);
+                let mut rows = Vec::new();
+                for parent in in_roles {
+                    if !exists(&parent) || parent == PUBLIC {
+                        return Err(no_role(&parent));
+                    }
+                    rows.push((parent, name.clone(), true));
+                }
+                if !rows.is_empty() {
+                    ops.push(member_op(&rows, &me)?);
+                }
+            }
+            Governance::AlterRole { name, options } => {
+                let name = resolve(name);
+                let Some(current) = state.roles.get(&name) else {
+                    if access.is_bootstrap(&name) {
+                        return Err(QueryError::Invalid(format!(
+                            "role \"{name}\" is a user the server was started with (--user or the config file): change it there"
+                        )));
+                    }
+                    return Err(no_role(&name));
+                };
+                let own_password = name == me
+                    && options
+                        .iter()
+                        .all(|o| matches!(o, RoleOption::Password(_) | RoleOption::Ignored));
+                if !own_password && !may_manage(Some(current)) {
+                    return Err(deny("ALTER ROLE"));
+                }
+                let mut r = current.clone();
+                let in_roles = apply_options(&mut r, options, superuser)?;
+                ops.push(role_op(&r, false)?);
+                let rows: Vec<_> = in_roles
+                    .into_iter()
+                    .map(|p| {
+                        if exists(&p) && p != PUBLIC {
+                            Ok((p, name.clone(), true))
+                        } else {
+                            Err(no_role(&p))
+                        }
+                    })
+                    .collect::<Result<_>>()?;
+                if !rows.is_empty() {
+                    ops.push(member_op(&rows, &me)?);
+                }
+            }
+            Governance::DropRole { names, if_exists } => {
+                for name in names {
+                    let name = resolve(name);
+                    if name == me {
+                        return Err(QueryError::Invalid(format!(
+                            "current user \"{me}\" cannot be dropped: connect as another role first"
+                        )));
+                    }
+                    if access.is_bootstrap(&name) {
+                        return Err(QueryError::Invalid(format!(
+                            "role \"{name}\" is a user the server was started with (--user or the config file): remove it there"
+                        )));
+                    }
+                    let Some(r) = state.roles.get(&name) else {
+                        if *if_exists {
+                            continue;
+                        }
+                        return Err(no_role(&name));
+                    };
+                    if !may_manage(Some(r)) {
+                        return Err(deny("DROP ROLE"));
+                    }
+                    ops.push(role_op(r, true)?);
+                    // Its memberships and grants go with it.
+                    let members: Vec<_> = state
+                        .members
+                        .keys()
+                        .filter(|(role, member)| *role == name || *member == name)
+                        .map(|(role, member)| (role.clone(), member.clone(), false))
+                        .collect();
+                    if !members.is_empty() {
+                        ops.push(member_op(&members, &me)?);
+                    }
+                    let grants: Vec<_> = state
+                        .grants
+                        .iter()
+                        .filter(|((_, grantee), _)| *grantee == name)
+                        .flat_map(|((t, g), privs)| {
+                            privs.keys().map(|p| (t.clone(), g.clone(), *p, false))
+                        })
+                        .collect();
+                    if !grants.is_empty() {
+                        ops.push(grant_op(&grants, &me)?);
+                    }
+                }
+            }
+            Governance::Privileges {
+                grant,
+                privileges,
+                objects,
+                grantees,
+            } => {
+                if !superuser {
+                    return Err(QueryError::Privilege(format!(
+                        "permission denied: {} on tables needs a superuser in Strata (tables have no owners yet), and role \"{me}\" is not one",
+                        g.tag()
+                    )));
+                }
+                let engine = &self.db.engine;
+                let tables: Vec<String> = match objects {
+                    Objects::Tables(v) => {
+                        for t in v {
+                            if strata_storage::schema::is_reserved(t)
+                                || engine.table_schema(t).is_none()
+                            {
+                                let hint = crate::error::closest(t, &engine.table_names())
+                                    .map(|c| format!(" (did you mean `{c}`?)"))
+                                    .unwrap_or_default();
+                                return Err(QueryError::UndefinedTable(format!(
+                                    "table `{t}` does not exist{hint}"
+                                )));
+                            }
+                        }
+                        v.clone()
+                    }
+                    Objects::AllTablesInSchema(schemas) => {
+                        if let Some(s) = schemas.iter().find(|s| *s != "public") {
+                            return Err(QueryError::UndefinedTable(format!(
+                                "schema `{s}` does not exist: Strata tables live in `public`"
+                            )));
+                        }
+                        engine.table_names()
+                    }
+                };
+                let mut rows = Vec::new();
+                for grantee in grantees {
+                    let grantee = resolve(grantee);
+                    if !exists(&grantee) {
+                        return Err(no_role(&grantee));
+                    }
+                    for t in &tables {
+                        for p in privileges {
+                            rows.push((t.clone(), grantee.clone(), *p, *grant));
+                        }
+                    }
+                }
+                if !rows.is_empty() {
+                    ops.push(grant_op(&rows, &me)?);
+                }
+            }
+            Governance::Membership {
+                grant,
+                roles,
+                members,
+            } => {
+                let mut rows = Vec::new();
+                for role in roles {
+                    let role = resolve(role);
+                    let target = state.roles.get(&role);
+                    if target.is_none() || role == PUBLIC {
+                        if access.is_bootstrap(&role) {
+                            return Err(QueryError::Invalid(format!(
+                                "role \"{role}\" is a superuser the server was started with; membership in it is not supported: make the member SUPERUSER instead"
+                            )));
+                        }
+                        return Err(no_role(&role));
+                    }
+                    if !may_manage(target) {
+                        return Err(deny(g.tag()));
+                    }
+                    for member in members {
+                        let member = resolve(member);
+                        if !exists(&member) || member == PUBLIC {
+                            return Err(no_role(&member));
+                        }
+                        if *grant
+                            && (member == role || state.effective_roles(&role).contains(&member))
+                        {
+                            return Err(QueryError::Invalid(format!(
+                                "role \"{member}\" cannot be made a member of \"{role}\": \"{role}\" is already a member of \"{member}\" (memberships cannot form a circle)"
+                            )));
+                        }
+                        rows.push((role.clone(), member, *grant));
+                    }
+                }
+                ops.push(member_op(&rows, &me)?);
+            }
+        }
+        self.write(ops).await?;
+        Ok(Output::Command {
+            tag: g.tag().into(),
+            rows: 0,
+        })
+    }
+}
+
+/// Fail on the first need `who` does not meet.
+fn check(who: &Who, name: &str, needs: &[Need]) -> Result<()> {
+    for need in needs {
+        let ok = match (who, need) {
+            (_, Need::Refused(_)) => false,
+            (Who::Superuser, _) => true,
+            (Who::Role { roles, state, .. }, Need::Table(t, p)) => {
+                state.privileges(roles, t).contains(p)
+            }
+            (Who::Role { .. }, Need::Superuser(_)) => false,
+        };
+        if !ok {
+            return Err(denied(name, need));
+        }
+    }
+    Ok(())
+}
+
+fn check_new_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(QueryError::Invalid("a role name cannot be empty".into()));
+    }
+    if name == PUBLIC || name.starts_with("pg_") || name.contains('\u{0}') {
+        return Err(QueryError::Invalid(format!(
+            "role name \"{name}\" is reserved: PUBLIC and names starting with pg_ are Postgres' own"
+        )));
+    }
+    if strata_storage::schema::is_reserved(name) {
+        return Err(QueryError::Invalid(format!(
+            "role name \"{name}\" is reserved: names starting with {} are Strata's own",
+            strata_storage::schema::RESERVED_PREFIX
+        )));
+    }
+    Ok(())
+}
+
+/// Apply CREATE / ALTER ROLE options; the roles of `IN ROLE`.
+fn apply_options(r: &mut RoleRow, options: &[RoleOption], superuser: bool) -> Result<Vec<String>> {
+    let mut in_roles = Vec::new();
+    for o in options {
+        match o {
+            RoleOption::Superuser(b) => {
+                if !superuser {
+                    return Err(QueryError::Privilege(
+                        "permission denied: only a superuser can make or unmake superusers".into(),
+                    ));
+                }
+                r.superuser = *b;
+            }
+            RoleOption::Login(b) => r.login = *b,
+            RoleOption::CreateRole(b) => r.createrole = *b,
+            RoleOption::Password(p) => {
+                r.password = match p {
+                    Some(p) => Some(
+                        ScramVerifier::for_password(p)
+                            .map_err(QueryError::Invalid)?
+                            .to_string(),
+                    ),
+                    None => None,
+                }
+            }
+            RoleOption::InRole(v) => in_roles.extend(v.iter().cloned()),
+            RoleOption::Ignored => {}
+        }
+    }
+    Ok(in_roles)
+}
