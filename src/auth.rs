@@ -130,9 +130,7 @@ impl Auth {
     }
 }
 
-pub use strata_query::access::{
-    constant_time_eq, random_salt, ScramVerifier, SCRAM_ITERATIONS,
-};
+pub use strata_query::access::{constant_time_eq, random_salt, ScramVerifier, SCRAM_ITERATIONS};
 
 /// TLS certificate and key for the listeners.
 #[derive(Debug, Clone)]

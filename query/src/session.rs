@@ -944,6 +944,9 @@ impl Session {
         params: &[ScalarValue],
     ) -> Result<(SessionContext, LogicalPlan)> {
         let times = self.times(rw)?;
+        // The catalog tables (pg_roles, relacl, …) read the roles and grants
+        // as last loaded: load them if they changed.
+        self.db.access.state(&self.db.engine).await?;
         let mut stmt = stmt;
         crate::pg_catalog::rewrite(&mut stmt);
         if let Some(user) = &self.user {

@@ -602,14 +602,10 @@ fn rewrite_statement(toks: &[Token], params: &[ScalarValue], stmt_no: usize) -> 
             return Ok(r);
         }
         Some(w)
-            if crate::access::parse::is_governance(
-                w,
-                c.peek_word_at(c.pos + 1, 0).as_deref(),
-            ) =>
+            if crate::access::parse::is_governance(w, c.peek_word_at(c.pos + 1, 0).as_deref()) =>
         {
-            r.kind = StatementKind::Governance(Box::new(crate::access::parse::parse(
-                &toks[c.pos..],
-            )?));
+            r.kind =
+                StatementKind::Governance(Box::new(crate::access::parse::parse(&toks[c.pos..])?));
             r.sql = "SELECT 1".into();
             // Not kept parsed by its text: it may carry a password.
             r.contextual = true;

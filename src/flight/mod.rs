@@ -163,7 +163,8 @@ impl StrataFlight {
         let (schema, handle, total) = match d.schema {
             Some(schema) => (schema, Handle::Query { sql, params }, -1),
             None => {
-                let (schema, batches, affected) = self.run_eagerly(user, &sql, params.as_ref()).await?;
+                let (schema, batches, affected) =
+                    self.run_eagerly(user, &sql, params.as_ref()).await?;
                 let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
                 if size > MAX_TICKET_RESULT_BYTES {
                     return Err(Status::resource_exhausted(format!(
@@ -482,7 +483,9 @@ impl FlightSqlService for StrataFlight {
         let Handle::Query { sql, params } = Handle::decode(&cmd.prepared_statement_handle)? else {
             return Err(not_a_statement());
         };
-        let info = self.flight_info(&user, &sql, params, request.into_inner()).await?;
+        let info = self
+            .flight_info(&user, &sql, params, request.into_inner())
+            .await?;
         Ok(Response::new(info))
     }
 

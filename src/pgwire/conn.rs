@@ -1177,8 +1177,14 @@ impl StartupHandler for Conn {
         if let PgWireFrontendMessage::PasswordMessageFamily(msg) = message {
             // SCRAM exchange (see login.rs); the state lives between messages.
             let mut ls = std::mem::take(&mut *self.0.login.lock().expect("login lock"));
-            let done = super::login::step(&self.0.shared.login, self.0.shared.db.database(), client, &mut ls, msg)
-                    .await;
+            let done = super::login::step(
+                &self.0.shared.login,
+                self.0.shared.db.database(),
+                client,
+                &mut ls,
+                msg,
+            )
+            .await;
             *self.0.login.lock().expect("login lock") = ls;
             return if done? {
                 self.complete_startup(client).await

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use datafusion::sql::sqlparser::ast::Statement;
 
 use super::{
-    denied, grant_op, member_op, needs, role_op, AccessState, Governance, Need, Objects,
-    Privilege, RoleOption, RoleRow, ScramVerifier, Who, CURRENT_USER, PUBLIC,
+    denied, grant_op, member_op, needs, role_op, AccessState, Governance, Need, Objects, Privilege,
+    RoleOption, RoleRow, ScramVerifier, Who, CURRENT_USER, PUBLIC,
 };
 use crate::error::{QueryError, Result};
 use crate::session::{Output, Session};

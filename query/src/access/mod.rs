@@ -600,7 +600,11 @@ pub fn needs(
         | Statement::CreateSchema { .. }
         | Statement::CreateDatabase { .. } => {
             let what = stmt.to_string();
-            let what = what.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            let what = what
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
             out.push(Need::Superuser(what))
         }
         other => reads(other, &mut out),
@@ -720,10 +724,11 @@ pub(crate) fn member_op(rows: &[(String, String, bool)], grantor: &str) -> Resul
     let batch = RecordBatch::try_new(
         schema,
         vec![
-            strs(rows
-                .iter()
-                .map(|(r, m, _)| Some(format!("{r}{SEP}{m}")))
-                .collect()),
+            strs(
+                rows.iter()
+                    .map(|(r, m, _)| Some(format!("{r}{SEP}{m}")))
+                    .collect(),
+            ),
             strs(rows.iter().map(|(r, _, _)| Some(r.clone())).collect()),
             strs(rows.iter().map(|(_, m, _)| Some(m.clone())).collect()),
             bools(rows.iter().map(|(_, _, g)| *g).collect()),
@@ -750,16 +755,18 @@ pub(crate) fn grant_op(rows: &[(String, String, Privilege, bool)], grantor: &str
     let batch = RecordBatch::try_new(
         schema,
         vec![
-            strs(rows
-                .iter()
-                .map(|(t, g, p, _)| Some(format!("{t}{SEP}{g}{SEP}{}", p.name())))
-                .collect()),
+            strs(
+                rows.iter()
+                    .map(|(t, g, p, _)| Some(format!("{t}{SEP}{g}{SEP}{}", p.name())))
+                    .collect(),
+            ),
             strs(rows.iter().map(|(t, ..)| Some(t.clone())).collect()),
             strs(rows.iter().map(|(_, g, ..)| Some(g.clone())).collect()),
-            strs(rows
-                .iter()
-                .map(|(_, _, p, _)| Some(p.name().to_string()))
-                .collect()),
+            strs(
+                rows.iter()
+                    .map(|(_, _, p, _)| Some(p.name().to_string()))
+                    .collect(),
+            ),
             bools(rows.iter().map(|(.., g)| *g).collect()),
             strs(rows.iter().map(|_| Some(grantor.to_string())).collect()),
         ],
@@ -809,7 +816,10 @@ mod tests {
             s.privileges(&roles, "t"),
             BTreeSet::from([Privilege::Select, Privilege::Insert])
         );
-        assert_eq!(s.privileges(&roles, "u"), BTreeSet::from([Privilege::Select]));
+        assert_eq!(
+            s.privileges(&roles, "u"),
+            BTreeSet::from([Privilege::Select])
+        );
         assert_eq!(s.acl("t"), vec!["alice=a/admin", "readers=r/admin"]);
         assert_eq!(s.acl("u"), vec!["=r/admin"]);
         s.absorb(

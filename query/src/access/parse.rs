@@ -135,7 +135,10 @@ impl P<'_> {
         if self.eat(kw) {
             Ok(())
         } else {
-            Err(syntax(format!("expected {kw} {what}, found {}", self.found())))
+            Err(syntax(format!(
+                "expected {kw} {what}, found {}",
+                self.found()
+            )))
         }
     }
 
@@ -421,7 +424,8 @@ impl P<'_> {
             let members = self.names("a role name")?;
             if grant && self.eat("WITH") {
                 return Err(QueryError::Unsupported(
-                    "WITH ADMIN OPTION is not supported: roles with CREATEROLE manage membership".into(),
+                    "WITH ADMIN OPTION is not supported: roles with CREATEROLE manage membership"
+                        .into(),
                 ));
             }
             self.eat("CASCADE");
@@ -497,7 +501,8 @@ impl P<'_> {
         let grantees = self.grantees()?;
         if grant && self.eat("WITH") {
             return Err(QueryError::Unsupported(
-                "WITH GRANT OPTION is not supported: only superusers grant privileges in Strata".into(),
+                "WITH GRANT OPTION is not supported: only superusers grant privileges in Strata"
+                    .into(),
             ));
         }
         if self.eat("GRANTED") {
@@ -523,7 +528,11 @@ mod tests {
     use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 
     fn p(sql: &str) -> Result<Governance> {
-        parse(&Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().unwrap())
+        parse(
+            &Tokenizer::new(&PostgreSqlDialect {}, sql)
+                .tokenize()
+                .unwrap(),
+        )
     }
 
     #[test]

@@ -520,28 +520,24 @@ pub fn register_functions(
             }
         }),
     )?;
-    add(
-        &["pg_get_userbyid"],
-        ret_text,
-        {
-            let access = access.clone();
-            Arc::new(move |a: &[ScalarValue]| {
-                Ok(text(int_arg(a.first()).map(|o| {
-                    if o == OWNER_OID {
-                        return OWNER.to_string();
-                    }
-                    let state = access.cached();
-                    state
-                        .roles
-                        .keys()
-                        .cloned()
-                        .chain(access.bootstrap_users())
-                        .find(|n| role_oid(n) == o)
-                        .unwrap_or_else(|| format!("unknown (OID={o})"))
-                })))
-            })
-        },
-    )?;
+    add(&["pg_get_userbyid"], ret_text, {
+        let access = access.clone();
+        Arc::new(move |a: &[ScalarValue]| {
+            Ok(text(int_arg(a.first()).map(|o| {
+                if o == OWNER_OID {
+                    return OWNER.to_string();
+                }
+                let state = access.cached();
+                state
+                    .roles
+                    .keys()
+                    .cloned()
+                    .chain(access.bootstrap_users())
+                    .find(|n| role_oid(n) == o)
+                    .unwrap_or_else(|| format!("unknown (OID={o})"))
+            })))
+        })
+    })?;
     add(
         &["format_type"],
         ret_text,
@@ -584,7 +580,14 @@ pub fn register_functions(
                     _ => return Ok(ScalarValue::Boolean(None)),
                 };
                 let table = match int_arg(Some(table)) {
-                    Some(oid) if !matches!(table, ScalarValue::Utf8(_) | ScalarValue::LargeUtf8(_) | ScalarValue::Utf8View(_)) => {
+                    Some(oid)
+                        if !matches!(
+                            table,
+                            ScalarValue::Utf8(_)
+                                | ScalarValue::LargeUtf8(_)
+                                | ScalarValue::Utf8View(_)
+                        ) =>
+                    {
                         relation_by_oid(&e, oid).map(|(n, _)| n)
                     }
                     _ => str_arg(Some(table)).map(|t| split_name(&t).1),
@@ -599,7 +602,8 @@ pub fn register_functions(
                     let p = p.trim_end_matches(" WITH GRANT OPTION").trim();
                     match crate::access::Privilege::from_name(p) {
                         Some(p) => wanted.push(p),
-                        None if matches!(p, "TRUNCATE" | "REFERENCES" | "TRIGGER" | "MAINTAIN") => {}
+                        None if matches!(p, "TRUNCATE" | "REFERENCES" | "TRIGGER" | "MAINTAIN") => {
+                        }
                         None => return exec_err!("unrecognized privilege type: \"{p}\""),
                     }
                 }

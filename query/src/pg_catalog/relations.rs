@@ -409,7 +409,13 @@ impl Snapshot {
                 });
             }
         }
-        out.extend(self.access.roles.values().filter(|r| r.name != OWNER).cloned());
+        out.extend(
+            self.access
+                .roles
+                .values()
+                .filter(|r| r.name != OWNER)
+                .cloned(),
+        );
         out
     }
 }

@@ -504,7 +504,6 @@ pub(super) const EMPTY_CATALOGS: &[&str] = &[
     "pg_event_trigger",
     "pg_matviews",
     "pg_stat_activity",
-    "pg_auth_members",
 ];
 
 /// Does `sel` read an always-empty catalog through inner joins only (so
@@ -574,7 +573,25 @@ pub(super) fn drop_unevaluated_subqueries(sel: &mut ast::Select) {
                 || matches!(x, Expr::Function(f) if matches!(f.args, ast::FunctionArguments::Subquery(_))
                     || name_parts(&f.name).last().is_some_and(|n| n == "generate_subscripts" || n == "_pg_expandarray"));
             if is_sub {
-                *x = Expr::value(ast::Value::Null);
+                // `ARRAY(SELECT …)` keeps an array type, for the functions
+                // around it (psql's `\dp` passes one to array_to_string).
+                let array = matches!(x, Expr::Function(f)
+                    if matches!(f.args, ast::FunctionArguments::Subquery(_))
+                        && name_parts(&f.name).last().is_some_and(|n| n == "array"));
+                *x = if array {
+                    Expr::Cast {
+                        kind: ast::CastKind::Cast,
+                        expr: Box::new(Expr::value(ast::Value::Null)),
+                        data_type: ast::DataType::Array(ast::ArrayElemTypeDef::SquareBracket(
+                            Box::new(ast::DataType::Text),
+                            None,
+                        )),
+                        array: false,
+                        format: None,
+                    }
+                } else {
+                    Expr::value(ast::Value::Null)
+                };
             }
             ControlFlow::<()>::Continue(())
         });
