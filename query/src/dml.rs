@@ -38,6 +38,9 @@ fn table_and_alias(t: &ast::TableWithJoins) -> Result<(String, Option<String>)> 
     }
 }
 
+/// The name an UPDATE's or DELETE's read of its target table plans under.
+pub(crate) const DML_TARGET: &str = "__strata_dml";
+
 impl Session {
     /// Run `select_sql` (which reads table `table` through the synthetic name
     /// `__strata_dml`) at the statement's snapshot, with the given valid-time selection.

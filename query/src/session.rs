@@ -355,6 +355,7 @@ impl Database {
         Session {
             db: self.clone(),
             user: None,
+            masking: None,
             tx: None,
             fast_path: true,
             parsed: Default::default(),
@@ -459,6 +460,8 @@ pub struct Session {
     pub(crate) db: Arc<Database>,
     /// Who runs the statements (`None`: the embedded API's owner, a superuser).
     pub(crate) user: Option<String>,
+    /// The masks the running statement's reads get (crate::access::mask).
+    pub(crate) masking: Option<Arc<crate::access::mask::Masking>>,
     pub(crate) tx: Option<OpenTx>,
     /// Answer point lookups without the planner (crate::fastpath).
     fast_path: bool,
@@ -710,16 +713,20 @@ impl Session {
         if !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. }) {
             self.check_not_aborted()?;
         }
-        if let Err(e) = self.authorize(stmt, rw).await {
-            if let Some(tx) = &mut self.tx {
-                tx.failed.get_or_insert_with(|| e.to_string());
+        match self.authorize(stmt, rw).await {
+            Ok(m) => self.masking = m.map(Arc::new),
+            Err(e) => {
+                if let Some(tx) = &mut self.tx {
+                    tx.failed.get_or_insert_with(|| e.to_string());
+                }
+                return Err(e);
             }
-            return Err(e);
         }
         // Point lookups are answered without the planner (crate::fastpath)
         // and without copying the statement.
         let r = match stmt {
-            Statement::Query(_) if self.fast_path => {
+            // (A masked read is planned: the masks are a plan rewrite.)
+            Statement::Query(_) if self.fast_path && self.masking.is_none() => {
                 match self.try_point_lookup(stmt, rw, params).await {
                     Ok(Some(out)) => Ok(out),
                     Ok(None) => self.dispatch(stmt.clone(), rw, params).await,
@@ -991,6 +998,23 @@ impl Session {
             self.db.checkin(pooled);
         }
         let plan = planned.map_err(|e| self.explain_planning_error(e, rw))?;
+        let plan = match &self.masking {
+            Some(m) => {
+                let synthetic: std::collections::HashMap<&str, &str> = rw
+                    .overrides
+                    .iter()
+                    .map(|(n, t, _, _)| (n.as_str(), t.as_str()))
+                    .collect();
+                // An UPDATE's or DELETE's read of its own target
+                // (`__strata_dml`) writes the rows back: not masked.
+                let real = |n: &str| -> Option<String> {
+                    (n != crate::dml::DML_TARGET)
+                        .then(|| synthetic.get(n).copied().unwrap_or(n).to_string())
+                };
+                m.apply(plan, &real)?
+            }
+            None => plan,
+        };
         let plan = if params.is_empty() {
             plan
         } else {

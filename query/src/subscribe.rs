@@ -51,7 +51,12 @@ impl Session {
         };
         let feed = engine.change_feed(&s.table, start).await?;
         let schema = feed.schema();
-        let changes = feed_stream(feed);
+        let masking = self.masking.clone();
+        let table = s.table.clone();
+        let changes = feed_stream(feed).map(move |b| match &masking {
+            Some(m) => b.and_then(|b| m.batch(&table, b)),
+            None => b,
+        });
         let stream: datafusion::execution::SendableRecordBatchStream = match snapshot {
             None => Box::pin(RecordBatchStreamAdapter::new(schema.clone(), changes)),
             Some((at, pos)) => {
@@ -61,6 +66,7 @@ impl Session {
                     s.table.replace('"', "\"\""),
                     fmt_micros(at)
                 );
+                // (Planned with this statement's masks, by the same check.)
                 let rows = match Box::pin(self.execute(&sql, &[])).await?.pop() {
                     Some(Output::Rows { stream, .. }) => stream,
                     _ => {

@@ -1714,6 +1714,11 @@ impl Engine {
             .collect()
     }
 
+    /// Is there a table called `table` (reserved ones included)?
+    pub fn has_table(&self, table: &str) -> bool {
+        self.state.read().tables.contains_key(table)
+    }
+
     /// The system time of the last change to `table` this node applied
     /// since it opened (0: none), or `None` if there is no such table.
     pub fn table_last_write(&self, table: &str) -> Option<Micros> {

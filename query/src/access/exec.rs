@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use datafusion::sql::sqlparser::ast::Statement;
 
 use super::{
-    denied, grant_op, member_op, needs, role_op, AccessState, Governance, Need, Objects, Privilege,
-    RoleOption, RoleRow, ScramVerifier, Who, CURRENT_USER, PUBLIC,
+    denied, grant_op, key_op, member_op, needs, note_op, role_op, AccessState, Governance, Need,
+    Objects, Privilege, RoleOption, RoleRow, ScramVerifier, Who, COMMENTS, CURRENT_USER, LABELS,
+    PUBLIC, UNMASK_ROLE,
 };
 use crate::error::{QueryError, Result};
 use crate::session::{Output, Session};
@@ -27,10 +28,15 @@ impl Session {
     }
 
     /// May this session's user run `stmt`? (SQLSTATE 42501 if not.) Role
-    /// and privilege statements are checked when they run.
-    pub(crate) async fn authorize(&self, stmt: &Statement, rw: &Rewritten) -> Result<()> {
+    /// and privilege statements are checked when they run. Returns the
+    /// masks the statement's reads get (crate::access::mask).
+    pub(crate) async fn authorize(
+        &self,
+        stmt: &Statement,
+        rw: &Rewritten,
+    ) -> Result<Option<super::mask::Masking>> {
         if matches!(rw.kind, StatementKind::Governance(_)) {
-            return Ok(());
+            return Ok(None);
         }
         let engine = &self.db.engine;
         let synthetic: HashMap<&str, &str> = rw
@@ -40,14 +46,19 @@ impl Session {
             .collect();
         let real = |n: &str| -> Option<String> {
             let t = synthetic.get(n).copied().unwrap_or(n);
-            engine.table_schema(t).map(|_| t.to_string())
+            engine.has_table(t).then(|| t.to_string())
         };
         let needs = needs(stmt, &rw.kind, &real);
         if needs.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let who = self.db.access.who(engine, self.user.as_deref()).await?;
-        check(&who, &self.who_name(), &needs)
+        check(&who, &self.who_name(), &needs)?;
+        let masking = who.masking();
+        if let Some(m) = &masking {
+            masked_columns_in_writes(stmt, m, &self.who_name())?;
+        }
+        Ok(masking)
     }
 
     /// May this session's user load rows into `table` (COPY FROM, Flight
@@ -58,7 +69,7 @@ impl Session {
             Need::Refused(format!(
                 "table \"{table}\" holds Strata's roles and grants: change them with CREATE ROLE, GRANT and REVOKE"
             ))
-        } else if self.db.engine.table_schema(table).is_none() {
+        } else if !self.db.engine.has_table(table) {
             Need::Superuser(format!("creating table \"{table}\" by loading it"))
         } else {
             Need::Table(table.to_string(), Privilege::Insert)
@@ -102,7 +113,9 @@ impl Session {
                 n.to_string()
             }
         };
-        let exists = |n: &str| n == PUBLIC || state.roles.contains_key(n) || access.is_bootstrap(n);
+        let exists = |n: &str| {
+            n == PUBLIC || n == UNMASK_ROLE || state.roles.contains_key(n) || access.is_bootstrap(n)
+        };
         let may_manage = |target: Option<&RoleRow>| {
             superuser || (createrole && !target.is_some_and(|r| r.superuser))
         };
@@ -241,9 +254,7 @@ impl Session {
                 let tables: Vec<String> = match objects {
                     Objects::Tables(v) => {
                         for t in v {
-                            if strata_storage::schema::is_reserved(t)
-                                || engine.table_schema(t).is_none()
-                            {
+                            if strata_storage::schema::is_reserved(t) || !engine.has_table(t) {
                                 let hint = crate::error::closest(t, &engine.table_names())
                                     .map(|c| format!(" (did you mean `{c}`?)"))
                                     .unwrap_or_default();
@@ -288,7 +299,7 @@ impl Session {
                 for role in roles {
                     let role = resolve(role);
                     let target = state.roles.get(&role);
-                    if target.is_none() || role == PUBLIC {
+                    if (target.is_none() && role != UNMASK_ROLE) || role == PUBLIC {
                         if access.is_bootstrap(&role) {
                             return Err(QueryError::Invalid(format!(
                                 "role \"{role}\" is a superuser the server was started with; membership in it is not supported: make the member SUPERUSER instead"
@@ -315,6 +326,56 @@ impl Session {
                     }
                 }
                 ops.push(member_op(&rows, &me)?);
+            }
+            Governance::Comment {
+                table,
+                column,
+                text,
+            }
+            | Governance::Label {
+                table,
+                column,
+                label: text,
+            } => {
+                if !superuser {
+                    return Err(QueryError::Privilege(format!(
+                        "permission denied: {} needs a superuser in Strata (tables have no owners yet), and role \"{me}\" is not one",
+                        g.tag()
+                    )));
+                }
+                let engine = &self.db.engine;
+                let schema = match engine.table_schema(table) {
+                    Some(s) if !strata_storage::schema::is_reserved(table) => s,
+                    _ => {
+                        let hint = crate::error::closest(table, &engine.table_names())
+                            .map(|c| format!(" (did you mean `{c}`?)"))
+                            .unwrap_or_default();
+                        return Err(QueryError::UndefinedTable(format!(
+                            "table `{table}` does not exist{hint}"
+                        )));
+                    }
+                };
+                if let Some(c) = column {
+                    if !schema.columns.iter().any(|f| f.name() == c) {
+                        let names: Vec<String> =
+                            schema.columns.iter().map(|f| f.name().clone()).collect();
+                        let hint = crate::error::closest(c, &names)
+                            .map(|c| format!(" (did you mean `{c}`?)"))
+                            .unwrap_or_default();
+                        return Err(QueryError::UndefinedColumn(format!(
+                            "column `{c}` of table `{table}` does not exist{hint}"
+                        )));
+                    }
+                }
+                let store = if matches!(g, Governance::Comment { .. }) {
+                    COMMENTS
+                } else {
+                    LABELS
+                };
+                ops.push(note_op(store, table, column.as_deref(), text.as_deref())?);
+                if store == LABELS && text.is_some() && state.mask_key.is_none() {
+                    ops.push(key_op()?.0);
+                }
             }
         }
         self.write(ops).await?;
@@ -343,11 +404,69 @@ fn check(who: &Who, name: &str, needs: &[Need]) -> Result<()> {
     Ok(())
 }
 
+/// A masked role may not use a masked column in an UPDATE's or DELETE's
+/// condition or values: those read the stored rows unmasked (they write
+/// them back), and what they match would reveal the values.
+fn masked_columns_in_writes(stmt: &Statement, m: &super::mask::Masking, who: &str) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{self, Expr};
+    use std::ops::ControlFlow;
+    let (target, exprs): (&ast::TableFactor, Vec<&Expr>) = match stmt {
+        Statement::Update(u) => (
+            &u.table.relation,
+            u.selection
+                .iter()
+                .chain(u.assignments.iter().map(|a| &a.value))
+                .collect(),
+        ),
+        Statement::Delete(d) => {
+            let tables = match &d.from {
+                ast::FromTable::WithFromKeyword(v) | ast::FromTable::WithoutKeyword(v) => v,
+            };
+            match tables.first() {
+                Some(t) => (&t.relation, d.selection.iter().collect()),
+                None => return Ok(()),
+            }
+        }
+        _ => return Ok(()),
+    };
+    let ast::TableFactor::Table { name, .. } = target else {
+        return Ok(());
+    };
+    let Some(cols) = crate::sql::object_name(name)
+        .ok()
+        .and_then(|t| m.of(&t).map(|c| (t, c)))
+    else {
+        return Ok(());
+    };
+    let (table, cols) = cols;
+    for e in exprs {
+        let mut found = None;
+        let _ = ast::visit_expressions(e, |x| {
+            let n = match x {
+                Expr::Identifier(i) => Some(crate::ident::normalize(i)),
+                Expr::CompoundIdentifier(p) => p.last().map(crate::ident::normalize),
+                _ => None,
+            };
+            if let Some(n) = n.filter(|n| cols.contains_key(n)) {
+                found = Some(n);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(c) = found {
+            return Err(QueryError::Privilege(format!(
+                "permission denied: column {c} of table {table} is masked for role \"{who}\", so an UPDATE or DELETE cannot use it in its condition or values (a member of {UNMASK_ROLE} can)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_new_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(QueryError::Invalid("a role name cannot be empty".into()));
     }
-    if name == PUBLIC || name.starts_with("pg_") || name.contains('\u{0}') {
+    if name == PUBLIC || name == UNMASK_ROLE || name.starts_with("pg_") || name.contains('\u{0}') {
         return Err(QueryError::Invalid(format!(
             "role name \"{name}\" is reserved: PUBLIC and names starting with pg_ are Postgres' own"
         )));

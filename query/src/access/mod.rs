@@ -18,6 +18,7 @@
 //!   superuser too, so nothing changes until roles are created.
 
 mod exec;
+pub mod mask;
 pub mod parse;
 mod scram;
 
@@ -46,6 +47,21 @@ pub const MEMBERS: &str = "strata$members";
 /// Table privileges: `_id` = table ␟ grantee ␟ privilege; `table_name`,
 /// `grantee`, `privilege`, `granted`, `grantor`.
 pub const GRANTS: &str = "strata$grants";
+
+/// Comments: `_id` = table ␟ column; `table_name`, `column_name` (NULL for
+/// the table's own), `description` (NULL: removed).
+pub const COMMENTS: &str = "strata$comments";
+/// Security labels: `_id` = table ␟ column; `table_name`, `column_name`,
+/// `label` (NULL: removed).
+pub const LABELS: &str = "strata$labels";
+/// Keys: `_id` = `mask`, `key` (hex): the masking hash's key.
+pub const KEYS: &str = "strata$keys";
+/// The only security label provider (`SECURITY LABEL FOR strata …`).
+pub const LABEL_PROVIDER: &str = "strata";
+/// Members of this built-in role see masked columns unmasked.
+pub const UNMASK_ROLE: &str = "strata_unmask";
+
+const TABLES: [&str; 6] = [ROLES, MEMBERS, GRANTS, COMMENTS, LABELS, KEYS];
 
 /// The role every role is a member of (`GRANT … TO PUBLIC`).
 pub const PUBLIC: &str = "public";
@@ -122,6 +138,19 @@ pub struct AccessState {
     pub members: BTreeMap<(String, String), String>,
     /// (table, grantee) → privilege → grantor.
     pub grants: BTreeMap<(String, String), BTreeMap<Privilege, String>>,
+    /// (table, column or "" for the table) → comment.
+    pub comments: BTreeMap<(String, String), String>,
+    /// (table, column or "" for the table) → security label.
+    pub labels: BTreeMap<(String, String), String>,
+    /// The masking hash's key.
+    pub mask_key: Option<Vec<u8>>,
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str) -> Option<ArrayRef> {
@@ -224,8 +253,67 @@ impl AccessState {
                     }
                 }
             }
+            COMMENTS | LABELS => {
+                let is_comment = table == COMMENTS;
+                let (table, column, value) = (
+                    col(b, "table_name"),
+                    col(b, "column_name"),
+                    col(b, if is_comment { "description" } else { "label" }),
+                );
+                let map = if is_comment {
+                    &mut self.comments
+                } else {
+                    &mut self.labels
+                };
+                for i in 0..b.num_rows() {
+                    let Some(t) = text(&table, i) else { continue };
+                    let key = (t, text(&column, i).unwrap_or_default());
+                    match text(&value, i) {
+                        Some(v) => map.insert(key, v),
+                        None => map.remove(&key),
+                    };
+                }
+            }
+            KEYS => {
+                let key = col(b, "key");
+                for i in 0..b.num_rows() {
+                    if let Some(k) = text(&key, i) {
+                        self.mask_key = unhex(&k);
+                    }
+                }
+            }
             _ => {}
         }
+    }
+
+    /// The comment on `table` (`column` None) or one of its columns.
+    pub fn comment(&self, table: &str, column: Option<&str>) -> Option<&String> {
+        self.comments
+            .get(&(table.to_string(), column.unwrap_or_default().to_string()))
+    }
+
+    /// The security label of `table` (`column` None) or one of its columns.
+    pub fn label(&self, table: &str, column: Option<&str>) -> Option<&String> {
+        self.labels
+            .get(&(table.to_string(), column.unwrap_or_default().to_string()))
+    }
+
+    /// The masks for a role that does not see `pii` columns unmasked.
+    pub fn masking(&self) -> Option<mask::Masking> {
+        let key = self.mask_key.clone()?;
+        let mut columns: BTreeMap<String, BTreeMap<String, mask::MaskKind>> = BTreeMap::new();
+        for ((t, c), label) in &self.labels {
+            if let (false, Some(kind)) = (c.is_empty(), mask::mask_of(label)) {
+                columns
+                    .entry(t.clone())
+                    .or_default()
+                    .insert(c.clone(), kind);
+            }
+        }
+        (!columns.is_empty()).then(|| mask::Masking {
+            key: Arc::new(key),
+            columns,
+        })
     }
 
     /// `name`, every role it is a member of (directly or through other
@@ -292,7 +380,18 @@ pub enum Who {
     },
 }
 
-type Key = [Option<Micros>; 3];
+impl Who {
+    /// The masks this role's reads get (`None`: it sees every value).
+    pub fn masking(&self) -> Option<mask::Masking> {
+        match self {
+            Who::Superuser => None,
+            Who::Role { roles, state, .. } if !roles.contains(UNMASK_ROLE) => state.masking(),
+            Who::Role { .. } => None,
+        }
+    }
+}
+
+type Key = [Option<Micros>; 6];
 
 /// A database's roles and grants, cached.
 #[derive(Debug)]
@@ -349,7 +448,7 @@ impl Access {
     }
 
     fn key(engine: &Engine) -> Key {
-        [ROLES, MEMBERS, GRANTS].map(|t| engine.table_last_write(t))
+        TABLES.map(|t| engine.table_last_write(t))
     }
 
     /// The state as of the last commit this node applied.
@@ -361,7 +460,7 @@ impl Access {
             }
         }
         let mut state = AccessState::default();
-        for t in [ROLES, MEMBERS, GRANTS] {
+        for t in TABLES {
             for b in read_table(engine, t).await? {
                 state.absorb(t, &b);
             }
@@ -776,6 +875,66 @@ pub(crate) fn grant_op(rows: &[(String, String, Privilege, bool)], grantor: &str
         table: GRANTS.into(),
         batch,
     })
+}
+
+/// The write of a comment (`table`, `column`, text or NULL) or a label.
+pub(crate) fn note_op(
+    store: &str,
+    table: &str,
+    column: Option<&str>,
+    value: Option<&str>,
+) -> Result<Op> {
+    let value_name = if store == COMMENTS {
+        "description"
+    } else {
+        "label"
+    };
+    let schema = Arc::new(Schema::new(vec![
+        text_field(strata_storage::schema::ID, false),
+        text_field("table_name", false),
+        text_field("column_name", true),
+        text_field(value_name, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            strs(vec![Some(format!(
+                "{table}{SEP}{}",
+                column.unwrap_or_default()
+            ))]),
+            strs(vec![Some(table.to_string())]),
+            strs(vec![column.map(str::to_string)]),
+            strs(vec![value.map(str::to_string)]),
+        ],
+    )?;
+    Ok(Op {
+        kind: OpKind::Put,
+        table: store.into(),
+        batch,
+    })
+}
+
+/// The write of a new masking key.
+pub(crate) fn key_op() -> Result<(Op, Vec<u8>)> {
+    let mut key = random_salt();
+    key.extend(random_salt());
+    let schema = Arc::new(Schema::new(vec![
+        text_field(strata_storage::schema::ID, false),
+        text_field("key", false),
+    ]));
+    let hexed: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![strs(vec![Some("mask".into())]), strs(vec![Some(hexed)])],
+    )?;
+    Ok((
+        Op {
+            kind: OpKind::Put,
+            table: KEYS.into(),
+            batch,
+        },
+        key,
+    ))
 }
 
 #[cfg(test)]

@@ -39,6 +39,18 @@ pub enum Governance {
         roles: Vec<String>,
         members: Vec<String>,
     },
+    /// `COMMENT ON TABLE t | COLUMN t.c IS 'text' | NULL`.
+    Comment {
+        table: String,
+        column: Option<String>,
+        text: Option<String>,
+    },
+    /// `SECURITY LABEL [FOR strata] ON TABLE t | COLUMN t.c IS 'label' | NULL`.
+    Label {
+        table: String,
+        column: Option<String>,
+        label: Option<String>,
+    },
 }
 
 impl Governance {
@@ -47,6 +59,8 @@ impl Governance {
         match self {
             Governance::CreateRole { .. } => "CREATE ROLE",
             Governance::AlterRole { .. } => "ALTER ROLE",
+            Governance::Comment { .. } => "COMMENT",
+            Governance::Label { .. } => "SECURITY LABEL",
             Governance::DropRole { .. } => "DROP ROLE",
             Governance::Privileges { grant: true, .. }
             | Governance::Membership { grant: true, .. } => "GRANT",
@@ -84,6 +98,8 @@ pub fn is_governance(first: &str, second: Option<&str>) -> bool {
     match first {
         "GRANT" | "REVOKE" => true,
         "CREATE" | "ALTER" | "DROP" => matches!(second, Some("ROLE" | "USER" | "GROUP")),
+        "COMMENT" => second == Some("ON"),
+        "SECURITY" => second == Some("LABEL"),
         _ => false,
     }
 }
@@ -281,7 +297,94 @@ impl P<'_> {
                 })
             }
             "GRANT" | "REVOKE" => self.grant(first == "GRANT"),
+            "COMMENT" => {
+                self.expect("ON", "after COMMENT")?;
+                let (table, column) = self.commented("COMMENT ON")?;
+                let text = self.is_text("COMMENT ON")?;
+                Ok(Governance::Comment {
+                    table,
+                    column,
+                    text,
+                })
+            }
+            "SECURITY" => {
+                self.expect("LABEL", "after SECURITY")?;
+                if self.eat("FOR") {
+                    let provider = self.name("a label provider")?;
+                    if provider != super::LABEL_PROVIDER {
+                        return Err(QueryError::Invalid(format!(
+                            "security label provider \"{provider}\" is not loaded: Strata's provider is `{}` (SECURITY LABEL FOR {} ON COLUMN t.c IS 'pii')",
+                            super::LABEL_PROVIDER,
+                            super::LABEL_PROVIDER
+                        )));
+                    }
+                }
+                self.expect("ON", "after SECURITY LABEL")?;
+                let (table, column) = self.commented("SECURITY LABEL ON")?;
+                let label = self.is_text("SECURITY LABEL")?;
+                Ok(Governance::Label {
+                    table,
+                    column,
+                    label,
+                })
+            }
             _ => Err(syntax("not a role or privilege statement")),
+        }
+    }
+
+    /// `TABLE t` or `COLUMN t.c` (or `public.t.c`).
+    fn commented(&mut self, what: &str) -> Result<(String, Option<String>)> {
+        match self.peek_kw().as_deref() {
+            Some("TABLE") => {
+                self.pos += 1;
+                Ok((self.table()?, None))
+            }
+            Some("COLUMN") => {
+                self.pos += 1;
+                let mut parts = vec![self.name("a column name (table.column)")?];
+                while matches!(self.toks.get(self.pos), Some(Token::Period)) {
+                    self.pos += 1;
+                    parts.push(self.name("a name after `.`")?);
+                }
+                let column = parts.pop().expect("one part");
+                match parts.as_slice() {
+                    [t] => Ok((t.clone(), Some(column))),
+                    [s, t] | [_, s, t] if s == "public" => Ok((t.clone(), Some(column))),
+                    [] => Err(syntax(format!(
+                        "{what} COLUMN wants table.column, found only `{column}`"
+                    ))),
+                    _ => Err(QueryError::UndefinedTable(format!(
+                        "no table `{}`: Strata tables live in schema `public`",
+                        parts.join(".")
+                    ))),
+                }
+            }
+            Some(k) => Err(QueryError::Unsupported(format!(
+                "{what} {k} is not supported: Strata keeps comments and labels on TABLE t and COLUMN t.c"
+            ))),
+            None => Err(syntax(format!(
+                "expected TABLE or COLUMN after {what}, found {}",
+                self.found()
+            ))),
+        }
+    }
+
+    /// `IS 'text'` or `IS NULL` (which removes it).
+    fn is_text(&mut self, what: &str) -> Result<Option<String>> {
+        self.expect("IS", &format!("in {what} … IS 'text'"))?;
+        match self.toks.get(self.pos) {
+            Some(Token::SingleQuotedString(s)) => {
+                self.pos += 1;
+                Ok(Some(s.clone()))
+            }
+            Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("NULL") => {
+                self.pos += 1;
+                Ok(None)
+            }
+            _ => Err(syntax(format!(
+                "{what} … IS wants a quoted string or NULL, found {}",
+                self.found()
+            ))),
         }
     }
 
@@ -581,7 +684,37 @@ mod tests {
                 if_exists: true
             }
         );
+        assert_eq!(
+            p("COMMENT ON COLUMN public.t.Email IS 'where to write'").unwrap(),
+            Governance::Comment {
+                table: "t".into(),
+                column: Some("email".into()),
+                text: Some("where to write".into())
+            }
+        );
+        assert_eq!(
+            p("SECURITY LABEL FOR strata ON COLUMN t.email IS 'pii'").unwrap(),
+            Governance::Label {
+                table: "t".into(),
+                column: Some("email".into()),
+                label: Some("pii".into())
+            }
+        );
+        assert_eq!(
+            p("COMMENT ON TABLE t IS NULL").unwrap(),
+            Governance::Comment {
+                table: "t".into(),
+                column: None,
+                text: None
+            }
+        );
         for (bad, says) in [
+            (
+                "SECURITY LABEL FOR selinux ON COLUMN t.c IS 'x'",
+                "not loaded",
+            ),
+            ("COMMENT ON INDEX i IS 'x'", "not supported"),
+            ("COMMENT ON COLUMN c IS 'x'", "table.column"),
             ("GRANT TRUNCATE ON t TO a", "does not exist in Strata"),
             ("GRANT SELECT (a) ON t TO a", "column privileges"),
             ("GRANT SELECT ON t TO a WITH GRANT OPTION", "GRANT OPTION"),

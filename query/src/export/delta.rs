@@ -534,6 +534,14 @@ pub(crate) async fn export(
             "table \"{table}\" does not exist: FORMAT delta exports an existing table"
         )));
     }
+    if let Some(cols) = session.masking.as_ref().and_then(|m| m.of(table)) {
+        let cols: Vec<&str> = cols.keys().map(String::as_str).collect();
+        return Err(QueryError::Privilege(format!(
+            "permission denied: table \"{table}\" has columns masked for this role ({}), and a Delta export \
+             copies stored rows as they are. Export a query instead: COPY (SELECT * FROM {table}) TO 'file.parquet'",
+            cols.join(", ")
+        )));
+    }
     let store = root.store().clone();
     let log = read_log(&store, root, base).await?;
     let last = match (&log.version, &log.strata) {

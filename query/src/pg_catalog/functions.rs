@@ -656,8 +656,6 @@ pub fn register_functions(
     // Strata keeps no comments, defaults or generated sequences: these say so.
     add(
         &[
-            "obj_description",
-            "col_description",
             "shobj_description",
             "pg_get_serial_sequence",
             "pg_get_viewdef",
@@ -673,6 +671,42 @@ pub fn register_functions(
         ret_text,
         Arc::new(|_: &[ScalarValue]| Ok(text(None))),
     )?;
+    {
+        // obj_description(oid [, catalog]) and col_description(oid, attnum):
+        // COMMENT ON TABLE / COLUMN (crate::access).
+        let (e, acc) = (engine.clone(), access.clone());
+        add(
+            &["obj_description"],
+            ret_text,
+            Arc::new(move |a: &[ScalarValue]| {
+                let table = int_arg(a.first()).and_then(|o| relation_by_oid(&e, o));
+                Ok(text(table.filter(|(_, s)| *s == "public").and_then(
+                    |(t, _)| acc.cached().comment(&t, None).cloned(),
+                )))
+            }),
+        )?;
+        let (e, acc) = (engine.clone(), access.clone());
+        add(
+            &["col_description"],
+            ret_text,
+            Arc::new(move |a: &[ScalarValue]| {
+                let (Some(oid), Some(attnum)) = (int_arg(a.first()), int_arg(a.get(1))) else {
+                    return Ok(text(None));
+                };
+                let Some((t, "public")) = relation_by_oid(&e, oid) else {
+                    return Ok(text(None));
+                };
+                let column = e.table_schema(&t).and_then(|ts| {
+                    usize::try_from(attnum - 1)
+                        .ok()
+                        .and_then(|i| ts.columns.get(i).map(|f| f.name().clone()))
+                });
+                Ok(text(
+                    column.and_then(|c| acc.cached().comment(&t, Some(&c)).cloned()),
+                ))
+            }),
+        )?;
+    }
     add(
         &["pg_get_expr"],
         ret_text,

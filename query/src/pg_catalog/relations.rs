@@ -178,6 +178,7 @@ pub(super) const SYSTEM_TABLES: &[(&str, &str, i64, &str)] = &[
     ("pg_catalog", "pg_index", 2610, "indexrelid oid, indrelid oid, indnatts int2, indnkeyatts int2, indisunique bool, indnullsnotdistinct bool, indisprimary bool, indisexclusion bool, indimmediate bool, indisclustered bool, indisvalid bool, indcheckxmin bool, indisready bool, indislive bool, indisreplident bool, indkey int2vector, indcollation oidvector, indclass oidvector, indoption int2vector, indexprs text, indpred text"),
     ("pg_catalog", "pg_indexes", 4003, "schemaname name, tablename name, indexname name, tablespace name, indexdef text"),
     ("pg_catalog", "pg_description", 2609, "objoid oid, classoid oid, objsubid int4, description text"),
+    ("pg_catalog", "pg_seclabel", 3596, "objoid oid, classoid oid, objsubid int4, provider text, label text"),
     ("pg_catalog", "pg_shdescription", 2396, "objoid oid, classoid oid, description text"),
     ("pg_catalog", "pg_attrdef", 2604, "oid oid, adrelid oid, adnum int2, adbin text"),
     ("pg_catalog", "pg_constraint", 2606, "oid oid, conname name, connamespace oid, contype char, condeferrable bool, condeferred bool, convalidated bool, conrelid oid, contypid oid, conindid oid, conparentid oid, confrelid oid, confupdtype char, confdeltype char, confmatchtype char, conislocal bool, coninhcount int4, connoinherit bool, conkey int2[], confkey int2[], conpfeqop oid[], conppeqop oid[], conffeqop oid[], confdelsetcols int2[], conexclop oid[], conbin text"),

@@ -483,7 +483,6 @@ pub(super) fn array_literal(e: &Expr) -> Option<Expr> {
 /// Catalogs that are always empty in Strata (no secondary indexes, comments, defaults,
 /// sequences, enums, inheritance, triggers, rules, policies, publications…).
 pub(super) const EMPTY_CATALOGS: &[&str] = &[
-    "pg_description",
     "pg_shdescription",
     "pg_attrdef",
     "pg_enum",

@@ -382,6 +382,33 @@ pub(super) fn rows_of(table: &str, snap: &Snapshot) -> Vec<Vec<V>> {
                 ]
             })
             .collect(),
+        "pg_description" | "pg_seclabel" => {
+            let (map, comments) = if table == "pg_description" {
+                (&snap.access.comments, true)
+            } else {
+                (&snap.access.labels, false)
+            };
+            map.iter()
+                .filter_map(|((t, c), v)| {
+                    let r = snap
+                        .relations
+                        .iter()
+                        .find(|r| r.schema == "public" && r.kind == "r" && r.name == *t)?;
+                    let attnum = if c.is_empty() {
+                        0
+                    } else {
+                        r.columns.iter().find(|col| col.0 == *c)?.3
+                    };
+                    let oid = r.oid;
+                    let mut row = vec![V::I(oid), V::I(1259), V::I(attnum)];
+                    if !comments {
+                        row.push(s(crate::access::LABEL_PROVIDER));
+                    }
+                    row.push(s(v.as_str()));
+                    Some(row)
+                })
+                .collect()
+        }
         "table_privileges" | "role_table_grants" => snap
             .access
             .grants
