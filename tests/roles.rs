@@ -520,3 +520,104 @@ async fn role_statements_explain_their_mistakes() {
     ));
     ok(psql(port, "carol", "c", &["SELECT * FROM t"]));
 }
+
+/// The audit trail (docs/governance.md): logins and failed logins, DDL,
+/// role and privilege statements, ERASE and refused statements, with role,
+/// client address and time; readable only by roles granted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_lists_what_the_test_did() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(tmp.path());
+    let port = s.port;
+    ok(psql(
+        port,
+        "admin",
+        "adminpw",
+        &[
+            "CREATE TABLE t (_id BIGINT, x TEXT)",
+            "INSERT INTO t (_id, x) VALUES (1, 'a'), (2, 'b')",
+            "CREATE USER alice PASSWORD 'alicepw'",
+            "CREATE USER auditor PASSWORD 'auditorpw'",
+            "GRANT SELECT ON t TO alice",
+            "GRANT SELECT ON strata_audit TO auditor",
+            "ERASE FROM t WHERE _id = 2",
+            "REVOKE SELECT ON t FROM alice",
+        ],
+    ));
+    refused(psql(port, "alice", "wrongpw", &["SELECT 1"]));
+    refused(psql(port, "alice", "alicepw", &["SELECT * FROM t"]));
+    // Not granted: the trail is not readable.
+    let e = refused(psql(
+        port,
+        "alice",
+        "alicepw",
+        &["SELECT * FROM strata_audit"],
+    ));
+    assert!(
+        e.contains("permission denied for table strata_audit"),
+        "{e}"
+    );
+
+    // Events are committed in the background: wait for the last one.
+    let query = "SELECT event, role, coalesce(statement, '') FROM strata_audit \
+                 WHERE client LIKE '127.0.0.1:%' ORDER BY at, event";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let trail = loop {
+        let out = ok(psql(port, "auditor", "auditorpw", &[query]));
+        if out.contains("denied|alice|SELECT") && out.contains("strata_audit") {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit trail so far:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for want in [
+        "login|admin|",
+        "ddl|admin|CREATE TABLE t",
+        "role|admin|CREATE USER alice PASSWORD '***'",
+        "grant|admin|GRANT SELECT ON t TO alice",
+        "grant|admin|GRANT SELECT ON strata_audit TO auditor",
+        "erase|admin|ERASE FROM t WHERE _id = 2",
+        "revoke|admin|REVOKE SELECT ON t FROM alice",
+        "login_failed|alice|",
+        "login|alice|",
+        "denied|alice|SELECT * FROM t",
+        "denied|alice|SELECT * FROM strata_audit",
+    ] {
+        assert!(
+            trail.contains(want),
+            "no `{want}` in the audit trail:\n{trail}"
+        );
+    }
+    assert!(
+        !trail.contains("alicepw"),
+        "a password in the audit trail:\n{trail}"
+    );
+    // Order: the grant before the refused read, the failed login before it.
+    let at = |w: &str| trail.find(w).unwrap();
+    assert!(
+        at("revoke|admin") < at("denied|alice|SELECT * FROM t"),
+        "{trail}"
+    );
+    // The trail keeps the refusal's reason.
+    let why = ok(psql(
+        port,
+        "admin",
+        "adminpw",
+        &["SELECT detail FROM strata_audit WHERE event = 'denied' AND statement = 'SELECT * FROM t'"],
+    ));
+    assert!(why.contains("has no SELECT privilege"), "{why}");
+    // Nobody writes it but the server.
+    let e = refused(psql(
+        port,
+        "admin",
+        "adminpw",
+        &["DELETE FROM strata_audit"],
+    ));
+    assert!(
+        e.contains("permission denied") || e.contains("not supported"),
+        "{e}"
+    );
+}

@@ -77,6 +77,8 @@ pub struct Database {
     export_root: Option<crate::export::ExportRoot>,
     /// Roles and grants (crate::access).
     pub(crate) access: Arc<crate::access::Access>,
+    /// The audit trail (crate::access::audit).
+    audit: crate::access::audit::Audit,
 }
 
 /// A reusable planning context and the coordinate slot its catalog reads.
@@ -301,6 +303,7 @@ impl Database {
             use datafusion::execution::FunctionRegistry;
             base.register_function_rewrite(Arc::new(crate::numeric_sum::NumericSum))?;
         }
+        let audit = crate::access::audit::Audit::start(&engine);
         Ok(Arc::new(Database {
             engine,
             base,
@@ -310,6 +313,7 @@ impl Database {
             statement_errors: Default::default(),
             export_root,
             access,
+            audit,
         }))
     }
 
@@ -344,6 +348,11 @@ impl Database {
         )
     }
 
+    /// Record an audit event (logins, from the front ends).
+    pub fn audit(&self, e: crate::access::audit::AuditEvent) {
+        self.audit.record(e)
+    }
+
     /// Roles and grants, and who the bootstrap superusers are.
     pub fn access(&self) -> &Arc<crate::access::Access> {
         &self.access
@@ -356,6 +365,7 @@ impl Database {
             db: self.clone(),
             user: None,
             masking: None,
+            client: None,
             tx: None,
             fast_path: true,
             parsed: Default::default(),
@@ -462,6 +472,8 @@ pub struct Session {
     pub(crate) user: Option<String>,
     /// The masks the running statement's reads get (crate::access::mask).
     pub(crate) masking: Option<Arc<crate::access::mask::Masking>>,
+    /// The client's address, for the audit trail.
+    client: Option<String>,
     pub(crate) tx: Option<OpenTx>,
     /// Answer point lookups without the planner (crate::fastpath).
     fast_path: bool,
@@ -582,6 +594,16 @@ impl Session {
     /// Run every later statement as `user` (its privileges are checked).
     pub fn set_user(&mut self, user: &str) {
         self.user = Some(user.to_string());
+    }
+
+    /// The client's address (`ip:port`), for the audit trail.
+    pub fn set_client(&mut self, client: &str) {
+        self.client = Some(client.to_string());
+    }
+
+    /// The client's address, if a front end gave it.
+    pub fn client(&self) -> Option<&str> {
+        self.client.as_deref()
     }
 
     /// The user statements run as (`None`: the embedded API's owner).
@@ -719,6 +741,7 @@ impl Session {
                 if let Some(tx) = &mut self.tx {
                     tx.failed.get_or_insert_with(|| e.to_string());
                 }
+                self.audit_statement(stmt, rw, Err(&e));
                 return Err(e);
             }
         }
@@ -738,7 +761,56 @@ impl Session {
         if let (Err(e), Some(tx)) = (&r, &mut self.tx) {
             tx.failed.get_or_insert_with(|| e.to_string());
         }
+        self.audit_statement(stmt, rw, r.as_ref().map(|_| ()));
         r
+    }
+
+    /// Record a statement in the audit trail if it is one to record: DDL,
+    /// role and privilege statements, ERASE, and any refused statement.
+    /// Only statements of a front end's session (one with a user).
+    fn audit_statement(
+        &self,
+        stmt: &Statement,
+        rw: &temporal::Rewritten,
+        r: std::result::Result<(), &QueryError>,
+    ) {
+        let Some(user) = &self.user else { return };
+        let event = match (&rw.kind, stmt) {
+            (StatementKind::Governance(g), _) => Some(g.audit_event()),
+            (StatementKind::Erase, _) => Some("erase"),
+            (
+                _,
+                Statement::CreateTable(_)
+                | Statement::AlterTable(_)
+                | Statement::Drop { .. }
+                | Statement::Truncate(_)
+                | Statement::CreateView(_)
+                | Statement::CreateIndex(_),
+            ) => Some("ddl"),
+            _ => None,
+        };
+        let (event, detail) = match r {
+            Err(QueryError::Privilege(m)) => ("denied", Some(m.clone())),
+            Ok(()) if event.is_some() => (event.unwrap_or_default(), None),
+            _ => return,
+        };
+        let text = match &rw.kind {
+            StatementKind::Governance(g) => g.audit_text(),
+            StatementKind::Subscribe(s) => format!("SUBSCRIBE TO {}", s.table),
+            StatementKind::Erase => {
+                let t = stmt.to_string();
+                format!("ERASE {}", t.strip_prefix("DELETE ").unwrap_or(&t))
+            }
+            _ => stmt.to_string(),
+        };
+        let text: String = text.chars().take(4000).collect();
+        self.db.audit(crate::access::audit::AuditEvent {
+            event,
+            role: user.clone(),
+            client: self.client.clone(),
+            statement: Some(text),
+            detail,
+        });
     }
 
     async fn dispatch(
@@ -1394,7 +1466,18 @@ impl Session {
         valid: Option<(Option<i64>, Option<i64>)>,
     ) -> Result<u64> {
         use datafusion::arrow::array::TimestampMicrosecondArray;
-        self.authorize_ingest(table).await?;
+        if let Err(e) = self.authorize_ingest(table).await {
+            if let (Some(user), QueryError::Privilege(m)) = (&self.user, &e) {
+                self.db.audit(crate::access::audit::AuditEvent {
+                    event: "denied",
+                    role: user.clone(),
+                    client: self.client.clone(),
+                    statement: Some(format!("load into {table} (COPY FROM, Flight SQL ingest)")),
+                    detail: Some(m.clone()),
+                });
+            }
+            return Err(e);
+        }
         let mut rows = 0u64;
         let mut ops = Vec::new();
         for b in batches {

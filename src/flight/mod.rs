@@ -423,11 +423,24 @@ impl FlightSqlService for StrataFlight {
         Status,
     > {
         let trust = self.auth.mode == crate::auth::AuthMode::Trust;
+        let addr = request.remote_addr().map(|a| a.to_string());
+        let audit = |event: &'static str, user: &str, detail: &str| {
+            self.db
+                .database()
+                .audit(strata_query::access::audit::AuditEvent {
+                    event,
+                    role: user.to_string(),
+                    client: addr.clone(),
+                    statement: None,
+                    detail: Some(detail.to_string()),
+                })
+        };
         let user = match token::credentials(request.metadata()) {
             Ok(Credentials::Basic { user, password }) => {
                 if !self.auth.verify_password(&user, &password)
                     && !(!trust && self.verify_stored(&user, &password).await)
                 {
+                    audit("login_failed", &user, "wrong password or unknown user (flight sql)");
                     return Err(token::bad_password(&user));
                 }
                 if user.is_empty() {
@@ -444,6 +457,7 @@ impl FlightSqlService for StrataFlight {
             }
             Err(e) => return Err(e),
         };
+        audit("login", &user, "flight sql");
         let token = self.tokens.issue(&user);
         let out = stream::iter(vec![Ok(HandshakeResponse {
             protocol_version: 0,

@@ -545,9 +545,13 @@ impl Inner {
             Err(panic) => {
                 let msg = panic_message(panic.as_ref());
                 tracing::error!("a statement panicked: {msg}; the connection's session was reset");
+                let client = st.session.client().map(str::to_string);
                 st.session = self.shared.db.session();
                 let user = st.user.clone();
                 st.session.set_user(&user);
+                if let Some(c) = client {
+                    st.session.set_client(&c);
+                }
                 Err(err("XX000", format!("internal error: the statement panicked ({msg}); any open transaction was rolled back")))
             }
             Ok(Err(e)) => Err(query_err(e)),
@@ -1237,6 +1241,13 @@ impl Conn {
             // A stored role without LOGIN may not connect, in trust mode too.
             let db = self.0.shared.db.database();
             if let Err(e) = db.access().login(db.engine(), &st.user).await {
+                db.audit(strata_query::access::audit::AuditEvent {
+                    event: "login_failed",
+                    role: st.user.clone(),
+                    client: Some(client.socket_addr().to_string()),
+                    statement: None,
+                    detail: Some(e.to_string()),
+                });
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "FATAL".into(),
                     "28000".into(),
@@ -1244,7 +1255,16 @@ impl Conn {
                 ))));
             }
             let user = st.user.clone();
+            let addr = client.socket_addr().to_string();
             st.session.set_user(&user);
+            st.session.set_client(&addr);
+            db.audit(strata_query::access::audit::AuditEvent {
+                event: "login",
+                role: user.clone(),
+                client: Some(addr),
+                statement: None,
+                detail: Some("postgres".into()),
+            });
             st.database = md
                 .get("database")
                 .cloned()

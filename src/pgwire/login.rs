@@ -155,6 +155,18 @@ fn auth_failed(user: &str) -> PgWireError {
     )
 }
 
+/// A failed login: recorded in the audit trail, answered like any other.
+fn failed<C: ClientInfo>(db: &strata_query::Database, client: &C, user: &str) -> PgWireError {
+    db.audit(strata_query::access::audit::AuditEvent {
+        event: "login_failed",
+        role: user.to_string(),
+        client: Some(client.socket_addr().to_string()),
+        statement: None,
+        detail: Some("wrong password or unknown user (postgres)".into()),
+    });
+    auth_failed(user)
+}
+
 /// Send AuthenticationSASL and wait for the client's choice.
 pub async fn begin<C>(login: &Login, client: &mut C, state: &mut LoginState) -> PgWireResult<()>
 where
@@ -208,7 +220,19 @@ where
             let data = first
                 .data
                 .ok_or_else(|| fatal("08P01", "the SCRAM client-first message is empty"))?;
-            let (v, known) = login.verifier(&user, db).await?;
+            let (v, known) = match login.verifier(&user, db).await {
+                Ok(v) => v,
+                Err(e) => {
+                    db.audit(strata_query::access::audit::AuditEvent {
+                        event: "login_failed",
+                        role: user.clone(),
+                        client: Some(client.socket_addr().to_string()),
+                        statement: None,
+                        detail: Some(e.to_string()),
+                    });
+                    return Err(e);
+                }
+            };
             let secret = ScramSecret::Verifier {
                 salt: v.salt,
                 iterations: v.iterations,
@@ -240,10 +264,10 @@ where
                         .await?;
                     Ok(true)
                 }
-                Ok(_) | Err(PgWireError::InvalidPassword(_)) => Err(auth_failed(&user)),
+                Ok(_) | Err(PgWireError::InvalidPassword(_)) => Err(failed(db, client, &user)),
                 Err(e) => {
                     tracing::debug!("SCRAM exchange for {user} failed: {e}");
-                    Err(auth_failed(&user))
+                    Err(failed(db, client, &user))
                 }
             }
         }

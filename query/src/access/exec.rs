@@ -46,7 +46,7 @@ impl Session {
             .collect();
         let real = |n: &str| -> Option<String> {
             let t = synthetic.get(n).copied().unwrap_or(n);
-            engine.has_table(t).then(|| t.to_string())
+            (engine.has_table(t) || t == super::audit::AUDIT_VIEW).then(|| t.to_string())
         };
         let needs = needs(stmt, &rw.kind, &real);
         if needs.is_empty() {
@@ -254,7 +254,9 @@ impl Session {
                 let tables: Vec<String> = match objects {
                     Objects::Tables(v) => {
                         for t in v {
-                            if strata_storage::schema::is_reserved(t) || !engine.has_table(t) {
+                            if t != super::audit::AUDIT_VIEW
+                                && (strata_storage::schema::is_reserved(t) || !engine.has_table(t))
+                            {
                                 let hint = crate::error::closest(t, &engine.table_names())
                                     .map(|c| format!(" (did you mean `{c}`?)"))
                                     .unwrap_or_default();

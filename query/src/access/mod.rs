@@ -17,6 +17,7 @@
 //!   mode (and in the embedded API) a name that is not a stored role is a
 //!   superuser too, so nothing changes until roles are created.
 
+pub mod audit;
 mod exec;
 pub mod mask;
 pub mod parse;
@@ -592,6 +593,11 @@ pub fn needs(
         if let Some(t) = crate::sql::object_name(n).ok().and_then(|n| real(&n)) {
             if strata_storage::schema::is_reserved(&t) {
                 out.push(reserved_write(&t));
+            } else if t == audit::AUDIT_VIEW && p != Privilege::Select {
+                out.push(Need::Refused(
+                    "the audit trail (strata_audit) is append-only: only the server writes it"
+                        .into(),
+                ));
             } else {
                 out.push(Need::Table(t, p));
             }

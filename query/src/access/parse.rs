@@ -69,6 +69,103 @@ impl Governance {
     }
 }
 
+impl Governance {
+    /// The statement as the audit trail records it: without passwords.
+    pub fn audit_text(&self) -> String {
+        let list = |v: &[String]| v.join(", ");
+        match self {
+            Governance::CreateRole { name, options, .. }
+            | Governance::AlterRole { name, options } => {
+                let opts: Vec<String> = options
+                    .iter()
+                    .filter_map(|o| match o {
+                        RoleOption::Superuser(b) => {
+                            Some(if *b { "SUPERUSER" } else { "NOSUPERUSER" }.into())
+                        }
+                        RoleOption::Login(b) => Some(if *b { "LOGIN" } else { "NOLOGIN" }.into()),
+                        RoleOption::CreateRole(b) => {
+                            Some(if *b { "CREATEROLE" } else { "NOCREATEROLE" }.into())
+                        }
+                        RoleOption::Password(Some(_)) => Some("PASSWORD '***'".into()),
+                        RoleOption::Password(None) => Some("PASSWORD NULL".into()),
+                        RoleOption::InRole(v) => Some(format!("IN ROLE {}", list(v))),
+                        RoleOption::Ignored => None,
+                    })
+                    .collect();
+                let verb = match self {
+                    Governance::CreateRole { user: true, .. } => "CREATE USER",
+                    Governance::CreateRole { .. } => "CREATE ROLE",
+                    _ => "ALTER ROLE",
+                };
+                format!("{verb} {name} {}", opts.join(" "))
+                    .trim_end()
+                    .to_string()
+            }
+            Governance::DropRole { names, .. } => format!("DROP ROLE {}", list(names)),
+            Governance::Privileges {
+                grant,
+                privileges,
+                objects,
+                grantees,
+            } => {
+                let privs: Vec<&str> = privileges.iter().map(|p| p.name()).collect();
+                let on = match objects {
+                    Objects::Tables(v) => list(v),
+                    Objects::AllTablesInSchema(v) => format!("ALL TABLES IN SCHEMA {}", list(v)),
+                };
+                let (verb, to) = if *grant {
+                    ("GRANT", "TO")
+                } else {
+                    ("REVOKE", "FROM")
+                };
+                format!(
+                    "{verb} {} ON {on} {to} {}",
+                    privs.join(", "),
+                    list(grantees)
+                )
+            }
+            Governance::Membership {
+                grant,
+                roles,
+                members,
+            } => {
+                let (verb, to) = if *grant {
+                    ("GRANT", "TO")
+                } else {
+                    ("REVOKE", "FROM")
+                };
+                format!("{verb} {} {to} {}", list(roles), list(members))
+            }
+            Governance::Comment { table, column, .. } | Governance::Label { table, column, .. } => {
+                let what = match column {
+                    Some(c) => format!("COLUMN {table}.{c}"),
+                    None => format!("TABLE {table}"),
+                };
+                let value = match self {
+                    Governance::Comment { text, .. } | Governance::Label { label: text, .. } => {
+                        text.as_deref()
+                            .map(|t| format!("'{t}'"))
+                            .unwrap_or("NULL".into())
+                    }
+                    _ => unreachable!(),
+                };
+                format!("{} ON {what} IS {value}", self.tag())
+            }
+        }
+    }
+
+    /// The audit trail's event name.
+    pub fn audit_event(&self) -> &'static str {
+        match self {
+            Governance::Privileges { grant: true, .. }
+            | Governance::Membership { grant: true, .. } => "grant",
+            Governance::Privileges { .. } | Governance::Membership { .. } => "revoke",
+            Governance::Comment { .. } | Governance::Label { .. } => "ddl",
+            _ => "role",
+        }
+    }
+}
+
 /// What privileges are granted on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Objects {

@@ -975,6 +975,20 @@ impl SchemaProvider for PublicSchema {
         if self.pg.find(name).is_some() {
             return self.pg.provider(name);
         }
+        if name == crate::access::audit::AUDIT_VIEW {
+            if let Some(t) = self.inner.table(crate::access::audit::AUDIT).await? {
+                return Ok(Some(t));
+            }
+            let mut fields = vec![Field::new(ID, DataType::Utf8, false)];
+            fields.extend(
+                crate::access::audit::audit_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone()),
+            );
+            let schema = Arc::new(Schema::new(fields));
+            return Ok(Some(Arc::new(MemTable::try_new(schema, vec![vec![]])?)));
+        }
         if let Some(t) = crate::system_tables::provider(name, &self.pg.engine)? {
             return Ok(Some(t));
         }
