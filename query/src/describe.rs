@@ -11,7 +11,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{self, visit_expressions, Expr, SetExpr, Statement, Value};
@@ -149,7 +149,11 @@ impl Session {
                         // without parameters is harmless to run (in a session
                         // of its own, so this one's transaction is not touched;
                         // the stream is dropped unread).
-                        match self.db.session().execute(sql, &[]).await {
+                        let mut probe = self.db.session();
+                        if let Some(u) = &self.user {
+                            probe.set_user(u);
+                        }
+                        match probe.execute(sql, &[]).await {
                             Ok(mut outs) if outs.len() == 1 => match outs.remove(0) {
                                 Output::Rows { schema, .. } => Some(schema),
                                 Output::Command { .. } => {
@@ -195,6 +199,17 @@ impl Session {
                     );
                     d.schema = rows.then(|| Arc::new(plan.schema().as_arrow().clone()));
                 }
+            }
+        }
+        // `x = ANY($1)`: the planner types $1 as an element; it is an array.
+        for i in any_placeholders(&stmt) {
+            if let Some(slot) = d.params.get_mut(i) {
+                // (Text when the planner could not tell, as Postgres'
+                // unknown literals.)
+                *slot = Some(match slot.take().unwrap_or(DataType::Utf8) {
+                    t @ DataType::List(_) => t,
+                    t => DataType::List(Arc::new(Field::new_list_field(t, true))),
+                });
             }
         }
         d.statement = Some(stmt);
@@ -303,6 +318,60 @@ fn placeholder_of(e: &Expr) -> Option<usize> {
         Expr::Nested(inner) => placeholder_of(inner),
         _ => None,
     }
+}
+
+/// The parameters (0-based) a statement compares with `ANY` / `ALL`
+/// (`x = ANY($1)`): arrays, which the planner alone types as elements.
+pub(crate) fn any_placeholders(stmt: &Statement) -> Vec<usize> {
+    let mut out = Vec::new();
+    let _ = visit_expressions(stmt, |e| {
+        if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = e {
+            if let Some(i) = placeholder_of(right) {
+                out.push(i.wrapping_sub(1));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+/// `x = ANY($1)` with a list bound to `$1`: cast it to its array type, so
+/// the planner sees an array (it would type a bare `$1` as an element).
+pub(crate) fn cast_any_placeholders(stmt: &mut Statement, params: &[ScalarValue]) {
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, DataType as SqlType};
+    let elem = |t: &DataType| -> Option<SqlType> {
+        Some(match t {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => SqlType::Text,
+            DataType::Int64 => SqlType::BigInt(None),
+            DataType::Int32 => SqlType::Int(None),
+            DataType::Int16 => SqlType::SmallInt(None),
+            DataType::Float64 => SqlType::DoublePrecision,
+            DataType::Boolean => SqlType::Boolean,
+            _ => return None,
+        })
+    };
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = e {
+            if let Some(i) = placeholder_of(right) {
+                if let Some(ScalarValue::List(l)) = params.get(i.wrapping_sub(1)) {
+                    if let Some(t) = elem(&l.value_type()) {
+                        let inner = std::mem::replace(right.as_mut(), Expr::value(Value::Null));
+                        **right = Expr::Cast {
+                            kind: ast::CastKind::Cast,
+                            expr: Box::new(inner),
+                            data_type: SqlType::Array(ArrayElemTypeDef::SquareBracket(
+                                Box::new(t),
+                                None,
+                            )),
+                            array: false,
+                            format: None,
+                        };
+                    }
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// `$1::int`, `CAST($2 AS text)`: the type the statement casts a parameter to.

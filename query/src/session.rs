@@ -1028,6 +1028,9 @@ impl Session {
         self.db.access.state(&self.db.engine).await?;
         let mut stmt = stmt;
         crate::pg_catalog::rewrite(&mut stmt);
+        if params.iter().any(|p| matches!(p, ScalarValue::List(_))) {
+            crate::describe::cast_any_placeholders(&mut stmt, params);
+        }
         if let Some(user) = &self.user {
             crate::access::name_user_in_privilege_calls(&mut stmt, user);
         }

@@ -811,6 +811,12 @@ pub fn register_functions(
             )))
         }),
     )?;
+    // No temporary schema: its oid is 0 (ibis asks before reading a table).
+    add(
+        &["pg_my_temp_schema"],
+        ret_i64,
+        Arc::new(|_: &[ScalarValue]| Ok(ScalarValue::Int64(Some(0)))),
+    )?;
     add(
         &["pg_postmaster_start_time", "pg_conf_load_time"],
         ret_timestamptz,
