@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -83,6 +83,8 @@ pub async fn start(db: Db, addr: SocketAddr, role: &'static str) -> Result<HttpL
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/contracts", get(contract_all))
+        .route("/contracts/{table}", get(contract_one))
         .fallback(not_found)
         .with_state(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -103,7 +105,7 @@ pub async fn start(db: Db, addr: SocketAddr, role: &'static str) -> Result<HttpL
 async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
-        "not found: this port serves GET /health and GET /metrics\n",
+        "not found: this port serves GET /health, GET /metrics, GET /contracts and GET /contracts/<table>\n",
     )
 }
 
@@ -128,6 +130,84 @@ async fn health(axum::extract::State(s): axum::extract::State<State>) -> impl In
         [(header::CONTENT_TYPE, "application/json")],
         format!("{body}\n"),
     )
+}
+
+/// `?format=json` or `Accept: application/json` (or a `.json` suffix on
+/// the table) for JSON; YAML otherwise.
+fn wants_json(q: &Option<String>, headers: &axum::http::HeaderMap) -> Result<bool, Response> {
+    let format = q.as_deref().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("format="))
+            .map(str::to_ascii_lowercase)
+    });
+    match format.as_deref() {
+        Some("json") => Ok(true),
+        Some("yaml") | Some("yml") => Ok(false),
+        Some(other) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("unknown format `{other}`: use ?format=yaml (the default) or ?format=json\n"),
+        )
+            .into_response()),
+        None => Ok(headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"))),
+    }
+}
+
+async fn contract_reply(s: State, table: Option<&str>, json: bool) -> Response {
+    match s.db.database().contract_now(table).await {
+        Ok(c) if json => (
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{}\n", serde_json::to_string_pretty(&c).unwrap_or_default()),
+        )
+            .into_response(),
+        Ok(c) => (
+            [(header::CONTENT_TYPE, "application/yaml")],
+            strata_query::contract::to_yaml(&c),
+        )
+            .into_response(),
+        Err(e @ strata_query::error::QueryError::UndefinedTable(_)) => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The data contract of every table (the schema as one data product).
+async fn contract_all(
+    axum::extract::State(s): axum::extract::State<State>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match wants_json(&q, &headers) {
+        Ok(json) => contract_reply(s, None, json).await,
+        Err(r) => r,
+    }
+}
+
+/// The data contract of one table.
+async fn contract_one(
+    axum::extract::State(s): axum::extract::State<State>,
+    axum::extract::Path(table): axum::extract::Path<String>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let (table, suffix_json) = match table.strip_suffix(".json") {
+        Some(t) => (t.to_string(), true),
+        None => (
+            table
+                .strip_suffix(".yaml")
+                .or(table.strip_suffix(".yml"))
+                .unwrap_or(&table)
+                .to_string(),
+            false,
+        ),
+    };
+    match wants_json(&q, &headers) {
+        Ok(json) => contract_reply(s, Some(&table), json || suffix_json).await,
+        Err(r) => r,
+    }
 }
 
 async fn metrics(axum::extract::State(s): axum::extract::State<State>) -> impl IntoResponse {

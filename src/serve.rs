@@ -542,7 +542,10 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let http_line = || {
         if let Some(h) = &http {
-            println!("  http listening on {} (/health, /metrics)", h.local_addr());
+            println!(
+                "  http listening on {} (/health, /metrics, /contracts)",
+                h.local_addr()
+            );
         }
     };
     if r.role == Role::Compactor {
@@ -621,6 +624,12 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         "  connect with: psql -h {host} -p {} -U strata",
         local.port()
     );
+    // Data contracts (strata_contract, /contracts) name these endpoints.
+    db.database()
+        .set_endpoints(strata_query::contract::Endpoints {
+            postgres: Some((host.clone(), local.port())),
+            flight: Some((host.clone(), flight.local_addr().port())),
+        });
     println!("  stop with Ctrl-C (SIGINT) or SIGTERM");
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -5,6 +5,7 @@
 pub mod access;
 mod apply;
 pub mod casts;
+pub mod contract;
 pub mod depth;
 pub mod describe;
 mod dml;

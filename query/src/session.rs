@@ -79,6 +79,8 @@ pub struct Database {
     pub(crate) access: Arc<crate::access::Access>,
     /// The audit trail (crate::access::audit).
     audit: crate::access::audit::Audit,
+    /// Where clients reach this node, for data contracts (crate::contract).
+    endpoints: crate::contract::SharedEndpoints,
 }
 
 /// A reusable planning context and the coordinate slot its catalog reads.
@@ -289,7 +291,8 @@ impl Database {
         );
         let mut base = builder.build();
         let access: Arc<crate::access::Access> = Default::default();
-        crate::pg_catalog::register_functions(&mut base, &engine, &access)?;
+        let endpoints: crate::contract::SharedEndpoints = Default::default();
+        crate::pg_catalog::register_functions(&mut base, &engine, &access, &endpoints)?;
         crate::period::register(&mut base)?;
         crate::casts::register(&mut base)?;
         crate::overflow::register(&mut base)?;
@@ -314,6 +317,7 @@ impl Database {
             export_root,
             access,
             audit,
+            endpoints,
         }))
     }
 
@@ -346,6 +350,27 @@ impl Database {
             self.statements.load(Relaxed),
             self.statement_errors.load(Relaxed),
         )
+    }
+
+    /// Say where clients reach this node (named in data contracts).
+    pub fn set_endpoints(&self, e: crate::contract::Endpoints) {
+        *self.endpoints.write() = e;
+    }
+
+    /// The ODCS data contract of `table` (`None`: of every table) as JSON.
+    pub fn contract(&self, table: Option<&str>) -> Result<serde_json::Value> {
+        crate::contract::contract(
+            &self.engine,
+            &self.access.cached(),
+            &self.endpoints.read(),
+            table,
+        )
+    }
+
+    /// [`Database::contract`] after reading the latest comments and labels.
+    pub async fn contract_now(&self, table: Option<&str>) -> Result<serde_json::Value> {
+        self.access.state(&self.engine).await?;
+        self.contract(table)
     }
 
     /// Record an audit event (logins, from the front ends).

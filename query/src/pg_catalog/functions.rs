@@ -374,6 +374,7 @@ pub fn register_functions(
     state: &mut SessionState,
     engine: &Arc<Engine>,
     access: &Arc<crate::access::Access>,
+    endpoints: &crate::contract::SharedEndpoints,
 ) -> DfResult<()> {
     start_time();
     let sig = Signature::one_of(
@@ -811,6 +812,25 @@ pub fn register_functions(
             )))
         }),
     )?;
+    {
+        // strata_contract(['table']): the ODCS data contract, as YAML.
+        let (e, acc, ends) = (engine.clone(), access.clone(), endpoints.clone());
+        add(
+            &["strata_contract"],
+            ret_text,
+            Arc::new(move |a: &[ScalarValue]| {
+                let table = match a.first() {
+                    None => None,
+                    Some(v) if v.is_null() => return Ok(text(None)),
+                    Some(v) => Some(str_arg(Some(v)).unwrap_or_default()),
+                };
+                let c =
+                    crate::contract::contract(&e, &acc.cached(), &ends.read(), table.as_deref())
+                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                Ok(text(Some(crate::contract::to_yaml(&c))))
+            }),
+        )?;
+    }
     // No temporary schema: its oid is 0 (ibis asks before reading a table).
     add(
         &["pg_my_temp_schema"],
