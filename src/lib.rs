@@ -15,6 +15,7 @@ pub mod config;
 pub mod flight;
 pub mod http;
 pub mod kafka;
+pub mod lineage;
 mod output;
 pub mod pgwire;
 pub mod serve;

@@ -161,6 +161,15 @@ pub struct ServeArgs {
     /// [default: no HTTP port].
     #[arg(long, env = "STRATA_HTTP_PORT")]
     pub http_port: Option<u16>,
+    /// Send an OpenLineage run event (START, then COMPLETE or FAIL) for
+    /// every load (COPY FROM STDIN, Flight SQL ingest) and server-side
+    /// export (COPY TO 'file'): POSTed as JSON to this URL, for example
+    /// http://marquez:5000/api/v1/lineage [default: none].
+    #[arg(long, env = "STRATA_OPENLINEAGE_URL")]
+    pub openlineage_url: Option<String>,
+    /// The job namespace of those events [default: strata].
+    #[arg(long, env = "STRATA_OPENLINEAGE_NAMESPACE")]
+    pub openlineage_namespace: Option<String>,
 }
 
 /// A size in a config file: `"3GiB"` or a number of bytes.
@@ -211,6 +220,8 @@ pub struct FileConfig {
     pub kafka_brokers: Option<String>,
     pub kafka_topic: Option<String>,
     pub http_port: Option<u16>,
+    pub openlineage_url: Option<String>,
+    pub openlineage_namespace: Option<String>,
 }
 
 /// Settings after flags, environment, file and defaults are merged.
@@ -246,6 +257,8 @@ pub struct Resolved {
     pub kafka: Option<crate::kafka::KafkaSinkConfig>,
     /// The HTTP port (`/health`, `/metrics`), if any.
     pub http_port: Option<u16>,
+    /// Where OpenLineage run events go, and their job namespace.
+    pub openlineage: Option<(String, String)>,
 }
 
 impl ServeArgs {
@@ -293,6 +306,12 @@ impl ServeArgs {
                 self.kafka_topic.clone().or(file.kafka_topic),
             )?,
             http_port: self.http_port.or(file.http_port),
+            openlineage: openlineage(
+                self.openlineage_url.clone().or(file.openlineage_url),
+                self.openlineage_namespace
+                    .clone()
+                    .or(file.openlineage_namespace),
+            )?,
             spill_dir: self.spill_dir.clone().or(file.spill_dir),
             cache_dir: self.cache_dir.clone().or(file.cache_dir),
             cache_size,
@@ -367,6 +386,26 @@ fn read_config(p: &Path) -> Result<FileConfig, String> {
 }
 
 /// The Kafka sink's settings: brokers are required, the topic defaults.
+fn openlineage(
+    url: Option<String>,
+    namespace: Option<String>,
+) -> Result<Option<(String, String)>, String> {
+    let Some(url) = url else {
+        if namespace.is_some() {
+            return Err(
+                "--openlineage-namespace needs --openlineage-url (where to send the events)".into(),
+            );
+        }
+        return Ok(None);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+        return Err(format!(
+            "--openlineage-url `{url}` is not an HTTP URL: give one like http://marquez:5000/api/v1/lineage"
+        ));
+    }
+    Ok(Some((url, namespace.unwrap_or_else(|| "strata".into()))))
+}
+
 fn kafka_sink(
     brokers: Option<String>,
     topic: Option<String>,
@@ -585,6 +624,9 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         r.auth.users.keys().cloned(),
         r.auth.mode == crate::auth::AuthMode::Trust,
     );
+    // The audit trail, when logins prove who is who (docs/governance.md).
+    db.database()
+        .set_audit(r.auth.mode == crate::auth::AuthMode::Password);
     let pg = crate::pgwire::Shared::configured(db.clone(), &r.auth, r.tls.as_ref(), &defaults)
         .map_err(|e| format!("--statement-timeout: {e}"))?;
     let flight = crate::flight::start(db.clone(), &r).await?;
@@ -624,6 +666,12 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         "  connect with: psql -h {host} -p {} -U strata",
         local.port()
     );
+    if let Some((url, namespace)) = &r.openlineage {
+        let _ = crate::lineage::PG_NAMESPACE.set(format!("postgres://{host}:{}", local.port()));
+        db.database()
+            .set_lineage(crate::lineage::spawn(url.clone(), namespace.clone()));
+        println!("  lineage: OpenLineage run events to {url}");
+    }
     // Data contracts (strata_contract, /contracts) name these endpoints.
     db.database()
         .set_endpoints(strata_query::contract::Endpoints {

@@ -58,8 +58,6 @@ fn refused(o: Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-const ADA: &str = "ada@example.com";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pii_columns_are_masked_on_every_read_path_and_predicates_reveal_nothing() {
     let tmp = tempfile::tempdir().unwrap();

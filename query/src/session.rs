@@ -81,6 +81,8 @@ pub struct Database {
     audit: crate::access::audit::Audit,
     /// Where clients reach this node, for data contracts (crate::contract).
     endpoints: crate::contract::SharedEndpoints,
+    /// Receives loads and exports (crate::lineage).
+    lineage: parking_lot::RwLock<Option<crate::lineage::LineageHook>>,
 }
 
 /// A reusable planning context and the coordinate slot its catalog reads.
@@ -318,6 +320,7 @@ impl Database {
             access,
             audit,
             endpoints,
+            lineage: Default::default(),
         }))
     }
 
@@ -352,6 +355,22 @@ impl Database {
         )
     }
 
+    /// Send every load and export to `hook` (crate::lineage).
+    pub fn set_lineage(&self, hook: crate::lineage::LineageHook) {
+        *self.lineage.write() = Some(hook);
+    }
+
+    /// Where clients reach this node (data contracts, lineage).
+    pub fn endpoints(&self) -> crate::contract::Endpoints {
+        self.endpoints.read().clone()
+    }
+
+    pub(crate) fn report_lineage(&self, run: impl FnOnce() -> crate::lineage::LineageRun) {
+        if let Some(hook) = self.lineage.read().clone() {
+            hook(run());
+        }
+    }
+
     /// Say where clients reach this node (named in data contracts).
     pub fn set_endpoints(&self, e: crate::contract::Endpoints) {
         *self.endpoints.write() = e;
@@ -371,6 +390,12 @@ impl Database {
     pub async fn contract_now(&self, table: Option<&str>) -> Result<serde_json::Value> {
         self.access.state(&self.engine).await?;
         self.contract(table)
+    }
+
+    /// Keep the audit trail (crate::access::audit; the server turns it on
+    /// when it asks for passwords).
+    pub fn set_audit(&self, on: bool) {
+        self.audit.set_enabled(on)
     }
 
     /// Record an audit event (logins, from the front ends).
@@ -854,7 +879,7 @@ impl Session {
             (_, Statement::Copy { target, .. })
                 if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout) =>
             {
-                return self.copy_file(&stmt, rw, params).await
+                return self.copy_file_reported(&stmt, rw, params).await
             }
             (StatementKind::Checkpoint, _) => {
                 self.db
@@ -1004,6 +1029,79 @@ impl Session {
             Statement::CreateTable(ct) => self.create_table(ct).await,
             other => self.query(other, rw, params).await,
         }
+    }
+
+    /// A server-side `COPY … TO 'file'` (or `FROM 'file'`), reported to
+    /// the lineage hook.
+    async fn copy_file_reported(
+        &mut self,
+        stmt: &Statement,
+        rw: &temporal::Rewritten,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
+        let started = self.db.engine.clock_now();
+        let r = self.copy_file(stmt, rw, params).await;
+        let ended = self.db.engine.clock_now();
+        if let Statement::Copy {
+            source,
+            to: true,
+            target: CopyTarget::File { filename },
+            ..
+        } = stmt
+        {
+            let engine = &self.db.engine;
+            let synthetic: std::collections::HashMap<&str, &str> = rw
+                .overrides
+                .iter()
+                .map(|(n, t, _, _)| (n.as_str(), t.as_str()))
+                .collect();
+            let mut inputs: Vec<String> = Vec::new();
+            let mut add = |n: &ast::ObjectName| {
+                if let Ok(n) = object_name(n) {
+                    let t = synthetic
+                        .get(n.as_str())
+                        .map(|t| t.to_string())
+                        .unwrap_or(n);
+                    if engine.has_table(&t) && !inputs.contains(&t) {
+                        inputs.push(t);
+                    }
+                }
+            };
+            match source {
+                ast::CopySource::Table { table_name, .. } => add(table_name),
+                ast::CopySource::Query(q) => {
+                    let _ = ast::visit_relations(q.as_ref(), |n| {
+                        add(n);
+                        std::ops::ControlFlow::<()>::Continue(())
+                    });
+                }
+            }
+            let file = match self.db.export_root() {
+                Some(root) => root
+                    .resolve(filename)
+                    .map(|p| root.show(&p))
+                    .unwrap_or_else(|_| filename.clone()),
+                None => filename.clone(),
+            };
+            self.db.report_lineage(|| crate::lineage::LineageRun {
+                kind: "export",
+                inputs: inputs
+                    .iter()
+                    .map(|t| crate::lineage::table_dataset(engine, t))
+                    .collect(),
+                outputs: vec![crate::lineage::Dataset::File(file)],
+                started,
+                ended,
+                outcome: match &r {
+                    Ok(Output::Command { rows, .. }) => Ok(*rows),
+                    Ok(_) => Ok(0),
+                    Err(e) => Err(e.to_string()),
+                },
+                role: self.user.clone(),
+                statement: Some(stmt.to_string()),
+            });
+        }
+        r
     }
 
     /// Plan a statement on DataFusion at the query's coordinates.
@@ -1488,6 +1586,28 @@ impl Session {
     /// applies to the whole load, otherwise `[now, ∞)`.
     /// Returns the number of rows written.
     pub async fn ingest(
+        &mut self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        valid: Option<(Option<i64>, Option<i64>)>,
+    ) -> Result<u64> {
+        let started = self.db.engine.clock_now();
+        let r = self.ingest_rows(table, batches, valid).await;
+        let ended = self.db.engine.clock_now();
+        self.db.report_lineage(|| crate::lineage::LineageRun {
+            kind: "load",
+            inputs: vec![],
+            outputs: vec![crate::lineage::table_dataset(&self.db.engine, table)],
+            started,
+            ended,
+            outcome: r.as_ref().map(|n| *n).map_err(|e| e.to_string()),
+            role: self.user.clone(),
+            statement: None,
+        });
+        r
+    }
+
+    async fn ingest_rows(
         &mut self,
         table: &str,
         batches: Vec<RecordBatch>,

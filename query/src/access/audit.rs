@@ -5,6 +5,12 @@
 //! through the view [`AUDIT_VIEW`] by superusers and roles granted
 //! `SELECT ON strata_audit`.
 //!
+//! The trail is kept when the server asks for passwords (`--auth password`,
+//! the default with users configured): in trust mode anyone may claim any
+//! name, so there is no one to attribute events to, and the embedded API
+//! has no logins. (Each batch of events is a commit: off, it also keeps a
+//! simulated `--test-clock` timeline to the client's own commits.)
+//!
 //! Events are committed by a background task, in the order they happen,
 //! several to a commit when they come faster than commits: a login or a
 //! refused statement does not wait for a commit. A read-only node (`--role
@@ -89,6 +95,8 @@ fn audit_op(events: &[(i64, AuditEvent)]) -> datafusion::error::Result<Op> {
 pub struct Audit {
     tx: Option<tokio::sync::mpsc::UnboundedSender<(i64, AuditEvent)>>,
     engine: Weak<Engine>,
+    /// Off until the server turns it on (`set_enabled`).
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 impl Audit {
@@ -100,6 +108,7 @@ impl Audit {
             return Audit {
                 tx: None,
                 engine: weak,
+                enabled: Default::default(),
             };
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, AuditEvent)>();
@@ -135,11 +144,20 @@ impl Audit {
         Audit {
             tx: Some(tx),
             engine: weak,
+            enabled: Default::default(),
         }
+    }
+
+    /// Keep the trail (the server does when it asks for passwords).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Record an event (committed shortly, in order).
     pub fn record(&self, e: AuditEvent) {
+        if !self.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let now = self
             .engine
             .upgrade()
