@@ -30,31 +30,7 @@ fn datacontract() -> PathBuf {
 }
 
 fn psql(port: u16, commands: &[&str]) -> String {
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "admin",
-            "-d",
-            "strata",
-        ])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGPASSWORD", "adminpw")
-        .env("PGPASSFILE", "/nonexistent");
-    for c in commands {
-        cmd.args(["-c", c]);
-    }
-    let o = cmd.output().expect("run psql");
-    assert!(
-        o.status.success(),
-        "psql {commands:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
+    harness::psql_ok_output(harness::psql_as(port, "admin", "adminpw", commands))
 }
 
 /// `datacontract ARGS` with the server's credentials.

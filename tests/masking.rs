@@ -7,7 +7,6 @@
 #[path = "clients/harness.rs"]
 mod harness;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
@@ -15,48 +14,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use harness::Server;
 
-fn psql(port: u16, user: &str, password: &str, commands: &[&str]) -> Output {
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            user,
-            "-d",
-            "strata",
-        ])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGPASSWORD", password)
-        .env_remove("PGSERVICE")
-        .env_remove("PGOPTIONS")
-        .env("PGPASSFILE", "/nonexistent");
-    for c in commands {
-        cmd.args(["-c", c]);
-    }
-    cmd.output().expect("run psql")
-}
-
-fn ok(o: Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "psql failed:\nstdout: {out}\nstderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-fn refused(o: Output) -> String {
-    assert!(
-        !o.status.success(),
-        "psql should have failed, printed: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+use harness::{psql_as as psql, psql_ok_output as ok, psql_refused as refused};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pii_columns_are_masked_on_every_read_path_and_predicates_reveal_nothing() {

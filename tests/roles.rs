@@ -9,7 +9,7 @@
 mod harness;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -17,50 +17,7 @@ use futures::TryStreamExt;
 use harness::Server;
 use tokio_postgres::error::SqlState;
 
-/// psql as `user` with `password`, one `-c` per command.
-fn psql(port: u16, user: &str, password: &str, commands: &[&str]) -> Output {
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            user,
-            "-d",
-            "strata",
-        ])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGPASSWORD", password)
-        .env_remove("PGSERVICE")
-        .env_remove("PGOPTIONS")
-        .env("PGPASSFILE", "/nonexistent");
-    for c in commands {
-        cmd.args(["-c", c]);
-    }
-    cmd.output().expect("run psql")
-}
-
-fn ok(o: Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "psql failed:\nstdout: {out}\nstderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-/// psql that must fail; its stderr.
-fn refused(o: Output) -> String {
-    assert!(
-        !o.status.success(),
-        "psql should have failed, printed: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+use harness::{psql_as as psql, psql_ok_output as ok, psql_refused as refused};
 
 fn start(dir: &Path) -> Server {
     Server::start_with(
@@ -152,6 +109,7 @@ async fn a_role_reads_what_it_was_granted_and_nothing_else_on_both_wires() {
             "CREATE ROLE readers",
             "CREATE USER alice WITH PASSWORD 'alicepw' IN ROLE readers",
             "CREATE USER bob PASSWORD 'bobpw'",
+            "GRANT USAGE ON SCHEMA public TO readers",
             "GRANT SELECT ON accounts TO readers",
             "GRANT INSERT, ERASE ON TABLE accounts TO bob",
         ],
@@ -501,6 +459,14 @@ async fn role_statements_explain_their_mistakes() {
         ("DROP ROLE admin", "cannot be dropped"),
         ("CREATE ROLE x WITH FLY", "unknown role option"),
         ("SET ROLE r", "SET ROLE is not supported"),
+        (
+            "REVOKE USAGE ON SCHEMA public FROM r",
+            "every role may use schema public",
+        ),
+        (
+            "GRANT USAGE ON SCHEMA other TO r",
+            "schema `other` does not exist",
+        ),
     ] {
         let e = refused(psql(port, "admin", "adminpw", &[sql]));
         assert!(e.contains(says), "{sql}: {e}");

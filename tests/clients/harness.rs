@@ -220,3 +220,50 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// psql as `user` with `password` (SCRAM), one `-c` per command; unaligned,
+/// tuples only, stopping at the first error. The server's port only.
+pub fn psql_as(port: u16, user: &str, password: &str, commands: &[&str]) -> Output {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "strata",
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGPASSWORD", password)
+        .env_remove("PGSERVICE")
+        .env_remove("PGOPTIONS")
+        .env("PGPASSFILE", "/nonexistent");
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    cmd.output().expect("run psql")
+}
+
+/// The stdout of a psql run that must succeed.
+pub fn psql_ok_output(o: Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "psql failed:\nstdout: {out}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// The stderr of a psql run that must fail.
+pub fn psql_refused(o: Output) -> String {
+    assert!(
+        !o.status.success(),
+        "psql should have failed, printed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).to_string()
+}

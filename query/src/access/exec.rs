@@ -329,6 +329,29 @@ impl Session {
                 }
                 ops.push(member_op(&rows, &me)?);
             }
+            Governance::SchemaUsage {
+                grant,
+                schemas,
+                grantees,
+            } => {
+                if let Some(s) = schemas.iter().find(|s| *s != "public") {
+                    return Err(QueryError::UndefinedTable(format!(
+                        "schema `{s}` does not exist: Strata tables live in `public`"
+                    )));
+                }
+                for g in grantees {
+                    let g = resolve(g);
+                    if !exists(&g) {
+                        return Err(no_role(&g));
+                    }
+                }
+                if !*grant {
+                    return Err(QueryError::Unsupported(
+                        "REVOKE USAGE ON SCHEMA public is not supported: every role may use schema public; revoke the privileges on its tables instead".into(),
+                    ));
+                }
+                // Nothing to write: every role may use schema public.
+            }
             Governance::Comment {
                 table,
                 column,
@@ -380,7 +403,9 @@ impl Session {
                 }
             }
         }
-        self.write(ops).await?;
+        if !ops.is_empty() {
+            self.write(ops).await?;
+        }
         Ok(Output::Command {
             tag: g.tag().into(),
             rows: 0,

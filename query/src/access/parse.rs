@@ -39,6 +39,14 @@ pub enum Governance {
         roles: Vec<String>,
         members: Vec<String>,
     },
+    /// `GRANT USAGE ON SCHEMA public TO r` (`grant: false`: REVOKE … FROM):
+    /// every role may use schema public already, so a grant changes
+    /// nothing (migration scripts send it); a revoke is refused.
+    SchemaUsage {
+        grant: bool,
+        schemas: Vec<String>,
+        grantees: Vec<String>,
+    },
     /// `COMMENT ON TABLE t | COLUMN t.c IS 'text' | NULL`.
     Comment {
         table: String,
@@ -63,7 +71,8 @@ impl Governance {
             Governance::Label { .. } => "SECURITY LABEL",
             Governance::DropRole { .. } => "DROP ROLE",
             Governance::Privileges { grant: true, .. }
-            | Governance::Membership { grant: true, .. } => "GRANT",
+            | Governance::Membership { grant: true, .. }
+            | Governance::SchemaUsage { grant: true, .. } => "GRANT",
             _ => "REVOKE",
         }
     }
@@ -135,6 +144,22 @@ impl Governance {
                     ("REVOKE", "FROM")
                 };
                 format!("{verb} {} {to} {}", list(roles), list(members))
+            }
+            Governance::SchemaUsage {
+                grant,
+                schemas,
+                grantees,
+            } => {
+                let (verb, to) = if *grant {
+                    ("GRANT", "TO")
+                } else {
+                    ("REVOKE", "FROM")
+                };
+                format!(
+                    "{verb} USAGE ON SCHEMA {} {to} {}",
+                    list(schemas),
+                    list(grantees)
+                )
             }
             Governance::Comment { table, column, .. } | Governance::Label { table, column, .. } => {
                 let what = match column {
@@ -636,6 +661,31 @@ impl P<'_> {
                 members,
             });
         }
+        // USAGE ON SCHEMA s
+        if !all
+            && words.len() == 1
+            && words[0].quote_style.is_none()
+            && words[0].value.eq_ignore_ascii_case("USAGE")
+            && self.peek_kw().as_deref() == Some("ON")
+        {
+            self.pos += 1;
+            self.expect("SCHEMA", "after USAGE ON (USAGE is a privilege on schemas)")?;
+            let schemas = self.names("a schema name")?;
+            if !self.eat(to) {
+                return Err(syntax(format!(
+                    "expected {to} after the schemas in {verb}, found {}",
+                    self.found()
+                )));
+            }
+            let grantees = self.grantees()?;
+            self.eat("CASCADE");
+            self.eat("RESTRICT");
+            return Ok(Governance::SchemaUsage {
+                grant,
+                schemas,
+                grantees,
+            });
+        }
         if all {
             privileges = Privilege::ALL.to_vec();
         } else {
@@ -813,6 +863,7 @@ mod tests {
             ("COMMENT ON INDEX i IS 'x'", "not supported"),
             ("COMMENT ON COLUMN c IS 'x'", "table.column"),
             ("GRANT TRUNCATE ON t TO a", "does not exist in Strata"),
+            ("GRANT USAGE ON t TO a", "expected SCHEMA"),
             ("GRANT SELECT (a) ON t TO a", "column privileges"),
             ("GRANT SELECT ON t TO a WITH GRANT OPTION", "GRANT OPTION"),
             ("CREATE ROLE a FROBNICATE", "unknown role option"),
