@@ -156,9 +156,10 @@ pub struct ServeArgs {
     /// [default: strata.changes].
     #[arg(long, env = "STRATA_KAFKA_TOPIC")]
     pub kafka_topic: Option<String>,
-    /// HTTP port for operators: GET /health (JSON) and GET /metrics
-    /// (Prometheus text format), without credentials; 0 picks a free one
-    /// [default: no HTTP port].
+    /// HTTP port for operators: GET /health (JSON), GET /metrics
+    /// (Prometheus text format) and GET /contracts/<table> (ODCS data
+    /// contracts), without credentials; 0 picks a free one [default: no
+    /// HTTP port].
     #[arg(long, env = "STRATA_HTTP_PORT")]
     pub http_port: Option<u16>,
     /// Send an OpenLineage run event (START, then COMPLETE or FAIL) for

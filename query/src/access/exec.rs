@@ -493,7 +493,12 @@ fn check_new_name(name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(QueryError::Invalid("a role name cannot be empty".into()));
     }
-    if name == PUBLIC || name == UNMASK_ROLE || name.starts_with("pg_") || name.contains('\u{0}') {
+    if name == UNMASK_ROLE {
+        return Err(QueryError::Invalid(format!(
+            "role \"{UNMASK_ROLE}\" already exists: it is Strata's built-in role whose members see masked columns (GRANT {UNMASK_ROLE} TO …)"
+        )));
+    }
+    if name == PUBLIC || name.starts_with("pg_") || name.contains('\u{0}') {
         return Err(QueryError::Invalid(format!(
             "role name \"{name}\" is reserved: PUBLIC and names starting with pg_ are Postgres' own"
         )));

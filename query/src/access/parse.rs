@@ -495,9 +495,10 @@ impl P<'_> {
     fn is_text(&mut self, what: &str) -> Result<Option<String>> {
         self.expect("IS", &format!("in {what} … IS 'text'"))?;
         match self.toks.get(self.pos) {
+            // An empty string removes it, as NULL does (as in Postgres).
             Some(Token::SingleQuotedString(s)) => {
                 self.pos += 1;
-                Ok(Some(s.clone()))
+                Ok(Some(s.clone()).filter(|s| !s.is_empty()))
             }
             Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("NULL") => {
                 self.pos += 1;
