@@ -7,7 +7,7 @@
 //!   deleted: a REVOKE writes the row again with `granted = false`, a DROP
 //!   ROLE with `dropped = true`.
 //! - **Read from a cache** ([`Access`]), rebuilt when one of the three
-//!   tables changed on this node ([`Engine::table_last_write`]), so a
+//!   tables changed on this node ([`Engine::tables_last_write`]), so a
 //!   REVOKE takes effect for the next statement of every session.
 //! - **Checked in one place**: [`Session::authorize`](crate::session::Session)
 //!   before every statement, on every front end, from the statement's table
@@ -449,7 +449,7 @@ impl Access {
     }
 
     fn key(engine: &Engine) -> Key {
-        TABLES.map(|t| engine.table_last_write(t))
+        engine.tables_last_write(TABLES)
     }
 
     /// The state as of the last commit this node applied.
