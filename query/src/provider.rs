@@ -872,6 +872,7 @@ impl ExecutionPlan for StrataScanExec {
         }
         let mut filters = DynamicFilters {
             filters: self.dynamic.clone(),
+            forms: vec![None; self.dynamic.len()],
             seen: vec![(0, 0, true); self.dynamic.len()],
             pruned: self.dynamic_pruned.clone(),
             abandoned: self.dynamic_abandoned.clone(),
@@ -944,6 +945,10 @@ impl ExecutionPlan for StrataScanExec {
 /// which drops them: answers are the same either way.
 struct DynamicFilters {
     filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Per filter: the form this stream evaluates
+    /// ([`crate::join_filter::scan_form`]) of its contents as of a
+    /// generation (they change when the join fills them in).
+    forms: Vec<Option<(u64, Arc<dyn PhysicalExpr>)>>,
     /// Per filter: rows evaluated, rows dropped, still on.
     seen: Vec<(usize, usize, bool)>,
     pruned: Arc<std::sync::atomic::AtomicUsize>,
@@ -963,11 +968,26 @@ impl DynamicFilters {
         use std::sync::atomic::Ordering::Relaxed;
         let rows = b.num_rows();
         let mut keep: Option<BooleanArray> = None;
-        for (f, (seen, dropped, on)) in self.filters.iter().zip(self.seen.iter_mut()) {
+        for ((f, form), (seen, dropped, on)) in self
+            .filters
+            .iter()
+            .zip(self.forms.iter_mut())
+            .zip(self.seen.iter_mut())
+        {
             if !*on {
                 continue;
             }
-            let mask = match f.evaluate(&b)? {
+            let generation = f.snapshot_generation();
+            let expr = match form {
+                Some((g, e)) if *g == generation => e.clone(),
+                _ => {
+                    let now = f.snapshot()?.unwrap_or_else(|| f.clone());
+                    let e = crate::join_filter::scan_form(now, &b.schema());
+                    *form = Some((generation, e.clone()));
+                    e
+                }
+            };
+            let mask = match expr.evaluate(&b)? {
                 // Not filled in yet (or nothing to rule out).
                 ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => continue,
                 ColumnarValue::Scalar(ScalarValue::Boolean(_)) => {
