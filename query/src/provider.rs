@@ -867,9 +867,30 @@ impl ExecutionPlan for StrataScanExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let stream = self.inner.execute(partition, context)?;
+        let schema = stream.schema();
         if self.dynamic.is_empty() {
             return Ok(stream);
         }
+        // Read nothing before the joins have filled their filters in. A
+        // join fills its filter once its build side is in, and its probe
+        // side (where this scan is) waits for that anyway; but a scan under
+        // a merge of partitions (`CoalescePartitionsExec`, below a lower
+        // join's build) is started as soon as the plan is, and it raced the
+        // upper join's build: in TPC-H Q11's subquery the `supplier` scan
+        // read every row before `nation`'s key was known. Waiting cannot
+        // hang: a join whose partitions are dropped marks its filter
+        // complete as they go.
+        let waits: Vec<Arc<dyn PhysicalExpr>> = self.dynamic.clone();
+        let filled = futures::stream::once(async move {
+            use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+            for f in &waits {
+                if let Some(d) = f.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                    d.wait_complete().await;
+                }
+            }
+        })
+        .filter_map(|()| futures::future::ready(None::<DfResult<RecordBatch>>));
+        let stream = filled.chain(stream);
         let mut filters = DynamicFilters {
             filters: self.dynamic.clone(),
             forms: vec![None; self.dynamic.len()],
@@ -877,7 +898,6 @@ impl ExecutionPlan for StrataScanExec {
             pruned: self.dynamic_pruned.clone(),
             abandoned: self.dynamic_abandoned.clone(),
         };
-        let schema = stream.schema();
         let stream = stream.filter_map(move |r| {
             let out = match r {
                 Ok(b) => filters.apply(b).transpose(),
