@@ -609,3 +609,55 @@ async fn hash_joins_filter_the_scans_of_their_probe_side_without_changing_answer
         }
     }
 }
+
+/// An uncorrelated scalar subquery runs once, before the plan
+/// (DataFusion's `ScalarSubqueryExec`); Strata's per-row apply is only for
+/// correlated ones. Before, the apply took it too and it ran twice: TPC-H
+/// Q15 read `lineitem` three times for two scans in its plan.
+#[tokio::test]
+async fn uncorrelated_scalar_subqueries_run_once_before_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    q(
+        &mut s,
+        "INSERT INTO t (_id, g, v) SELECT value, value % 10, value \
+         FROM generate_series(1, 1000) AS g(value)",
+    )
+    .await;
+    let sql = "SELECT _id, v FROM t WHERE v = (SELECT max(v) FROM t WHERE g = 3)";
+    assert!(q(&mut s, sql).await.contains("| 993 | 993 |"));
+    let plan = q(&mut s, &format!("EXPLAIN ANALYZE {sql}")).await;
+    assert!(plan.contains("ScalarSubqueryExec"), "{plan}");
+    assert!(
+        !plan.contains("StrataApply"),
+        "the subquery is run twice:\n{plan}"
+    );
+    // In a projection, over no rows (NULL), and over several rows (21000).
+    let got = q(
+        &mut s,
+        "SELECT (SELECT v FROM t WHERE v > 5000) IS NULL AS none",
+    )
+    .await;
+    assert!(got.contains("| true |"), "{got}");
+    let err = s
+        .execute(
+            "SELECT _id FROM t WHERE v = (SELECT v FROM t WHERE g = 3)",
+            &[],
+        )
+        .await;
+    let err = match err {
+        Ok(mut outs) => outs.pop().unwrap().collect().await.map(|_| ()).unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(err.sqlstate(), "21000", "{err}");
+    // A correlated one still goes through the apply, and answers alike.
+    let corr =
+        "SELECT count(*) FROM t WHERE v = (SELECT max(x.v) FROM t x WHERE x.g = t.g AND x.v < 500)";
+    assert!(q(&mut s, corr).await.contains("| 10 "));
+    let plan = q(&mut s, &format!("EXPLAIN {corr}")).await;
+    assert!(
+        plan.contains("StrataApply") || plan.contains("Join"),
+        "{plan}"
+    );
+}
