@@ -39,6 +39,18 @@ impl Session {
             return Ok(None);
         }
         let engine = &self.db.engine;
+        // A superuser is refused only writes to Strata's own tables, and a
+        // query writes nothing: the walk over its table names is skipped
+        // (it was ~3% of a point lookup's server CPU).
+        let early = if matches!(stmt, Statement::Query(_)) {
+            let who = self.db.access.who(engine, self.user.as_deref()).await?;
+            if matches!(who, Who::Superuser) {
+                return Ok(None);
+            }
+            Some(who)
+        } else {
+            None
+        };
         let synthetic: HashMap<&str, &str> = rw
             .overrides
             .iter()
@@ -52,7 +64,10 @@ impl Session {
         if needs.is_empty() {
             return Ok(None);
         }
-        let who = self.db.access.who(engine, self.user.as_deref()).await?;
+        let who = match early {
+            Some(who) => who,
+            None => self.db.access.who(engine, self.user.as_deref()).await?,
+        };
         check(&who, &self.who_name(), &needs)?;
         let masking = who.masking();
         if let Some(m) = &masking {
