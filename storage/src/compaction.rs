@@ -453,7 +453,7 @@ impl Engine {
                 })?;
             let f = tokio::task::spawn_blocking(move || SegmentFile::open(&path, bytes))
                 .await
-                .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
+                .map_err(task_failed)??;
             files.push(Arc::new(f));
         }
         let dvs: Vec<Arc<DeletionVector>> = job.inputs.iter().map(|e| e.deleted.clone()).collect();
@@ -473,7 +473,7 @@ impl Engine {
                 (files.clone(), dvs.clone(), job.schema.clone(), job.out_tier);
             tokio::task::spawn_blocking(move || prepare(&files, &dvs, &schema, tier))
                 .await
-                .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??
+                .map_err(task_failed)??
         };
         let prepared = Arc::new(prepared);
         let rows_per_segment = ((self.compaction.target_bytes as f64 / prepared.bytes_per_row)
@@ -521,7 +521,7 @@ impl Engine {
                     encode_keys(&p, &keys[from..to], sink, &pth, &bpth, tier, level)
                 })
                 .await
-                .map_err(|e| Error::Internal(format!("compaction task failed: {e}")))??;
+                .map_err(task_failed)??;
                 self.storage.finish_sink(&path, sink).await?;
                 self.storage.put(&bloom_path, bloom.to_bytes()).await?;
                 segments.push((meta, bloom));
@@ -627,6 +627,9 @@ pub(crate) fn spawn_background(engine: &Arc<Engine>) {
             // flushes collection still gets its turn between them.
             more = match e.compact_rounds(false, BACKGROUND_ROUNDS).await {
                 Ok((_, more)) => more,
+                // A runtime shutting down (the end of `strata import`, of
+                // a test) cancels a round's blocking tasks: not a failure.
+                Err(Error::Internal(m)) if m == SHUTTING_DOWN => break,
                 Err(err) => {
                     tracing::warn!("background compaction failed (will retry): {err}");
                     false
@@ -640,4 +643,18 @@ pub(crate) fn spawn_background(engine: &Arc<Engine>) {
             }
         }
     });
+}
+
+/// What a compaction round's blocking task ended with, when it did not
+/// return.
+const SHUTTING_DOWN: &str = "compaction stopped: the runtime is shutting down";
+
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    if e.is_cancelled() {
+        // Blocking tasks are never aborted: only a runtime shutting down
+        // cancels them.
+        Error::Internal(SHUTTING_DOWN.into())
+    } else {
+        Error::Internal(format!("compaction task failed: {e}"))
+    }
 }
