@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema};
-use strata::Db;
+use strata::{BulkLoaded, Db};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImportFormat {
@@ -33,8 +33,11 @@ pub struct ImportArgs {
     /// Input format.
     #[arg(long, value_enum, default_value_t = ImportFormat::Auto)]
     format: ImportFormat,
-    /// Rows per transaction (at most; a transaction also ends once its rows
-    /// hold a sixteenth of `--memory-limit`).
+    /// Rows per transaction when the table already holds rows or an `_id`
+    /// repeats (at most; a transaction also ends once its rows hold a
+    /// sixteenth of `--memory-limit`). Into an empty table with unique
+    /// `_id`s, the whole import is one transaction written straight into
+    /// segments.
     #[arg(long, default_value_t = 500_000)]
     batch_rows: usize,
     /// CSV field delimiter.
@@ -63,6 +66,21 @@ pub async fn run(db: &Db, args: ImportArgs, memory_limit: Option<usize>) -> Resu
         ));
     }
     let started = Instant::now();
+    // Into a table that holds no rows: straight into segments, as one
+    // transaction (strata_storage::load).
+    let mut session = db.session();
+    let loaded = session
+        .load_batches(&args.table, file_batches(&args))
+        .await
+        .map_err(|e| e.to_string())?;
+    match loaded {
+        BulkLoaded::Rows(total) => return finish(db, &args.table, total, started).await,
+        BulkLoaded::TableHoldsRows => {}
+        BulkLoaded::RepeatedId => eprintln!(
+            "note: an `_id` occurs more than once in the input; loading in transactions of \
+             --batch-rows rows instead (a later row is a new version of the earlier one)"
+        ),
+    }
     let mut total = 0u64;
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut pending_rows = 0usize;
@@ -92,14 +110,31 @@ pub async fn run(db: &Db, args: ImportArgs, memory_limit: Option<usize>) -> Resu
             .await
             .map_err(|e| e.to_string())?;
     }
+    finish(db, &args.table, total, started).await
+}
+
+async fn finish(db: &Db, table: &str, total: u64, started: Instant) -> Result<(), String> {
     db.flush().await.map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "imported {total} rows into {} in {secs:.2} s ({:.0} rows/s)",
-        args.table,
+        "imported {total} rows into {table} in {secs:.2} s ({:.0} rows/s)",
         total as f64 / secs.max(1e-9)
     );
     Ok(())
+}
+
+/// Every batch of every file, with `_id`, as the bulk load takes them.
+fn file_batches(args: &ImportArgs) -> impl Iterator<Item = strata::Result<RecordBatch>> + '_ {
+    args.files.iter().flat_map(move |path| -> Box<dyn Iterator<Item = strata::Result<RecordBatch>>> {
+        match read_file(path, args) {
+            Err(e) => Box::new(std::iter::once(Err(strata::Error::Invalid(e)))),
+            Ok(batches) => Box::new(batches.map(move |b| {
+                b.map_err(|e| format!("{}: {e}", path.display()))
+                    .and_then(|b| with_id(b, args.id.as_deref(), path))
+                    .map_err(strata::Error::Invalid)
+            })),
+        }
+    })
 }
 
 type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>>;

@@ -29,7 +29,7 @@ use strata_query::{Database, Output};
 
 pub use config::Config;
 pub use output::{format_batches, OutputFormat};
-pub use strata_query::{QueryError as Error, Session};
+pub use strata_query::{BulkLoaded, QueryError as Error, Session};
 pub use strata_storage::{CompactionConfig, Coordinate, GcConfig, StoreLocation, TimeSelector};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

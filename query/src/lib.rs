@@ -42,4 +42,4 @@ mod wildcard;
 
 pub use depth::{MAX_EXPR_DEPTH, THREAD_STACK_BYTES};
 pub use error::{QueryError, Result};
-pub use session::{Database, Output, RuntimeOptions, Session, TxState};
+pub use session::{BulkLoaded, Database, Output, RuntimeOptions, Session, TxState};

@@ -1579,6 +1579,92 @@ impl Session {
         })
     }
 
+    /// Bulk load into a table that holds no rows, writing segments straight
+    /// from the rows (`strata_storage::load`): one transaction, all or
+    /// nothing, the rows written once. Unless [`BulkLoaded::Rows`], nothing
+    /// was loaded and the rows must go through [`Session::ingest`]
+    /// instead. A load smaller than `strata_storage::load::MIN_ROWS` is
+    /// committed through the ordinary path here.
+    pub async fn load_batches<I>(&mut self, table: &str, batches: I) -> Result<BulkLoaded>
+    where
+        I: Iterator<Item = Result<RecordBatch>>,
+    {
+        if self.tx.is_some() {
+            return Err(QueryError::Invalid(
+                "a bulk load runs as a transaction of its own: COMMIT or ROLLBACK the open one first"
+                    .into(),
+            ));
+        }
+        if let Err(e) = self.authorize_ingest(table).await {
+            if let (Some(user), QueryError::Privilege(m)) = (&self.user, &e) {
+                self.db.audit(crate::access::audit::AuditEvent {
+                    event: "denied",
+                    role: user.clone(),
+                    client: self.client.clone(),
+                    statement: Some(format!("bulk load into {table}")),
+                    detail: Some(m.clone()),
+                });
+            }
+            return Err(e);
+        }
+        let started = self.db.engine.clock_now();
+        let r = self.load_rows(table, batches).await;
+        if !matches!(r, Ok(BulkLoaded::Rows(_)) | Err(_)) {
+            return r;
+        }
+        let ended = self.db.engine.clock_now();
+        self.db.report_lineage(|| crate::lineage::LineageRun {
+            kind: "load",
+            inputs: vec![],
+            outputs: vec![crate::lineage::table_dataset(&self.db.engine, table)],
+            started,
+            ended,
+            outcome: r
+                .as_ref()
+                .map(|n| match n {
+                    BulkLoaded::Rows(n) => *n,
+                    _ => 0,
+                })
+                .map_err(|e| e.to_string()),
+            role: self.user.clone(),
+            statement: None,
+        });
+        r
+    }
+
+    async fn load_rows<I>(&mut self, table: &str, batches: I) -> Result<BulkLoaded>
+    where
+        I: Iterator<Item = Result<RecordBatch>>,
+    {
+        use strata_storage::LoadOutcome;
+        let engine = self.db.engine.clone();
+        let Some(mut load) = engine.begin_load(table).await? else {
+            return Ok(BulkLoaded::TableHoldsRows);
+        };
+        for b in batches {
+            let pushed = match b {
+                Ok(b) if b.num_rows() > 0 && b.schema().index_of(ID).is_err() => {
+                    Err(QueryError::Invalid(format!(
+                        "rows loaded into {table} need an `_id` column: every row is an entity keyed by `_id`"
+                    )))
+                }
+                Ok(b) => load.push(b).await.map_err(QueryError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = pushed {
+                load.abort().await;
+                return Err(e);
+            }
+        }
+        match load.commit().await? {
+            LoadOutcome::Loaded { rows, .. } => Ok(BulkLoaded::Rows(rows)),
+            LoadOutcome::Repeated => Ok(BulkLoaded::RepeatedId),
+            LoadOutcome::Small(batches) => Ok(BulkLoaded::Rows(
+                self.ingest_rows(table, batches, None).await?,
+            )),
+        }
+    }
+
     /// Bulk ingest: put every row of `batches` into `table` (created on first
     /// write), in the open transaction or as one transaction of its own. Each
     /// batch needs an `_id` column; `_valid_from` / `_valid_to` columns, when
@@ -1714,6 +1800,18 @@ impl Session {
             rows: 0,
         })
     }
+}
+
+/// How [`Session::load_batches`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkLoaded {
+    /// Loaded, in one transaction: this many rows.
+    Rows(u64),
+    /// Nothing loaded: the table holds rows (load it with `ingest`).
+    TableHoldsRows,
+    /// Nothing loaded: an `_id` occurs more than once in the input (load
+    /// it with `ingest`, where the later row is a new version).
+    RepeatedId,
 }
 
 fn rename(b: &RecordBatch, columns: &[String]) -> Result<RecordBatch> {

@@ -60,6 +60,12 @@ pub(crate) struct WriteHistory {
 impl WriteHistory {
     /// Remember what a transaction committed at `t` wrote.
     pub(crate) fn record_ops(&mut self, t: Micros, ops: &[Op]) {
+        if ops.iter().any(|o| o.kind == OpKind::Load) {
+            // A bulk load's entities are in its segments, not in the event:
+            // snapshots from before it can no longer be checked.
+            self.forget_until(t);
+            return;
+        }
         let rows: usize = ops
             .iter()
             .filter(|o| matches!(o.kind, OpKind::Put | OpKind::Delete | OpKind::Erase))

@@ -685,7 +685,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn catch_up_locked(&self) -> Result<u64> {
+    pub(crate) async fn catch_up_locked(&self) -> Result<u64> {
         Ok(self.catch_up_counted().await?.0)
     }
 
@@ -832,6 +832,16 @@ impl Engine {
         r
     }
 
+    /// A clock reading, used up (the next commit gets a later one).
+    pub(crate) fn clock_now_us(&self) -> Micros {
+        self.clock.now_us()
+    }
+
+    /// Bytes the live index may hold before a flush.
+    pub(crate) fn live_budget_bytes(&self) -> usize {
+        self.live_budget
+    }
+
     /// The engine clock's time now (the system time a commit starting now
     /// would about get), without using a reading up.
     pub fn clock_now(&self) -> Micros {
@@ -877,6 +887,45 @@ impl Engine {
         }
         rx.await
             .map_err(|_| Error::Internal("commit leader went away".into()))?
+    }
+
+    /// Commit one transaction with the writer lock already held (a bulk
+    /// load holds it from choosing its system time to its commit).
+    pub(crate) async fn commit_locked(&self, tx: TxRequest) -> Result<CommitInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.commit_group(vec![Pending { tx, reply }]).await;
+        rx.await
+            .map_err(|_| Error::Internal("commit leader went away".into()))?
+    }
+
+    /// Why a transaction holding a bulk load (`OpKind::Load`) may not commit
+    /// now: its rows were written as segments on the promise that the table
+    /// held no versions, so it must be alone in its transaction and the
+    /// table must still be empty (another node may have written to it) and
+    /// untouched by the transactions accepted before it in this group.
+    fn refuse_load(&self, ops: &[Op], accepted: &[(Pending, Transaction)]) -> Option<Error> {
+        let load = ops.iter().find(|o| o.kind == OpKind::Load)?;
+        if ops.len() != 1 {
+            return Some(Error::Invalid(
+                "a bulk load must be the only event of its transaction".into(),
+            ));
+        }
+        let touched = accepted
+            .iter()
+            .any(|(_, t)| t.ops.iter().any(|o| o.table == load.table));
+        let holds = self
+            .state
+            .read()
+            .tables
+            .get(&load.table)
+            .is_some_and(|t| t.holds_versions());
+        (touched || holds).then(|| {
+            Error::Invalid(format!(
+                "table `{}` was written to while the bulk load ran (by another node?); \
+                 nothing was loaded: load again",
+                load.table
+            ))
+        })
     }
 
     async fn commit_group(&self, batch: Vec<Pending>) {
@@ -953,6 +1002,10 @@ impl Engine {
                         "system time {} is the open bound (∞); pin an earlier time",
                         fmt_micros(t)
                     ));
+                    let _ = p.reply.send(Err(e));
+                    continue;
+                }
+                if let Some(e) = self.refuse_load(&p.tx.ops, &accepted) {
                     let _ = p.reply.send(Err(e));
                     continue;
                 }
@@ -2051,7 +2104,7 @@ impl Engine {
 /// Segments of `t` that applying `op` reads: those with open rectangles of
 /// the entities written, and for an erase every segment holding the entity.
 fn segments_needed_by(t: &TableState, op: &Op) -> Vec<Arc<Segment>> {
-    if op.kind == OpKind::CreateTable {
+    if matches!(op.kind, OpKind::CreateTable | OpKind::Load) {
         return vec![];
     }
     let Some(ids) = op.batch.column_by_name(ID) else {
@@ -2175,7 +2228,7 @@ fn valid_time_array(name: &str, c: &ArrayRef) -> Result<ArrayRef> {
 
 /// Validate and normalize a transaction's events against the table schemas
 /// (which it updates), so that applying them cannot fail.
-fn prepare_ops(
+pub(crate) fn prepare_ops(
     schemas: &mut HashMap<String, TableSchema>,
     ops: &[Op],
     t: Micros,
@@ -2235,7 +2288,7 @@ fn prepare_ops(
             check_id_column(&op.table, &cols[idx])?;
         }
         let merged = match op.kind {
-            OpKind::Put | OpKind::CreateTable => schema.merged(&op.table, &user)?,
+            OpKind::Put | OpKind::CreateTable | OpKind::Load => schema.merged(&op.table, &user)?,
             OpKind::Delete | OpKind::Erase => {
                 let id_field: Vec<Field> =
                     user.iter().filter(|f| f.name() == ID).cloned().collect();
@@ -2272,8 +2325,14 @@ fn prepare_ops(
             }
         }
         *schema = merged;
+        // A load's segment list rides in the schema metadata.
+        let metadata = if op.kind == OpKind::Load {
+            batch.schema().metadata().clone()
+        } else {
+            Default::default()
+        };
         let batch = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
+            Arc::new(Schema::new_with_metadata(fields, metadata)),
             cols,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
         )?;

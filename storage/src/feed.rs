@@ -21,7 +21,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{new_null_array, Array, ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::engine::Engine;
@@ -353,7 +355,7 @@ impl LogFeed {
             };
             self.next = position(rec.seq + 1, 0);
             if first_tx < rec.txs.len() {
-                return Ok((rec, first_tx));
+                return Ok((expand_loads(&self.engine, rec, None).await?, first_tx));
             }
         }
     }
@@ -401,6 +403,90 @@ fn collected(oldest: u64, first_time: Option<Micros>, gc: &crate::gc::GcConfig) 
         position(oldest, 0),
         gc.log_retention.as_secs()
     ))
+}
+
+/// `rec` with every bulk load event (of `table`, or of every table) given
+/// as the put of its rows, read back from the segments the load wrote, in
+/// entity-hash order. Refused once those segments are no longer the
+/// table's as written (compaction merged them, an erase rewrote them): the
+/// rows are then not addressable as the load's any more.
+async fn expand_loads(
+    engine: &Engine,
+    rec: Arc<LogRecord>,
+    table: Option<&str>,
+) -> Result<Arc<LogRecord>> {
+    let wanted = |op: &Op| op.kind == OpKind::Load && table.is_none_or(|t| t == op.table);
+    if !rec.txs.iter().any(|tx| tx.ops.iter().any(wanted)) {
+        return Ok(rec);
+    }
+    let mut out = (*rec).clone();
+    for (i, tx) in out.txs.iter_mut().enumerate() {
+        let mut ops = Vec::with_capacity(tx.ops.len());
+        for op in std::mem::take(&mut tx.ops) {
+            if wanted(&op) {
+                ops.extend(load_as_puts(engine, &op, position(rec.seq, i)).await?);
+            } else {
+                ops.push(op);
+            }
+        }
+        tx.ops = ops;
+    }
+    Ok(Arc::new(out))
+}
+
+/// A bulk load event's rows as put events (`_id`, the user columns as
+/// written, `_valid_from`, `_valid_to` with NULL for open).
+async fn load_as_puts(engine: &Engine, op: &Op, pos: i64) -> Result<Vec<Op>> {
+    let mut out = Vec::new();
+    for meta in crate::load::load_segments(op)? {
+        let seg = {
+            let s = engine.state.read();
+            s.tables.get(&op.table).and_then(|t| {
+                t.segments
+                    .iter()
+                    .find(|e| e.seg.meta.path == meta.path)
+                    .map(|e| e.seg.clone())
+            })
+        };
+        let Some(seg) = seg else {
+            return Err(Error::NotFound(format!(
+                "the bulk load into table \"{}\" at position {pos} wrote its rows as segments, and \
+                 compaction or an erase has since rewritten them: a change feed cannot replay that load. \
+                 Start WITH SNAPSHOT, or after position {pos}",
+                op.table
+            )));
+        };
+        let file = engine.open_files.open(&engine.storage, &seg).await?;
+        let user_end = file.user_end();
+        for b in 0..file.num_batches() {
+            let batch = file.decode(b, None)?;
+            let schema = batch.schema();
+            let mut fields: Vec<Field> = Vec::new();
+            let mut cols: Vec<ArrayRef> = Vec::new();
+            for i in crate::segment::SYSTEM_COLUMNS..user_end {
+                fields.push(schema.field(i).clone());
+                cols.push(batch.column(i).clone());
+            }
+            for (name, i) in [(VALID_FROM, 1), (VALID_TO, 2)] {
+                let v = batch
+                    .column(i)
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                let a: arrow::array::TimestampMicrosecondArray = v
+                    .values()
+                    .iter()
+                    .map(|&x| (x != crate::time::OPEN).then_some(x))
+                    .collect();
+                fields.push(Field::new(name, timestamp_type(), true));
+                cols.push(Arc::new(a.with_timezone("UTC")));
+            }
+            out.push(Op {
+                kind: OpKind::Put,
+                table: op.table.clone(),
+                batch: RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One table's changes from a start position, in commit order.
@@ -459,6 +545,7 @@ impl ChangeFeed {
             else {
                 return Ok(None);
             };
+            let rec = expand_loads(&self.engine, rec, Some(&self.table)).await?;
             let seq = rec.seq;
             for (i, tx) in rec.txs.iter().enumerate().skip(first_tx) {
                 let pos = position(seq, i);
@@ -490,6 +577,11 @@ impl ChangeFeed {
             OpKind::Delete => ("delete", false),
             OpKind::Erase => ("erase", false),
             OpKind::CreateTable => return Ok(None),
+            OpKind::Load => {
+                return Err(Error::Internal(
+                    "a bulk load event reached the feed unexpanded".into(),
+                ))
+            }
         };
         let b = &op.batch;
         let n = b.num_rows();

@@ -71,7 +71,14 @@ pub enum OpKind {
     Erase = 3,
     /// Declare a table and columns: an empty batch carrying the schema.
     CreateTable = 4,
+    /// A bulk load: rows already written as segments (`crate::load`). An
+    /// empty batch carrying the table's columns, whose schema metadata
+    /// [`LOAD_SEGMENTS_KEY`] lists the segments (JSON `SegmentMeta`s).
+    Load = 5,
 }
+
+/// Schema metadata key of a [`OpKind::Load`] event: the loaded segments.
+pub const LOAD_SEGMENTS_KEY: &str = "strata:load";
 
 impl OpKind {
     fn from_u8(v: u8) -> Option<OpKind> {
@@ -80,6 +87,7 @@ impl OpKind {
             2 => OpKind::Delete,
             3 => OpKind::Erase,
             4 => OpKind::CreateTable,
+            5 => OpKind::Load,
             _ => return None,
         })
     }

@@ -582,6 +582,30 @@ impl TableState {
             OpKind::Put => self.apply_put(&op.batch, t, &mut scratch),
             OpKind::Delete => self.apply_delete(&op.batch, t, &mut scratch),
             OpKind::Erase => self.apply_erase(&op.batch, &mut scratch),
+            OpKind::Load => {
+                // Segments written by a bulk load into this (then empty)
+                // table: they join the table as written.
+                let metas = crate::load::load_segments(op)?;
+                let fields: Vec<Field> = op
+                    .batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                let merged = self.schema.merged(&self.name, &fields)?;
+                self.set_schema(merged);
+                for meta in metas {
+                    let rows = meta.rows as usize;
+                    self.segments.push(SegmentEntry {
+                        seg: Arc::new(crate::segment::Segment::new(meta)),
+                        deleted: Arc::new(DeletionVector::with_rows(rows)),
+                        deleted_path: None,
+                        dirty: false,
+                    });
+                }
+                Ok(())
+            }
             OpKind::CreateTable => {
                 let fields: Vec<Field> = op
                     .batch
@@ -938,6 +962,12 @@ impl TableState {
         }
         enc.finish_into(path, bloom_path, crate::segment::Tier::L0, 0)
             .map(Some)
+    }
+
+    /// Does the table hold any version (live or in segments), or has it
+    /// ever (a retired rectangle counts)? A bulk load needs it not to.
+    pub fn holds_versions(&self) -> bool {
+        !self.segments.is_empty() || !self.live.rects.is_empty()
     }
 
     /// Could a read of this table hold pieces (rows that may merge at a
