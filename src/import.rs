@@ -125,16 +125,18 @@ async fn finish(db: &Db, table: &str, total: u64, started: Instant) -> Result<()
 
 /// Every batch of every file, with `_id`, as the bulk load takes them.
 fn file_batches(args: &ImportArgs) -> impl Iterator<Item = strata::Result<RecordBatch>> + '_ {
-    args.files.iter().flat_map(move |path| -> Box<dyn Iterator<Item = strata::Result<RecordBatch>>> {
-        match read_file(path, args) {
-            Err(e) => Box::new(std::iter::once(Err(strata::Error::Invalid(e)))),
-            Ok(batches) => Box::new(batches.map(move |b| {
-                b.map_err(|e| format!("{}: {e}", path.display()))
-                    .and_then(|b| with_id(b, args.id.as_deref(), path))
-                    .map_err(strata::Error::Invalid)
-            })),
-        }
-    })
+    args.files.iter().flat_map(
+        move |path| -> Box<dyn Iterator<Item = strata::Result<RecordBatch>>> {
+            match read_file(path, args) {
+                Err(e) => Box::new(std::iter::once(Err(strata::Error::Invalid(e)))),
+                Ok(batches) => Box::new(batches.map(move |b| {
+                    b.map_err(|e| format!("{}: {e}", path.display()))
+                        .and_then(|b| with_id(b, args.id.as_deref(), path))
+                        .map_err(strata::Error::Invalid)
+                })),
+            }
+        },
+    )
 }
 
 type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>>;

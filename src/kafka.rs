@@ -273,7 +273,12 @@ fn envelopes(
         OpKind::Erase => ("erase", "d"),
         OpKind::CreateTable => return Ok(Vec::new()),
         // `LogFeed` gives a bulk load as the puts of its rows.
-        OpKind::Load => return Err(format!("a bulk load of table {} reached the sink unexpanded", op.table)),
+        OpKind::Load => {
+            return Err(format!(
+                "a bulk load of table {} reached the sink unexpanded",
+                op.table
+            ))
+        }
     };
     let rows = json_rows(&op.batch, op.kind, system_time)
         .map_err(|e| format!("encoding a change of table {} as JSON: {e}", op.table))?;

@@ -1579,6 +1579,31 @@ impl Session {
         })
     }
 
+    /// A whole load at hand (COPY FROM, Flight SQL ingest): into a table
+    /// that holds no rows, outside a transaction block and without a
+    /// load-wide valid period, as a bulk load ([`Session::load_batches`]);
+    /// otherwise (or if an `_id` repeats) through [`Session::ingest`].
+    pub async fn load_or_ingest(
+        &mut self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        valid: Option<(Option<i64>, Option<i64>)>,
+    ) -> Result<u64> {
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if self.tx.is_none()
+            && valid.is_none()
+            && rows >= strata_storage::load::MIN_ROWS
+            && !self.db.engine.table_holds_versions(table)
+        {
+            let again = batches.clone();
+            if let BulkLoaded::Rows(n) = self.load_batches(table, again.into_iter().map(Ok)).await?
+            {
+                return Ok(n);
+            }
+        }
+        self.ingest(table, batches, valid).await
+    }
+
     /// Bulk load into a table that holds no rows, writing segments straight
     /// from the rows (`strata_storage::load`): one transaction, all or
     /// nothing, the rows written once. Unless [`BulkLoaded::Rows`], nothing

@@ -398,7 +398,7 @@ impl StrataFlight {
         let mut session = self.db.session();
         session.set_user(user);
         let rows = session
-            .ingest(&table, batches, valid)
+            .load_or_ingest(&table, batches, valid)
             .await
             .map_err(status)?;
         Ok(rows as i64)

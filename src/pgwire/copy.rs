@@ -1342,7 +1342,7 @@ impl Inner {
         if rows == 0 {
             return Ok(0);
         }
-        match st.session.ingest(c.table(), batches, None).await {
+        match st.session.load_or_ingest(c.table(), batches, None).await {
             Ok(n) => Ok(n),
             Err(e) => Err(err(
                 e.sqlstate(),

@@ -1768,6 +1768,15 @@ impl Engine {
     }
 
     /// Is there a table called `table` (reserved ones included)?
+    /// Does `table` hold any version (a bulk load needs it not to)?
+    pub fn table_holds_versions(&self, table: &str) -> bool {
+        self.state
+            .read()
+            .tables
+            .get(table)
+            .is_some_and(|t| t.holds_versions())
+    }
+
     pub fn has_table(&self, table: &str) -> bool {
         self.state.read().tables.contains_key(table)
     }

@@ -431,7 +431,9 @@ fn write_chunk(
     for tier in [Tier::Current, Tier::Bounded] {
         let rows: Vec<&(u64, u32, u32)> = keys
             .iter()
-            .filter(|(_, b, r)| (valid[*b as usize].1[*r as usize] == OPEN) == (tier == Tier::Current))
+            .filter(|(_, b, r)| {
+                (valid[*b as usize].1[*r as usize] == OPEN) == (tier == Tier::Current)
+            })
             .collect();
         if rows.is_empty() {
             continue;

@@ -124,8 +124,16 @@ async fn read(e: &Engine, coord: Coordinate) -> Vec<Row> {
     }
     let mut out = Vec::new();
     for b in batches {
-        let id = b.column_by_name("_id").unwrap().as_primitive::<Int64Type>().clone();
-        let v = b.column_by_name("v").unwrap().as_primitive::<Int64Type>().clone();
+        let id = b
+            .column_by_name("_id")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
+        let v = b
+            .column_by_name("v")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
         let t = |n: &str| {
             b.column_by_name(n)
                 .unwrap()
@@ -138,7 +146,8 @@ async fn read(e: &Engine, coord: Coordinate) -> Vec<Row> {
             t("_system_from"),
             t("_system_to"),
         );
-        let o = |a: &TimestampMicrosecondArray, i: usize| if a.is_null(i) { OPEN } else { a.value(i) };
+        let o =
+            |a: &TimestampMicrosecondArray, i: usize| if a.is_null(i) { OPEN } else { a.value(i) };
         for i in 0..b.num_rows() {
             out.push((
                 id.value(i),
@@ -176,7 +185,11 @@ async fn same(a: &Engine, b: &Engine, times: &[i64], when: &str) {
 }
 
 async fn bulk(e: &Engine, input: Vec<RecordBatch>) -> LoadOutcome {
-    let mut load = e.begin_load("t").await.unwrap().expect("the table is empty");
+    let mut load = e
+        .begin_load("t")
+        .await
+        .unwrap()
+        .expect("the table is empty");
     for b in input {
         load.push(b).await.unwrap();
     }
@@ -187,7 +200,9 @@ fn files_under(dir: &Path, sub: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.join(sub)];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             if e.path().is_dir() {
                 stack.push(e.path());
@@ -209,11 +224,29 @@ async fn a_load_reads_as_the_same_rows_committed_the_ordinary_way() {
     };
     assert_eq!(rows, N as u64);
     let t0 = commit.system_time;
-    at(&b, batches().into_iter().map(|batch| Op { kind: OpKind::Put, table: "t".into(), batch }).collect(), t0).await;
+    at(
+        &b,
+        batches()
+            .into_iter()
+            .map(|batch| Op {
+                kind: OpKind::Put,
+                table: "t".into(),
+                batch,
+            })
+            .collect(),
+        t0,
+    )
+    .await;
     let segs = a.scan("t", Coordinate::all(), None).unwrap().unwrap();
     assert!(segs.live.is_empty(), "a load goes around the live index");
-    assert!(segs.segments.len() >= 4, "several chunks, current and bounded: {}", segs.segments.len());
-    assert!(files_under(da.path(), "tables").iter().any(|f| f.contains("-bounded")));
+    assert!(
+        segs.segments.len() >= 4,
+        "several chunks, current and bounded: {}",
+        segs.segments.len()
+    );
+    assert!(files_under(da.path(), "tables")
+        .iter()
+        .any(|f| f.contains("-bounded")));
     same(&a, &b, &[t0 - 1, t0, t0 + 1], "after the load").await;
     assert_eq!(read(&a, Coordinate::as_of(t0 - 1, t0 - 1)).await, vec![]);
 
@@ -231,7 +264,10 @@ async fn a_load_reads_as_the_same_rows_committed_the_ordinary_way() {
     }
     let times = [t0, t1, t2, t3, t3 + 1];
     same(&a, &b, &times, "after updates, a delete and an erase").await;
-    assert!(read(&a, Coordinate::all()).await.iter().all(|r| r.0 != 7), "erased");
+    assert!(
+        read(&a, Coordinate::all()).await.iter().all(|r| r.0 != 7),
+        "erased"
+    );
     a.checkpoint().await.unwrap();
     b.checkpoint().await.unwrap();
     same(&a, &b, &times, "after a checkpoint").await;
@@ -247,20 +283,20 @@ async fn a_repeated_id_loads_nothing_and_leaves_no_objects() {
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(config(dir.path())).await.unwrap();
     // Within one chunk, and across chunks.
-    for input in [
-        vec![rows_batch(0, 70_000), rows_batch(69_999, 70_000)],
-        {
-            let mut v = batches();
-            v.push(rows_batch(3, 4));
-            v
-        },
-    ] {
+    for input in [vec![rows_batch(0, 70_000), rows_batch(69_999, 70_000)], {
+        let mut v = batches();
+        v.push(rows_batch(3, 4));
+        v
+    }] {
         assert!(matches!(bulk(&e, input).await, LoadOutcome::Repeated));
         assert!(read(&e, Coordinate::all()).await.is_empty());
         assert_eq!(files_under(dir.path(), "tables"), Vec::<String>::new());
     }
     // The table is still empty: a load of unique ids goes through.
-    assert!(matches!(bulk(&e, batches()).await, LoadOutcome::Loaded { .. }));
+    assert!(matches!(
+        bulk(&e, batches()).await,
+        LoadOutcome::Loaded { .. }
+    ));
     assert_eq!(read(&e, Coordinate::all()).await.len(), N as usize);
 }
 
@@ -287,7 +323,10 @@ async fn a_change_feed_replays_a_load_until_its_segments_are_rewritten() {
     let mut got: Vec<(i64, i64, Option<i64>, Option<i64>)> = Vec::new();
     while let Some(b) = feed.try_next().await.unwrap() {
         let col = |n: &str| b.column_by_name(n).unwrap().clone();
-        assert!(col("_op").as_string::<i32>().iter().all(|o| o == Some("put")));
+        assert!(col("_op")
+            .as_string::<i32>()
+            .iter()
+            .all(|o| o == Some("put")));
         let (id, v) = (col("_id"), col("v"));
         let (vf, vt) = (col("_valid_from"), col("_valid_to"));
         let (vf, vt) = (
@@ -313,7 +352,10 @@ async fn a_change_feed_replays_a_load_until_its_segments_are_rewritten() {
             }
         })
         .collect();
-    assert!(got == want, "the feed gives every loaded row once, as loaded");
+    assert!(
+        got == want,
+        "the feed gives every loaded row once, as loaded"
+    );
     // An erase rewrites the segment holding entity 8: the load is no longer
     // replayable, and the feed says so instead of leaking erased values.
     e.commit(TxRequest {
