@@ -178,9 +178,9 @@ fn strata_import_csv_arrow_and_errors() {
         "{out}"
     );
 
-    // A transaction also ends at a sixteenth of --memory-limit (1 MiB of
-    // 16MiB here): eight 20,000-row batches of ~2.3 MB are eight commits,
-    // not one of the default 500,000 rows.
+    // Into a table that holds rows, a transaction also ends at a sixteenth
+    // of --memory-limit (1 MiB of 16MiB here): eight 20,000-row batches of
+    // ~2.3 MB are eight commits, not one of the default 500,000 rows.
     let big_path = tmp.path().join("big.arrow");
     let schema = Arc::new(Schema::new(vec![
         Field::new("_id", DataType::Int64, false),
@@ -202,6 +202,12 @@ fn strata_import_csv_arrow_and_errors() {
         w.write(&batch).unwrap();
     }
     w.finish().unwrap();
+    let (ok, _, err) = strata(&[
+        "sql",
+        "-c",
+        "INSERT INTO big (_id, pad) VALUES (-1, 'seed')",
+    ]);
+    assert!(ok, "{err}");
     let (ok, out, err) = strata(&[
         "import",
         "--table",
@@ -216,8 +222,79 @@ fn strata_import_csv_arrow_and_errors() {
         "--format",
         "csv",
         "-c",
-        "SELECT count(*) AS n, count(DISTINCT _system_from) AS commits FROM big",
+        "SELECT count(*) AS n, count(DISTINCT _system_from) AS commits FROM big WHERE _id >= 0",
     ]);
     assert!(ok, "{err}");
     assert_eq!(out.lines().nth(1), Some("160000,8"), "{out}");
+
+    // Into an empty table: one bulk load, one commit, written straight
+    // into current-tier segments (several, under the budget), none of it
+    // through the live index.
+    let (ok, out, err) = strata(&[
+        "import",
+        "--table",
+        "bulk",
+        "--memory-limit",
+        "16MiB",
+        big_path.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("imported 160000 rows"), "{out}{err}");
+    let (ok, out, err) = strata(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n, count(DISTINCT _system_from) AS commits, min(pad) AS lo FROM bulk",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().nth(1),
+        Some(format!("160000,1,{:0>100}", 0).as_str()),
+        "{out}"
+    );
+    let (ok, out, err) = strata(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT tier, count(*) AS segments, sum(rows) AS n FROM strata_segments WHERE table_name = 'bulk' GROUP BY tier",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let cells: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!((cells[0], cells[2]), ("current", "160000"), "{out}");
+    assert!(cells[1].parse::<u32>().unwrap() >= 2, "{out}");
+
+    // A repeated `_id` in the input: loaded the ordinary way (the later
+    // row is the current version), with a note saying so.
+    let dup_path = tmp.path().join("dup.arrow");
+    let f = std::fs::File::create(&dup_path).unwrap();
+    let mut w = arrow::ipc::writer::FileWriter::try_new(f, &schema).unwrap();
+    for b in 0..2i64 {
+        let ids: Vec<i64> = (0..70_000).collect();
+        let pad: Vec<String> = ids.iter().map(|_| format!("v{b}")).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(pad)),
+            ],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+    }
+    w.finish().unwrap();
+    let (ok, out, err) = strata(&["import", "--table", "dup", dup_path.to_str().unwrap()]);
+    assert!(ok && out.contains("imported 140000 rows"), "{out}{err}");
+    assert!(err.contains("occurs more than once"), "{err}");
+    let (ok, out, err) = strata(&[
+        "sql",
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n, min(pad) AS v FROM dup",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().nth(1), Some("70000,v1"), "{out}");
 }
