@@ -393,7 +393,7 @@ def render(R, a):
         L += ["### Bulk load (TPC-H, all tables)", "",
               "| | rows | seconds | rows/s | Strata/peer (time) |", "|---|---:|---:|---:|---:|"]
         for s, label in (("duckdb", "DuckDB (COPY FROM csv)"), ("postgres", "PostgreSQL (COPY FROM STDIN, before indexes)"),
-                         ("strata", "Strata (`strata import`, Arrow IPC → Db::ingest)")):
+                         ("strata", "Strata (`strata import`, Arrow IPC: a bulk load into each empty table)")):
             if s not in b:
                 continue
             rr = "-" if s == "strata" or "strata" not in b else f"{b['strata']['seconds'] / b[s]['seconds']:.2f}"
