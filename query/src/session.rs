@@ -1620,18 +1620,7 @@ impl Session {
                     .into(),
             ));
         }
-        if let Err(e) = self.authorize_ingest(table).await {
-            if let (Some(user), QueryError::Privilege(m)) = (&self.user, &e) {
-                self.db.audit(crate::access::audit::AuditEvent {
-                    event: "denied",
-                    role: user.clone(),
-                    client: self.client.clone(),
-                    statement: Some(format!("bulk load into {table}")),
-                    detail: Some(m.clone()),
-                });
-            }
-            return Err(e);
-        }
+        self.authorize_load(table, "bulk load").await?;
         let started = self.db.engine.clock_now();
         let r = self.load_rows(table, batches).await;
         if !matches!(r, Ok(BulkLoaded::Rows(_)) | Err(_)) {
@@ -1654,6 +1643,24 @@ impl Session {
             role: self.user.clone(),
             statement: None,
         });
+        r
+    }
+
+    /// May this session load rows into `table`? A refusal is audited as
+    /// `{what} into {table}`.
+    async fn authorize_load(&mut self, table: &str, what: &str) -> Result<()> {
+        let r = self.authorize_ingest(table).await;
+        if let (Err(QueryError::Privilege(m)), Some(user)) = (&r, &self.user) {
+            self.db.audit(crate::access::audit::AuditEvent {
+                event: "denied",
+                role: user.clone(),
+                client: self.client.clone(),
+                statement: Some(format!(
+                    "{what} into {table} (COPY FROM, Flight SQL ingest, strata import)"
+                )),
+                detail: Some(m.clone()),
+            });
+        }
         r
     }
 
@@ -1725,18 +1732,7 @@ impl Session {
         valid: Option<(Option<i64>, Option<i64>)>,
     ) -> Result<u64> {
         use datafusion::arrow::array::TimestampMicrosecondArray;
-        if let Err(e) = self.authorize_ingest(table).await {
-            if let (Some(user), QueryError::Privilege(m)) = (&self.user, &e) {
-                self.db.audit(crate::access::audit::AuditEvent {
-                    event: "denied",
-                    role: user.clone(),
-                    client: self.client.clone(),
-                    statement: Some(format!("load into {table} (COPY FROM, Flight SQL ingest)")),
-                    detail: Some(m.clone()),
-                });
-            }
-            return Err(e);
-        }
+        self.authorize_load(table, "load").await?;
         let mut rows = 0u64;
         let mut ops = Vec::new();
         for b in batches {

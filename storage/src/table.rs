@@ -586,15 +586,7 @@ impl TableState {
                 // Segments written by a bulk load into this (then empty)
                 // table: they join the table as written.
                 let metas = crate::load::load_segments(op)?;
-                let fields: Vec<Field> = op
-                    .batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                let merged = self.schema.merged(&self.name, &fields)?;
-                self.set_schema(merged);
+                self.declare_columns(&op.batch)?;
                 for meta in metas {
                     let rows = meta.rows as usize;
                     self.segments.push(SegmentEntry {
@@ -606,22 +598,24 @@ impl TableState {
                 }
                 Ok(())
             }
-            OpKind::CreateTable => {
-                let fields: Vec<Field> = op
-                    .batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                let merged = self.schema.merged(&self.name, &fields)?;
-                self.set_schema(merged);
-                Ok(())
-            }
+            OpKind::CreateTable => self.declare_columns(&op.batch),
         };
         r?;
         self.last_write = self.last_write.max(t);
         self.materialize_pending(first, &mut scratch)
+    }
+
+    /// Merge the columns an event's batch declares into the table's.
+    fn declare_columns(&mut self, batch: &RecordBatch) -> Result<()> {
+        let fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let merged = self.schema.merged(&self.name, &fields)?;
+        self.set_schema(merged);
+        Ok(())
     }
 
     /// Apply a put batch (already normalized: `_id`, `_valid_from`, `_valid_to`, user columns).
