@@ -120,6 +120,11 @@ enum Command {
     /// default 9833) listeners.
     Serve(strata::serve::ServeArgs),
     /// Bulk-load CSV or Arrow IPC files into a table.
+    ///
+    /// Into a table that holds no rows, the whole import is one transaction
+    /// (all or nothing) whose rows are written straight into segments. Into
+    /// a table with rows, or when an `_id` repeats in the input, rows are
+    /// committed in transactions of `--batch-rows`.
     Import {
         #[command(flatten)]
         store: StoreArgs,

@@ -984,6 +984,16 @@ impl Engine {
             let any_reader = pending.iter().any(|p| p.tx.read_at.is_some());
             for p in pending {
                 let t = match p.tx.system_time {
+                    Some(t) if t <= last && p.tx.ops.iter().any(|o| o.kind == OpKind::Load) => {
+                        let e = Error::Invalid(
+                            "another node committed while the bulk load ran (its rows carry the \
+                             system time at which it started, now in the past); nothing was loaded: \
+                             load again"
+                                .into(),
+                        );
+                        let _ = p.reply.send(Err(e));
+                        continue;
+                    }
                     Some(t) if t <= last => {
                         let e = Error::Invalid(format!(
                             "system time {} is not after the last committed transaction's system time {}; pin a later time",

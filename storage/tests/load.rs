@@ -368,3 +368,37 @@ async fn a_change_feed_replays_a_load_until_its_segments_are_rewritten() {
     let err = again.try_next().await.unwrap_err().to_string();
     assert!(err.contains("cannot replay that load"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_is_refused_when_another_node_wrote_the_table_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Engine::open(config(dir.path())).await.unwrap();
+    let b = Engine::open(config(dir.path())).await.unwrap();
+    let mut load = a.begin_load("t").await.unwrap().expect("empty");
+    for batch in batches() {
+        load.push(batch).await.unwrap();
+    }
+    // Node B (its own writer lock) puts a row into the table meanwhile.
+    b.commit(TxRequest {
+        ops: vec![put(&[N + 5], 1)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = load.commit().await.unwrap_err().to_string();
+    assert!(
+        err.contains("another node committed while the bulk load ran"),
+        "{err}"
+    );
+    // Nothing of the load is left, and B's row is there for both.
+    assert!(
+        files_under(dir.path(), "tables")
+            .iter()
+            .all(|f| !f.starts_with("load-")),
+        "{:?}",
+        files_under(dir.path(), "tables")
+    );
+    a.catch_up().await.unwrap();
+    assert_eq!(read(&a, Coordinate::all()).await.len(), 1);
+    assert_eq!(read(&b, Coordinate::all()).await.len(), 1);
+}
