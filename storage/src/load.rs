@@ -322,6 +322,16 @@ impl BulkLoad<'_> {
                 read_at: None,
             })
             .await?;
+        // Publish a manifest naming the segments now: until one does, only
+        // the log record does, and a node far behind the log could take
+        // them for garbage. The load is committed either way.
+        if let Err(e) = self.engine.flush_locked().await {
+            tracing::warn!(
+                "bulk load into {} committed, but publishing a manifest after it failed \
+                 (the next flush will): {e}",
+                self.table
+            );
+        }
         Ok(LoadOutcome::Loaded {
             rows: self.rows,
             commit,
