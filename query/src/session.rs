@@ -1626,23 +1626,11 @@ impl Session {
         if !matches!(r, Ok(BulkLoaded::Rows(_)) | Err(_)) {
             return r;
         }
-        let ended = self.db.engine.clock_now();
-        self.db.report_lineage(|| crate::lineage::LineageRun {
-            kind: "load",
-            inputs: vec![],
-            outputs: vec![crate::lineage::table_dataset(&self.db.engine, table)],
-            started,
-            ended,
-            outcome: r
-                .as_ref()
-                .map(|n| match n {
-                    BulkLoaded::Rows(n) => *n,
-                    _ => 0,
-                })
-                .map_err(|e| e.to_string()),
-            role: self.user.clone(),
-            statement: None,
+        let outcome = r.as_ref().map_err(|e| e.to_string()).map(|n| match n {
+            BulkLoaded::Rows(n) => *n,
+            _ => 0,
         });
+        self.report_load(table, started, outcome);
         r
     }
 
@@ -1711,6 +1699,16 @@ impl Session {
     ) -> Result<u64> {
         let started = self.db.engine.clock_now();
         let r = self.ingest_rows(table, batches, valid).await;
+        self.report_load(
+            table,
+            started,
+            r.as_ref().map(|n| *n).map_err(|e| e.to_string()),
+        );
+        r
+    }
+
+    /// Report a load of `table` that began at `started` to the lineage hook.
+    fn report_load(&self, table: &str, started: i64, outcome: std::result::Result<u64, String>) {
         let ended = self.db.engine.clock_now();
         self.db.report_lineage(|| crate::lineage::LineageRun {
             kind: "load",
@@ -1718,11 +1716,10 @@ impl Session {
             outputs: vec![crate::lineage::table_dataset(&self.db.engine, table)],
             started,
             ended,
-            outcome: r.as_ref().map(|n| *n).map_err(|e| e.to_string()),
+            outcome,
             role: self.user.clone(),
             statement: None,
         });
-        r
     }
 
     async fn ingest_rows(

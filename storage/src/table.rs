@@ -637,14 +637,7 @@ impl TableState {
             })
             .collect();
         let user = batch.project(&keep)?;
-        let fields: Vec<Field> = user
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let merged = self.schema.merged(&self.name, &fields)?;
-        self.set_schema(merged);
+        self.declare_columns(&user)?;
         let src = self.live.push_source(user);
         let hashes = hash_column(ids.as_ref());
         for row in 0..batch.num_rows() {
