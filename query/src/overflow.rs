@@ -360,19 +360,12 @@ impl ScalarUDFImpl for DecimalArith {
             _ => ml * (lm as f64) + mr * (rm as f64) < SAFE,
         };
         if !fits {
-            let (la, ra) = (l.to_array(1)?, r.to_array(1)?);
-            let n = match (l, r) {
-                (ColumnarValue::Array(a), _) | (_, ColumnarValue::Array(a)) => a.len(),
-                _ => 1,
-            };
-            let (la, ra) = (
-                if la.len() == n { la } else { l.to_array(n)? },
-                if ra.len() == n { ra } else { r.to_array(n)? },
-            );
+            let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+            let (la, ra) = (&arrays[0], &arrays[1]);
             let out = match self.op {
-                Op::Add => numeric::add_wrapping(&la, &ra),
-                Op::Sub => numeric::sub_wrapping(&la, &ra),
-                _ => numeric::mul_wrapping(&la, &ra),
+                Op::Add => numeric::add_wrapping(la, ra),
+                Op::Sub => numeric::sub_wrapping(la, ra),
+                _ => numeric::mul_wrapping(la, ra),
             }?;
             return Ok(
                 if matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))) {
