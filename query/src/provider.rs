@@ -210,6 +210,14 @@ fn id_filter(e: &Expr) -> Option<Vec<EntityId>> {
             }
         }
         Expr::InList(l) if !l.negated && is_id(&l.expr) => l.list.iter().map(lit_id).collect(),
+        // DataFusion's simplifier turns a short `_id IN (a, b, c)` into
+        // `_id = a OR _id = b OR _id = c`: still a lookup of those ids
+        // (before, it read the whole table).
+        Expr::BinaryExpr(b) if b.op == Operator::Or => {
+            let mut ids = id_filter(&b.left)?;
+            ids.extend(id_filter(&b.right)?);
+            Some(ids)
+        }
         _ => None,
     }
 }

@@ -357,6 +357,8 @@ async fn pushed_predicates_are_evaluated_in_the_scan_and_never_change_answers() 
         &long_x,
         &few_ids,
         &many_ids,
+        "_id = 1 OR _id = 1000 OR _id = 99999",
+        "_id IN (7, 8) OR _id = 5 OR _id = 7",
     ];
     for pred in preds {
         // At the present and as of before the update.
@@ -377,6 +379,70 @@ async fn pushed_predicates_are_evaluated_in_the_scan_and_never_change_answers() 
             assert_eq!(pushed, reference, "{pred}{at}");
         }
     }
+}
+
+/// Rows that reached the `FilterExec` above a scan (its `selectivity=…
+/// (kept/in)` metric), summed over the plan.
+fn filter_input_rows(plan: &str) -> u64 {
+    plan.lines()
+        .filter(|l| l.contains("FilterExec"))
+        .filter_map(|l| {
+            let at = l.find("selectivity=")?;
+            let rest = &l[at..];
+            let (_, after) = rest.split_once('/')?;
+            let end = after.find(')')?;
+            let v = after[..end].trim();
+            let (num, scale) = match v.split_once(' ') {
+                Some((n, "K")) => (n, 1e3),
+                Some((n, "M")) => (n, 1e6),
+                _ => (v, 1.0),
+            };
+            Some((num.parse::<f64>().ok()? * scale) as u64)
+        })
+        .sum()
+}
+
+/// `_id = a OR _id = b` (which is also what DataFusion makes of a short
+/// `_id IN (a, b, c)`) is a lookup of those ids, not a scan of the table.
+#[tokio::test]
+async fn short_id_lists_and_or_chains_of_ids_read_only_those_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    q(
+        &mut s,
+        "INSERT INTO t (_id, x) SELECT value, value * 2 FROM generate_series(1, 50000) AS g(value)",
+    )
+    .await;
+    q(&mut s, "CHECKPOINT").await;
+    q(&mut s, "UPDATE t SET x = 0 WHERE _id = 2").await;
+    for (pred, rows) in [
+        ("_id IN (1, 2, 40000)", 3),
+        ("_id = 1 OR _id = 2 OR _id = 40000", 3),
+        ("_id = 7 OR (_id = 9 OR _id = 7)", 1 + 1),
+        ("_id = 1 OR _id = 777777", 1),
+    ] {
+        let plan = q(
+            &mut s,
+            &format!("EXPLAIN ANALYZE SELECT sum(x) FROM t WHERE ({pred}) AND x >= 0"),
+        )
+        .await;
+        let read = filter_input_rows(&plan);
+        assert!(
+            read <= rows,
+            "{pred}: the scan handed {read} rows to the filter, expected at most {rows}\n{plan}"
+        );
+    }
+    let got = q(
+        &mut s,
+        "SELECT _id, x FROM t WHERE _id = 1 OR _id = 2 OR _id = 40000 ORDER BY _id",
+    )
+    .await;
+    let got = got.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        got.ends_with("| 1 | 2 | | 2 | 0 | | 40000 | 80000 | +-------+-------+"),
+        "{got}"
+    );
 }
 
 /// The sum of metric `name` over the StrataScanExec lines of an EXPLAIN

@@ -191,6 +191,18 @@ impl std::hash::Hasher for IidHasher {
 impl LiveIndex {
     fn push_source(&mut self, b: RecordBatch) -> u32 {
         let s = self.sources.len() as u32;
+        // Consecutive commits nearly always carry the same schema: share
+        // the previous source's `Arc`, so a scan over thousands of sources
+        // (`source_columns`) recognizes it by pointer, not by comparing
+        // every field of every source again.
+        let b = match self.sources.last() {
+            Some(prev)
+                if !Arc::ptr_eq(&prev.schema(), &b.schema()) && *prev.schema() == *b.schema() =>
+            {
+                b.clone().with_schema(prev.schema()).unwrap_or(b)
+            }
+            _ => b,
+        };
         self.bytes += b.get_array_memory_size();
         self.sources.push(b);
         s
@@ -793,27 +805,53 @@ impl TableState {
                 }
                 idx.push((srcs.len() - 1, r.row as usize));
             }
-            let adapted: Vec<Vec<ArrayRef>> = srcs
-                .iter()
-                .map(|&src| self.source_columns(&self.live.sources[src as usize], &mut memo))
-                .collect::<Result<_>>()?;
             let mut cols: Vec<ArrayRef> = Vec::with_capacity(out.fields().len());
-            if let [source] = &adapted[..] {
-                let first = idx[0].1;
-                let contiguous = idx.iter().enumerate().all(|(k, &(_, r))| r == first + k);
-                let rows = (!contiguous)
-                    .then(|| UInt32Array::from_iter_values(idx.iter().map(|&(_, r)| r as u32)));
-                for c in source {
-                    cols.push(match &rows {
-                        None => c.slice(first, idx.len()),
-                        Some(rows) => take(c.as_ref(), rows, None)?,
-                    });
+            if let Some(direct) = self.direct_columns(&srcs, &mut memo) {
+                // Every source of the chunk holds the table's columns as
+                // they are (the common case): read them in place, without
+                // a column list per source.
+                let source = |s: u32| &self.live.sources[s as usize];
+                if let [src] = srcs[..] {
+                    let first = idx[0].1;
+                    let contiguous = idx.iter().enumerate().all(|(k, &(_, r))| r == first + k);
+                    let rows = (!contiguous)
+                        .then(|| UInt32Array::from_iter_values(idx.iter().map(|&(_, r)| r as u32)));
+                    for &i in &direct {
+                        let c = source(src).column(i);
+                        cols.push(match &rows {
+                            None => c.slice(first, idx.len()),
+                            Some(rows) => take(c.as_ref(), rows, None)?,
+                        });
+                    }
+                } else {
+                    for &i in &direct {
+                        let arrays: Vec<&dyn arrow::array::Array> =
+                            srcs.iter().map(|&s| source(s).column(i).as_ref()).collect();
+                        cols.push(interleave(&arrays, &idx)?);
+                    }
                 }
             } else {
-                for c in 0..self.schema.columns.len() {
-                    let arrays: Vec<&dyn arrow::array::Array> =
-                        adapted.iter().map(|a| a[c].as_ref()).collect();
-                    cols.push(interleave(&arrays, &idx)?);
+                let adapted: Vec<Vec<ArrayRef>> = srcs
+                    .iter()
+                    .map(|&src| self.source_columns(&self.live.sources[src as usize], &mut memo))
+                    .collect::<Result<_>>()?;
+                if let [source] = &adapted[..] {
+                    let first = idx[0].1;
+                    let contiguous = idx.iter().enumerate().all(|(k, &(_, r))| r == first + k);
+                    let rows = (!contiguous)
+                        .then(|| UInt32Array::from_iter_values(idx.iter().map(|&(_, r)| r as u32)));
+                    for c in source {
+                        cols.push(match &rows {
+                            None => c.slice(first, idx.len()),
+                            Some(rows) => take(c.as_ref(), rows, None)?,
+                        });
+                    }
+                } else {
+                    for c in 0..self.schema.columns.len() {
+                        let arrays: Vec<&dyn arrow::array::Array> =
+                            adapted.iter().map(|a| a[c].as_ref()).collect();
+                        cols.push(interleave(&arrays, &idx)?);
+                    }
                 }
             }
             let g = |f: fn(&Rect) -> i64| chunk.iter().map(|&ri| f(rect(ri))).collect::<Vec<_>>();
@@ -824,6 +862,35 @@ impl TableState {
             outv.push(RecordBatch::try_new_with_options(out.clone(), cols, &opts)?);
         }
         Ok(outv)
+    }
+
+    /// The positions of the table's columns in the sources `srcs`, when
+    /// every one of them shares one schema (by pointer: `push_source`
+    /// shares it between commits) that holds every column with its current
+    /// type. `None` otherwise: [`Self::source_columns`] adapts each source.
+    fn direct_columns(
+        &self,
+        srcs: &[u32],
+        memo: &mut Option<(SchemaRef, Vec<Option<usize>>, bool)>,
+    ) -> Option<Vec<usize>> {
+        let first = self.live.sources.get(*srcs.first()? as usize)?;
+        let schema = first.schema_ref();
+        if !memo
+            .as_ref()
+            .is_some_and(|(s, _, _)| Arc::ptr_eq(s, schema))
+        {
+            // Recompute the memo for this schema (`source_columns` does so).
+            self.source_columns(first, memo).ok()?;
+        }
+        let (mschema, map, exact) = memo.as_ref()?;
+        if !*exact
+            || !srcs
+                .iter()
+                .all(|&s| Arc::ptr_eq(self.live.sources[s as usize].schema_ref(), mschema))
+        {
+            return None;
+        }
+        map.iter().copied().collect()
     }
 
     /// A live source's columns in the table's current column order and
