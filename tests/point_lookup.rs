@@ -5,6 +5,7 @@
 //! types included. The counter shows which ones took the fast path.
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::ScalarValue;
 use strata::{Config, Db};
@@ -239,5 +240,99 @@ async fn literal_inserts_store_what_the_planner_would() {
             .await
             .unwrap();
         assert_eq!(fa, sa, "rows for {tail}");
+    }
+}
+
+/// An entity's history in order (`… WHERE _id = 1 ORDER BY _system_from`)
+/// is sorted by the fast path itself; rows come out in the planner's order
+/// (keys chosen so that no two rows tie), NULLs as the largest value unless
+/// `NULLS FIRST / LAST` says otherwise. ORDER BY anything else is planned.
+#[tokio::test]
+async fn entity_history_in_order_answers_like_the_planner() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::dir(dir.path()).with_test_clock(1_577_836_800_000_000, 86_400_000_000);
+    let db = Db::open(cfg).await.unwrap();
+    for s in [
+        "INSERT INTO acct (_id, bal) VALUES (1, 10), (2, 20)",
+        ".flush",
+        "UPDATE acct SET bal = 11 WHERE _id = 1",
+        "UPDATE acct FOR PORTION OF VALID_TIME FROM TIMESTAMP '2030-01-01' TO TIMESTAMP '2031-01-01' \
+         SET bal = 12 WHERE _id = 1",
+        ".flush",
+        "UPDATE acct SET bal = NULL WHERE _id = 1",
+        "DELETE FROM acct WHERE _id = 2",
+    ] {
+        if s == ".flush" {
+            db.flush().await.unwrap();
+        } else {
+            db.sql(s).await.unwrap();
+        }
+    }
+    // In order, not sorted: the order is the answer.
+    async fn ordered(s: &mut Session, sql: &str) -> String {
+        let out = s.execute(sql, &[]).await.unwrap();
+        let Some(Output::Rows { schema, stream }) = out.into_iter().last() else {
+            panic!("{sql}: not a query");
+        };
+        let b: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+        let mut out = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for b in &b {
+            for r in 0..b.num_rows() {
+                let row: Vec<String> = b
+                    .columns()
+                    .iter()
+                    .map(|c| array_value_to_string(c, r).unwrap())
+                    .collect();
+                out.push('\n');
+                out.push_str(&row.join(" | "));
+            }
+        }
+        out
+    }
+    let history = "FROM acct FOR ALL SYSTEM_TIME FOR ALL VALID_TIME WHERE _id = 1";
+    let fast = [
+        format!("SELECT bal, _valid_from, _valid_to, _system_from, _system_to {history} ORDER BY _system_from, _valid_from"),
+        format!("SELECT bal, _valid_from, _system_from {history} ORDER BY _system_from DESC, _valid_from DESC"),
+        format!("SELECT bal AS b, _valid_from AS vf, _system_from AS sf {history} ORDER BY sf, vf"),
+        format!("SELECT bal, _valid_from, _system_from {history} ORDER BY acct._system_from, acct._valid_from"),
+        format!("SELECT bal, _valid_to, _system_from, _valid_from {history} ORDER BY _valid_to NULLS FIRST, _system_from, _valid_from"),
+        format!("SELECT bal, _valid_to, _system_from, _valid_from {history} ORDER BY _valid_to DESC NULLS LAST, _system_from DESC, _valid_from"),
+        "SELECT bal FROM acct WHERE _id = 1 ORDER BY bal".to_string(),
+        "SELECT * FROM acct WHERE _id = 2 ORDER BY bal DESC".to_string(),
+        format!("SELECT bal, _system_from, _valid_from {history} ORDER BY bal NULLS FIRST, _system_from, _valid_from"),
+    ];
+    for sql in &fast {
+        let mut planned = db.session();
+        planned.set_fast_path(false);
+        let before = db.database().point_lookups();
+        let a = ordered(&mut db.session(), sql).await;
+        assert!(
+            db.database().point_lookups() > before,
+            "expected the fast path for {sql}"
+        );
+        let b = ordered(&mut planned, sql).await;
+        assert_eq!(a, b, "fast path and planner disagree on {sql}");
+        // The history really has several rows to order.
+        if sql.contains("ALL VALID_TIME") {
+            assert!(a.lines().count() >= 5, "{sql}\n{a}");
+        }
+    }
+    // A sort key that is not a selected column: the planner's.
+    for sql in [
+        format!("SELECT bal {history} ORDER BY _system_from"),
+        format!("SELECT bal {history} ORDER BY bal + 1"),
+    ] {
+        let before = db.database().point_lookups();
+        ordered(&mut db.session(), &sql).await;
+        assert_eq!(
+            db.database().point_lookups(),
+            before,
+            "expected the planner for {sql}"
+        );
     }
 }

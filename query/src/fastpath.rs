@@ -8,7 +8,11 @@
 //! shape on the parsed statement and answers it straight from the storage
 //! engine, at the same temporal coordinate the planner would use.
 //!
-//! Anything it does not recognize exactly (joins, expressions, ORDER BY,
+//! `ORDER BY` on selected columns is sorted here (an entity's history is
+//! a handful of rows).
+//!
+//! Anything it does not recognize exactly (joins, expressions, ORDER BY
+//! on anything else,
 //! a key whose type does not match `_id`, reads inside a transaction with
 //! writes, …) goes to the planner unchanged, so the answer is always the
 //! planner's answer; `tests/point_lookup.rs` checks the two agree.
@@ -16,7 +20,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, RecordBatch};
-use datafusion::arrow::compute::{cast_with_options, CastOptions};
+use datafusion::arrow::compute::{
+    cast_with_options, concat_batches, lexsort_to_indices, take_record_batch, CastOptions,
+    SortColumn, SortOptions,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -36,6 +43,18 @@ struct Lookup {
     table: String,
     items: Vec<Item>,
     key: Key,
+    /// `ORDER BY` keys, in order (empty: none).
+    order: Vec<OrderKey>,
+}
+
+/// One `ORDER BY` key: a column of the select list, by output name or
+/// (qualified, or not an output name) by the column it reads.
+#[derive(Debug)]
+struct OrderKey {
+    name: String,
+    qualified: bool,
+    descending: bool,
+    nulls_first: bool,
 }
 
 #[derive(Debug)]
@@ -101,7 +120,6 @@ fn recognize(stmt: &Statement) -> Option<Lookup> {
         pipe_operators,
     } = q.as_ref();
     if with.is_some()
-        || order_by.is_some()
         || limit_clause.is_some()
         || fetch.is_some()
         || !locks.is_empty()
@@ -217,6 +235,36 @@ fn recognize(stmt: &Statement) -> Option<Lookup> {
     } else {
         return None;
     };
+    // An entity's history is a handful of rows: sorting them here is far
+    // cheaper than planning a sort.
+    let mut order = Vec::new();
+    if let Some(ob) = order_by {
+        let ast::OrderByKind::Expressions(exprs) = &ob.kind else {
+            return None;
+        };
+        if ob.interpolate.is_some() {
+            return None;
+        }
+        for e in exprs {
+            if e.with_fill.is_some() {
+                return None;
+            }
+            let (name, qualified) = match &e.expr {
+                Expr::Identifier(i) => (ident(i), false),
+                Expr::CompoundIdentifier(_) => (column(&e.expr, &qualifier)?, true),
+                _ => return None,
+            };
+            let descending = e.options.asc == Some(false);
+            order.push(OrderKey {
+                name,
+                qualified,
+                descending,
+                // DataFusion's default (and PostgreSQL's): NULLs sort as
+                // the largest value.
+                nulls_first: e.options.nulls_first.unwrap_or(descending),
+            });
+        }
+    }
     let mut items = Vec::with_capacity(projection.len());
     for p in projection {
         items.push(match p {
@@ -241,7 +289,12 @@ fn recognize(stmt: &Statement) -> Option<Lookup> {
             _ => return None,
         });
     }
-    Some(Lookup { table, items, key })
+    Some(Lookup {
+        table,
+        items,
+        key,
+        order,
+    })
 }
 
 /// The key as an entity id comparable with an `_id` column of type `id_type`,
@@ -285,6 +338,33 @@ fn column_as(b: &RecordBatch, f: &Field) -> Result<datafusion::arrow::array::Arr
         }
         None => Ok(new_null_array(f.data_type(), b.num_rows())),
     }
+}
+
+/// An `ORDER BY` key as a column of the output.
+struct SortColumnAt {
+    column: usize,
+    options: SortOptions,
+}
+
+/// `batches` as one batch sorted by `keys`.
+fn sorted(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    keys: &[SortColumnAt],
+) -> Result<Vec<RecordBatch>> {
+    if batches.iter().map(RecordBatch::num_rows).sum::<usize>() < 2 {
+        return Ok(batches.to_vec());
+    }
+    let all = concat_batches(schema, batches)?;
+    let columns: Vec<SortColumn> = keys
+        .iter()
+        .map(|k| SortColumn {
+            values: all.column(k.column).clone(),
+            options: Some(k.options),
+        })
+        .collect();
+    let order = lexsort_to_indices(&columns, None)?;
+    Ok(vec![take_record_batch(&all, &order)?])
 }
 
 impl crate::session::Session {
@@ -356,6 +436,28 @@ impl crate::session::Session {
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Ok(None);
         }
+        // The sort keys as output columns: an output name, else (or when
+        // qualified) the column an output reads; anything else (a column
+        // not selected) is the planner's.
+        let mut sort_keys = Vec::with_capacity(lookup.order.len());
+        for k in &lookup.order {
+            let by_output = if k.qualified {
+                None
+            } else {
+                cols.iter().position(|(_, o)| *o == k.name)
+            };
+            let Some(i) = by_output.or_else(|| cols.iter().position(|(f, _)| *f.name() == k.name))
+            else {
+                return Ok(None);
+            };
+            sort_keys.push(SortColumnAt {
+                column: i,
+                options: SortOptions {
+                    descending: k.descending,
+                    nulls_first: k.nulls_first,
+                },
+            });
+        }
         // At a past system time the pieces of a version (rows of files
         // written before view columns) are merged back (crate::merge): read
         // every column over all of valid time.
@@ -415,6 +517,9 @@ impl crate::session::Session {
                 .collect::<Result<Vec<_>>>()?;
             batches.push(RecordBatch::try_new(schema.clone(), arrays)?);
         }
+        if !sort_keys.is_empty() {
+            batches = sorted(&schema, &batches, &sort_keys)?;
+        }
         self.db
             .point_lookups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -446,12 +551,24 @@ mod tests {
             "SELECT t.a, t.* FROM t WHERE t._id = 'x'",
             "SELECT o.a FROM public.t AS o WHERE $1 = o._id",
             "SELECT _valid_from FROM t WHERE (_id) = ($2)",
+            "SELECT * FROM t WHERE _id = 1 ORDER BY a",
+            "SELECT a, b FROM t WHERE _id = 1 ORDER BY t.b DESC NULLS LAST, a",
         ] {
             assert!(lookup(sql).is_some(), "{sql}");
         }
+        let l =
+            lookup("SELECT a FROM t AS x WHERE _id = 1 ORDER BY x.a DESC, b NULLS FIRST").unwrap();
+        let keys: Vec<(&str, bool, bool, bool)> = l
+            .order
+            .iter()
+            .map(|k| (k.name.as_str(), k.qualified, k.descending, k.nulls_first))
+            .collect();
+        assert_eq!(keys, [("a", true, true, true), ("b", false, false, true)]);
         for sql in [
             "SELECT a + 1 FROM t WHERE _id = 1",
-            "SELECT * FROM t WHERE _id = 1 ORDER BY a",
+            "SELECT * FROM t WHERE _id = 1 ORDER BY a + 1",
+            "SELECT * FROM t WHERE _id = 1 ORDER BY 1",
+            "SELECT * FROM t WHERE _id = 1 ORDER BY u.a",
             "SELECT * FROM t WHERE _id = 1 LIMIT 1",
             "SELECT * FROM t WHERE _id = 1 AND a = 2",
             "SELECT * FROM t WHERE a = 1",
