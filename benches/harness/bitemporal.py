@@ -12,6 +12,7 @@ portion, insert the new version."""
 
 import datetime as dt
 import os
+import shutil
 import random
 import time
 
@@ -306,6 +307,9 @@ def build(gen_db_path, sf, workdir, strata_bin, pg):
     # --- Strata: bulk import as of T0 (test clock), then the stream over
     # Postgres wire with the simulated clock: transaction i commits at T1 + i*step.
     sdir = os.path.join(workdir, "strata-bih")
+    # A previous run's database would take the import as updates and the
+    # stream twice (every history doubled, answers different).
+    shutil.rmtree(sdir, ignore_errors=True)
     t0 = time.time()
     for t in LOAD_ORDER:
         strata_import(strata_bin, sdir, t, f"{d}/{t}.arrow", test_clock=f"{T0.isoformat()}Z,1s")
