@@ -351,9 +351,16 @@ async fn a_killed_node_loses_nothing_and_rejoins() {
                         Ok(()) => {
                             acked.lock().unwrap().insert(id);
                             mine += 1;
+                            // The row follows the RowDescription message:
+                            // reading only the first message recorded
+                            // nothing, so the final check did not wait for
+                            // the last commits and raced the nodes' catch-up.
                             if let Ok(t) = c.simple_query("SHOW strata.last_commit").await {
-                                if let Some(SimpleQueryMessage::Row(r)) = t.first() {
-                                    let t = r.get(0).unwrap_or("").to_string();
+                                let row = t.iter().find_map(|m| match m {
+                                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                                    _ => None,
+                                });
+                                if let Some(t) = row {
                                     let mut l = latest.lock().unwrap();
                                     if t > *l {
                                         *l = t;
@@ -400,6 +407,10 @@ async fn a_killed_node_loses_nothing_and_rejoins() {
     }
     // Every acknowledged row (both of its rows: no partial transaction) on every node.
     let latest = latest.lock().unwrap().clone();
+    assert!(
+        !latest.is_empty(),
+        "no commit position recorded: the check below would not wait for the last commits"
+    );
     let acked = acked.lock().unwrap().clone();
     for (i, n) in nodes.iter().enumerate() {
         let c = n.client().await;

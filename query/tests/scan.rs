@@ -391,15 +391,21 @@ fn filter_input_rows(plan: &str) -> u64 {
             let rest = &l[at..];
             let (_, after) = rest.split_once('/')?;
             let end = after.find(')')?;
-            let v = after[..end].trim();
-            let (num, scale) = match v.split_once(' ') {
-                Some((n, "K")) => (n, 1e3),
-                Some((n, "M")) => (n, 1e6),
-                _ => (v, 1.0),
-            };
-            Some((num.parse::<f64>().ok()? * scale) as u64)
+            count(&after[..end])
         })
         .sum()
+}
+
+/// A count as EXPLAIN ANALYZE prints it: `60`, or `60.00 K` (or M, B).
+fn count(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, scale) = match v.split_once(' ') {
+        Some((n, "K")) => (n, 1e3),
+        Some((n, "M")) => (n, 1e6),
+        Some((n, "B")) => (n, 1e9),
+        _ => (v, 1.0),
+    };
+    Some((num.parse::<f64>().ok()? * scale) as u64)
 }
 
 /// `_id = a OR _id = b` (which is also what DataFusion makes of a short
@@ -451,18 +457,10 @@ fn scan_metric(plan: &str, name: &str) -> u64 {
     plan.lines()
         .filter(|l| l.contains("StrataScanExec"))
         .filter_map(|l| {
-            // Counts print as `60` or `60.00 K` (or M).
             let at = l.find(&format!("{name}="))?;
             let rest = &l[at + name.len() + 1..];
             let end = rest.find([',', ']']).unwrap_or(rest.len());
-            let v = rest[..end].trim();
-            let (num, scale) = match v.split_once(' ') {
-                Some((n, "K")) => (n, 1e3),
-                Some((n, "M")) => (n, 1e6),
-                Some((n, "B")) => (n, 1e9),
-                _ => (v, 1.0),
-            };
-            Some((num.parse::<f64>().ok()? * scale) as u64)
+            count(&rest[..end])
         })
         .sum()
 }

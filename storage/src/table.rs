@@ -156,6 +156,10 @@ pub struct SegmentEntry {
     pub dirty: bool,
 }
 
+/// A live scan's memo of how the sources' schema maps to the table's
+/// columns (`TableState::column_map`).
+type ColumnMemo = Option<(SchemaRef, Vec<Option<usize>>, bool)>;
+
 #[derive(Debug, Default, Clone)]
 pub struct LiveIndex {
     pub sources: Vec<RecordBatch>,
@@ -868,21 +872,9 @@ impl TableState {
     /// every one of them shares one schema (by pointer: `push_source`
     /// shares it between commits) that holds every column with its current
     /// type. `None` otherwise: [`Self::source_columns`] adapts each source.
-    fn direct_columns(
-        &self,
-        srcs: &[u32],
-        memo: &mut Option<(SchemaRef, Vec<Option<usize>>, bool)>,
-    ) -> Option<Vec<usize>> {
+    fn direct_columns(&self, srcs: &[u32], memo: &mut ColumnMemo) -> Option<Vec<usize>> {
         let first = self.live.sources.get(*srcs.first()? as usize)?;
-        let schema = first.schema_ref();
-        if !memo
-            .as_ref()
-            .is_some_and(|(s, _, _)| Arc::ptr_eq(s, schema))
-        {
-            // Recompute the memo for this schema (`source_columns` does so).
-            self.source_columns(first, memo).ok()?;
-        }
-        let (mschema, map, exact) = memo.as_ref()?;
+        let (mschema, map, exact) = self.column_map(first.schema_ref(), memo);
         if !*exact
             || !srcs
                 .iter()
@@ -893,35 +885,43 @@ impl TableState {
         map.iter().copied().collect()
     }
 
+    /// Where the table's columns are in a source of schema `schema`, and
+    /// whether all of them have their current types, memoized in `memo`
+    /// for the last schema seen (by pointer; an equal schema under another
+    /// pointer takes over the memo).
+    fn column_map<'m>(
+        &self,
+        schema: &SchemaRef,
+        memo: &'m mut ColumnMemo,
+    ) -> &'m (SchemaRef, Vec<Option<usize>>, bool) {
+        match memo {
+            Some((s, _, _)) if Arc::ptr_eq(s, schema) => {}
+            Some((s, _, _)) if **s == **schema => *s = schema.clone(),
+            _ => {
+                let map: Vec<Option<usize>> = self
+                    .schema
+                    .columns
+                    .iter()
+                    .map(|f| schema.index_of(f.name()).ok())
+                    .collect();
+                let exact = map
+                    .iter()
+                    .zip(&self.schema.columns)
+                    .all(|(i, f)| i.is_none_or(|i| schema.field(i).data_type() == f.data_type()));
+                *memo = Some((schema.clone(), map, exact));
+            }
+        }
+        memo.as_ref().expect("set above")
+    }
+
     /// A live source's columns in the table's current column order and
     /// types (a source written before a column was added or widened has
     /// NULLs or converted values there). `memo` keeps the column mapping of
     /// the last schema seen: consecutive commits nearly always share one,
     /// and looking every column up by name for each of thousands of small
     /// sources cost more than reading them.
-    fn source_columns(
-        &self,
-        source: &RecordBatch,
-        memo: &mut Option<(SchemaRef, Vec<Option<usize>>, bool)>,
-    ) -> Result<Vec<ArrayRef>> {
-        let schema = source.schema();
-        let same = memo
-            .as_ref()
-            .is_some_and(|(s, _, _)| Arc::ptr_eq(s, &schema) || **s == *schema);
-        if !same {
-            let map: Vec<Option<usize>> = self
-                .schema
-                .columns
-                .iter()
-                .map(|f| schema.index_of(f.name()).ok())
-                .collect();
-            let exact = map
-                .iter()
-                .zip(&self.schema.columns)
-                .all(|(i, f)| i.is_none_or(|i| schema.field(i).data_type() == f.data_type()));
-            *memo = Some((schema.clone(), map, exact));
-        }
-        let (_, map, exact) = memo.as_ref().expect("set above");
+    fn source_columns(&self, source: &RecordBatch, memo: &mut ColumnMemo) -> Result<Vec<ArrayRef>> {
+        let (_, map, exact) = self.column_map(source.schema_ref(), memo);
         let n = source.num_rows();
         map.iter()
             .zip(&self.schema.columns)
