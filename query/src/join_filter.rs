@@ -253,20 +253,79 @@ fn through_join(
         side = Some(ci.side);
         mapped.push(ci.index);
     }
-    let (left, right) = (j.left().clone(), j.right().clone());
-    let children = match side {
-        Some(JoinSide::Left) if left_ok => match place(&left, &mapped, filter, true)? {
-            Some(l) => vec![l, right],
-            None => return Ok(None),
-        },
-        Some(JoinSide::Right) if right_ok => match place(&right, &mapped, filter, false)? {
-            Some(r) => vec![left, r],
-            None => return Ok(None),
-        },
-        _ => return Ok(None),
+    let Some(side) = side else {
+        return Ok(None);
     };
+    let (mut left, mut right) = (j.left().clone(), j.right().clone());
+    let mut placed = false;
+    match side {
+        JoinSide::Left if left_ok => {
+            if let Some(l) = place(&left, &mapped, filter, true)? {
+                (left, placed) = (l, true);
+            }
+        }
+        JoinSide::Right if right_ok => {
+            if let Some(r) = place(&right, &mapped, filter, false)? {
+                (right, placed) = (r, true);
+            }
+        }
+        _ => {}
+    }
+    // An inner join's output rows carry equal values in each pair of key
+    // columns, so a filter on one side's keys holds for the other side's
+    // equal keys too: TPC-H Q5's `s_nationkey IN (the region's nations)`
+    // also filters `customer` through `c_nationkey = s_nationkey`.
+    if let Some(other) = equal_keys(j, side, &mapped) {
+        match side {
+            JoinSide::Left => {
+                if let Some(r) = place(&right, &other, filter, false)? {
+                    (right, placed) = (r, true);
+                }
+            }
+            _ => {
+                if let Some(l) = place(&left, &other, filter, true)? {
+                    (left, placed) = (l, true);
+                }
+            }
+        }
+    }
+    if !placed {
+        return Ok(None);
+    }
     // The builder keeps the lower join's own dynamic filter.
-    Ok(Some(j.builder().with_new_children(children)?.build_exec()?))
+    Ok(Some(
+        j.builder()
+            .with_new_children(vec![left, right])?
+            .build_exec()?,
+    ))
+}
+
+/// For an inner join with plain equality of non-null keys, the columns of
+/// the side opposite `side` that are join keys equal to `cols` (columns of
+/// `side`'s input), of the same types; `None` if any of `cols` has no such
+/// partner.
+fn equal_keys(j: &HashJoinExec, side: JoinSide, cols: &[usize]) -> Option<Vec<usize>> {
+    use datafusion::common::NullEquality;
+    if *j.join_type() != JoinType::Inner || j.null_equality() != NullEquality::NullEqualsNothing {
+        return None;
+    }
+    let (ls, rs) = (j.left().schema(), j.right().schema());
+    cols.iter()
+        .map(|&c| {
+            j.on().iter().find_map(|(l, r)| {
+                let l = l.downcast_ref::<Column>()?;
+                let r = r.downcast_ref::<Column>()?;
+                if ls.field(l.index()).data_type() != rs.field(r.index()).data_type() {
+                    return None;
+                }
+                match side {
+                    JoinSide::Left if l.index() == c => Some(r.index()),
+                    JoinSide::Right if r.index() == c => Some(l.index()),
+                    _ => None,
+                }
+            })
+        })
+        .collect()
 }
 
 /// The form of a join's filter a scan evaluates: the same rows kept or

@@ -571,6 +571,16 @@ async fn hash_joins_filter_the_scans_of_their_probe_side_without_changing_answer
                 .into(),
             AtLeast(1980),
         ),
+        // TPC-H Q5's shape: the upper join's key is `big.k`, from the
+        // lower join's probe side, right under it (not filtered there);
+        // `mid.g = big.k` makes the same keys a filter on `mid`, the lower
+        // join's build side (2,000 rows, 100 of them with a kept key).
+        (
+            "SELECT count(*), sum(big.v), sum(mid._id) FROM {mid}, {big}, {small} \
+             WHERE {k4} = big.k AND big.k = small._id AND small.tag = 'x'"
+                .into(),
+            AtLeast(1900),
+        ),
         // Three joins deep: the key comes up through one join's probe side
         // from another's build side.
         (
@@ -630,13 +640,15 @@ async fn hash_joins_filter_the_scans_of_their_probe_side_without_changing_answer
                 shape
                     .replace("{k}", "k")
                     .replace("{k2}", "b1.k")
-                    .replace("{k3}", "mid.g"),
+                    .replace("{k3}", "mid.g")
+                    .replace("{k4}", "mid.g"),
             );
             let reference = with_time(
                 shape
                     .replace("{k}", "k + 0")
                     .replace("{k2}", "b1.k + 0")
-                    .replace("{k3}", "mid.g + 0"),
+                    .replace("{k3}", "mid.g + 0")
+                    .replace("{k4}", "mid.g + 0"),
             );
             let got = q(&mut s, &direct).await;
             let want = q(&mut s, &reference).await;
