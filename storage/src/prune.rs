@@ -198,6 +198,9 @@ pub fn evaluate(
     Ok(Some(match &p.test {
         Test::IsNull => !&not_null(),
         Test::IsNotNull => not_null(),
+        Test::Cmp(CmpOp::Eq, StatValue::Str(x)) if *ty == DataType::Utf8 => {
+            utf8_equal(col, x.as_bytes())
+        }
         Test::Cmp(op, v) => {
             let Some(lit) = literal_array(v, ty, p.decimal_scale) else {
                 return Ok(None);
@@ -219,10 +222,15 @@ pub fn evaluate(
         Test::In(vs) => {
             let mut acc: Option<arrow::buffer::BooleanBuffer> = None;
             for v in vs {
-                let Some(lit) = literal_array(v, ty, p.decimal_scale) else {
-                    return Ok(None);
+                let m = match v {
+                    StatValue::Str(x) if *ty == DataType::Utf8 => utf8_equal(col, x.as_bytes()),
+                    _ => {
+                        let Some(lit) = literal_array(v, ty, p.decimal_scale) else {
+                            return Ok(None);
+                        };
+                        bits(cmp::eq(col, &arrow::array::Scalar::new(lit))?)
+                    }
                 };
-                let m = bits(cmp::eq(col, &arrow::array::Scalar::new(lit))?);
                 acc = Some(match acc {
                     Some(a) => &a | &m,
                     None => m,
@@ -234,6 +242,41 @@ pub fn evaluate(
             }
         }
     }))
+}
+
+/// The non-null rows of a `Utf8` column equal to `lit`. Arrow's kernel calls
+/// `memcmp` once per row, which for the one-letter flags of TPC-H
+/// (`l_returnflag = 'R'`) cost more than the rest of the scan; here the
+/// lengths are compared from the offsets first, and short values byte by
+/// byte in place.
+fn utf8_equal(col: &arrow::array::ArrayRef, lit: &[u8]) -> arrow::buffer::BooleanBuffer {
+    use arrow::array::{Array, AsArray};
+    let a = col.as_string::<i32>();
+    let offsets = a.value_offsets();
+    let values = a.value_data();
+    let n = lit.len();
+    let eq = match n {
+        1 => {
+            let b = lit[0];
+            arrow::buffer::BooleanBuffer::collect_bool(a.len(), |i| {
+                let s = offsets[i] as usize;
+                offsets[i + 1] as usize - s == 1 && values[s] == b
+            })
+        }
+        _ if n <= 16 => arrow::buffer::BooleanBuffer::collect_bool(a.len(), |i| {
+            let s = offsets[i] as usize;
+            offsets[i + 1] as usize - s == n
+                && values[s..s + n].iter().zip(lit).all(|(x, y)| x == y)
+        }),
+        _ => arrow::buffer::BooleanBuffer::collect_bool(a.len(), |i| {
+            let s = offsets[i] as usize;
+            offsets[i + 1] as usize - s == n && &values[s..s + n] == lit
+        }),
+    };
+    match a.nulls() {
+        Some(nulls) => &eq & nulls.inner(),
+        None => eq,
+    }
 }
 
 /// The longest `IN` list [`evaluate`] runs in the scan.
@@ -381,5 +424,57 @@ mod tests {
         assert!(d.segment_level());
         d.decimal_scale = Some(2);
         assert!(!d.segment_level());
+    }
+
+    #[test]
+    fn text_equality_in_the_scan_matches_arrows_kernel() {
+        use arrow::array::{Array, ArrayRef, StringArray};
+        use std::sync::Arc;
+        // Values of every length around the short-value paths, empty
+        // strings, NULLs, and a sliced array (offsets not from zero).
+        let words: Vec<Option<String>> = (0..400)
+            .map(|i| match i % 7 {
+                0 => None,
+                1 => Some(String::new()),
+                _ => Some("Rxy0123456789abcdefghij"[..(i * 5) % 23].to_string()),
+            })
+            .collect();
+        let full: ArrayRef = Arc::new(StringArray::from(words));
+        for col in [full.clone(), full.slice(13, 300)] {
+            for lit in [
+                "",
+                "R",
+                "Rx",
+                "Rxy0123",
+                "Rxy0123456789abc",
+                "Rxy0123456789abcd",
+                "Rxy0123456789abcdefghij",
+                "Q",
+            ] {
+                let pr = p(Test::Cmp(CmpOp::Eq, StatValue::Str(lit.into())));
+                let got = evaluate(&pr, &col).unwrap().unwrap();
+                let want = arrow::compute::kernels::cmp::eq(
+                    &col,
+                    &arrow::array::Scalar::new(StringArray::from(vec![lit])),
+                )
+                .unwrap();
+                for i in 0..col.len() {
+                    let w = want.is_valid(i) && want.value(i);
+                    assert_eq!(got.value(i), w, "row {i} of {col:?} = {lit:?}");
+                }
+            }
+            let pr = p(Test::In(vec![
+                StatValue::Str("R".into()),
+                StatValue::Str("".into()),
+            ]));
+            let got = evaluate(&pr, &col).unwrap().unwrap();
+            let s = col.as_any().downcast_ref::<StringArray>().unwrap();
+            for i in 0..s.len() {
+                assert_eq!(
+                    got.value(i),
+                    s.is_valid(i) && (s.value(i) == "R" || s.value(i).is_empty())
+                );
+            }
+        }
     }
 }
