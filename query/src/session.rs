@@ -234,15 +234,13 @@ impl Database {
         // A hash join hands its keys to the scans below as a list (rather
         // than a probe of its table) up to this many: a list of integer
         // keys becomes a bitmap there (crate::join_filter::KeyBitmap), one
-        // bit test per row. TPC-H Q5's and Q10's `orders` builds hold
-        // 46,000 and 57,000 keys; DataFusion's defaults are 150 keys and
-        // 128 KiB.
+        // bit test per row. DataFusion's default is 150 (TPC-H Q17 has 204
+        // parts). Not more: DataFusion builds the list as one expression
+        // per key, then copies and drops it, ~0.4 µs a key; at 65,536 that
+        // made TPC-H Q7, Q8 and Q14 two to three times slower.
         cfg.options_mut()
             .optimizer
-            .hash_join_inlist_pushdown_max_distinct_values = 65_536;
-        cfg.options_mut()
-            .optimizer
-            .hash_join_inlist_pushdown_max_size = 1 << 20;
+            .hash_join_inlist_pushdown_max_distinct_values = 4_096;
         if let Some(limit) = opts.query_memory {
             // Each sort holds back memory for merging its spilled runs
             // (DataFusion's default: 10 MB). Under a small pool that reserve
