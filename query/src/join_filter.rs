@@ -44,6 +44,9 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan, PhysicalExpr};
 
+use std::cell::Cell;
+
+use crate::key_sink::{Bits, CollectKeysExec, KeySink, SinkBitmap};
 use crate::provider::StrataScanExec;
 
 /// The physical optimizer rule (last in the list: it needs the final joins
@@ -111,16 +114,64 @@ fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan
         }
     }
     let probe_keys: Vec<Arc<dyn PhysicalExpr>> = join.on().iter().map(|(_, r)| r.clone()).collect();
-    let filter = Arc::new(DynamicFilterPhysicalExpr::new(probe_keys, lit(true)));
-    let Some(right) = place(join.right(), &keys, &filter, false)? else {
+    let filters = Filters {
+        dynamic: Arc::new(DynamicFilterPhysicalExpr::new(probe_keys, lit(true))),
+        sink: build_key(join).map(|_| {
+            KeySink::new(
+                datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(
+                    join.left(),
+                )
+                .partition_count(),
+            )
+        }),
+        used_dynamic: Cell::new(false),
+        used_sink: Cell::new(false),
+    };
+    let Some(right) = place(join.right(), &keys, &filters, false)? else {
         return Ok(None);
     };
+    let mut left = join.left().clone();
+    if let (true, Some(sink), Some(key)) = (filters.used_sink.get(), &filters.sink, build_key(join))
+    {
+        left = Arc::new(CollectKeysExec::new(left, key, sink.clone()));
+    }
     let rebuilt = join
         .builder()
-        .with_new_children(vec![join.left().clone(), right])?
-        .build()?
-        .with_dynamic_filter_expr(filter)?;
+        .with_new_children(vec![left, right])?
+        .build()?;
+    let rebuilt = match filters.used_dynamic.get() {
+        true => rebuilt.with_dynamic_filter_expr(filters.dynamic)?,
+        false => rebuilt,
+    };
     Ok(Some(Arc::new(rebuilt)))
+}
+
+/// The filters one join hands down: its dynamic filter (for scans where
+/// any form of it pays), and the sink of its build keys, when there is a
+/// single integer key (for the scan right under its probe side).
+struct Filters {
+    dynamic: Arc<DynamicFilterPhysicalExpr>,
+    sink: Option<Arc<KeySink>>,
+    used_dynamic: Cell<bool>,
+    used_sink: Cell<bool>,
+}
+
+/// The column of `join`'s build side whose values a [`KeySink`] can
+/// collect: the one key, a plain column of an integer type, compared with
+/// `=` (NULLs never match).
+fn build_key(join: &HashJoinExec) -> Option<usize> {
+    use datafusion::common::NullEquality;
+    let [(l, r)] = join.on() else {
+        return None;
+    };
+    let l = l.downcast_ref::<Column>()?;
+    let r = r.downcast_ref::<Column>()?;
+    let lt = join.left().schema().field(l.index()).data_type().clone();
+    let rt = join.right().schema().field(r.index()).data_type().clone();
+    (join.null_equality() == NullEquality::NullEqualsNothing
+        && lt == rt
+        && crate::key_sink::bitmap_type(&lt))
+    .then_some(l.index())
 }
 
 /// `plan` with `filter` given to the scan that produces its columns `cols`
@@ -135,7 +186,7 @@ fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan
 fn place(
     plan: &Arc<dyn ExecutionPlan>,
     cols: &[usize],
-    filter: &Arc<DynamicFilterPhysicalExpr>,
+    filter: &Filters,
     worth: bool,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     // Fewer rows below an operator with a row limit changes which rows it
@@ -155,31 +206,33 @@ fn place(
         };
     if let Some(scan) = plan.downcast_ref::<StrataScanExec>() {
         let schema = scan.schema();
-        // Right above its join's probe input, only a bitmap of integer
-        // keys is cheaper than the join's own probe ([`KeyBitmap`]).
-        let bitmap_key = || {
-            use datafusion::arrow::datatypes::DataType;
-            cols.len() == 1
-                && matches!(
-                    schema.field(cols[0]).data_type(),
-                    DataType::Int64 | DataType::Int32 | DataType::Date32
-                )
-        };
-        if !worth && !bitmap_key() {
-            return Ok(None);
-        }
         let children: Vec<Arc<dyn PhysicalExpr>> = cols
             .iter()
             .map(|&i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
             .collect();
-        let remapped = (filter.clone() as Arc<dyn PhysicalExpr>).with_new_children(children)?;
-        return Ok(Some(Arc::new(match worth {
-            true => scan.with_dynamic_filter(remapped),
-            false => scan.with_cheap_dynamic_filter(remapped),
-        })));
+        if worth {
+            let remapped =
+                (filter.dynamic.clone() as Arc<dyn PhysicalExpr>).with_new_children(children)?;
+            filter.used_dynamic.set(true);
+            return Ok(Some(Arc::new(scan.with_dynamic_filter(remapped))));
+        }
+        // Right above its join's probe input only a bitmap of the keys is
+        // cheaper than the join's own probe (crate::key_sink).
+        let Some(sink) = &filter.sink else {
+            return Ok(None);
+        };
+        if cols.len() != 1 || !crate::key_sink::bitmap_type(schema.field(cols[0]).data_type()) {
+            return Ok(None);
+        }
+        let key = children.into_iter().next().expect("one key");
+        filter.used_sink.set(true);
+        return Ok(Some(Arc::new(scan.with_dynamic_filter(Arc::new(
+            SinkBitmap::new(key, sink.clone()),
+        )))));
     }
     if plan.downcast_ref::<RepartitionExec>().is_some()
         || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || plan.downcast_ref::<CollectKeysExec>().is_some()
     {
         return one_child(plan.children()[0], Some(cols.to_vec()), false);
     }
@@ -241,7 +294,7 @@ fn place(
 fn through_join(
     j: &HashJoinExec,
     cols: &[usize],
-    filter: &Arc<DynamicFilterPhysicalExpr>,
+    filter: &Filters,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let (left_ok, right_ok) = match j.join_type() {
         JoinType::Inner => (true, true),
@@ -478,30 +531,21 @@ fn merged_in_lists(
     })
 }
 
-/// The most bits a [`KeyBitmap`] spans (4 MiB of memory).
-const MAX_BITMAP_BITS: u64 = 1 << 25;
-
-/// `key IN (…)` over integer keys as a bitmap of the keys' range: one
-/// subtraction, one comparison and one bit test per row, several times
-/// cheaper than a hash probe. It is the form a scan evaluates for a join's
-/// keys when the scan is the join's own probe input ([`place`]): there a
-/// hash probe would only repeat the join's, but a bit test in front of the
-/// join spares it (and the repartition before a partitioned join) every
-/// row that cannot match. TPC-H Q17's 204 parts of 200,000 keep 0.1% of
-/// `lineitem`. NULL keys give false.
+/// `key IN (…)` over integer keys as a bitmap of the keys' range
+/// (crate::key_sink::Bits): one subtraction, one comparison and one bit
+/// test per row, cheaper than the hash set DataFusion probes for a list.
+/// A join's filter takes this form when its build side had up to 4,096
+/// keys (crate::session); the scan right under a join's probe side gets
+/// its bitmap from crate::key_sink instead. NULL keys give false.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyBitmap {
     key: Arc<dyn PhysicalExpr>,
-    min: i64,
-    bits: Arc<Vec<u64>>,
-    keys: usize,
+    bits: Arc<Bits>,
 }
 
 impl PartialEq for KeyBitmap {
     fn eq(&self, other: &Self) -> bool {
-        self.key.as_ref() == other.key.as_ref()
-            && self.min == other.min
-            && Arc::ptr_eq(&self.bits, &other.bits)
+        self.key.as_ref() == other.key.as_ref() && Arc::ptr_eq(&self.bits, &other.bits)
     }
 }
 
@@ -510,28 +554,20 @@ impl Eq for KeyBitmap {}
 impl std::hash::Hash for KeyBitmap {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.key.hash(state);
-        self.min.hash(state);
-        self.keys.hash(state);
+        (Arc::as_ptr(&self.bits) as usize).hash(state);
     }
 }
 
 impl std::fmt::Display for KeyBitmap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} IN BITMAP ({} keys from {}, {} bits)",
-            self.key,
-            self.keys,
-            self.min,
-            self.bits.len() * 64
-        )
+        write!(f, "{} IN BITMAP ({})", self.key, self.bits.describe())
     }
 }
 
 impl KeyBitmap {
     /// `[bounds AND] key IN (integer literals)` as a bitmap, if the key is
     /// a column of a 64- or 32-bit integer (or date) type and the keys'
-    /// range is at most [`MAX_BITMAP_BITS`] wide.
+    /// range fits a bitmap.
     pub(crate) fn of(expr: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {
         Self::of_all(std::slice::from_ref(expr))
     }
@@ -574,29 +610,10 @@ impl KeyBitmap {
                 }
             }
         }
-        let key = key?;
-        let (&min, &max) = (values.iter().min()?, values.iter().max()?);
-        let span = (max as i128 - min as i128 + 1) as u64;
-        if span > MAX_BITMAP_BITS {
-            return None;
-        }
-        let mut bits = vec![0u64; span.div_ceil(64) as usize];
-        for v in &values {
-            let o = (v - min) as u64;
-            bits[(o / 64) as usize] |= 1 << (o % 64);
-        }
         Some(Arc::new(KeyBitmap {
-            key: key.clone(),
-            min,
-            bits: Arc::new(bits),
-            keys: values.len(),
+            key: key?.clone(),
+            bits: Arc::new(Bits::of(&values)?),
         }))
-    }
-
-    fn test(&self, v: i64) -> bool {
-        let o = v.wrapping_sub(self.min) as u64;
-        let word = (o / 64) as usize;
-        word < self.bits.len() && self.bits[word] & (1 << (o % 64)) != 0
     }
 }
 
@@ -616,37 +633,10 @@ impl PhysicalExpr for KeyBitmap {
         &self,
         batch: &datafusion::arrow::record_batch::RecordBatch,
     ) -> Result<datafusion::logical_expr::ColumnarValue> {
-        use datafusion::arrow::array::{Array, AsArray, BooleanArray};
-        use datafusion::arrow::buffer::BooleanBuffer;
-        use datafusion::arrow::datatypes::{DataType, Date32Type, Int32Type, Int64Type};
-        use datafusion::logical_expr::ColumnarValue;
         let col = self.key.evaluate(batch)?.into_array(batch.num_rows())?;
-        let hits = match col.data_type() {
-            DataType::Int64 => {
-                let v = col.as_primitive::<Int64Type>().values();
-                BooleanBuffer::collect_bool(v.len(), |i| self.test(v[i]))
-            }
-            DataType::Int32 => {
-                let v = col.as_primitive::<Int32Type>().values();
-                BooleanBuffer::collect_bool(v.len(), |i| self.test(i64::from(v[i])))
-            }
-            DataType::Date32 => {
-                let v = col.as_primitive::<Date32Type>().values();
-                BooleanBuffer::collect_bool(v.len(), |i| self.test(i64::from(v[i])))
-            }
-            other => {
-                return Err(datafusion::common::DataFusionError::Internal(format!(
-                    "a key bitmap over {other}"
-                )))
-            }
-        };
-        let hits = match col.nulls() {
-            Some(n) => &hits & n.inner(),
-            None => hits,
-        };
-        Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
-            hits, None,
-        ))))
+        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
+            self.bits.mask(&col)?,
+        )))
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {

@@ -18,6 +18,7 @@ mod inlist;
 mod insubquery;
 mod join_filter;
 mod join_keys;
+mod key_sink;
 pub mod lineage;
 mod literal_right;
 mod merge;

@@ -492,7 +492,6 @@ impl TableProvider for StrataTable {
                 stats: Arc::new(datafusion::common::Statistics::new_unknown(&self.schema)),
                 pushed: vec![],
                 dynamic: vec![],
-                dynamic_cheap: vec![],
                 dynamic_pruned: Default::default(),
                 dynamic_abandoned: Default::default(),
             });
@@ -552,7 +551,6 @@ impl StrataTable {
             stats,
             pushed,
             dynamic: vec![],
-            dynamic_cheap: vec![],
             dynamic_pruned: Default::default(),
             dynamic_abandoned: Default::default(),
         }))
@@ -733,10 +731,6 @@ pub struct StrataScanExec {
     /// between see only rows that can still find a match
     /// (crate::join_filter).
     dynamic: Vec<Arc<dyn PhysicalExpr>>,
-    /// Per dynamic filter: evaluated only in a cheap form (a bitmap of
-    /// integer keys, crate::join_filter::KeyBitmap), for a scan that is
-    /// its join's own probe input.
-    dynamic_cheap: Vec<bool>,
     /// Rows the dynamic filters removed, and filters a stream stopped
     /// evaluating because they removed too few (`EXPLAIN ANALYZE`).
     dynamic_pruned: Arc<std::sync::atomic::AtomicUsize>,
@@ -782,29 +776,13 @@ impl StrataScanExec {
     /// This scan also applying `filter` (a dynamic filter over its
     /// columns) to every batch it returns.
     pub fn with_dynamic_filter(&self, filter: Arc<dyn PhysicalExpr>) -> StrataScanExec {
-        self.with_filter(filter, false)
-    }
-
-    /// This scan also applying `filter` whenever its keys form a bitmap
-    /// (crate::join_filter::KeyBitmap), and skipping it otherwise.
-    pub fn with_cheap_dynamic_filter(&self, filter: Arc<dyn PhysicalExpr>) -> StrataScanExec {
-        self.with_filter(filter, true)
-    }
-
-    fn with_filter(&self, filter: Arc<dyn PhysicalExpr>, cheap: bool) -> StrataScanExec {
         let mut dynamic = self.dynamic.clone();
         dynamic.push(filter);
-        let mut flags = self.dynamic_cheap.clone();
-        flags.push(cheap);
-        self.with_dynamic(dynamic, flags)
+        self.with_dynamic(dynamic)
     }
 
     /// This scan applying exactly the dynamic filters `dynamic`.
-    fn with_dynamic(
-        &self,
-        dynamic: Vec<Arc<dyn PhysicalExpr>>,
-        dynamic_cheap: Vec<bool>,
-    ) -> StrataScanExec {
+    fn with_dynamic(&self, dynamic: Vec<Arc<dyn PhysicalExpr>>) -> StrataScanExec {
         StrataScanExec {
             table: self.table.clone(),
             metrics: self.metrics.clone(),
@@ -812,7 +790,6 @@ impl StrataScanExec {
             stats: self.stats.clone(),
             pushed: self.pushed.clone(),
             dynamic,
-            dynamic_cheap,
             dynamic_pruned: self.dynamic_pruned.clone(),
             dynamic_abandoned: self.dynamic_abandoned.clone(),
         }
@@ -833,11 +810,7 @@ impl datafusion::physical_plan::DisplayAs for StrataScanExec {
             let shown = self
                 .dynamic
                 .iter()
-                .zip(&self.dynamic_cheap)
-                .map(|(d, cheap)| match cheap {
-                    true => format!("{d} (as a key bitmap only)"),
-                    false => d.to_string(),
-                })
+                .map(|d| d.to_string())
                 .collect::<Vec<_>>();
             write!(f, ", dynamic_filters=[{}]", shown.join(", "))?;
         }
@@ -887,7 +860,6 @@ impl ExecutionPlan for StrataScanExec {
                 stats: self.stats.clone(),
                 pushed: self.pushed.clone(),
                 dynamic: self.dynamic.clone(),
-                dynamic_cheap: self.dynamic_cheap.clone(),
                 dynamic_pruned: self.dynamic_pruned.clone(),
                 dynamic_abandoned: self.dynamic_abandoned.clone(),
             })),
@@ -929,7 +901,6 @@ impl ExecutionPlan for StrataScanExec {
         let stream = filled.chain(stream);
         let mut filters = DynamicFilters {
             filters: self.dynamic.clone(),
-            cheap: self.dynamic_cheap.clone(),
             forms: vec![None; self.dynamic.len()],
             seen: vec![(0, 0, true); self.dynamic.len()],
             pruned: self.dynamic_pruned.clone(),
@@ -948,7 +919,7 @@ impl ExecutionPlan for StrataScanExec {
     fn reset_state(self: Arc<Self>) -> DfResult<Arc<dyn ExecutionPlan>> {
         // A fresh run of the plan: the joins above drop their dynamic
         // filters too (and would not fill these in again).
-        Ok(Arc::new(self.with_dynamic(vec![], vec![])))
+        Ok(Arc::new(self.with_dynamic(vec![])))
     }
 
     fn statistics_from_inputs(
@@ -1002,8 +973,6 @@ impl ExecutionPlan for StrataScanExec {
 /// which drops them: answers are the same either way.
 struct DynamicFilters {
     filters: Vec<Arc<dyn PhysicalExpr>>,
-    /// Per filter: evaluated only as a key bitmap (`StrataScanExec::dynamic_cheap`).
-    cheap: Vec<bool>,
     /// Per filter: the form this stream evaluates
     /// ([`crate::join_filter::scan_form`]) of its contents as of a
     /// generation (they change when the join fills them in).
@@ -1027,12 +996,11 @@ impl DynamicFilters {
         use std::sync::atomic::Ordering::Relaxed;
         let rows = b.num_rows();
         let mut keep: Option<BooleanArray> = None;
-        for (((f, form), (seen, dropped, on)), cheap) in self
+        for ((f, form), (seen, dropped, on)) in self
             .filters
             .iter()
             .zip(self.forms.iter_mut())
             .zip(self.seen.iter_mut())
-            .zip(&self.cheap)
         {
             if !*on {
                 continue;
@@ -1047,15 +1015,6 @@ impl DynamicFilters {
                     e
                 }
             };
-            // A filter right above its join's probe input pays only as a
-            // bitmap; in another form it would repeat the join's probe.
-            if *cheap
-                && expr
-                    .downcast_ref::<crate::join_filter::KeyBitmap>()
-                    .is_none()
-            {
-                continue;
-            }
             let mask = match expr.evaluate(&b)? {
                 // Not filled in yet (or nothing to rule out).
                 ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => continue,
