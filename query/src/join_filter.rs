@@ -19,10 +19,13 @@
 //! columns, filters, repartitions and merges, group-by keys of an
 //! aggregate, and the preserved side of another join. Anything else (a
 //! limit, a sort with a fetch, a window, a union, a computed key) stops it,
-//! and the join then runs as it would without the filter. It is placed
-//! only where the nearest boundary above the scan is an aggregate or a
-//! lower join's build, not a lower join's probe ([`place`]), and a scan
-//! stream stops evaluating a filter that drops few rows (crate::provider).
+//! and the join then runs as it would without the filter. The join's own
+//! filter is placed only where the nearest boundary above the scan is an
+//! aggregate or a lower join's build, not a lower join's probe
+//! ([`place`]); elsewhere, for a single integer key, the scan gets a
+//! bitmap of the build keys that Strata collects itself
+//! (crate::key_sink), one bit test per row. A scan stream stops
+//! evaluating a filter that drops few rows (crate::provider).
 //! Through an inner join the filter also follows the join's equal keys to
 //! the other side ([`equal_keys`]): in TPC-H Q5 the nations of the region
 //! asked about filter `customer` (`c_nationkey = s_nationkey`), not only
@@ -198,11 +201,12 @@ fn build_key(join: &HashJoinExec) -> Option<usize> {
 /// (the filter's children, in order); `None` if the columns cannot be
 /// followed to one scan through operators that keep the answer unchanged,
 /// or if the nearest aggregate or join passed on the way down is not an
-/// aggregate or a join's build side (`worth`). Only those cost more per
-/// row than the filter: with just a repartition between (or nothing), the
-/// filter repeats the join's own probe per row, and on TPC-H SF 1 Q3 and
-/// Q18 ran 1.2-1.3x slower so (the filter of a partitioned join hashes
-/// every row to route it to its partition's table).
+/// aggregate or a join's build side (`worth`) and the key cannot be a
+/// bitmap. Only those cost more per row than the join's own filter: with
+/// just a repartition between (or nothing), it repeats the join's probe
+/// per row, and on TPC-H SF 1 Q3 and Q18 ran 1.2-1.3x slower so (the
+/// filter of a partitioned join hashes every row to route it to its
+/// partition's table). There the scan gets the join's key sink instead.
 fn place(
     plan: &Arc<dyn ExecutionPlan>,
     cols: &[usize],
