@@ -119,7 +119,7 @@ fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan
     let probe_keys: Vec<Arc<dyn PhysicalExpr>> = join.on().iter().map(|(_, r)| r.clone()).collect();
     let filters = Filters {
         dynamic: Arc::new(DynamicFilterPhysicalExpr::new(probe_keys, lit(true))),
-        sink: (build_key(join).is_some() && build_is_small(join)).then(|| {
+        sink: build_key(join).map(|_| {
             KeySink::new(
                 datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(
                     join.left(),
@@ -157,26 +157,6 @@ struct Filters {
     sink: Option<Arc<KeySink>>,
     used_dynamic: Cell<bool>,
     used_sink: Cell<bool>,
-}
-
-/// Whether `join`'s build side is estimated at under half its probe
-/// side's rows (or either is unknown: a read at a past time has no
-/// estimate, and there [`crate::key_sink::MAX_KEYS`] bounds the cost). When the two are alike (a table
-/// joined with itself on its key, as the bitemporal "state change" query
-/// does) nearly every probe row matches: collecting the keys costs time
-/// and the scan soon stops testing them.
-fn build_is_small(join: &HashJoinExec) -> bool {
-    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
-    let ctx = StatisticsContext::new();
-    let rows = |p: &Arc<dyn ExecutionPlan>| {
-        ctx.compute(p.as_ref(), &StatisticsArgs::new())
-            .ok()
-            .and_then(|s| s.num_rows.get_value().copied())
-    };
-    match (rows(join.left()), rows(join.right())) {
-        (Some(build), Some(probe)) => build.saturating_mul(2) < probe,
-        _ => true,
-    }
 }
 
 /// The column of `join`'s build side whose values a [`KeySink`] can
