@@ -49,7 +49,7 @@ use datafusion::physical_plan::{replace_children_if_necessary, ExecutionPlan, Ph
 
 use std::cell::Cell;
 
-use crate::key_sink::{Bits, CollectKeysExec, KeySink, SinkBitmap};
+use crate::key_sink::{Bits, CollectKeysExec, KeyBitmap, KeySink};
 use crate::provider::StrataScanExec;
 
 /// The physical optimizer rule (last in the list: it needs the final joins
@@ -231,7 +231,7 @@ fn place(
         let key = children.into_iter().next().expect("one key");
         filter.used_sink.set(true);
         return Ok(Some(Arc::new(scan.with_dynamic_filter(Arc::new(
-            SinkBitmap::new(key, sink.clone()),
+            KeyBitmap::of_sink(key, sink.clone()),
         )))));
     }
     if plan.downcast_ref::<RepartitionExec>().is_some()
@@ -435,10 +435,10 @@ pub(crate) fn scan_form(
             return Arc::new(BinaryExpr::new(b.left().clone(), Operator::Or, right));
         }
         // `bounds AND key IN (…)`, a collected build side's filter.
-        return KeyBitmap::of(&expr).unwrap_or(expr);
+        return list_bitmap(std::slice::from_ref(&expr)).unwrap_or(expr);
     }
     let Some(case) = expr.downcast_ref::<CaseExpr>() else {
-        return KeyBitmap::of(&expr).unwrap_or(expr);
+        return list_bitmap(std::slice::from_ref(&expr)).unwrap_or(expr);
     };
     if case.expr().is_none() || bool_literal(case.else_expr()) != Some(false) {
         return expr;
@@ -454,7 +454,7 @@ pub(crate) fn scan_form(
     if branches.is_empty() {
         return lit(false);
     }
-    if let Some(bitmap) = KeyBitmap::of_all(&branches) {
+    if let Some(bitmap) = list_bitmap(&branches) {
         return bitmap;
     }
     if let Some(merged) = merged_in_lists(&branches, schema) {
@@ -535,132 +535,48 @@ fn merged_in_lists(
     })
 }
 
-/// `key IN (…)` over integer keys as a bitmap of the keys' range
-/// (crate::key_sink::Bits): one subtraction, one comparison and one bit
-/// test per row, cheaper than the hash set DataFusion probes for a list.
-/// A join's filter takes this form when its build side had up to 4,096
-/// keys (crate::session); the scan right under a join's probe side gets
-/// its bitmap from crate::key_sink instead. NULL keys give false.
-#[derive(Debug, Clone)]
-pub(crate) struct KeyBitmap {
-    key: Arc<dyn PhysicalExpr>,
-    bits: Arc<Bits>,
-}
-
-impl PartialEq for KeyBitmap {
-    fn eq(&self, other: &Self) -> bool {
-        self.key.as_ref() == other.key.as_ref() && Arc::ptr_eq(&self.bits, &other.bits)
-    }
-}
-
-impl Eq for KeyBitmap {}
-
-impl std::hash::Hash for KeyBitmap {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-        (Arc::as_ptr(&self.bits) as usize).hash(state);
-    }
-}
-
-impl std::fmt::Display for KeyBitmap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} IN BITMAP ({})", self.key, self.bits.describe())
-    }
-}
-
-impl KeyBitmap {
-    /// `[bounds AND] key IN (integer literals)` as a bitmap, if the key is
-    /// a column of a 64- or 32-bit integer (or date) type and the keys'
-    /// range fits a bitmap.
-    pub(crate) fn of(expr: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {
-        Self::of_all(std::slice::from_ref(expr))
-    }
-
-    /// [`KeyBitmap::of`] for the OR of `exprs` (the branches of a
-    /// partitioned join's filter), all over the same key.
-    pub(crate) fn of_all(exprs: &[Arc<dyn PhysicalExpr>]) -> Option<Arc<dyn PhysicalExpr>> {
-        use datafusion::common::ScalarValue;
-        use datafusion::logical_expr::Operator;
-        use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, Literal};
-        let mut key: Option<&Arc<dyn PhysicalExpr>> = None;
-        let mut values = Vec::new();
-        for expr in exprs {
-            let member = match expr.downcast_ref::<BinaryExpr>() {
-                Some(b) if *b.op() == Operator::And => b.right(),
-                Some(_) => return None,
-                None => expr,
-            };
-            let inl = member.downcast_ref::<InListExpr>()?;
-            if inl.negated() || inl.expr().downcast_ref::<Column>().is_none() {
-                return None;
-            }
-            match key {
-                None => key = Some(inl.expr()),
-                Some(k) if k == inl.expr() => {}
-                Some(_) => return None,
-            }
-            values.reserve(inl.list().len());
-            for v in inl.list() {
-                match v.downcast_ref::<Literal>()?.value() {
-                    ScalarValue::Int64(Some(x)) => values.push(*x),
-                    ScalarValue::Int32(Some(x)) | ScalarValue::Date32(Some(x)) => {
-                        values.push(i64::from(*x))
-                    }
-                    // A NULL in the list never matches under `=`.
-                    ScalarValue::Int64(None)
-                    | ScalarValue::Int32(None)
-                    | ScalarValue::Date32(None) => {}
-                    _ => return None,
+/// `[bounds AND] key IN (integer literals)`, or the OR of such `exprs`
+/// over one key (the branches of a partitioned join's filter), as a
+/// [`KeyBitmap`]: cheaper than the hash set DataFusion probes for a list.
+/// `None` unless the key is a column of a 64- or 32-bit integer (or date)
+/// type and the keys' range fits a bitmap. A join's filter has this form
+/// when its build side had up to 4,096 keys (crate::session).
+fn list_bitmap(exprs: &[Arc<dyn PhysicalExpr>]) -> Option<Arc<dyn PhysicalExpr>> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, Literal};
+    let mut key: Option<&Arc<dyn PhysicalExpr>> = None;
+    let mut values = Vec::new();
+    for expr in exprs {
+        let member = match expr.downcast_ref::<BinaryExpr>() {
+            Some(b) if *b.op() == Operator::And => b.right(),
+            Some(_) => return None,
+            None => expr,
+        };
+        let inl = member.downcast_ref::<InListExpr>()?;
+        if inl.negated() || inl.expr().downcast_ref::<Column>().is_none() {
+            return None;
+        }
+        match key {
+            None => key = Some(inl.expr()),
+            Some(k) if k == inl.expr() => {}
+            Some(_) => return None,
+        }
+        values.reserve(inl.list().len());
+        for v in inl.list() {
+            match v.downcast_ref::<Literal>()?.value() {
+                ScalarValue::Int64(Some(x)) => values.push(*x),
+                ScalarValue::Int32(Some(x)) | ScalarValue::Date32(Some(x)) => {
+                    values.push(i64::from(*x))
                 }
+                // A NULL in the list never matches under `=`.
+                ScalarValue::Int64(None) | ScalarValue::Int32(None) | ScalarValue::Date32(None) => {
+                }
+                _ => return None,
             }
         }
-        Some(Arc::new(KeyBitmap {
-            key: key?.clone(),
-            bits: Arc::new(Bits::of(&values)?),
-        }))
     }
-}
-
-impl PhysicalExpr for KeyBitmap {
-    fn data_type(
-        &self,
-        _: &datafusion::arrow::datatypes::Schema,
-    ) -> Result<datafusion::arrow::datatypes::DataType> {
-        Ok(datafusion::arrow::datatypes::DataType::Boolean)
-    }
-
-    fn nullable(&self, _: &datafusion::arrow::datatypes::Schema) -> Result<bool> {
-        Ok(false)
-    }
-
-    fn evaluate(
-        &self,
-        batch: &datafusion::arrow::record_batch::RecordBatch,
-    ) -> Result<datafusion::logical_expr::ColumnarValue> {
-        let col = self.key.evaluate(batch)?.into_array(batch.num_rows())?;
-        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
-            self.bits.mask(&col)?,
-        )))
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
-        vec![&self.key]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn PhysicalExpr>>,
-    ) -> Result<Arc<dyn PhysicalExpr>> {
-        let mut b = (*self).clone();
-        b.key = children.into_iter().next().ok_or_else(|| {
-            datafusion::common::DataFusionError::Internal("a key bitmap without its key".into())
-        })?;
-        Ok(Arc::new(b))
-    }
-
-    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
+    Some(Arc::new(KeyBitmap::fixed(key?.clone(), Bits::of(&values)?)))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! [`CollectKeysExec`] sits between the join and its build input and
 //! copies the key column's values into a [`KeySink`] as the batches go by;
 //! when every build partition has ended, the sink turns them into a
-//! [`Bits`]. [`SinkBitmap`] is the filter a scan evaluates: the bit test
+//! [`Bits`]. [`KeyBitmap`] is the filter a scan evaluates: the bit test
 //! once the bitmap is there, and nothing (every row kept) before, so a scan
 //! never waits for it. The sink gives up (keeps every row) when a build
 //! partition is dropped before its end, fails, holds more than
@@ -361,48 +361,87 @@ impl Drop for CollectStream {
     }
 }
 
-/// `key IN (the join's build keys)` as a scan evaluates it: a bit test per
-/// row once the sink's bitmap is there, every row kept before (and when
-/// there is none).
+/// `key IN (…)` over integer keys as a bitmap ([`Bits`]) of the keys'
+/// range: one subtraction, one comparison and one bit test per row. The
+/// bits are either fixed (a join's list of keys made into a bitmap,
+/// crate::join_filter::scan_form) or a join's [`KeySink`], read when the
+/// scan evaluates it: before the sink is ready, and when it has no bitmap,
+/// every row is kept. A NULL key never is.
 #[derive(Debug, Clone)]
-pub(crate) struct SinkBitmap {
+pub(crate) struct KeyBitmap {
     key: Arc<dyn PhysicalExpr>,
-    sink: Arc<KeySink>,
+    source: Source,
 }
 
-impl SinkBitmap {
-    pub(crate) fn new(key: Arc<dyn PhysicalExpr>, sink: Arc<KeySink>) -> Self {
-        SinkBitmap { key, sink }
+#[derive(Debug, Clone)]
+enum Source {
+    Fixed(Arc<Bits>),
+    Sink(Arc<KeySink>),
+}
+
+impl KeyBitmap {
+    pub(crate) fn fixed(key: Arc<dyn PhysicalExpr>, bits: Bits) -> Self {
+        KeyBitmap {
+            key,
+            source: Source::Fixed(Arc::new(bits)),
+        }
     }
-}
 
-impl PartialEq for SinkBitmap {
-    fn eq(&self, other: &Self) -> bool {
-        self.key.as_ref() == other.key.as_ref() && Arc::ptr_eq(&self.sink, &other.sink)
+    pub(crate) fn of_sink(key: Arc<dyn PhysicalExpr>, sink: Arc<KeySink>) -> Self {
+        KeyBitmap {
+            key,
+            source: Source::Sink(sink),
+        }
     }
-}
 
-impl Eq for SinkBitmap {}
-
-impl std::hash::Hash for SinkBitmap {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
-        (Arc::as_ptr(&self.sink) as usize).hash(state);
+    fn bits(&self) -> Option<&Bits> {
+        match &self.source {
+            Source::Fixed(b) => Some(b),
+            Source::Sink(s) => s.bits(),
+        }
     }
-}
 
-impl fmt::Display for SinkBitmap {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} IN BUILD KEYS", self.key)?;
-        match self.sink.ready.get() {
-            Some(Some(b)) => write!(f, " ({})", b.describe()),
-            Some(None) => write!(f, " (none: every row kept)"),
-            None => Ok(()),
+    /// The address of the bits' owner, for equality and hashing.
+    fn source_ptr(&self) -> usize {
+        match &self.source {
+            Source::Fixed(b) => Arc::as_ptr(b) as usize,
+            Source::Sink(s) => Arc::as_ptr(s) as usize,
         }
     }
 }
 
-impl PhysicalExpr for SinkBitmap {
+impl PartialEq for KeyBitmap {
+    fn eq(&self, other: &Self) -> bool {
+        self.key.as_ref() == other.key.as_ref() && self.source_ptr() == other.source_ptr()
+    }
+}
+
+impl Eq for KeyBitmap {}
+
+impl std::hash::Hash for KeyBitmap {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+        self.source_ptr().hash(state);
+    }
+}
+
+impl fmt::Display for KeyBitmap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Fixed(b) => write!(f, "{} IN BITMAP ({})", self.key, b.describe()),
+            Source::Sink(s) => {
+                write!(f, "{} IN BUILD KEYS", self.key)?;
+                match s.ready.get() {
+                    Some(Some(b)) => write!(f, " ({})", b.describe()),
+                    Some(None) => write!(f, " (none: every row kept)"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl PhysicalExpr for KeyBitmap {
     fn data_type(&self, _: &Schema) -> Result<DataType> {
         Ok(DataType::Boolean)
     }
@@ -412,7 +451,7 @@ impl PhysicalExpr for SinkBitmap {
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        let Some(bits) = self.sink.bits() else {
+        let Some(bits) = self.bits() else {
             return Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::Boolean(Some(true)),
             ));
@@ -433,9 +472,9 @@ impl PhysicalExpr for SinkBitmap {
             .into_iter()
             .next()
             .ok_or_else(|| DataFusionError::Internal("a key bitmap without its key".into()))?;
-        Ok(Arc::new(SinkBitmap {
+        Ok(Arc::new(KeyBitmap {
             key,
-            sink: self.sink.clone(),
+            source: self.source.clone(),
         }))
     }
 
@@ -488,7 +527,7 @@ mod tests {
         let batch = RecordBatch::try_from_iter([("k", col)]).unwrap();
         let key: Arc<dyn PhysicalExpr> =
             Arc::new(datafusion::physical_expr::expressions::Column::new("k", 0));
-        let keep = |f: &SinkBitmap| match f.evaluate(&batch).unwrap() {
+        let keep = |f: &KeyBitmap| match f.evaluate(&batch).unwrap() {
             ColumnarValue::Scalar(_) => vec![true; 4],
             ColumnarValue::Array(a) => {
                 let a = a.as_boolean();
@@ -496,14 +535,14 @@ mod tests {
             }
         };
         let sink = KeySink::new(2);
-        let f = SinkBitmap::new(key.clone(), sink.clone());
+        let f = KeyBitmap::of_sink(key.clone(), sink.clone());
         sink.report(Some(vec![2]));
         // One partition still building: every row kept.
         assert_eq!(keep(&f), [true; 4]);
         sink.report(Some(vec![4, 4]));
         assert_eq!(keep(&f), [false, true, false, true]);
         let failed = KeySink::new(2);
-        let f = SinkBitmap::new(key, failed.clone());
+        let f = KeyBitmap::of_sink(key, failed.clone());
         failed.report(Some(vec![2]));
         failed.report(None);
         assert_eq!(keep(&f), [true; 4]);

@@ -233,7 +233,7 @@ impl Database {
             .skip_physical_aggregate_schema_check = true;
         // A hash join hands its keys to the scans below as a list (rather
         // than a probe of its table) up to this many: a list of integer
-        // keys becomes a bitmap there (crate::join_filter::KeyBitmap), one
+        // keys becomes a bitmap there (crate::key_sink::KeyBitmap), one
         // bit test per row. DataFusion's default is 150 (TPC-H Q17 has 204
         // parts). Not more: DataFusion builds the list as one expression
         // per key, then copies and drops it, ~0.4 µs a key; at 65,536 that
