@@ -483,27 +483,12 @@ fn merged_in_lists(
 ) -> Option<Arc<dyn PhysicalExpr>> {
     use datafusion::logical_expr::Operator;
     use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, Literal};
-    let mut key: Option<Arc<dyn PhysicalExpr>> = None;
-    let mut list = Vec::new();
-    for f in branches {
-        // The membership test is the right side of `bounds AND membership`.
-        let member = match f.downcast_ref::<BinaryExpr>() {
-            Some(b) if *b.op() == Operator::And => b.right(),
-            Some(_) => return None,
-            None => f,
-        };
-        let inl = member.downcast_ref::<InListExpr>()?;
-        if inl.negated() {
-            return None;
-        }
-        match &key {
-            None => key = Some(inl.expr().clone()),
-            Some(k) if k == inl.expr() => {}
-            Some(_) => return None,
-        }
-        list.extend(inl.list().iter().cloned());
-    }
-    let key = key?;
+    let (key, lists) = in_lists_of_one_key(branches)?;
+    let key = key.clone();
+    let list: Vec<Arc<dyn PhysicalExpr>> = lists
+        .iter()
+        .flat_map(|l| l.list().iter().cloned())
+        .collect();
     // Only a plain column gets bounds: a struct of several keys has none
     // that compare.
     let mut least = None::<datafusion::common::ScalarValue>;
@@ -543,26 +528,11 @@ fn merged_in_lists(
 /// when its build side had up to 4,096 keys (crate::session).
 fn list_bitmap(exprs: &[Arc<dyn PhysicalExpr>]) -> Option<Arc<dyn PhysicalExpr>> {
     use datafusion::common::ScalarValue;
-    use datafusion::logical_expr::Operator;
-    use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, Literal};
-    let mut key: Option<&Arc<dyn PhysicalExpr>> = None;
-    let mut values = Vec::new();
-    for expr in exprs {
-        let member = match expr.downcast_ref::<BinaryExpr>() {
-            Some(b) if *b.op() == Operator::And => b.right(),
-            Some(_) => return None,
-            None => expr,
-        };
-        let inl = member.downcast_ref::<InListExpr>()?;
-        if inl.negated() || inl.expr().downcast_ref::<Column>().is_none() {
-            return None;
-        }
-        match key {
-            None => key = Some(inl.expr()),
-            Some(k) if k == inl.expr() => {}
-            Some(_) => return None,
-        }
-        values.reserve(inl.list().len());
+    use datafusion::physical_expr::expressions::Literal;
+    let (key, lists) = in_lists_of_one_key(exprs)?;
+    key.downcast_ref::<Column>()?;
+    let mut values = Vec::with_capacity(lists.iter().map(|l| l.list().len()).sum());
+    for inl in lists {
         for v in inl.list() {
             match v.downcast_ref::<Literal>()?.value() {
                 ScalarValue::Int64(Some(x)) => values.push(*x),
@@ -576,7 +546,40 @@ fn list_bitmap(exprs: &[Arc<dyn PhysicalExpr>]) -> Option<Arc<dyn PhysicalExpr>>
             }
         }
     }
-    Some(Arc::new(KeyBitmap::fixed(key?.clone(), Bits::of(&values)?)))
+    Some(Arc::new(KeyBitmap::fixed(key.clone(), Bits::of(&values)?)))
+}
+
+/// The `IN` lists of `exprs`, each `[bounds AND] key IN (…)` (not negated)
+/// over the same key, and that key; `None` if any is another shape.
+fn in_lists_of_one_key(
+    exprs: &[Arc<dyn PhysicalExpr>],
+) -> Option<(
+    &Arc<dyn PhysicalExpr>,
+    Vec<&datafusion::physical_expr::expressions::InListExpr>,
+)> {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr};
+    let mut key: Option<&Arc<dyn PhysicalExpr>> = None;
+    let mut lists = Vec::with_capacity(exprs.len());
+    for expr in exprs {
+        // The membership test is the right side of `bounds AND membership`.
+        let member = match expr.downcast_ref::<BinaryExpr>() {
+            Some(b) if *b.op() == Operator::And => b.right(),
+            Some(_) => return None,
+            None => expr,
+        };
+        let inl = member.downcast_ref::<InListExpr>()?;
+        if inl.negated() {
+            return None;
+        }
+        match key {
+            None => key = Some(inl.expr()),
+            Some(k) if k == inl.expr() => {}
+            Some(_) => return None,
+        }
+        lists.push(inl);
+    }
+    Some((key?, lists))
 }
 
 #[cfg(test)]
