@@ -39,6 +39,7 @@ mod subquery_eq;
 mod subscribe;
 pub mod system_tables;
 pub mod temporal;
+mod text_keys;
 mod wildcard;
 
 pub use depth::{MAX_EXPR_DEPTH, THREAD_STACK_BYTES};

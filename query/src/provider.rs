@@ -520,6 +520,12 @@ impl TableProvider for StrataTable {
 }
 
 impl StrataTable {
+    /// The longest text in the segment statistics of `column` (a hint:
+    /// `Engine::text_stat_len`).
+    pub fn text_stat_len(&self, column: &str) -> Option<usize> {
+        self.engine.text_stat_len(&self.table, column)
+    }
+
     /// The plan reading `scan` (its rows filtered by storage), projected:
     /// storage decodes and filters only the columns the query reads.
     fn scan_exec(

@@ -287,7 +287,9 @@ impl Database {
             .with_default_features()
             .with_query_planner(Arc::new(crate::apply::StrataQueryPlanner))
             .with_optimizer_rule(Arc::new(crate::subquery_eq::SubqueryEqualities))
-            .with_optimizer_rule(Arc::new(crate::semijoin::SemiJoinPushdown));
+            .with_optimizer_rule(Arc::new(crate::semijoin::SemiJoinPushdown))
+            // Last: grouping by short text as by an integer (crate::text_keys).
+            .with_optimizer_rule(Arc::new(crate::text_keys::TextGroupKeys));
         // One rule of our own inside DataFusion's list: before
         // `eliminate_cross_join`, which drops join keys that span two of its
         // inputs (crate::join_keys).

@@ -1813,6 +1813,40 @@ impl Engine {
         self.state.read().tables.get(table).map(|t| t.schemas().1)
     }
 
+    /// The longest text among a column's segment statistics (each
+    /// segment's least and greatest value, in bytes), or `None` when a
+    /// segment holding non-NULL values of it has no text bounds, or the
+    /// table has no segment. A hint, not a bound: a longer value may sort
+    /// between the two (`'A' < 'Apple' < 'B'`), and the live index is not
+    /// looked at. The planner groups by such a column as a packed
+    /// integer when this is short (crate `strata_query`'s `text_keys`).
+    pub fn text_stat_len(&self, table: &str, column: &str) -> Option<usize> {
+        let s = self.state.read();
+        let t = s.tables.get(table)?;
+        let mut longest = None;
+        for e in &t.segments {
+            let m = &e.seg.meta;
+            let Some(c) = m.columns.iter().find(|c| c.name == column) else {
+                // Added after this segment was written: NULL here.
+                if m.columns.is_empty() {
+                    return None;
+                }
+                continue;
+            };
+            if c.null_count >= m.rows {
+                continue;
+            }
+            let (Some(lo), Some(hi)) = (
+                c.min.as_ref().and_then(|v| v.as_str()),
+                c.max.as_ref().and_then(|v| v.as_str()),
+            ) else {
+                return None;
+            };
+            longest = Some(longest.unwrap_or(0).max(lo.len()).max(hi.len()));
+        }
+        longest
+    }
+
     /// Every segment of every table, for the `strata_segments` system table.
     pub fn segments_info(&self) -> Vec<SegmentInfo> {
         let s = self.state.read();
