@@ -127,11 +127,12 @@ fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan
                 .partition_count(),
             )
         }),
+        sink_only: false,
         used_dynamic: Cell::new(false),
         used_sink: Cell::new(false),
     };
     let Some(right) = place(join.right(), &keys, &filters, false)? else {
-        return Ok(None);
+        return with_one_key_bitmap(join, &keys);
     };
     let mut left = join.left().clone();
     if let (true, Some(sink), Some(key)) = (filters.used_sink.get(), &filters.sink, build_key(join))
@@ -149,12 +150,69 @@ fn with_probe_filter(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan
     Ok(Some(Arc::new(rebuilt)))
 }
 
+/// A join of several keys whose probe keys cannot all be followed to one
+/// scan (one is an aggregate's result: TPC-H Q2's `(p_partkey,
+/// ps_supplycost) = (ps_partkey, min(ps_supplycost))`): the scan that
+/// produces one of them, an integer key compared with `=`, gets a bitmap
+/// of the build side's values of that key alone. A row whose key is not
+/// among them matches no build row, whatever its other keys. In Q2 the
+/// subquery's `partsupp` then keeps the rows of the 747 parts the outer
+/// query wants instead of every part's, before its aggregate.
+fn with_one_key_bitmap(
+    join: &HashJoinExec,
+    probe_keys: &[usize],
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    use datafusion::common::NullEquality;
+    if join.on().len() < 2 || join.null_equality() != NullEquality::NullEqualsNothing {
+        return Ok(None);
+    }
+    let parts =
+        datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(join.left())
+            .partition_count();
+    for (k, (l, _)) in join.on().iter().enumerate() {
+        let Some(l) = l.downcast_ref::<Column>() else {
+            continue;
+        };
+        let lt = join.left().schema().field(l.index()).data_type().clone();
+        let rt = join
+            .right()
+            .schema()
+            .field(probe_keys[k])
+            .data_type()
+            .clone();
+        if lt != rt || !crate::key_sink::bitmap_type(&lt) {
+            continue;
+        }
+        let filters = Filters {
+            dynamic: Arc::new(DynamicFilterPhysicalExpr::new(vec![], lit(true))),
+            sink: Some(KeySink::new(parts)),
+            sink_only: true,
+            used_dynamic: Cell::new(false),
+            used_sink: Cell::new(false),
+        };
+        let Some(right) = place(join.right(), &probe_keys[k..=k], &filters, false)? else {
+            continue;
+        };
+        let sink = filters.sink.expect("made above");
+        let left = Arc::new(CollectKeysExec::new(join.left().clone(), l.index(), sink));
+        let rebuilt = join
+            .builder()
+            .with_new_children(vec![left, right])?
+            .build()?;
+        return Ok(Some(Arc::new(rebuilt)));
+    }
+    Ok(None)
+}
+
 /// The filters one join hands down: its dynamic filter (for scans where
 /// any form of it pays), and the sink of its build keys, when there is a
-/// single integer key (for the scan right under its probe side).
+/// single integer key (for the scan right under its probe side). With
+/// `sink_only`, the dynamic filter is not the one of the keys followed
+/// and only the sink is placed.
 struct Filters {
     dynamic: Arc<DynamicFilterPhysicalExpr>,
     sink: Option<Arc<KeySink>>,
+    sink_only: bool,
     used_dynamic: Cell<bool>,
     used_sink: Cell<bool>,
 }
@@ -214,7 +272,7 @@ fn place(
             .iter()
             .map(|&i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
             .collect();
-        if worth {
+        if worth && !filter.sink_only {
             let remapped =
                 (filter.dynamic.clone() as Arc<dyn PhysicalExpr>).with_new_children(children)?;
             filter.used_dynamic.set(true);

@@ -590,6 +590,20 @@ async fn hash_joins_filter_the_scans_of_their_probe_side_without_changing_answer
                 .into(),
             TableAtLeast("mid", 1900),
         ),
+        // TPC-H Q2's shape: the subquery's rows are joined on two keys,
+        // one of them its aggregate's result, which cannot be followed to
+        // a scan; the other, a grouping key, gets a bitmap of the outer
+        // rows' keys alone. (The outer join's key is computed, so only the
+        // subquery's scan can drop rows; `{k}` is computed in a derived
+        // table because DataFusion cannot decorrelate `b.k + 0 = small._id`.)
+        (
+            "SELECT count(*), sum(big.v) FROM {small}, {big} \
+             WHERE big.k + 0 = small._id AND small.tag = 'x' \
+             AND big.v = (SELECT max(b.v) FROM (SELECT {k} AS k, v FROM {big}) b \
+             WHERE b.k = small._id)"
+                .into(),
+            Filtered,
+        ),
         // Three joins deep: the key comes up through one join's probe side
         // from another's build side.
         (
