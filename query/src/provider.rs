@@ -225,8 +225,8 @@ fn id_filter(e: &Expr) -> Option<Vec<EntityId>> {
 /// The predicates on single columns that a pushed-down filter implies, for
 /// skipping segments and batches by their statistics
 /// (`strata_storage::prune`): `col op literal` (=, <, <=, >, >=, either
-/// side), `col BETWEEN a AND b`, `col IN (literals)` (or `col = a OR col
-/// = b …`), `col IS [NOT] NULL`, and conjunctions of these. Empty when the filter is of no use there.
+/// side), `col BETWEEN a AND b`, `col IN (literals)`, `col IS [NOT] NULL`,
+/// and conjunctions of these. Empty when the filter is of no use there.
 fn column_predicates(e: &Expr, schema: &SchemaRef) -> Vec<ColumnPredicate> {
     use datafusion::arrow::datatypes::DataType;
     let column = |e: &Expr| -> Option<(String, DataType)> {
@@ -262,20 +262,6 @@ fn column_predicates(e: &Expr, schema: &SchemaRef) -> Vec<ColumnPredicate> {
             let mut v = column_predicates(&b.left, schema);
             v.extend(column_predicates(&b.right, schema));
             v
-        }
-        // DataFusion's simplifier turns a short `col IN (a, b, c)` into
-        // `col = a OR col = b OR col = c` (TPC-H Q12's and Q19's
-        // `l_shipmode IN ('MAIL', 'SHIP')`): the same test as the list.
-        Expr::BinaryExpr(b) if b.op == Operator::Or => {
-            let mut values = Vec::new();
-            let mut target = None;
-            if !equal_alternatives(e, &column, &literal, &mut target, &mut values) {
-                return vec![];
-            }
-            match target {
-                Some((name, scale)) => vec![pred(name, Test::In(values), scale)],
-                None => vec![],
-            }
         }
         Expr::BinaryExpr(b) => {
             let Some(op) = cmp(b.op) else {
@@ -328,50 +314,6 @@ fn column_predicates(e: &Expr, schema: &SchemaRef) -> Vec<ColumnPredicate> {
             .unwrap_or_default(),
         _ => vec![],
     }
-}
-
-/// Whether `e` is a disjunction of `col = literal` and `col IN (literals)`
-/// over one column: its name and decimal scale go to `target`, the
-/// literals to `values`.
-fn equal_alternatives(
-    e: &Expr,
-    column: &dyn Fn(&Expr) -> Option<(String, datafusion::arrow::datatypes::DataType)>,
-    literal: &dyn Fn(
-        &Expr,
-        &datafusion::arrow::datatypes::DataType,
-    ) -> Option<(StatValue, Option<i8>)>,
-    target: &mut Option<(String, Option<i8>)>,
-    values: &mut Vec<StatValue>,
-) -> bool {
-    let (col, lits): (_, Vec<&Expr>) = match e {
-        Expr::BinaryExpr(b) if b.op == Operator::Or => {
-            return equal_alternatives(&b.left, column, literal, target, values)
-                && equal_alternatives(&b.right, column, literal, target, values);
-        }
-        Expr::BinaryExpr(b) if b.op == Operator::Eq => match (column(&b.left), column(&b.right)) {
-            (Some(c), None) => (c, vec![&b.right]),
-            (None, Some(c)) => (c, vec![&b.left]),
-            _ => return false,
-        },
-        Expr::InList(l) if !l.negated && !l.list.is_empty() => match column(&l.expr) {
-            Some(c) => (c, l.list.iter().collect()),
-            None => return false,
-        },
-        _ => return false,
-    };
-    let (name, ty) = col;
-    for x in lits {
-        let Some((v, scale)) = literal(x, &ty) else {
-            return false;
-        };
-        match target {
-            Some((n, s)) if *n != name || *s != scale => return false,
-            Some(_) => {}
-            None => *target = Some((name.clone(), scale)),
-        }
-        values.push(v);
-    }
-    true
 }
 
 /// A literal compared with a column of type `ty`, as the statistics hold
